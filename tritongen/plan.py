@@ -1,0 +1,79 @@
+"""The plan: how many instances of each member go on which device, at which batch size.
+
+This module holds the `Plan` value and its file format (`plan.json`). The search that fills it
+(worst-fit placement, then greedy) lives in `tritongen.planner`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tritongen.devices import Inventory
+from tritongen.errors import SpecError
+from tritongen.models import Ensemble
+
+
+@dataclass(frozen=True)
+class Plan:
+    allocation: dict[str, dict[str, int]]  # member -> device id -> instances
+    batch_size: dict[str, int]  # member -> max_batch_size shared by all its instances
+    predicted_throughput: float = 0.0
+    threads: dict[str, int] = field(default_factory=dict)  # member -> intra-op threads (CPU)
+    queue_delay_us: dict[str, int] = field(default_factory=dict)  # member -> batcher delay
+    extra: dict[str, Any] = field(default_factory=dict)  # baseline, bottleneck, model name...
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "allocation": self.allocation,
+            "batch_size": self.batch_size,
+            "predicted_throughput": self.predicted_throughput,
+            "threads": self.threads,
+            "queue_delay_us": self.queue_delay_us,
+            **self.extra,
+        }
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n")
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Plan:
+        known = {"allocation", "batch_size", "predicted_throughput", "threads", "queue_delay_us"}
+        return cls(
+            allocation={m: {d: int(n) for d, n in a.items()} for m, a in data["allocation"].items()},
+            batch_size={m: int(b) for m, b in data["batch_size"].items()},
+            predicted_throughput=float(data.get("predicted_throughput", 0.0)),
+            threads={m: int(t) for m, t in data.get("threads", {}).items()},
+            queue_delay_us={m: int(t) for m, t in data.get("queue_delay_us", {}).items()},
+            extra={k: v for k, v in data.items() if k not in known},
+        )
+
+
+def load_plan(path: str | Path) -> Plan:
+    path = Path(path)
+    try:
+        return Plan.from_json(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise SpecError(f"{path}: file not found; create it with `tritongen plan`") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise SpecError(f"{path}: not a valid plan.json ({type(exc).__name__}: {exc})") from None
+
+
+def default_plan(ensemble: Ensemble, inventory: Inventory) -> Plan:
+    """One instance of each member on the CPU, dynamic batching up to the spec's batch size."""
+    cpu = inventory.cpu
+    if cpu is None:
+        raise SpecError("the device inventory has no CPU; add one to DEVICES.json")
+    members = ensemble.members
+    threads = max(1, (cpu.cores or 1) // len(members))
+    return Plan(
+        allocation={m.name: {cpu.id: 1} for m in members},
+        batch_size={m.name: _batch_size(ensemble.spec.max_batch_size, m.max_batch_limit) for m in members},
+        threads={m.name: threads for m in members},
+    )
+
+
+def _batch_size(wanted: int, limit: int | None) -> int:
+    return min(wanted, limit) if limit else wanted

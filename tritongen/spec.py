@@ -1,0 +1,154 @@
+"""Load and validate the ensemble spec (`ensemble.yaml`), the first stage of the pipeline.
+
+Every mistake a user can make here becomes one `SpecError` line naming the file, the field
+and the fix; nothing downstream re-validates names, so they are safe in paths and configs.
+"""
+
+from __future__ import annotations
+
+import math
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from tritongen.errors import SpecError
+
+NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+NAME_RULE = "use 1-64 characters from A-Z a-z 0-9 _ -"
+
+
+class Rule(str, Enum):
+    mean = "mean"
+    weighted_mean = "weighted_mean"
+    geometric_mean = "geometric_mean"
+    majority_vote = "majority_vote"
+    max = "max"
+
+
+class Transform(str, Enum):
+    softmax = "softmax"
+    none = "none"
+
+
+def _finite_positive(value: float) -> float:
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError("must be a finite number > 0")
+    return value
+
+
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+Weight = Annotated[float, AfterValidator(_finite_positive)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MemberSpec(_Strict):
+    name: Name
+    model: Path
+    weight: Weight = 1.0
+
+
+class CombineSpec(_Strict):
+    rule: Rule = Rule.mean
+    transform: Transform = Transform.softmax
+
+
+class Spec(_Strict):
+    """One ensemble: what the user wrote, with `model` paths made absolute."""
+
+    name: Name
+    members: list[MemberSpec] = Field(min_length=1)
+    combine: CombineSpec = CombineSpec()
+    max_batch_size: int = Field(default=32, ge=1, le=4096)
+    devices: str = "auto"
+    # BLS combiner only: answer from the members that replied when some fail or are late.
+    min_members: int | None = Field(default=None, ge=1)
+    member_timeout_ms: int | None = Field(default=None, ge=1)
+    source: Path = Field(default=Path("ensemble.yaml"), exclude=True)
+
+    @field_validator("members")
+    @classmethod
+    def _unique_member_names(cls, members: list[MemberSpec]) -> list[MemberSpec]:
+        seen: set[str] = set()
+        for member in members:
+            if member.name in seen:
+                raise ValueError(f"member name {member.name!r} appears twice; names must be unique")
+            seen.add(member.name)
+        return members
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Spec:
+        if self.name in {m.name for m in self.members}:
+            raise ValueError(f"ensemble name {self.name!r} is also a member name; rename one")
+        if self.min_members is not None and self.min_members > len(self.members):
+            raise ValueError(
+                f"min_members={self.min_members} exceeds the {len(self.members)} members"
+            )
+        return self
+
+    @property
+    def weights(self) -> list[float]:
+        return [m.weight for m in self.members]
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read `path`, validate it and resolve member model paths relative to it."""
+    path = Path(path)
+    data = _read_yaml(path)
+    try:
+        spec = Spec.model_validate({**data, "source": path})
+    except ValidationError as exc:
+        raise SpecError(f"{path}: {_describe(exc)}") from None
+    members = [m.model_copy(update={"model": _resolve(path, m.model)}) for m in spec.members]
+    return spec.model_copy(update={"members": members})
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"{path}: file not found; pass the path of an ensemble YAML") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{path}: cannot read ({exc})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise SpecError(f"{path}: YAML syntax error{where}: {problem}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: expected a mapping with 'name' and 'members' at the top level")
+    return data
+
+
+def _resolve(spec_path: Path, model: Path) -> Path:
+    return model if model.is_absolute() else (spec_path.parent / model).resolve()
+
+
+def _describe(exc: ValidationError) -> str:
+    """The first validation error as `field: problem (fix)` on one line."""
+    error = exc.errors()[0]
+    field = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return f"{field}: unknown key; remove it or check its spelling"
+    if kind == "missing":
+        return f"{field}: required field is missing"
+    if kind == "string_pattern_mismatch":
+        return f"{field}: {error['input']!r} is not a valid name; {NAME_RULE}"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{field}: {message}".replace("\n", " ")
