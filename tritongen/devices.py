@@ -71,7 +71,9 @@ def load_inventory(path: str | Path) -> Inventory:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise SpecError(f"{path}: file not found; create it with `tritongen devices --json`") from None
+        raise SpecError(
+            f"{path}: file not found; create it with `tritongen devices --json`"
+        ) from None
     except (OSError, ValueError) as exc:
         raise SpecError(f"{path}: not valid JSON ({exc})") from None
     entries = data.get("devices") if isinstance(data, dict) else None

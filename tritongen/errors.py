@@ -1,11 +1,11 @@
 """The exception tree. The CLI catches `TritongenError`, prints one line and exits 2.
 
-    TritongenError
-    ├── SpecError          the ensemble spec or one of its model files is wrong
-    ├── PlanError          no placement satisfies the devices (a member fits nowhere)
-    ├── ProfileError       a member could not be measured
-    ├── RenderError        the repository cannot be written where asked
-    └── ServerError        tritonserver is missing, cannot bind, or a model failed to load
+TritongenError
+├── SpecError          the ensemble spec or one of its model files is wrong
+├── PlanError          no placement satisfies the devices (a member fits nowhere)
+├── ProfileError       a member could not be measured
+├── RenderError        the repository cannot be written where asked
+└── ServerError        tritonserver is missing, cannot bind, or a model failed to load
 """
 
 

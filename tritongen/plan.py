@@ -42,7 +42,9 @@ class Plan:
     def from_json(cls, data: dict[str, Any]) -> Plan:
         known = {"allocation", "batch_size", "predicted_throughput", "threads", "queue_delay_us"}
         return cls(
-            allocation={m: {d: int(n) for d, n in a.items()} for m, a in data["allocation"].items()},
+            allocation={
+                m: {d: int(n) for d, n in a.items()} for m, a in data["allocation"].items()
+            },
             batch_size={m: int(b) for m, b in data["batch_size"].items()},
             predicted_throughput=float(data.get("predicted_throughput", 0.0)),
             threads={m: int(t) for m, t in data.get("threads", {}).items()},
@@ -70,7 +72,9 @@ def default_plan(ensemble: Ensemble, inventory: Inventory) -> Plan:
     threads = max(1, (cpu.cores or 1) // len(members))
     return Plan(
         allocation={m.name: {cpu.id: 1} for m in members},
-        batch_size={m.name: _batch_size(ensemble.spec.max_batch_size, m.max_batch_limit) for m in members},
+        batch_size={
+            m.name: _batch_size(ensemble.spec.max_batch_size, m.max_batch_limit) for m in members
+        },
         threads={m.name: threads for m in members},
     )
 

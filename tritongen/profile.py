@@ -39,7 +39,10 @@ class Profile:
         return {
             "version": PROFILE_VERSION,
             "members": {
-                m: {c: {str(b): e.to_json() for b, e in sorted(by_b.items())} for c, by_b in by_c.items()}
+                m: {
+                    c: {str(b): e.to_json() for b, e in sorted(by_b.items())}
+                    for c, by_b in by_c.items()
+                }
                 for m, by_c in self.members.items()
             },
             **self.extra,
@@ -51,10 +54,7 @@ class Profile:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Profile:
         members = {
-            m: {
-                c: {int(b): _entry(e) for b, e in by_b.items()}
-                for c, by_b in by_c.items()
-            }
+            m: {c: {int(b): _entry(e) for b, e in by_b.items()} for c, by_b in by_c.items()}
             for m, by_c in data["members"].items()
         }
         extra = {k: v for k, v in data.items() if k not in {"version", "members"}}
