@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -25,14 +25,14 @@ def _root() -> None:
 
 
 DevicesOpt = Annotated[
-    Optional[Path], typer.Option("--devices", help="DEVICES.json to plan for (default: detect).")
+    Path | None, typer.Option("--devices", help="DEVICES.json to plan for (default: detect).")
 ]
 
 
 @app.command()
 def devices(
     json_out: Annotated[
-        Optional[Path], typer.Option("--json", help="Write the inventory to this DEVICES.json.")
+        Path | None, typer.Option("--json", help="Write the inventory to this DEVICES.json.")
     ] = None,
 ) -> None:
     """Show the CPU and GPUs of this machine."""
@@ -66,7 +66,7 @@ def plan(
     ] = Path("plan.json"),
     devices_file: DevicesOpt = None,
     profile_file: Annotated[
-        Optional[Path],
+        Path | None,
         typer.Option("--profile", help="profile.json to plan from (default: measure)."),
     ] = None,
 ) -> None:
