@@ -3,14 +3,20 @@ prints the result. Every `TritongenError` becomes one line on stderr and exit co
 
 from __future__ import annotations
 
+import json
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 from rich.console import Console
 
+from tritongen.client import ModelSignature, Protocol
 from tritongen.errors import TritongenError
+from tritongen.render import Combiner, Target
+from tritongen.server import LOOPBACK, EmbeddedServer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
 console = Console()
@@ -72,6 +78,149 @@ def plan(
 ) -> None:
     """Decide how many instances of each member go on which device, at which batch size."""
     raise TritongenError("plan: not implemented yet")
+
+
+@app.command()
+def build(
+    spec: SpecArg,
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Repository folder to write.")
+    ] = Path("model_repository"),
+    combiner: Annotated[
+        Combiner,
+        typer.Option(help="ensemble: Triton's scheduler + a combine step; bls: async BLS."),
+    ] = Combiner.ensemble,
+    target: Annotated[
+        Target, typer.Option(help="embedded: Python-backend members; docker: native onnxruntime.")
+    ] = Target.embedded,
+    devices_file: DevicesOpt = None,
+    plan_file: Annotated[
+        Path | None, typer.Option("--plan", help="Use this plan.json instead of planning.")
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace a folder that tritongen did not write.")
+    ] = False,
+) -> None:
+    """Render a Triton model repository that serves the ensemble as one model."""
+    from tritongen.pipeline import build as build_repository
+
+    ensemble, _plan, repository = build_repository(
+        spec,
+        output,
+        combiner=combiner,
+        target=target,
+        devices_file=devices_file,
+        plan_file=plan_file,
+        force=force,
+    )
+    console.print(
+        f"wrote {repository}: model [bold]{ensemble.spec.name}[/] combines "
+        f"{len(ensemble.members)} members ({combiner.value} combiner, {target.value} target)"
+    )
+
+
+@app.command()
+def serve(
+    repository: Annotated[Path, typer.Argument(help="A repository from `tritongen build`.")] = Path(
+        "model_repository"
+    ),
+    host: Annotated[str, typer.Option(help="Address to bind; loopback unless you ask.")] = LOOPBACK,
+    http_port: Annotated[int | None, typer.Option(help="Default: a free port.")] = None,
+    grpc_port: Annotated[int | None, typer.Option(help="Default: a free port.")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Default: a free port.")] = None,
+    background: Annotated[
+        bool, typer.Option("--background", help="Return once ready; print one JSON line.")
+    ] = False,
+    model_control: Annotated[
+        bool, typer.Option("--model-control", help="Allow remote load/unload (off by default).")
+    ] = False,
+    log_file: Annotated[
+        Path | None, typer.Option(help="Server log (default: a temp file).")
+    ] = None,
+) -> None:
+    """Run the embedded Triton server on a repository."""
+    server = EmbeddedServer(
+        repository,
+        host=host,
+        http_port=http_port,
+        grpc_port=grpc_port,
+        metrics_port=metrics_port,
+        model_control=model_control,
+        log_path=log_file,
+    )
+    server.start(detach=background)
+    ports = {
+        "pid": server.pid,
+        "http_port": server.http_port,
+        "grpc_port": server.grpc_port,
+        "metrics_port": server.metrics_port,
+    }
+    if background:
+        print(json.dumps({**ports, "log": str(server.log_path)}), flush=True)
+        return
+    console.print(
+        f"tritonserver ready (pid {server.pid}): http {server.http_url}, grpc {server.grpc_url}, "
+        f"metrics {server._client_host}:{server.metrics_port}; log {server.log_path}. Ctrl-C stops."
+    )
+    _wait_until_interrupted(server)
+
+
+def _wait_until_interrupted(server: EmbeddedServer) -> None:
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        assert server.process is not None
+        code = server.process.wait()
+        raise TritongenError(f"tritonserver exited with code {code}; see {server.log_path}")
+    except KeyboardInterrupt:
+        console.print("stopping tritonserver...")
+    finally:
+        server.stop()
+
+
+@app.command()
+def infer(
+    data: Annotated[
+        Path | None, typer.Argument(help="A .npy file of inputs, first axis = rows.")
+    ] = None,
+    model: Annotated[str, typer.Option(help="The ensemble's name (the spec's `name`).")] = "",
+    url: Annotated[str, typer.Option(help="host:port of the server.")] = "127.0.0.1:8000",
+    protocol: Annotated[
+        Protocol, typer.Option(help="http or grpc (give the matching port).")
+    ] = Protocol.http,
+    random: Annotated[int, typer.Option("--random", help="Send N random rows instead.")] = 0,
+    top: Annotated[int, typer.Option("--top", "-k", help="Classes shown per row.")] = 3,
+) -> None:
+    """Send inputs to a served ensemble and print the top-k classes per row."""
+    from tritongen.client import EnsembleClient, top_k
+    from tritongen.report import top_k_table
+
+    if not model:
+        raise TritongenError("infer: --model is required (the ensemble's name in the spec)")
+    client = EnsembleClient(url, model, protocol)
+    batch = _load_rows(data, random, client.signature)
+    output = client.infer(batch)
+    classes, scores = top_k(output.reshape(len(output), -1), top)
+    console.print(top_k_table(classes, scores))
+
+
+def _load_rows(data: Path | None, random: int, signature: ModelSignature) -> np.ndarray:
+    if data is None and random <= 0:
+        raise TritongenError("infer: give a .npy file or --random N")
+    if data is None:
+        dims = [d if d > 0 else 1 for d in signature.input_dims]
+        return (
+            np.random.default_rng(0).standard_normal((random, *dims)).astype(signature.input_dtype)
+        )
+    try:
+        batch = np.load(data, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise TritongenError(f"{data}: not a readable .npy file ({exc})") from None
+    if batch.shape[1:] != signature.input_dims and -1 not in signature.input_dims:
+        raise TritongenError(
+            f"{data}: rows have shape {list(batch.shape[1:])}, the model takes "
+            f"{list(signature.input_dims)}; reshape the array"
+        )
+    return batch
 
 
 def main() -> None:

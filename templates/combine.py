@@ -1,0 +1,77 @@
+"""The ensemble's combination rules, vectorised over members and rows.
+
+This file is copied next to every combiner's model.py: it imports numpy only, so the rendered
+repository runs on any Triton with a Python backend (embedded, NGC image) without tritongen.
+"""
+
+import numpy as np
+
+RULES = ("mean", "weighted_mean", "geometric_mean", "majority_vote", "max")
+TRANSFORMS = ("softmax", "none")
+
+
+def softmax(logits):
+    """Softmax over the last axis, shifted by the row maximum for stability."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    np.exp(shifted, out=shifted)
+    shifted /= shifted.sum(axis=-1, keepdims=True)
+    return shifted
+
+
+def make_combiner(rule, transform, weights):
+    """Return `combine(outputs) -> combined` for outputs stacked as (members, rows, ...classes).
+
+    Weights are normalised once here so that the per-request path is a few numpy calls.
+    """
+    if rule not in RULES or transform not in TRANSFORMS:
+        raise ValueError(f"unknown rule {rule!r} or transform {transform!r}")
+    weights = np.asarray(weights, dtype=np.float64)
+    if rule in ("mean", "max"):
+        weights = np.ones_like(weights)
+    normalised = (weights / weights.sum()).astype(np.float32)
+    reduce = _REDUCERS[rule]
+
+    def combine(outputs):
+        outputs = outputs.astype(np.float32, copy=False)
+        if transform == "softmax":
+            outputs = softmax(outputs)
+        return reduce(outputs, normalised)
+
+    return combine
+
+
+def _weighted_mean(outputs, weights):
+    return np.tensordot(weights, outputs, axes=1)
+
+
+def _geometric_mean(outputs, weights):
+    # Clip so that a zero probability from one member does not erase a class entirely.
+    logs = np.log(np.maximum(outputs, np.finfo(np.float32).tiny))
+    combined = np.exp(np.tensordot(weights, logs, axes=1))
+    combined /= combined.sum(axis=-1, keepdims=True)
+    return combined
+
+
+def _max(outputs, weights):
+    return outputs.max(axis=0)
+
+
+def _majority_vote(outputs, weights):
+    classes = outputs.shape[-1]
+    elected = outputs.argmax(axis=-1)  # (members, rows, ...)
+    one_hot = elected[..., None] == np.arange(classes)
+    return np.tensordot(weights, one_hot.astype(np.float32), axes=1)
+
+
+_REDUCERS = {
+    "mean": _weighted_mean,
+    "weighted_mean": _weighted_mean,
+    "geometric_mean": _geometric_mean,
+    "majority_vote": _majority_vote,
+    "max": _max,
+}
+
+
+def non_finite_rows(combined):
+    """Boolean per row: True where a member produced NaN or Inf that reached the result."""
+    return ~np.isfinite(combined.reshape(len(combined), -1)).all(axis=1)

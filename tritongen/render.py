@@ -1,0 +1,310 @@
+"""Render a Triton model repository from an ensemble and its plan.
+
+Everything is written into a temporary folder beside the destination, every config.pbtxt is
+parsed back into Triton's `ModelConfig` protobuf, and only then does the new repository take
+the destination's place: a failed build leaves the previous repository as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from enum import Enum
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from tritongen.devices import Inventory
+from tritongen.errors import RenderError, SpecError
+from tritongen.models import Ensemble, MemberModel
+from tritongen.plan import Plan
+
+MARKER = ".tritongen"
+KEPT_FILES = ("README.md",)  # carried over from the destination (the folder's own README)
+COMBINER_INSTANCES = 2  # an async BLS instance moves one batch at a time: keep two in flight
+
+
+class Combiner(str, Enum):
+    ensemble = "ensemble"
+    bls = "bls"
+
+
+class Target(str, Enum):
+    embedded = "embedded"  # members on the Python backend (the embedded server has no other)
+    docker = "docker"  # members on Triton's native onnxruntime backend (NGC image)
+
+
+@dataclass(frozen=True)
+class InstanceGroup:
+    kind: str
+    count: int
+    gpus: tuple[int, ...] = ()
+
+
+def render_repository(
+    ensemble: Ensemble,
+    plan: Plan,
+    inventory: Inventory,
+    destination: str | Path,
+    *,
+    combiner: Combiner = Combiner.ensemble,
+    target: Target = Target.embedded,
+    force: bool = False,
+) -> Path:
+    """Write the repository for `ensemble` laid out by `plan` into `destination`."""
+    destination = Path(destination).resolve()
+    _check_destination(destination, force)
+    _check_plan(ensemble, plan, inventory)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
+    try:
+        _write_all(staging, ensemble, plan, inventory, Combiner(combiner), Target(target))
+        _carry_kept_files(destination, staging)
+        _swap(staging, destination)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return destination
+
+
+def _write_all(
+    root: Path,
+    ensemble: Ensemble,
+    plan: Plan,
+    inventory: Inventory,
+    combiner: Combiner,
+    target: Target,
+) -> None:
+    root.chmod(0o755)
+    env = _environment()
+    for member in ensemble.members:
+        _write_member(root, env, ensemble, member, plan, inventory, target)
+    if combiner is Combiner.bls:
+        _write_bls(root, env, ensemble, plan)
+    else:
+        _write_native_ensemble(root, env, ensemble, plan)
+    plan.save(root / "plan.json")
+    marker = {"ensemble": ensemble.spec.name, "combiner": combiner.value, "target": target.value}
+    (root / MARKER).write_text(json.dumps(marker) + "\n")
+
+
+def _write_member(
+    root: Path,
+    env: jinja2.Environment,
+    ensemble: Ensemble,
+    member: MemberModel,
+    plan: Plan,
+    inventory: Inventory,
+    target: Target,
+) -> None:
+    batch = plan.batch_size[member.name]
+    config = env.get_template("member.pbtxt.j2").render(
+        ensemble_name=ensemble.spec.name,
+        member=member,
+        target=target.value,
+        batch_size=batch,
+        instance_groups=instance_groups(plan.allocation[member.name], inventory),
+        preferred_batch_sizes=[batch] if batch > 1 else [],
+        queue_delay_us=plan.queue_delay_us.get(member.name, 0),
+        threads=plan.threads.get(member.name, 1),
+    )
+    version = _model_dir(root, member.name, config)
+    shutil.copyfile(member.path, version / "model.onnx")
+    if target is Target.embedded:
+        _copy_template(env, "member_model.py", version / "model.py")
+
+
+def _write_bls(root: Path, env: jinja2.Environment, ensemble: Ensemble, plan: Plan) -> None:
+    spec = ensemble.spec
+    members = [
+        {
+            "name": m.name,
+            "input": m.input.name,
+            "output": m.output.name,
+            "weight": m.weight,
+            "max_batch_size": plan.batch_size[m.name],
+        }
+        for m in ensemble.members
+    ]
+    config = env.get_template("combiner_bls.pbtxt.j2").render(
+        name=spec.name,
+        input=ensemble.input,
+        output=ensemble.output,
+        max_batch_size=spec.max_batch_size,
+        instances=COMBINER_INSTANCES,
+        queue_delay_us=0,
+        members=members,
+        rule=spec.combine.rule.value,
+        transform=spec.combine.transform.value,
+        min_members=spec.min_members or len(members),
+        member_timeout_ms=spec.member_timeout_ms or 0,
+    )
+    version = _model_dir(root, spec.name, config)
+    _copy_template(env, "combiner_bls.py", version / "model.py")
+    _copy_template(env, "combine.py", version / "combine.py")
+
+
+def _write_native_ensemble(
+    root: Path, env: jinja2.Environment, ensemble: Ensemble, plan: Plan
+) -> None:
+    spec = ensemble.spec
+    step = combine_step_name(ensemble)
+    # Triton requires an ensemble's max_batch_size to be at most each of its steps'.
+    max_batch = min([spec.max_batch_size, *plan.batch_size.values()])
+    common = {
+        "name": spec.name,
+        "combine_step": step,
+        "members": ensemble.members,
+        "input": ensemble.input,
+        "output": ensemble.output,
+        "max_batch_size": max_batch,
+    }
+    _model_dir(root, spec.name, env.get_template("ensemble.pbtxt.j2").render(**common))
+    config = env.get_template("combine_step.pbtxt.j2").render(
+        **common,
+        instances=1,
+        queue_delay_us=0,
+        weights=spec.weights,
+        rule=spec.combine.rule.value,
+        transform=spec.combine.transform.value,
+    )
+    version = _model_dir(root, step, config)
+    _copy_template(env, "combine_step.py", version / "model.py")
+    _copy_template(env, "combine.py", version / "combine.py")
+
+
+def combine_step_name(ensemble: Ensemble) -> str:
+    return f"{ensemble.spec.name}_combine"
+
+
+def instance_groups(allocation: dict[str, int], inventory: Inventory) -> list[InstanceGroup]:
+    """One instance_group per device: `KIND_GPU` pinned with `gpus`, or `KIND_CPU`."""
+    groups = []
+    for device_id, count in sorted(allocation.items()):
+        if count <= 0:
+            continue
+        device = inventory[device_id]
+        if device.kind == "gpu":
+            groups.append(InstanceGroup("KIND_GPU", count, (device.gpu_index,)))
+        else:
+            groups.append(InstanceGroup("KIND_CPU", count))
+    return groups
+
+
+def _model_dir(root: Path, name: str, config: str) -> Path:
+    """Create `root/name/` with its config.pbtxt (checked) and return the version folder."""
+    parse_config(config, name)
+    model = root / name
+    (model / "1").mkdir(parents=True, mode=0o755)
+    (model / "config.pbtxt").write_text(config)
+    return model / "1"
+
+
+def parse_config(text: str, name: str) -> model_config_pb2.ModelConfig:
+    """Parse a rendered config.pbtxt as Triton does; a failure is a bug in a template."""
+    config = model_config_pb2.ModelConfig()
+    try:
+        text_format.Parse(text, config)
+    except text_format.ParseError as exc:
+        raise RenderError(f"rendered config.pbtxt of {name} does not parse: {exc}") from None
+    if config.name != name:
+        raise RenderError(f"rendered config.pbtxt of {name} names the model {config.name!r}")
+    return config
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    env.filters["q"] = pbtxt_string
+    return env
+
+
+def templates_dir() -> Path:
+    """The source checkout's `templates/`, else the copy installed inside the wheel."""
+    source = Path(__file__).resolve().parent.parent / "templates"
+    if (source / "member.pbtxt.j2").is_file():
+        return source
+    return Path(str(resources.files("tritongen.templates")))
+
+
+def pbtxt_string(value: Any) -> str:
+    """A protobuf text-format string literal: every quote, backslash and control escaped."""
+    out = []
+    for char in str(value):
+        if char in '"\\':
+            out.append("\\" + char)
+        elif char.isprintable() and char.isascii():
+            out.append(char)
+        else:
+            out.extend(f"\\{byte:03o}" for byte in char.encode())
+    return '"' + "".join(out) + '"'
+
+
+def _copy_template(env: jinja2.Environment, name: str, target: Path) -> None:
+    shutil.copyfile(templates_dir() / name, target)
+    target.chmod(0o644)
+
+
+def _check_destination(destination: Path, force: bool) -> None:
+    if not destination.exists() or force:
+        return
+    if not destination.is_dir():
+        raise RenderError(f"{destination}: exists and is not a folder; choose another -o")
+    foreign = [p.name for p in destination.iterdir() if p.name not in (*KEPT_FILES, MARKER)]
+    if foreign and not (destination / MARKER).exists():
+        raise RenderError(
+            f"{destination}: is not empty and was not written by tritongen "
+            f"(holds {', '.join(sorted(foreign)[:3])}); choose another -o or pass --force"
+        )
+
+
+def _check_plan(ensemble: Ensemble, plan: Plan, inventory: Inventory) -> None:
+    names = {m.name for m in ensemble.members}
+    if combine_step_name(ensemble) in names:
+        raise SpecError(f"member name {combine_step_name(ensemble)!r} is reserved; rename it")
+    for member in ensemble.members:
+        if not any(n > 0 for n in plan.allocation.get(member.name, {}).values()):
+            raise SpecError(f"plan: member {member.name} has no instance; re-run `tritongen plan`")
+        if member.name not in plan.batch_size:
+            raise SpecError(f"plan: member {member.name} has no batch size")
+        for device_id in plan.allocation[member.name]:
+            try:
+                inventory[device_id]
+            except KeyError:
+                raise SpecError(
+                    f"plan: member {member.name} is placed on {device_id!r}, "
+                    "which is not in the device inventory"
+                ) from None
+
+
+def _carry_kept_files(destination: Path, staging: Path) -> None:
+    for name in KEPT_FILES:
+        if (destination / name).is_file():
+            shutil.copy2(destination / name, staging / name)
+
+
+def _swap(staging: Path, destination: Path) -> None:
+    """Put `staging` at `destination`; the old tree is removed only once the new one is in."""
+    if not destination.exists():
+        os.rename(staging, destination)
+        return
+    retired = destination.with_name(f".{destination.name}.old-{os.getpid()}")
+    os.rename(destination, retired)
+    try:
+        os.rename(staging, destination)
+    except OSError:
+        os.rename(retired, destination)
+        raise
+    shutil.rmtree(retired, ignore_errors=True)

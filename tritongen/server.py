@@ -1,0 +1,308 @@
+"""The embedded Triton server: the `tritonserver` binary that the nvidia-pytriton wheel ships,
+run as a child process on loopback ports.
+
+    with EmbeddedServer("model_repository") as server:
+        client = tritonclient.http.InferenceServerClient(server.http_url)
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from tritongen.errors import ServerError
+
+LOOPBACK = "127.0.0.1"
+INSTALL_HINT = "install it with `pip install nvidia-pytriton==0.7.0` (Linux x86_64)"
+
+
+@dataclass(frozen=True)
+class TritonInstall:
+    """Where the wheel keeps the server binary, its libraries and the Python backend."""
+
+    binary: Path
+    libraries: Path
+    backends: Path
+    stubs: Path
+
+
+def find_tritonserver() -> TritonInstall:
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise ServerError(
+            f"tritonserver not found: the nvidia-pytriton package is missing; {INSTALL_HINT}"
+        )
+    package = Path(next(iter(spec.submodule_search_locations)))
+    install = TritonInstall(
+        binary=package / "tritonserver" / "bin" / "tritonserver",
+        libraries=package.parent / "nvidia_pytriton.libs",
+        backends=package / "tritonserver" / "backends",
+        stubs=package / "tritonserver" / "python_backend_stubs",
+    )
+    if not install.binary.is_file():
+        raise ServerError(f"tritonserver not found at {install.binary}; {INSTALL_HINT}")
+    return install
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "tritongen"
+
+
+def prepare_backends(install: TritonInstall) -> Path:
+    """A backends folder whose Python backend has the stub for the running Python beside it.
+
+    The wheel keeps one stub per Python version apart from `libtriton_python.so`; we assemble
+    the pair in our cache rather than write into site-packages.
+    """
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = install.stubs / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise ServerError(
+            f"the Triton Python backend has no stub for Python {version}; use 3.8-3.13"
+        )
+    target = cache_dir() / "backends" / f"{_wheel_id(install)}-py{version}"
+    if (target / "python" / stub.name).is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent))
+    shutil.copytree(install.backends, staging / "backends")
+    shutil.copy2(stub, staging / "backends" / "python" / stub.name)
+    try:
+        os.rename(staging / "backends", target)
+    except OSError:  # another process prepared it first
+        pass
+    shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _wheel_id(install: TritonInstall) -> str:
+    stat = install.binary.stat()
+    return f"{stat.st_size}-{int(stat.st_mtime)}"
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def check_port_free(host: str, port: int, flag: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            raise ServerError(
+                f"port {port} on {host} is in use; free it or pick another with {flag}"
+            ) from None
+
+
+def server_environment(install: TritonInstall) -> dict[str, str]:
+    """The stub embeds the system's libpython and ignores PYTHONPATH: it finds this
+    environment's packages only when this interpreter's `bin/` comes first on PATH."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(
+        p for p in (str(install.libraries), env.get("LD_LIBRARY_PATH", "")) if p
+    )
+    return env
+
+
+class EmbeddedServer:
+    """Run tritonserver on `repository`; a context manager that waits for readiness."""
+
+    def __init__(
+        self,
+        repository: str | Path,
+        *,
+        host: str = LOOPBACK,
+        http_port: int | None = None,
+        grpc_port: int | None = None,
+        metrics_port: int | None = None,
+        model_control: bool = False,
+        log_path: str | Path | None = None,
+        ready_timeout_s: float = 120.0,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        self.repository = Path(repository).resolve()
+        self.host = host
+        self.ports = {"http": http_port, "grpc": grpc_port, "metrics": metrics_port}
+        self.model_control = model_control
+        self.log_path = Path(log_path) if log_path else None
+        self.ready_timeout_s = ready_timeout_s
+        self.extra_args = extra_args
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def http_port(self) -> int:
+        return self._port("http")
+
+    @property
+    def grpc_port(self) -> int:
+        return self._port("grpc")
+
+    @property
+    def metrics_port(self) -> int:
+        return self._port("metrics")
+
+    @property
+    def http_url(self) -> str:
+        return f"{self._client_host}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self._client_host}:{self.grpc_port}"
+
+    @property
+    def pid(self) -> int:
+        if self.process is None:
+            raise ServerError("the server is not running")
+        return self.process.pid
+
+    def start(self, *, detach: bool = False) -> EmbeddedServer:
+        """Start tritonserver and return once every model is ready.
+
+        `detach` lets the server outlive this Python process (`serve --background`).
+        """
+        if not self.repository.is_dir():
+            raise ServerError(f"{self.repository}: no such model repository; run `tritongen build`")
+        install = find_tritonserver()
+        command = self._command(install, prepare_backends(install))
+        if self.log_path is None:
+            handle, name = tempfile.mkstemp(prefix="tritonserver-", suffix=".log")
+            os.close(handle)
+            self.log_path = Path(name)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=server_environment(install),
+                start_new_session=detach,
+            )
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """SIGTERM, wait for the models to unload, then SIGKILL if it will not go."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def __enter__(self) -> EmbeddedServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def is_ready(self) -> bool:
+        url = f"http://{self._client_host}:{self.http_port}/v2/health/ready"
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    def log_text(self) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return self.log_path.read_text(errors="replace")
+
+    @property
+    def _client_host(self) -> str:
+        return LOOPBACK if self.host in ("0.0.0.0", "") else self.host
+
+    def _port(self, name: str) -> int:
+        port = self.ports[name]
+        if port is None:
+            raise ServerError("ports are chosen when the server starts")
+        return port
+
+    def _command(self, install: TritonInstall, backends: Path) -> list[str]:
+        for name in self.ports:
+            if self.ports[name] is None:
+                self.ports[name] = free_port(self.host)
+            else:
+                check_port_free(self.host, self.ports[name], f"--{name}-port")
+        return [
+            str(install.binary),
+            f"--model-repository={self.repository}",
+            f"--backend-directory={backends}",
+            f"--http-address={self.host}",
+            f"--grpc-address={self.host}",
+            f"--metrics-address={self.host}",
+            f"--http-port={self.http_port}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-port={self.metrics_port}",
+            f"--model-control-mode={'explicit' if self.model_control else 'none'}",
+            *(["--load-model=*"] if self.model_control else []),
+            "--strict-readiness=true",
+            "--exit-on-error=true",
+            "--log-verbose=0",
+            *self.extra_args,
+        ]
+
+    def _wait_ready(self) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + self.ready_timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServerError(f"tritonserver exited before it was ready: {self._failure()}")
+            if self.is_ready():
+                return
+            time.sleep(0.2)
+        raise ServerError(
+            f"tritonserver was not ready after {self.ready_timeout_s:.0f} s: {self._failure()}"
+        )
+
+    def _failure(self) -> str:
+        """The model's own error from the log, on one line, else the log's last error."""
+        return summarize_log(self.log_text()) + f" (full log: {self.log_path})"
+
+
+_MODEL_ERROR = re.compile(r"failed to load '([^']+)' version \d+: (.*)")
+_ERROR_LINE = re.compile(r"^E\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] (.*)$", re.MULTILINE)
+
+
+def summarize_log(log: str) -> str:
+    """The first model's load failure, else the first error line, quoted from the log."""
+    for match in _MODEL_ERROR.finditer(log):
+        return f"model {match.group(1)} failed to load: {_one_line(match.group(2))}"
+    errors = _ERROR_LINE.findall(log)
+    if errors:
+        return _one_line(errors[0])
+    tail = [line for line in log.strip().splitlines() if line.strip()][-1:]
+    return _one_line(tail[0]) if tail else "no log output"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.replace("\\n", " ").split()).strip('"')[:500]
