@@ -7,6 +7,7 @@ run as a child process on loopback ports.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import re
@@ -80,10 +81,8 @@ def prepare_backends(install: TritonInstall) -> Path:
     staging = Path(tempfile.mkdtemp(dir=target.parent))
     shutil.copytree(install.backends, staging / "backends")
     shutil.copy2(stub, staging / "backends" / "python" / stub.name)
-    try:
+    with contextlib.suppress(OSError):  # another process prepared it first
         os.rename(staging / "backends", target)
-    except OSError:  # another process prepared it first
-        pass
     shutil.rmtree(staging, ignore_errors=True)
     return target
 

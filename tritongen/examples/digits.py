@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,6 +105,12 @@ def train(model: nn.Module, digits: Digits, epochs: int = 30, seed: int = SEED) 
 
 def export_onnx(model: nn.Module, path: Path, features: int = 64) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():  # the TorchScript exporter needs no onnxscript
+        warnings.simplefilter("ignore", DeprecationWarning)
+        _export(model, path, features)
+
+
+def _export(model: nn.Module, path: Path, features: int) -> None:
     torch.onnx.export(
         model,
         (torch.zeros(1, features),),

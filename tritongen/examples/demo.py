@@ -1,0 +1,85 @@
+"""`make demo`: train the digits ensemble, build its repository, serve it on the embedded
+Triton server, send the held-out digits through tritonclient and report the accuracies.
+
+    python -m tritongen.examples.demo [--combiner ensemble|bls] [--workdir examples/digits]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from tritongen.client import EnsembleClient
+from tritongen.errors import TritongenError
+from tritongen.examples.digits import load_digits_split, write_example
+from tritongen.pipeline import build
+from tritongen.render import Combiner
+from tritongen.server import EmbeddedServer
+
+console = Console()
+
+
+def run_demo(workdir: Path, repository: Path, combiner: Combiner) -> dict[str, float]:
+    spec = workdir / "ensemble.yaml"
+    with console.status("training three digit classifiers and exporting them to ONNX"):
+        spec = write_example(workdir)
+    ensemble, _, repository = build(spec, repository, combiner=combiner)
+    console.print(f"built {repository} ({combiner.value} combiner)")
+    digits = load_digits_split()
+    with console.status("starting the embedded tritonserver"):
+        server = EmbeddedServer(repository).start()
+    try:
+        console.print(f"tritonserver ready on http {server.http_url}, grpc {server.grpc_url}")
+        names = [m.name for m in ensemble.members] + [ensemble.spec.name]
+        started = time.perf_counter()
+        accuracies = {name: _accuracy(server.http_url, name, digits.test_x, digits.test_y) for name in names}
+        elapsed = time.perf_counter() - started
+    finally:
+        with console.status("stopping tritonserver"):
+            server.stop()
+    _show(accuracies, len(digits.test_y), elapsed, ensemble.spec.name)
+    return accuracies
+
+
+def _accuracy(url: str, model: str, x: np.ndarray, y: np.ndarray) -> float:
+    client = EnsembleClient(url, model)
+    try:
+        predictions = client.infer(x).argmax(axis=-1)
+    finally:
+        client.close()
+    return float((predictions == y).mean())
+
+
+def _show(accuracies: dict[str, float], samples: int, elapsed: float, ensemble: str) -> None:
+    table = Table(title=f"Held-out digits ({samples} images), every answer from tritonserver")
+    table.add_column("model")
+    table.add_column("accuracy", justify="right")
+    for name, accuracy in accuracies.items():
+        label = f"[bold]{name} (ensemble)[/]" if name == ensemble else name
+        table.add_row(label, f"{accuracy:.2%}")
+    console.print(table)
+    console.print(f"{len(accuracies) * samples} rows served in {elapsed:.1f} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--combiner", choices=[c.value for c in Combiner], default="ensemble")
+    parser.add_argument("--workdir", type=Path, default=Path("examples/digits"))
+    parser.add_argument("--repository", type=Path, default=Path("model_repository"))
+    args = parser.parse_args(argv)
+    try:
+        run_demo(args.workdir, args.repository, Combiner(args.combiner))
+    except TritongenError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
