@@ -39,13 +39,15 @@ class TritonInstall:
     stubs: Path
 
 
-def find_tritonserver() -> TritonInstall:
-    spec = importlib.util.find_spec("pytriton")
-    if spec is None or not spec.submodule_search_locations:
-        raise ServerError(
-            f"tritonserver not found: the nvidia-pytriton package is missing; {INSTALL_HINT}"
-        )
-    package = Path(next(iter(spec.submodule_search_locations)))
+def find_tritonserver(package: Path | None = None) -> TritonInstall:
+    """Locate the server inside the installed nvidia-pytriton wheel (or `package`)."""
+    if package is None:
+        spec = importlib.util.find_spec("pytriton")
+        if spec is None or not spec.submodule_search_locations:
+            raise ServerError(
+                f"tritonserver not found: the nvidia-pytriton package is missing; {INSTALL_HINT}"
+            )
+        package = Path(next(iter(spec.submodule_search_locations)))
     install = TritonInstall(
         binary=package / "tritonserver" / "bin" / "tritonserver",
         libraries=package.parent / "nvidia_pytriton.libs",

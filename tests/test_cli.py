@@ -1,0 +1,85 @@
+"""The command line: every user mistake is exit code 2 and one line on stderr."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import spec_data, write_spec
+
+CLI = [sys.executable, "-c", "from tritongen.cli import main; main()"]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=120, cwd=cwd or ROOT)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_build_writes_repository_and_plan(tmp_path: Path, member_models: list[Path]) -> None:
+    spec = write_spec(tmp_path, spec_data(member_models))
+    result = run_cli("build", str(spec), "-o", str(tmp_path / "repo"))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "repo" / "plan.json").is_file()
+    assert (tmp_path / "repo" / "ens" / "config.pbtxt").is_file()
+
+
+def test_build_with_bad_spec_exits_2_with_one_line(tmp_path: Path, member_models: list[Path]) -> None:
+    data = spec_data(member_models)
+    data["members"][0]["weight"] = -1
+    spec = write_spec(tmp_path, data)
+    assert_one_line_error(run_cli("build", str(spec), "-o", str(tmp_path / "r")), str(spec), "members.0.weight")
+    assert not (tmp_path / "r").exists()
+
+
+def test_build_with_missing_spec_exits_2(tmp_path: Path) -> None:
+    assert_one_line_error(run_cli("build", str(tmp_path / "none.yaml")), "file not found")
+
+
+def test_build_refuses_foreign_folder_and_keeps_it(tmp_path: Path, member_models: list[Path]) -> None:
+    spec = write_spec(tmp_path, spec_data(member_models))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    assert_one_line_error(run_cli("build", str(spec), "-o", str(tmp_path / "out")), "--force")
+    assert (tmp_path / "out" / "notes.txt").read_text() == "mine"
+
+
+def test_unknown_option_is_a_usage_error_with_exit_2() -> None:
+    assert run_cli("build", "--no-such-flag").returncode == 2
+
+
+def test_infer_without_server_exits_2(tmp_path: Path) -> None:
+    assert_one_line_error(run_cli("infer", "--model", "x", "--url", "127.0.0.1:9", "--random", "2"), "cannot reach")
+
+
+def test_serve_missing_repository_exits_2(tmp_path: Path) -> None:
+    assert_one_line_error(run_cli("serve", str(tmp_path / "nowhere")), "no such model repository")
+
+
+def test_docker_compose_serves_the_repository_on_gpus_with_a_healthcheck() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    service = compose["services"]["tritonserver"]
+    assert service["image"] == "nvcr.io/nvidia/tritonserver:24.10-py3"
+    assert "./model_repository:/models:ro" in service["volumes"]
+    assert {p.split(":")[-1] for p in service["ports"]} == {"8000", "8001", "8002"}
+    assert all(p.startswith("127.0.0.1:") for p in service["ports"])
+    assert service["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+    assert "/v2/health/ready" in " ".join(service["healthcheck"]["test"])
+
+
+@pytest.mark.parametrize("command", ["build", "serve", "infer", "devices", "profile", "plan"])
+def test_every_command_has_help(command: str) -> None:
+    result = run_cli(command, "--help")
+    assert result.returncode == 0 and "Usage" in result.stdout

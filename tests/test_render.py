@@ -1,0 +1,139 @@
+"""Rendering: configs parse as Triton's ModelConfig, the plan becomes instance groups, and a
+failed build never damages what was there."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from tests.conftest import spec_data, write_spec
+from tritongen.devices import Device, Inventory, detect_devices
+from tritongen.errors import RenderError, SpecError
+from tritongen.models import Ensemble, load_ensemble
+from tritongen.plan import Plan, default_plan
+from tritongen.render import Combiner, Target, instance_groups, pbtxt_string, render_repository
+from tritongen.spec import load_spec
+
+GPUS = Inventory(
+    (
+        Device("cpu", "cpu", "cpu", 64 * 2**30, cores=16),
+        Device("gpu0", "gpu", "V100-16GB", 16 * 2**30, index=0),
+        Device("gpu1", "gpu", "V100-16GB", 16 * 2**30, index=1),
+    )
+)
+
+
+@pytest.fixture
+def ensemble(tmp_path: Path, member_models: list[Path]) -> Ensemble:
+    return load_ensemble(load_spec(write_spec(tmp_path, spec_data(member_models))))
+
+
+def _config(path: Path) -> model_config_pb2.ModelConfig:
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+def test_plan_becomes_one_instance_group_per_device(tmp_path: Path, ensemble: Ensemble) -> None:
+    plan = Plan(
+        allocation={"linear": {"gpu0": 2, "gpu1": 1}, "mlp": {"cpu": 3}, "tanh": {"gpu1": 1, "cpu": 1}},
+        batch_size={"linear": 16, "mlp": 4, "tanh": 8},
+        threads={"mlp": 2},
+        queue_delay_us={"linear": 100},
+    )
+    repo = render_repository(ensemble, plan, GPUS, tmp_path / "repo", target=Target.docker)
+    linear = _config(repo / "linear" / "config.pbtxt")
+    assert linear.platform == "onnxruntime_onnx"
+    assert [(g.kind, g.count, list(g.gpus)) for g in linear.instance_group] == [
+        (model_config_pb2.ModelInstanceGroup.KIND_GPU, 2, [0]),
+        (model_config_pb2.ModelInstanceGroup.KIND_GPU, 1, [1]),
+    ]
+    assert linear.max_batch_size == 16
+    assert list(linear.dynamic_batching.preferred_batch_size) == [16]
+    assert linear.dynamic_batching.max_queue_delay_microseconds == 100
+    mlp = _config(repo / "mlp" / "config.pbtxt")
+    assert mlp.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+    assert mlp.instance_group[0].count == 3
+    assert mlp.parameters["intra_op_thread_count"].string_value == "2"
+    assert not (repo / "mlp" / "1" / "model.py").exists()  # native backend: no Python
+    assert (repo / "mlp" / "1" / "model.onnx").is_file()
+
+
+def test_ensemble_max_batch_is_at_most_every_members(tmp_path: Path, ensemble: Ensemble) -> None:
+    plan = default_plan(ensemble, detect_devices())
+    plan.batch_size["mlp"] = 4
+    repo = render_repository(ensemble, plan, detect_devices(), tmp_path / "repo")
+    assert _config(repo / "ens" / "config.pbtxt").max_batch_size == 4
+    assert _config(repo / "ens" / "config.pbtxt").platform == "ensemble"
+    assert (repo / "ens" / "1").is_dir()
+
+
+def test_bls_combiner_chunks_requests_by_member_batch(tmp_path: Path, ensemble: Ensemble) -> None:
+    plan = default_plan(ensemble, detect_devices())
+    repo = render_repository(ensemble, plan, detect_devices(), tmp_path / "repo", combiner=Combiner.bls)
+    config = _config(repo / "ens" / "config.pbtxt")
+    assert config.backend == "python" and config.max_batch_size == 8
+    assert (repo / "ens" / "1" / "combine.py").is_file()
+    assert '"max_batch_size": 8' in config.parameters["members"].string_value
+
+
+def test_every_rendered_file_is_not_world_writable(tmp_path: Path, ensemble: Ensemble) -> None:
+    repo = render_repository(ensemble, default_plan(ensemble, detect_devices()), detect_devices(), tmp_path / "r")
+    for path in [repo, *repo.rglob("*")]:
+        assert not path.stat().st_mode & stat.S_IWOTH, path
+
+
+def test_rendered_model_code_never_imports_tritongen(tmp_path: Path, ensemble: Ensemble) -> None:
+    for combiner in Combiner:
+        repo = render_repository(
+            ensemble, default_plan(ensemble, detect_devices()), detect_devices(), tmp_path / combiner.value, combiner=combiner
+        )
+        for source in repo.rglob("*.py"):
+            code = source.read_text()
+            assert "import tritongen" not in code and "from tritongen" not in code
+
+
+def test_folder_not_written_by_tritongen_is_refused_without_force(tmp_path: Path, ensemble: Ensemble) -> None:
+    destination = tmp_path / "mine"
+    destination.mkdir()
+    (destination / "thesis.tex").write_text("precious")
+    inventory = detect_devices()
+    with pytest.raises(RenderError, match="not written by tritongen.*--force"):
+        render_repository(ensemble, default_plan(ensemble, inventory), inventory, destination)
+    assert (destination / "thesis.tex").read_text() == "precious"
+    render_repository(ensemble, default_plan(ensemble, inventory), inventory, destination, force=True)
+    assert (destination / "ens" / "config.pbtxt").is_file()
+
+
+def test_failed_build_leaves_previous_repository_intact(tmp_path: Path, ensemble: Ensemble) -> None:
+    inventory = detect_devices()
+    destination = tmp_path / "repo"
+    render_repository(ensemble, default_plan(ensemble, inventory), inventory, destination)
+    before = sorted(str(p.relative_to(destination)) for p in destination.rglob("*"))
+    broken = Plan(allocation={"linear": {"gpu7": 1}}, batch_size={"linear": 8})
+    with pytest.raises(SpecError, match="member"):
+        render_repository(ensemble, broken, inventory, destination)
+    assert sorted(str(p.relative_to(destination)) for p in destination.rglob("*")) == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".repo")]  # no staging left
+
+
+def test_readme_of_the_destination_is_kept(tmp_path: Path, ensemble: Ensemble) -> None:
+    destination = tmp_path / "model_repository"
+    destination.mkdir()
+    (destination / "README.md").write_text("about this folder")
+    inventory = detect_devices()
+    render_repository(ensemble, default_plan(ensemble, inventory), inventory, destination)
+    assert (destination / "README.md").read_text() == "about this folder"
+
+
+def test_instance_groups_skip_devices_with_no_instance() -> None:
+    groups = instance_groups({"gpu1": 2, "gpu0": 0, "cpu": 1}, GPUS)
+    assert [(g.kind, g.count, g.gpus) for g in groups] == [("KIND_CPU", 1, ()), ("KIND_GPU", 2, (1,))]
+
+
+@pytest.mark.parametrize("text", ['plain', 'with "quotes"', "back\\slash", "new\nline", "tab\t", "ünï"])
+def test_pbtxt_string_round_trips_through_protobuf(text: str) -> None:
+    config = text_format.Parse(f"name: {pbtxt_string(text)}", model_config_pb2.ModelConfig())
+    assert config.name == text
