@@ -38,7 +38,9 @@ def run_demo(workdir: Path, repository: Path, combiner: Combiner) -> dict[str, f
         console.print(f"tritonserver ready on http {server.http_url}, grpc {server.grpc_url}")
         names = [m.name for m in ensemble.members] + [ensemble.spec.name]
         started = time.perf_counter()
-        accuracies = {name: _accuracy(server.http_url, name, digits.test_x, digits.test_y) for name in names}
+        accuracies = {
+            name: _accuracy(server.http_url, name, digits.test_x, digits.test_y) for name in names
+        }
         elapsed = time.perf_counter() - started
     finally:
         with console.status("stopping tritonserver"):

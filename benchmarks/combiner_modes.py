@@ -1,0 +1,88 @@
+"""Both combiner modes side by side on the demo ensemble, in one run.
+
+For each mode: throughput and p50/p99 latency at concurrency 1 and 8 (perf_analyzer, gRPC,
+batch 1), and the combiner's overhead: p50 of the combined model minus p50 of its slowest member
+served alone, at concurrency 1. Modes alternate over `--rounds` so that drift cancels.
+
+    .venv/bin/python benchmarks/combiner_modes.py [--rounds 2] [--out benchmarks/combiner_modes.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from pathlib import Path
+
+from tritongen.examples.digits import write_example
+from tritongen.perf import PerfPoint, measure
+from tritongen.pipeline import build
+from tritongen.render import Combiner
+from tritongen.server import EmbeddedServer
+
+CONCURRENCIES = [1, 8]
+
+
+def run_mode(spec: Path, root: Path, combiner: Combiner, interval_ms: int) -> dict[str, list[PerfPoint]]:
+    ensemble, _, repository = build(spec, root / combiner.value, combiner=combiner, force=True)
+    results: dict[str, list[PerfPoint]] = {}
+    with EmbeddedServer(repository) as server:
+        results["combined"] = measure(server.grpc_url, ensemble.spec.name, CONCURRENCIES, interval_ms=interval_ms)
+        for member in ensemble.members:
+            results[member.name] = measure(server.grpc_url, member.name, [1], interval_ms=interval_ms)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--interval-ms", type=int, default=3000)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/combiner_modes.md"))
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="combiner-modes-"))
+    spec = write_example(root / "digits")
+    runs: dict[Combiner, list[dict[str, list[PerfPoint]]]] = {c: [] for c in Combiner}
+    for _ in range(args.rounds):
+        for combiner in Combiner:
+            runs[combiner].append(run_mode(spec, root, combiner, args.interval_ms))
+    report = render_report(runs, args)
+    args.out.write_text(report)
+    print(report)
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def render_report(runs: dict[Combiner, list[dict[str, list[PerfPoint]]]], args: argparse.Namespace) -> str:
+    lines = [
+        "# Combiner modes on the demo ensemble (3 CPU members, 2 cores)",
+        "",
+        f"Command: `.venv/bin/python benchmarks/combiner_modes.py --rounds {args.rounds} "
+        f"--interval-ms {args.interval_ms}` (perf_analyzer, gRPC, batch 1; medians over "
+        f"{args.rounds} alternating rounds).",
+        "",
+        "| mode | concurrency | throughput (infer/s) | p50 ms | p99 ms |",
+        "|---|---|---|---|---|",
+    ]
+    for combiner, mode_runs in runs.items():
+        for index, concurrency in enumerate(CONCURRENCIES):
+            points = [run["combined"][index] for run in mode_runs]
+            lines.append(
+                f"| {combiner.value} | {concurrency} | {_median([p.throughput for p in points]):.1f} "
+                f"| {_median([p.p50_ms for p in points]):.2f} | {_median([p.p99_ms for p in points]):.2f} |"
+            )
+    lines += ["", "Combiner overhead at concurrency 1 (p50 of the combined model − p50 of the slowest member alone):", ""]
+    lines += ["| mode | combined p50 ms | slowest member | its p50 ms | overhead ms |", "|---|---|---|---|---|"]
+    for combiner, mode_runs in runs.items():
+        combined = _median([run["combined"][0].p50_ms for run in mode_runs])
+        members = {name: _median([run[name][0].p50_ms for run in mode_runs]) for name in mode_runs[0] if name != "combined"}
+        slowest = max(members, key=members.__getitem__)
+        lines.append(
+            f"| {combiner.value} | {combined:.2f} | {slowest} | {members[slowest]:.2f} | {combined - members[slowest]:+.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""Run Triton's own load generator, perf_analyzer, against a served model.
+
+The `tritonclient` wheel ships the binary; it needs Debian's libb64 and the CUDA runtime
+library from PyPI's `nvidia-cuda-runtime-cu12`, which we put on its LD_LIBRARY_PATH.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from tritongen.errors import TritongenError
+
+
+@dataclass(frozen=True)
+class PerfPoint:
+    concurrency: int
+    throughput: float  # inferences (rows) per second
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    avg_ms: float
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def perf_analyzer_binary() -> Path:
+    found = Path(sys.executable).parent / "perf_analyzer"
+    if found.is_file():
+        return found
+    which = shutil.which("perf_analyzer")
+    if which is None:
+        raise TritongenError(
+            "perf_analyzer not found; install it with `pip install tritonclient[all]==2.51.0`"
+        )
+    return Path(which)
+
+
+def perf_environment() -> dict[str, str]:
+    env = dict(os.environ)
+    spec = importlib.util.find_spec("nvidia.cuda_runtime")
+    if spec is not None and spec.submodule_search_locations:
+        lib = Path(next(iter(spec.submodule_search_locations))) / "lib"
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(
+            p for p in (str(lib), env.get("LD_LIBRARY_PATH", "")) if p
+        )
+    return env
+
+
+def measure(
+    url: str,
+    model: str,
+    concurrencies: list[int],
+    *,
+    protocol: str = "grpc",
+    batch_size: int = 1,
+    interval_ms: int = 3000,
+    stability_percent: int = 20,
+    max_trials: int = 8,
+    shape: str | None = None,
+    timeout_s: float = 600,
+) -> list[PerfPoint]:
+    """Throughput and latency percentiles of `model` at each concurrency, one run each."""
+    options = [
+        "-m", model,
+        "-u", url,
+        "-i", protocol,
+        "-b", str(batch_size),
+        "--measurement-interval", str(interval_ms),
+        "--stability-percentage", str(stability_percent),
+        "--max-trials", str(max_trials),
+        "--percentile", "99",
+        *(["--shape", shape] if shape else []),
+    ]  # fmt: skip
+    return [_run(options, concurrency, timeout_s) for concurrency in concurrencies]
+
+
+def _run(options: list[str], concurrency: int, timeout_s: float) -> PerfPoint:
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "perf.csv"
+        command = [
+            str(perf_analyzer_binary()),
+            *options,
+            "--concurrency-range", f"{concurrency}:{concurrency}",
+            "-f", str(report),
+        ]  # fmt: skip
+        result = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout_s, env=perf_environment()
+        )
+        if result.returncode != 0 or not report.exists():
+            tail = " ".join((result.stdout + result.stderr).split()[-40:])
+            raise TritongenError(f"perf_analyzer failed (exit {result.returncode}): {tail}")
+        return parse_report(report.read_text())[0]
+
+
+def parse_report(text: str) -> list[PerfPoint]:
+    """perf_analyzer's CSV (-f): latencies in microseconds."""
+    points = []
+    for row in csv.DictReader(text.splitlines()):
+        points.append(
+            PerfPoint(
+                concurrency=int(row["Concurrency"]),
+                throughput=float(row["Inferences/Second"]),
+                p50_ms=float(row["p50 latency"]) / 1000,
+                p90_ms=float(row["p90 latency"]) / 1000,
+                p99_ms=float(row["p99 latency"]) / 1000,
+                avg_ms=float(row["Avg latency"]) / 1000,
+            )
+        )
+    return points
