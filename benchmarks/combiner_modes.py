@@ -23,13 +23,19 @@ from tritongen.server import EmbeddedServer
 CONCURRENCIES = [1, 8]
 
 
-def run_mode(spec: Path, root: Path, combiner: Combiner, interval_ms: int) -> dict[str, list[PerfPoint]]:
+def run_mode(
+    spec: Path, root: Path, combiner: Combiner, interval_ms: int
+) -> dict[str, list[PerfPoint]]:
     ensemble, _, repository = build(spec, root / combiner.value, combiner=combiner, force=True)
     results: dict[str, list[PerfPoint]] = {}
     with EmbeddedServer(repository) as server:
-        results["combined"] = measure(server.grpc_url, ensemble.spec.name, CONCURRENCIES, interval_ms=interval_ms)
+        results["combined"] = measure(
+            server.grpc_url, ensemble.spec.name, CONCURRENCIES, interval_ms=interval_ms
+        )
         for member in ensemble.members:
-            results[member.name] = measure(server.grpc_url, member.name, [1], interval_ms=interval_ms)
+            results[member.name] = measure(
+                server.grpc_url, member.name, [1], interval_ms=interval_ms
+            )
     return results
 
 
@@ -54,7 +60,9 @@ def _median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def render_report(runs: dict[Combiner, list[dict[str, list[PerfPoint]]]], args: argparse.Namespace) -> str:
+def render_report(
+    runs: dict[Combiner, list[dict[str, list[PerfPoint]]]], args: argparse.Namespace
+) -> str:
     lines = [
         "# Combiner modes on the demo ensemble (3 CPU members, 2 cores)",
         "",
@@ -72,11 +80,22 @@ def render_report(runs: dict[Combiner, list[dict[str, list[PerfPoint]]]], args: 
                 f"| {combiner.value} | {concurrency} | {_median([p.throughput for p in points]):.1f} "
                 f"| {_median([p.p50_ms for p in points]):.2f} | {_median([p.p99_ms for p in points]):.2f} |"
             )
-    lines += ["", "Combiner overhead at concurrency 1 (p50 of the combined model − p50 of the slowest member alone):", ""]
-    lines += ["| mode | combined p50 ms | slowest member | its p50 ms | overhead ms |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        "Combiner overhead at concurrency 1 (p50 of the combined model − p50 of the slowest member alone):",
+        "",
+    ]
+    lines += [
+        "| mode | combined p50 ms | slowest member | its p50 ms | overhead ms |",
+        "|---|---|---|---|---|",
+    ]
     for combiner, mode_runs in runs.items():
         combined = _median([run["combined"][0].p50_ms for run in mode_runs])
-        members = {name: _median([run[name][0].p50_ms for run in mode_runs]) for name in mode_runs[0] if name != "combined"}
+        members = {
+            name: _median([run[name][0].p50_ms for run in mode_runs])
+            for name in mode_runs[0]
+            if name != "combined"
+        }
         slowest = max(members, key=members.__getitem__)
         lines.append(
             f"| {combiner.value} | {combined:.2f} | {slowest} | {members[slowest]:.2f} | {combined - members[slowest]:+.2f} |"

@@ -34,7 +34,8 @@ def spec_data(models: list[Path], **overrides: object) -> dict:
     data = {
         "name": "ens",
         "members": [
-            {"name": p.stem, "model": str(p), "weight": w} for p, w in zip(models, WEIGHTS, strict=False)
+            {"name": p.stem, "model": str(p), "weight": w}
+            for p, w in zip(models, WEIGHTS, strict=False)
         ],
         "combine": {"rule": "mean", "transform": "softmax"},
         "max_batch_size": MAX_BATCH,
@@ -64,7 +65,11 @@ def build_matrix_repository(members: list[Path], root: Path) -> Path:
                 data = spec_data(members, name=name, combine={"rule": rule, "transform": transform})
                 ensemble = load_ensemble(load_spec(write_spec(root, data, f"{name}.yaml")))
                 rendered = render_repository(
-                    ensemble, default_plan(ensemble, inventory), inventory, root / name, combiner=combiner
+                    ensemble,
+                    default_plan(ensemble, inventory),
+                    inventory,
+                    root / name,
+                    combiner=combiner,
                 )
                 _merge(rendered, repository)
     return repository
@@ -77,7 +82,9 @@ def _merge(source: Path, repository: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def server(member_models: list[Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
+def server(
+    member_models: list[Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[EmbeddedServer]:
     repository = build_matrix_repository(member_models, tmp_path_factory.mktemp("matrix"))
     with EmbeddedServer(repository, ready_timeout_s=300) as running:
         yield running

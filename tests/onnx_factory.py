@@ -17,32 +17,69 @@ def _weights(rng: np.random.Generator, shape: tuple[int, ...], scale: float) -> 
     return (rng.standard_normal(shape) * scale).astype(np.float32)
 
 
-def linear_model(path: Path, seed: int, *, features: int = FEATURES, classes: int = CLASSES,
-                 batch: int | str = "batch", elem_type: int = TensorProto.FLOAT,
-                 input_name: str = "x", output_name: str = "logits") -> Path:
+def linear_model(
+    path: Path,
+    seed: int,
+    *,
+    features: int = FEATURES,
+    classes: int = CLASSES,
+    batch: int | str = "batch",
+    elem_type: int = TensorProto.FLOAT,
+    input_name: str = "x",
+    output_name: str = "logits",
+) -> Path:
     """logits = x @ W + b, weights scaled so that softmax is far from uniform."""
     rng = np.random.default_rng(seed)
     w = _weights(rng, (features, classes), 1.0)
     b = _weights(rng, (classes,), 0.5)
-    nodes = [helper.make_node("MatMul", [input_name, "W"], ["h"]),
-             helper.make_node("Add", ["h", "B"], [output_name])]
-    return _save(path, nodes, [w, b], ["W", "B"], features, classes, batch, elem_type,
-                 input_name, output_name)
+    nodes = [
+        helper.make_node("MatMul", [input_name, "W"], ["h"]),
+        helper.make_node("Add", ["h", "B"], [output_name]),
+    ]
+    return _save(
+        path,
+        nodes,
+        [w, b],
+        ["W", "B"],
+        features,
+        classes,
+        batch,
+        elem_type,
+        input_name,
+        output_name,
+    )
 
 
-def mlp_model(path: Path, seed: int, *, hidden: int = 32, features: int = FEATURES,
-              classes: int = CLASSES) -> Path:
+def mlp_model(
+    path: Path, seed: int, *, hidden: int = 32, features: int = FEATURES, classes: int = CLASSES
+) -> Path:
     """logits = relu(x @ W1 + b1) @ W2 + b2."""
     rng = np.random.default_rng(seed)
-    params = [_weights(rng, (features, hidden), 0.8), _weights(rng, (hidden,), 0.3),
-              _weights(rng, (hidden, classes), 0.8), _weights(rng, (classes,), 0.3)]
-    nodes = [helper.make_node("MatMul", ["input", "W1"], ["a"]),
-             helper.make_node("Add", ["a", "B1"], ["b"]),
-             helper.make_node("Relu", ["b"], ["c"]),
-             helper.make_node("MatMul", ["c", "W2"], ["d"]),
-             helper.make_node("Add", ["d", "B2"], ["scores"])]
-    return _save(path, nodes, params, ["W1", "B1", "W2", "B2"], features, classes, "batch",
-                 TensorProto.FLOAT, "input", "scores")
+    params = [
+        _weights(rng, (features, hidden), 0.8),
+        _weights(rng, (hidden,), 0.3),
+        _weights(rng, (hidden, classes), 0.8),
+        _weights(rng, (classes,), 0.3),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["input", "W1"], ["a"]),
+        helper.make_node("Add", ["a", "B1"], ["b"]),
+        helper.make_node("Relu", ["b"], ["c"]),
+        helper.make_node("MatMul", ["c", "W2"], ["d"]),
+        helper.make_node("Add", ["d", "B2"], ["scores"]),
+    ]
+    return _save(
+        path,
+        nodes,
+        params,
+        ["W1", "B1", "W2", "B2"],
+        features,
+        classes,
+        "batch",
+        TensorProto.FLOAT,
+        "input",
+        "scores",
+    )
 
 
 def tanh_model(path: Path, seed: int, *, features: int = FEATURES, classes: int = CLASSES) -> Path:
@@ -50,18 +87,40 @@ def tanh_model(path: Path, seed: int, *, features: int = FEATURES, classes: int 
     rng = np.random.default_rng(seed)
     w = _weights(rng, (features, classes), 0.7)
     k = np.array([3.0], dtype=np.float32)
-    nodes = [helper.make_node("MatMul", ["features", "W"], ["h"]),
-             helper.make_node("Tanh", ["h"], ["t"]),
-             helper.make_node("Mul", ["t", "K"], ["out"])]
-    return _save(path, nodes, [w, k], ["W", "K"], features, classes, "batch", TensorProto.FLOAT,
-                 "features", "out")
+    nodes = [
+        helper.make_node("MatMul", ["features", "W"], ["h"]),
+        helper.make_node("Tanh", ["h"], ["t"]),
+        helper.make_node("Mul", ["t", "K"], ["out"]),
+    ]
+    return _save(
+        path,
+        nodes,
+        [w, k],
+        ["W", "K"],
+        features,
+        classes,
+        "batch",
+        TensorProto.FLOAT,
+        "features",
+        "out",
+    )
 
 
-def _save(path: Path, nodes: list[onnx.NodeProto], params: list[np.ndarray], names: list[str],
-          features: int, classes: int, batch: int | str, elem_type: int, input_name: str,
-          output_name: str) -> Path:
+def _save(
+    path: Path,
+    nodes: list[onnx.NodeProto],
+    params: list[np.ndarray],
+    names: list[str],
+    features: int,
+    classes: int,
+    batch: int | str,
+    elem_type: int,
+    input_name: str,
+    output_name: str,
+) -> Path:
     graph = helper.make_graph(
-        nodes, path.stem,
+        nodes,
+        path.stem,
         [helper.make_tensor_value_info(input_name, elem_type, [batch, features])],
         [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, [batch, classes])],
         [numpy_helper.from_array(p, n) for p, n in zip(params, names, strict=True)],
@@ -75,8 +134,11 @@ def _save(path: Path, nodes: list[onnx.NodeProto], params: list[np.ndarray], nam
 
 
 def three_members(folder: Path) -> list[Path]:
-    return [linear_model(folder / "linear.onnx", 1), mlp_model(folder / "mlp.onnx", 2),
-            tanh_model(folder / "tanh.onnx", 3)]
+    return [
+        linear_model(folder / "linear.onnx", 1),
+        mlp_model(folder / "mlp.onnx", 2),
+        tanh_model(folder / "tanh.onnx", 3),
+    ]
 
 
 def member_outputs(paths: list[Path], batch: np.ndarray) -> np.ndarray:
@@ -90,7 +152,9 @@ def member_outputs(paths: list[Path], batch: np.ndarray) -> np.ndarray:
     return np.stack(outputs).astype(np.float64)
 
 
-def reference_combine(outputs: np.ndarray, rule: str, transform: str, weights: list[float]) -> np.ndarray:
+def reference_combine(
+    outputs: np.ndarray, rule: str, transform: str, weights: list[float]
+) -> np.ndarray:
     """DESIGN's formulas, written out plainly (independent of templates/combine.py)."""
     p = outputs
     if transform == "softmax":

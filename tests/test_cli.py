@@ -16,7 +16,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=120, cwd=cwd or ROOT)
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, timeout=120, cwd=cwd or ROOT
+    )
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
@@ -36,11 +38,15 @@ def test_build_writes_repository_and_plan(tmp_path: Path, member_models: list[Pa
     assert (tmp_path / "repo" / "ens" / "config.pbtxt").is_file()
 
 
-def test_build_with_bad_spec_exits_2_with_one_line(tmp_path: Path, member_models: list[Path]) -> None:
+def test_build_with_bad_spec_exits_2_with_one_line(
+    tmp_path: Path, member_models: list[Path]
+) -> None:
     data = spec_data(member_models)
     data["members"][0]["weight"] = -1
     spec = write_spec(tmp_path, data)
-    assert_one_line_error(run_cli("build", str(spec), "-o", str(tmp_path / "r")), str(spec), "members.0.weight")
+    assert_one_line_error(
+        run_cli("build", str(spec), "-o", str(tmp_path / "r")), str(spec), "members.0.weight"
+    )
     assert not (tmp_path / "r").exists()
 
 
@@ -48,7 +54,9 @@ def test_build_with_missing_spec_exits_2(tmp_path: Path) -> None:
     assert_one_line_error(run_cli("build", str(tmp_path / "none.yaml")), "file not found")
 
 
-def test_build_refuses_foreign_folder_and_keeps_it(tmp_path: Path, member_models: list[Path]) -> None:
+def test_build_refuses_foreign_folder_and_keeps_it(
+    tmp_path: Path, member_models: list[Path]
+) -> None:
     spec = write_spec(tmp_path, spec_data(member_models))
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "notes.txt").write_text("mine")
@@ -61,7 +69,9 @@ def test_unknown_option_is_a_usage_error_with_exit_2() -> None:
 
 
 def test_infer_without_server_exits_2(tmp_path: Path) -> None:
-    assert_one_line_error(run_cli("infer", "--model", "x", "--url", "127.0.0.1:9", "--random", "2"), "cannot reach")
+    assert_one_line_error(
+        run_cli("infer", "--model", "x", "--url", "127.0.0.1:9", "--random", "2"), "cannot reach"
+    )
 
 
 def test_serve_missing_repository_exits_2(tmp_path: Path) -> None:

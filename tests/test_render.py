@@ -38,7 +38,11 @@ def _config(path: Path) -> model_config_pb2.ModelConfig:
 
 def test_plan_becomes_one_instance_group_per_device(tmp_path: Path, ensemble: Ensemble) -> None:
     plan = Plan(
-        allocation={"linear": {"gpu0": 2, "gpu1": 1}, "mlp": {"cpu": 3}, "tanh": {"gpu1": 1, "cpu": 1}},
+        allocation={
+            "linear": {"gpu0": 2, "gpu1": 1},
+            "mlp": {"cpu": 3},
+            "tanh": {"gpu1": 1, "cpu": 1},
+        },
         batch_size={"linear": 16, "mlp": 4, "tanh": 8},
         threads={"mlp": 2},
         queue_delay_us={"linear": 100},
@@ -72,7 +76,9 @@ def test_ensemble_max_batch_is_at_most_every_members(tmp_path: Path, ensemble: E
 
 def test_bls_combiner_chunks_requests_by_member_batch(tmp_path: Path, ensemble: Ensemble) -> None:
     plan = default_plan(ensemble, detect_devices())
-    repo = render_repository(ensemble, plan, detect_devices(), tmp_path / "repo", combiner=Combiner.bls)
+    repo = render_repository(
+        ensemble, plan, detect_devices(), tmp_path / "repo", combiner=Combiner.bls
+    )
     config = _config(repo / "ens" / "config.pbtxt")
     assert config.backend == "python" and config.max_batch_size == 8
     assert (repo / "ens" / "1" / "combine.py").is_file()
@@ -80,7 +86,9 @@ def test_bls_combiner_chunks_requests_by_member_batch(tmp_path: Path, ensemble: 
 
 
 def test_every_rendered_file_is_not_world_writable(tmp_path: Path, ensemble: Ensemble) -> None:
-    repo = render_repository(ensemble, default_plan(ensemble, detect_devices()), detect_devices(), tmp_path / "r")
+    repo = render_repository(
+        ensemble, default_plan(ensemble, detect_devices()), detect_devices(), tmp_path / "r"
+    )
     for path in [repo, *repo.rglob("*")]:
         assert not path.stat().st_mode & stat.S_IWOTH, path
 
@@ -88,14 +96,20 @@ def test_every_rendered_file_is_not_world_writable(tmp_path: Path, ensemble: Ens
 def test_rendered_model_code_never_imports_tritongen(tmp_path: Path, ensemble: Ensemble) -> None:
     for combiner in Combiner:
         repo = render_repository(
-            ensemble, default_plan(ensemble, detect_devices()), detect_devices(), tmp_path / combiner.value, combiner=combiner
+            ensemble,
+            default_plan(ensemble, detect_devices()),
+            detect_devices(),
+            tmp_path / combiner.value,
+            combiner=combiner,
         )
         for source in repo.rglob("*.py"):
             code = source.read_text()
             assert "import tritongen" not in code and "from tritongen" not in code
 
 
-def test_folder_not_written_by_tritongen_is_refused_without_force(tmp_path: Path, ensemble: Ensemble) -> None:
+def test_folder_not_written_by_tritongen_is_refused_without_force(
+    tmp_path: Path, ensemble: Ensemble
+) -> None:
     destination = tmp_path / "mine"
     destination.mkdir()
     (destination / "thesis.tex").write_text("precious")
@@ -103,7 +117,9 @@ def test_folder_not_written_by_tritongen_is_refused_without_force(tmp_path: Path
     with pytest.raises(RenderError, match="not written by tritongen.*--force"):
         render_repository(ensemble, default_plan(ensemble, inventory), inventory, destination)
     assert (destination / "thesis.tex").read_text() == "precious"
-    render_repository(ensemble, default_plan(ensemble, inventory), inventory, destination, force=True)
+    render_repository(
+        ensemble, default_plan(ensemble, inventory), inventory, destination, force=True
+    )
     assert (destination / "ens" / "config.pbtxt").is_file()
 
 
@@ -130,10 +146,26 @@ def test_readme_of_the_destination_is_kept(tmp_path: Path, ensemble: Ensemble) -
 
 def test_instance_groups_skip_devices_with_no_instance() -> None:
     groups = instance_groups({"gpu1": 2, "gpu0": 0, "cpu": 1}, GPUS)
-    assert [(g.kind, g.count, g.gpus) for g in groups] == [("KIND_CPU", 1, ()), ("KIND_GPU", 2, (1,))]
+    assert [(g.kind, g.count, g.gpus) for g in groups] == [
+        ("KIND_CPU", 1, ()),
+        ("KIND_GPU", 2, (1,)),
+    ]
 
 
-@pytest.mark.parametrize("text", ['plain', 'with "quotes"', "back\\slash", "new\nline", "tab\t", "ünï"])
+@pytest.mark.parametrize(
+    "text", ["plain", 'with "quotes"', "back\\slash", "new\nline", "tab\t", "ünï"]
+)
 def test_pbtxt_string_round_trips_through_protobuf(text: str) -> None:
     config = text_format.Parse(f"name: {pbtxt_string(text)}", model_config_pb2.ModelConfig())
     assert config.name == text
+
+
+def test_plan_without_dynamic_batching_renders_no_batcher(
+    tmp_path: Path, ensemble: Ensemble
+) -> None:
+    inventory = detect_devices()
+    plan = default_plan(ensemble, inventory)
+    naive = Plan(allocation=plan.allocation, batch_size=plan.batch_size, dynamic_batching=False)
+    repo = render_repository(ensemble, naive, inventory, tmp_path / "repo")
+    assert not _config(repo / "mlp" / "config.pbtxt").HasField("dynamic_batching")
+    assert _config(repo / "mlp" / "config.pbtxt").max_batch_size == 8

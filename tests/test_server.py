@@ -30,7 +30,9 @@ CLI = [sys.executable, "-c", "from tritongen.cli import main; main()"]
 def repository(tmp_path: Path, member_models: list[Path]) -> Path:
     ensemble = load_ensemble(load_spec(write_spec(tmp_path, spec_data(member_models))))
     inventory = detect_devices()
-    return render_repository(ensemble, default_plan(ensemble, inventory), inventory, tmp_path / "repo")
+    return render_repository(
+        ensemble, default_plan(ensemble, inventory), inventory, tmp_path / "repo"
+    )
 
 
 def test_tritonserver_is_found_in_the_wheel() -> None:
@@ -48,7 +50,7 @@ def test_log_summary_quotes_the_models_own_error() -> None:
     log = (
         "I1125 03:17:31.1 2009 server.cc:1] starting\n"
         "E1125 03:17:33.0 2009 model_lifecycle.cc:654] \"failed to load 'mlp' version 1: "
-        "Internal: onnxruntime failed: bad model\"\n"
+        'Internal: onnxruntime failed: bad model"\n'
     )
     assert summarize_log(log) == "model mlp failed to load: Internal: onnxruntime failed: bad model"
 
@@ -72,7 +74,10 @@ def test_broken_member_stops_start_and_its_error_is_quoted(repository: Path) -> 
 @pytest.mark.server
 def test_serve_background_prints_json_binds_loopback_and_stops_on_sigterm(repository: Path) -> None:
     result = subprocess.run(
-        [*CLI, "serve", str(repository), "--background"], capture_output=True, text=True, timeout=180
+        [*CLI, "serve", str(repository), "--background"],
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout.strip().splitlines()[-1])
@@ -96,5 +101,9 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    status = Path(f"/proc/{pid}/stat").read_text().split()[2] if Path(f"/proc/{pid}/stat").exists() else "X"
+    status = (
+        Path(f"/proc/{pid}/stat").read_text().split()[2]
+        if Path(f"/proc/{pid}/stat").exists()
+        else "X"
+    )
     return status != "Z"

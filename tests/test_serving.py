@@ -22,7 +22,9 @@ def _rows(count: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((count, FEATURES)).astype(np.float32)
 
 
-def _expected(member_models: list[Path], batch: np.ndarray, rule: str, transform: str) -> np.ndarray:
+def _expected(
+    member_models: list[Path], batch: np.ndarray, rule: str, transform: str
+) -> np.ndarray:
     return reference_combine(member_outputs(member_models, batch), rule, transform, WEIGHTS)
 
 
@@ -37,12 +39,16 @@ def test_combined_output_matches_reference_for_every_rule(
         batch = _rows(rows, seed=rows)
         got = client.infer(batch)
         assert got.shape == (rows, 5)
-        np.testing.assert_allclose(got, _expected(member_models, batch, rule, transform), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            got, _expected(member_models, batch, rule, transform), rtol=1e-4, atol=1e-5
+        )
 
 
 def test_outputs_vary_with_the_input(server: EmbeddedServer) -> None:
     """Guard against members whose answers would make equality tests prove nothing."""
-    got = EnsembleClient(server.http_url, combined_name("ensemble", "mean", "softmax")).infer(_rows(MAX_BATCH, 7))
+    got = EnsembleClient(server.http_url, combined_name("ensemble", "mean", "softmax")).infer(
+        _rows(MAX_BATCH, 7)
+    )
     assert np.ptp(got.max(axis=1)) > 0.2  # confidence differs from row to row
     assert got.max() > 2 / got.shape[1]  # far from uniform
     assert len(set(got.argmax(axis=1))) >= 3
@@ -75,7 +81,9 @@ def test_32_concurrent_requests_are_all_correct(
     with ThreadPoolExecutor(max_workers=32) as pool:
         answers = list(pool.map(send, batches))
     for batch, answer in zip(batches, answers, strict=True):
-        np.testing.assert_allclose(answer, _expected(member_models, batch, "mean", "softmax"), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            answer, _expected(member_models, batch, "mean", "softmax"), rtol=1e-4, atol=1e-5
+        )
 
 
 def test_bls_reports_which_members_answered(server: EmbeddedServer) -> None:

@@ -23,6 +23,7 @@ class Plan:
     predicted_throughput: float = 0.0
     threads: dict[str, int] = field(default_factory=dict)  # member -> intra-op threads (CPU)
     queue_delay_us: dict[str, int] = field(default_factory=dict)  # member -> batcher delay
+    dynamic_batching: bool = True  # False renders no batcher: one request per execution
     extra: dict[str, Any] = field(default_factory=dict)  # baseline, bottleneck, model name...
 
     def to_json(self) -> dict[str, Any]:
@@ -32,6 +33,7 @@ class Plan:
             "predicted_throughput": self.predicted_throughput,
             "threads": self.threads,
             "queue_delay_us": self.queue_delay_us,
+            "dynamic_batching": self.dynamic_batching,
             **self.extra,
         }
 
@@ -40,7 +42,14 @@ class Plan:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Plan:
-        known = {"allocation", "batch_size", "predicted_throughput", "threads", "queue_delay_us"}
+        known = {
+            "allocation",
+            "batch_size",
+            "predicted_throughput",
+            "threads",
+            "queue_delay_us",
+            "dynamic_batching",
+        }
         return cls(
             allocation={
                 m: {d: int(n) for d, n in a.items()} for m, a in data["allocation"].items()
@@ -49,6 +58,7 @@ class Plan:
             predicted_throughput=float(data.get("predicted_throughput", 0.0)),
             threads={m: int(t) for m, t in data.get("threads", {}).items()},
             queue_delay_us={m: int(t) for m, t in data.get("queue_delay_us", {}).items()},
+            dynamic_batching=bool(data.get("dynamic_batching", True)),
             extra={k: v for k, v in data.items() if k not in known},
         )
 

@@ -112,6 +112,7 @@ def _write_member(
         instance_groups=instance_groups(plan.allocation[member.name], inventory),
         preferred_batch_sizes=[batch] if batch > 1 else [],
         queue_delay_us=plan.queue_delay_us.get(member.name, 0),
+        dynamic_batching=plan.dynamic_batching,
         threads=plan.threads.get(member.name, 1),
     )
     version = _model_dir(root, member.name, config)

@@ -103,17 +103,19 @@ def train(model: nn.Module, digits: Digits, epochs: int = 30, seed: int = SEED) 
     return model.eval()
 
 
-def export_onnx(model: nn.Module, path: Path, features: int = 64) -> None:
+def export_onnx(model: nn.Module, path: Path, example: torch.Tensor | None = None) -> None:
+    """Export with a dynamic batch dimension; input `pixels`, output `logits`."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    example = torch.zeros(1, 64) if example is None else example
     with warnings.catch_warnings():  # the TorchScript exporter needs no onnxscript
         warnings.simplefilter("ignore", DeprecationWarning)
-        _export(model, path, features)
+        _export(model, path, example)
 
 
-def _export(model: nn.Module, path: Path, features: int) -> None:
+def _export(model: nn.Module, path: Path, example: torch.Tensor) -> None:
     torch.onnx.export(
         model,
-        (torch.zeros(1, features),),
+        (example,),
         str(path),
         input_names=["pixels"],
         output_names=["logits"],

@@ -1,0 +1,171 @@
+"""The benchmark ensemble: four image classifiers on 3×96×96 inputs, of very different cost.
+
+Plain torch modules with random weights; each head is calibrated on random images so that
+its logits spread (std ≈ 2) and its softmax varies with the input — an uncalibrated random
+network answers almost the same distribution for every image, which would make every
+equality check meaningless.
+
+    python -m tritongen.examples.vision OUT_DIR   # writes OUT_DIR/ensemble.yaml and models/
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tritongen.examples.digits import export_onnx
+
+IMAGE = (3, 96, 96)
+CLASSES = 100
+LOGIT_STD = 2.0
+
+
+def _conv(cin: int, cout: int, stride: int = 1, groups: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, groups=groups), nn.ReLU())
+
+
+class TinyCnn(nn.Module):
+    """Two strided convolutions: the cheapest member."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            _conv(3, 16, 2), _conv(16, 32, 2), nn.AdaptiveAvgPool2d(1), nn.Flatten()
+        )
+        self.head = nn.Linear(32, CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+class MobileNetLike(nn.Module):
+    """Depthwise-separable blocks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [_conv(3, 32, 2)]
+        for cin, cout, stride in [
+            (32, 64, 1),
+            (64, 128, 2),
+            (128, 128, 1),
+            (128, 256, 2),
+            (256, 256, 2),
+        ]:
+            layers += [_conv(cin, cin, stride, groups=cin), nn.Conv2d(cin, cout, 1), nn.ReLU()]
+        self.body = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(256, CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+class _Residual(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.convs = nn.Sequential(
+            _conv(channels, channels), nn.Conv2d(channels, channels, 3, 1, 1)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x + self.convs(x))
+
+
+class SmallResNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            _conv(3, 16, 2),
+            _Residual(16),
+            _conv(16, 32, 2),
+            _Residual(32),
+            _conv(32, 64, 2),
+            _Residual(64),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        self.head = nn.Linear(64, CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+class VggLike(nn.Module):
+    """Full-resolution 3×3 convolutions: the dearest member."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            _conv(3, 16),
+            _conv(16, 16),
+            nn.MaxPool2d(2),
+            _conv(16, 32),
+            _conv(32, 32),
+            nn.MaxPool2d(2),
+            _conv(32, 64),
+            nn.MaxPool2d(2),
+            _conv(64, 64),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        self.head = nn.Linear(64, CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+ARCHITECTURES = {"tiny": TinyCnn, "mobile": MobileNetLike, "resnet": SmallResNet, "vgg": VggLike}
+
+
+@torch.no_grad()
+def calibrate(model: nn.Module, seed: int) -> nn.Module:
+    """Rescale the head so that logits on random images are centred with std LOGIT_STD.
+
+    The head sees standardised features: w' = w / std · k and b' = -w'·mean, with k chosen so
+    that the logits' spread over the sample is LOGIT_STD.
+    """
+    model.eval()
+    images = torch.rand(64, *IMAGE, generator=torch.Generator().manual_seed(seed))
+    features = model.body(images)
+    mean, std = features.mean(0), features.std(0) + 1e-6
+    weight = model.head.weight / std
+    weight *= LOGIT_STD / ((features - mean) @ weight.T).std()
+    model.head.weight.copy_(weight)
+    model.head.bias.copy_(-(weight @ mean))
+    return model
+
+
+SPEC = """\
+# The benchmark ensemble: four image classifiers of very different cost on 3x96x96 inputs.
+name: vision
+members:
+  - name: tiny
+    model: models/tiny.onnx
+  - name: mobile
+    model: models/mobile.onnx
+  - name: resnet
+    model: models/resnet.onnx
+  - name: vgg
+    model: models/vgg.onnx
+combine:
+  rule: mean
+  transform: softmax
+max_batch_size: 16
+"""
+
+
+def write_example(out_dir: str | Path) -> Path:
+    out_dir = Path(out_dir)
+    for seed, (name, architecture) in enumerate(ARCHITECTURES.items()):
+        torch.manual_seed(seed)
+        model = calibrate(architecture(), seed)
+        export_onnx(model, out_dir / "models" / f"{name}.onnx", example=torch.zeros(1, *IMAGE))
+    spec = out_dir / "ensemble.yaml"
+    spec.write_text(SPEC)
+    return spec
+
+
+if __name__ == "__main__":
+    print(write_example(sys.argv[1] if len(sys.argv) > 1 else "examples/vision"))
