@@ -114,7 +114,7 @@ def test_folder_not_written_by_tritongen_is_refused_without_force(
     destination.mkdir()
     (destination / "thesis.tex").write_text("precious")
     inventory = detect_devices()
-    with pytest.raises(RenderError, match="not written by tritongen.*--force"):
+    with pytest.raises(RenderError, match=r"not written by tritongen.*--force"):
         render_repository(ensemble, default_plan(ensemble, inventory), inventory, destination)
     assert (destination / "thesis.tex").read_text() == "precious"
     render_repository(

@@ -249,11 +249,11 @@ class EmbeddedServer:
         return port
 
     def _command(self, install: TritonInstall, backends: Path) -> list[str]:
-        for name in self.ports:
-            if self.ports[name] is None:
+        for name, port in self.ports.items():
+            if port is None:
                 self.ports[name] = free_port(self.host)
             else:
-                check_port_free(self.host, self.ports[name], f"--{name}-port")
+                check_port_free(self.host, port, f"--{name}-port")
         return [
             str(install.binary),
             f"--model-repository={self.repository}",

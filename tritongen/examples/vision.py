@@ -27,7 +27,17 @@ def _conv(cin: int, cout: int, stride: int = 1, groups: int = 1) -> nn.Sequentia
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, groups=groups), nn.ReLU())
 
 
-class TinyCnn(nn.Module):
+class Classifier(nn.Module):
+    """Features from `body`, then a linear `head` to the class logits."""
+
+    body: nn.Sequential
+    head: nn.Linear
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+class TinyCnn(Classifier):
     """Two strided convolutions: the cheapest member."""
 
     def __init__(self) -> None:
@@ -37,11 +47,8 @@ class TinyCnn(nn.Module):
         )
         self.head = nn.Linear(32, CLASSES)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x))
 
-
-class MobileNetLike(nn.Module):
+class MobileNetLike(Classifier):
     """Depthwise-separable blocks."""
 
     def __init__(self) -> None:
@@ -58,9 +65,6 @@ class MobileNetLike(nn.Module):
         self.body = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.head = nn.Linear(256, CLASSES)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x))
-
 
 class _Residual(nn.Module):
     def __init__(self, channels: int) -> None:
@@ -73,7 +77,7 @@ class _Residual(nn.Module):
         return torch.relu(x + self.convs(x))
 
 
-class SmallResNet(nn.Module):
+class SmallResNet(Classifier):
     def __init__(self) -> None:
         super().__init__()
         self.body = nn.Sequential(
@@ -88,11 +92,8 @@ class SmallResNet(nn.Module):
         )
         self.head = nn.Linear(64, CLASSES)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x))
 
-
-class VggLike(nn.Module):
+class VggLike(Classifier):
     """Full-resolution 3×3 convolutions: the dearest member."""
 
     def __init__(self) -> None:
@@ -112,15 +113,17 @@ class VggLike(nn.Module):
         )
         self.head = nn.Linear(64, CLASSES)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x))
 
-
-ARCHITECTURES = {"tiny": TinyCnn, "mobile": MobileNetLike, "resnet": SmallResNet, "vgg": VggLike}
+ARCHITECTURES: dict[str, type[Classifier]] = {
+    "tiny": TinyCnn,
+    "mobile": MobileNetLike,
+    "resnet": SmallResNet,
+    "vgg": VggLike,
+}
 
 
 @torch.no_grad()
-def calibrate(model: nn.Module, seed: int) -> nn.Module:
+def calibrate(model: Classifier, seed: int) -> Classifier:
     """Rescale the head so that logits on random images are centred with std LOGIT_STD.
 
     The head sees standardised features: w' = w / std · k and b' = -w'·mean, with k chosen so
