@@ -1,0 +1,201 @@
+"""`tritongen bench`: serve DESIGN's configurations of one ensemble side by side and measure
+them with perf_analyzer, against the hardware bound.
+
+- naive: one instance per member, no dynamic batching (what a user gets by hand);
+- batch_only: each member at its profiled best batch size, one instance (the paper's baseline);
+- tritongen: the planned repository;
+- bound: on a CPU, cores / Σ c_m (c_m: member m's one-thread CPU seconds per sample).
+
+Configurations alternate round by round so that drift on a shared machine cancels.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tritongen.devices import Inventory
+from tritongen.errors import TritongenError
+from tritongen.models import Ensemble
+from tritongen.perf import PerfPoint, measure
+from tritongen.plan import Plan
+from tritongen.profile import Profile
+from tritongen.render import Combiner, render_repository
+from tritongen.server import EmbeddedServer
+
+CONFIGS = ("naive", "batch_only", "tritongen")
+
+
+@dataclass
+class ServedMeasurer:
+    """Render a plan, serve it on the embedded server and measure it with perf_analyzer.
+
+    Callable as `measurer(plan) -> samples/s` (the planner's `PlanMeasurer`); it counts the
+    configurations it served and the wall time they took, for the search-cost comparison.
+    """
+
+    ensemble: Ensemble
+    inventory: Inventory
+    workdir: Path
+    concurrencies: Sequence[int] = (8,)
+    interval_ms: int = 2000
+    combiner: Combiner = Combiner.ensemble
+    served: int = 0
+    seconds: float = 0.0
+
+    def __call__(self, plan: Plan) -> float:
+        return max(p.throughput for p in self.points(plan))
+
+    def points(self, plan: Plan) -> list[PerfPoint]:
+        started = time.perf_counter()
+        self.served += 1
+        folder = self.workdir / f"config-{self.served}"
+        repository = render_repository(
+            self.ensemble, plan, self.inventory, folder, combiner=self.combiner, force=True
+        )
+        try:
+            with EmbeddedServer(repository) as server:
+                return measure(
+                    server.grpc_url,
+                    self.ensemble.spec.name,
+                    list(self.concurrencies),
+                    interval_ms=self.interval_ms,
+                )
+        finally:
+            self.seconds += time.perf_counter() - started
+
+
+def naive_plan(ensemble: Ensemble, inventory: Inventory) -> Plan:
+    """One instance of each member on the CPU with onnxruntime's default threads (all cores)."""
+    cpu = _cpu(inventory)
+    return Plan(
+        allocation={m.name: {cpu.id: 1} for m in ensemble.members},
+        batch_size={m.name: ensemble.spec.max_batch_size for m in ensemble.members},
+        threads={m.name: cpu.cores or 1 for m in ensemble.members},
+        dynamic_batching=False,
+    )
+
+
+def batch_only_plan(ensemble: Ensemble, inventory: Inventory, profile: Profile) -> Plan:
+    """One instance of each member on the CPU at the batch size its profile rates best."""
+    cpu = _cpu(inventory)
+    batch = {}
+    for member in ensemble.members:
+        entries = profile.entries(member.name, cpu.device_class)
+        if not entries:
+            raise TritongenError(f"profile has no {cpu.device_class} entries for {member.name}")
+        batch[member.name] = max(entries, key=lambda b: entries[b].throughput)
+    return Plan(
+        allocation={m.name: {cpu.id: 1} for m in ensemble.members},
+        batch_size=batch,
+        threads={m.name: cpu.cores or 1 for m in ensemble.members},
+    )
+
+
+def cpu_bound(profile: Profile, inventory: Inventory) -> float:
+    """DESIGN's bound on a CPU: cores / Σ_m c_m."""
+    costs = profile.extra.get("cpu_cost_s_per_sample") or {}
+    if not costs:
+        raise TritongenError("the profile has no per-sample CPU costs; re-run `tritongen profile`")
+    return (_cpu(inventory).cores or 1) / sum(costs.values())
+
+
+def _cpu(inventory: Inventory) -> Any:
+    if inventory.cpu is None:
+        raise TritongenError("bench needs a CPU in the device inventory")
+    return inventory.cpu
+
+
+@dataclass
+class BenchReport:
+    plans: dict[str, Plan]
+    rounds: list[dict[str, list[PerfPoint]]] = field(default_factory=list)
+    bound: float = 0.0
+    seconds: float = 0.0
+
+    def median_points(self, config: str) -> list[PerfPoint]:
+        """Per concurrency, the median over rounds of each figure."""
+        runs = [r[config] for r in self.rounds]
+        return [
+            PerfPoint(
+                concurrency=points[0].concurrency,
+                throughput=statistics.median(p.throughput for p in points),
+                p50_ms=statistics.median(p.p50_ms for p in points),
+                p90_ms=statistics.median(p.p90_ms for p in points),
+                p99_ms=statistics.median(p.p99_ms for p in points),
+                avg_ms=statistics.median(p.avg_ms for p in points),
+            )
+            for points in zip(*runs, strict=True)
+        ]
+
+    def best_throughput(self, config: str) -> float:
+        return max(p.throughput for p in self.median_points(config))
+
+    def to_json(self) -> dict[str, Any]:
+        configs = {
+            name: {
+                "concurrency": {
+                    str(p.concurrency): {
+                        "throughput": p.throughput,
+                        "p50_ms": p.p50_ms,
+                        "p99_ms": p.p99_ms,
+                    }
+                    for p in self.median_points(name)
+                },
+                "best_throughput": self.best_throughput(name),
+            }
+            for name in self.plans
+        }
+        ours = self.best_throughput("tritongen")
+        return {
+            "configs": configs,
+            "bound": {"throughput": self.bound},
+            "ratios": {
+                "tritongen/naive": ours / self.best_throughput("naive"),
+                "tritongen/batch_only": ours / self.best_throughput("batch_only"),
+                "tritongen/bound": ours / self.bound,
+            },
+            "rounds": len(self.rounds),
+            "seconds": round(self.seconds, 1),
+            "plans": {name: plan.to_json() for name, plan in self.plans.items()},
+        }
+
+
+def run_bench(
+    ensemble: Ensemble,
+    inventory: Inventory,
+    profile: Profile,
+    tritongen_plan: Plan,
+    *,
+    concurrencies: Sequence[int] = (1, 4, 16),
+    interval_ms: int = 3000,
+    rounds: int = 2,
+    combiner: Combiner = Combiner.ensemble,
+    on_result: Callable[[int, str, list[PerfPoint]], None] | None = None,
+) -> BenchReport:
+    started = time.perf_counter()
+    plans = {
+        "naive": naive_plan(ensemble, inventory),
+        "batch_only": batch_only_plan(ensemble, inventory, profile),
+        "tritongen": tritongen_plan,
+    }
+    report = BenchReport(plans=plans, bound=cpu_bound(profile, inventory))
+    with tempfile.TemporaryDirectory(prefix="tritongen-bench-") as tmp:
+        measurer = ServedMeasurer(
+            ensemble, inventory, Path(tmp), concurrencies, interval_ms, combiner
+        )
+        for round_index in range(rounds):
+            order = CONFIGS if round_index % 2 == 0 else tuple(reversed(CONFIGS))
+            results: dict[str, list[PerfPoint]] = {}
+            for name in order:
+                results[name] = measurer.points(plans[name])
+                if on_result:
+                    on_result(round_index, name, results[name])
+            report.rounds.append(results)
+    report.seconds = time.perf_counter() - started
+    return report
