@@ -15,6 +15,7 @@ from rich.console import Console
 
 from tritongen.client import ModelSignature, Protocol
 from tritongen.errors import TritongenError
+from tritongen.perf import PerfPoint
 from tritongen.render import Combiner, Target
 from tritongen.server import LOOPBACK, EmbeddedServer
 
@@ -221,6 +222,76 @@ def _load_rows(data: Path | None, random: int, signature: ModelSignature) -> np.
             f"{list(signature.input_dims)}; reshape the array"
         )
     return batch
+
+
+@app.command()
+def bench(
+    spec: SpecArg,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the JSON report only.")
+    ] = False,
+    concurrency: Annotated[
+        str, typer.Option(help="Concurrency levels, comma-separated.")
+    ] = "1,4,16",
+    duration_s: Annotated[
+        float, typer.Option(help="perf_analyzer measurement window per point (seconds).")
+    ] = 3.0,
+    rounds: Annotated[int, typer.Option(help="Alternating rounds; medians are reported.")] = 2,
+    combiner: Annotated[
+        Combiner, typer.Option(help="Combiner mode for every configuration.")
+    ] = Combiner.ensemble,
+    devices_file: DevicesOpt = None,
+    profile_file: Annotated[
+        Path | None, typer.Option("--profile", help="profile.json to use (default: measure).")
+    ] = None,
+    plots: Annotated[
+        Path | None, typer.Option(help="Folder for throughput.png and allocation.png.")
+    ] = None,
+) -> None:
+    """Serve naive, batch_only and tritongen side by side; measure them against the bound."""
+    from tritongen.bench import run_bench
+    from tritongen.pipeline import plan_for
+    from tritongen.plots import allocation_heatmap, throughput_plot
+
+    levels = _int_list("--concurrency", concurrency)
+    ensemble, inventory, profile, plan = plan_for(spec, devices_file, profile_file)
+    report = run_bench(
+        ensemble,
+        inventory,
+        profile,
+        plan,
+        concurrencies=levels,
+        interval_ms=int(duration_s * 1000),
+        rounds=rounds,
+        combiner=combiner,
+        on_result=None if json_output else _print_bench_point,
+    )
+    document = report.to_json()
+    if plots:
+        plots.mkdir(parents=True, exist_ok=True)
+        throughput_plot(document, plots / "throughput.png", f"{ensemble.spec.name}: throughput")
+        allocation_heatmap(plan, plots / "allocation.png", f"{ensemble.spec.name}: tritongen plan")
+    if json_output:
+        print(json.dumps(document, indent=2))
+    else:
+        from tritongen.report import bench_table
+
+        console.print(bench_table(document))
+
+
+def _print_bench_point(round_index: int, name: str, points: list[PerfPoint]) -> None:
+    summary = ", ".join(f"c={p.concurrency}: {p.throughput:.1f}/s" for p in points)
+    err_console.print(f"round {round_index + 1} {name}: {summary}")
+
+
+def _int_list(flag: str, text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise TritongenError(f"{flag} {text!r}: expected integers like 1,4,16") from None
+    if not values or min(values) < 1:
+        raise TritongenError(f"{flag} {text!r}: give one or more integers >= 1")
+    return values
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 from tritongen.devices import Inventory, detect_devices, load_inventory
 from tritongen.models import Ensemble, load_ensemble
 from tritongen.plan import Plan, default_plan, load_plan
+from tritongen.profile import Profile, load_profile
 from tritongen.render import Combiner, Target, render_repository
 from tritongen.spec import Spec, load_spec
 
@@ -39,3 +40,17 @@ def build(
         ensemble, plan, inventory, output, combiner=combiner, target=target, force=force
     )
     return ensemble, plan, repository
+
+
+def plan_for(
+    spec_path: str | Path, devices_file: Path | None = None, profile_file: Path | None = None
+) -> tuple[Ensemble, Inventory, Profile, Plan]:
+    """Everything up to the plan: the profile from `profile_file` or measured (cached)."""
+    from tritongen.planner import make_plan
+    from tritongen.profile import profile_ensemble
+
+    spec = load_spec(spec_path)
+    ensemble = load_ensemble(spec)
+    inventory = resolve_inventory(spec, devices_file)
+    profile = load_profile(profile_file) if profile_file else profile_ensemble(ensemble, inventory)
+    return ensemble, inventory, profile, make_plan(spec, inventory, profile)

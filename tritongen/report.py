@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from rich.table import Table
 
@@ -30,4 +32,27 @@ def top_k_table(classes: np.ndarray, scores: np.ndarray) -> Table:
         table.add_row(
             str(row), *(f"{c} ({s:.3f})" for c, s in zip(row_classes, row_scores, strict=True))
         )
+    return table
+
+
+def bench_table(report: dict[str, Any]) -> Table:
+    """`tritongen bench`'s report: throughput and latency per configuration and concurrency."""
+    table = Table(
+        title=f"Ensemble throughput (bound {report['bound']['throughput']:.1f} samples/s)"
+    )
+    for column in ("configuration", "concurrency", "samples/s", "p50 ms", "p99 ms", "of bound"):
+        table.add_column(column, justify="left" if column == "configuration" else "right")
+    bound = report["bound"]["throughput"]
+    for name, config in report["configs"].items():
+        for level, point in sorted(config["concurrency"].items(), key=lambda kv: int(kv[0])):
+            table.add_row(
+                name,
+                level,
+                f"{point['throughput']:.1f}",
+                f"{point['p50_ms']:.2f}",
+                f"{point['p99_ms']:.2f}",
+                f"{point['throughput'] / bound:.0%}",
+            )
+    ratios = ", ".join(f"{k} = {v:.2f}" for k, v in report["ratios"].items())
+    table.caption = ratios
     return table
