@@ -60,9 +60,50 @@ def profile(
         Path, typer.Option("-o", "--output", help="Where to write profile.json.")
     ] = Path("profile.json"),
     devices_file: DevicesOpt = None,
+    batch_sizes: Annotated[
+        str | None,
+        typer.Option(
+            "--batch-sizes",
+            help="Comma-separated, e.g. 1,2,4,8 (default: powers "
+            "of two up to the spec's max_batch_size).",
+        ),
+    ] = None,
+    budget_s: Annotated[
+        float | None,
+        typer.Option(
+            "--budget-s", help="Aim to finish in about this many seconds (shorter measurements)."
+        ),
+    ] = None,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Measure again even what is cached.")
+    ] = False,
 ) -> None:
     """Measure each member's throughput and memory per device class and batch size."""
-    raise TritongenError("profile: not implemented yet")
+    from tritongen.devices import detect_devices, load_inventory
+    from tritongen.models import load_ensemble
+    from tritongen.profile import parse_batch_sizes, profile_ensemble, require_measured
+    from tritongen.report import profile_table, skipped_lines
+    from tritongen.spec import load_spec
+
+    loaded = load_spec(spec)
+    ensemble = load_ensemble(loaded)
+    devices_path = devices_file or (
+        None if loaded.devices == "auto" else loaded.source.parent / loaded.devices
+    )
+    inventory = load_inventory(devices_path) if devices_path else detect_devices()
+    result = profile_ensemble(
+        ensemble,
+        inventory,
+        batch_sizes=parse_batch_sizes(batch_sizes) if batch_sizes else None,
+        budget_s=budget_s,
+        use_cache=not no_cache,
+    )
+    result.save(output)
+    console.print(profile_table(result))
+    for line in skipped_lines(result):
+        console.print(line, markup=False, highlight=False)
+    console.print(f"wrote {output}")
+    require_measured(result, str(output))
 
 
 @app.command()

@@ -1,19 +1,52 @@
 """Profiles: how fast one instance of each member runs, and how much memory it takes,
-per device class and batch size (`profile.json`).
+per device class and batch size (`profile.json`), and `profile_ensemble`, which measures them.
 
-The measurement itself is filled in by the profiler issue; this module fixes the data type.
+How a profile is taken:
+- one child process (spawned, so nothing is inherited) per member x device class x thread
+  count runs every batch size of that member in ascending order; `tritongen.profile_worker`
+  explains why that gives each batch a clean memory figure;
+- a CPU class is measured with intra-op threads = its cores (how it is served) and again with
+  one thread, which gives each member's per-sample CPU cost (the bound in DESIGN);
+- measured points are cached per (model sha256, device class, onnxruntime, batch, threads).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import os
+import signal
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from tritongen.errors import SpecError
+from tritongen.devices import Device, Inventory, detect_gpus
+from tritongen.errors import ProfileError, SpecError
+from tritongen.models import Ensemble, MemberModel
+from tritongen.profile_cache import PointCache, PointKey
+from tritongen.profile_worker import (
+    Failure,
+    Job,
+    JobFailure,
+    Message,
+    Point,
+    Started,
+    child_main,
+    session_settings,
+)
 
 PROFILE_VERSION = 1
+DEFAULT_POINT_S = 0.6  # timed seconds per (member, device class, batch, threads)
+MIN_POINT_S = 0.02  # --budget-s never goes below this (nor below the worker's minimum runs)
+ROUNDS = 3
+# What one call costs on the embedded server beyond the member's own run: the Python-backend
+# hand-off (request/response tensors through shared memory, the stub's IPC), ~0.5 ms per call
+# measured on this project's 2-core machine. Served throughput at batch b is then
+# b / (b / throughput + overhead); override with profile_ensemble(served_overhead_s=...).
+SERVED_OVERHEAD_S_PER_CALL = 0.0005
+SILENCE_LIMIT_S = 300.0  # a child that sends nothing for this long is stuck: stop it
 
 
 @dataclass(frozen=True)
@@ -34,6 +67,26 @@ class Profile:
 
     def entries(self, member: str, device_class: str) -> dict[int, ProfileEntry]:
         return self.members.get(member, {}).get(device_class, {})
+
+    @property
+    def skipped(self) -> list[dict[str, Any]]:
+        """[{member, device_class, batch, reason}] for what could not be measured."""
+        return list(self.extra.get("skipped", []))
+
+    @property
+    def served_overhead_s(self) -> float:
+        """Seconds one served call adds to the member's own run (the Python-backend hand-off)."""
+        return float(self.extra.get("served_overhead_s_per_call", SERVED_OVERHEAD_S_PER_CALL))
+
+    @property
+    def cpu_cost_s_per_sample(self) -> dict[str, float]:
+        return dict(self.extra.get("cpu_cost_s_per_sample", {}))
+
+    def served_throughput(self, member: str, device_class: str, batch: int) -> float:
+        """What one instance delivers when served at `batch`: its profiled throughput with
+        the per-call hand-off added to each call."""
+        entry = self.entries(member, device_class)[batch]
+        return served_throughput(entry.throughput, batch, self.served_overhead_s)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -74,3 +127,499 @@ def load_profile(path: str | Path) -> Profile:
         raise SpecError(f"{path}: file not found; create it with `tritongen profile`") from None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise SpecError(f"{path}: not a valid profile.json ({type(exc).__name__}: {exc})") from None
+
+
+def served_throughput(throughput: float, batch: int, overhead_s: float) -> float:
+    """Samples/s of one served instance at `batch`, given its profiled throughput there."""
+    return batch / (batch / throughput + overhead_s)
+
+
+# ---------------------------------------------------------------------------- measuring
+
+
+@dataclass(frozen=True)
+class Skipped:
+    member: str
+    device_class: str
+    batch: int | None  # None: every batch of that class
+    reason: str
+
+
+@dataclass(frozen=True)
+class Target:
+    """A device class this machine can measure, and how."""
+
+    device_class: str
+    kind: Literal["cpu", "gpu"]
+    threads: tuple[int, ...]  # the served thread count first; on a CPU also 1 (the CPU cost)
+    gpu_index: int | None = None
+
+
+@dataclass(frozen=True)
+class Task:
+    """One child process's worth of work, before the cache is consulted."""
+
+    member: MemberModel
+    target: Target
+    threads: int
+    batches: tuple[int, ...]
+
+
+PointId = tuple[str, str, int, int]  # member, device class, threads, batch
+Runner = Callable[[Job, Callable[[Message], None]], None]
+
+
+def profile_ensemble(
+    ensemble: Ensemble,
+    inventory: Inventory,
+    *,
+    batch_sizes: Sequence[int] | None = None,
+    budget_s: float | None = None,
+    use_cache: bool = True,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+    served_overhead_s: float = SERVED_OVERHEAD_S_PER_CALL,
+    local_gpus: Sequence[Device] | None = None,
+    runner: Runner | None = None,
+) -> Profile:
+    """Measure every member on every device class of `inventory` that this machine has.
+
+    `batch_sizes` defaults to the powers of two up to the spec's max_batch_size; `budget_s`
+    scales down the time per point so the whole profile aims to take about that long;
+    `use_cache=False` re-measures (and refreshes the cache). `local_gpus` and `runner` are
+    the GPUs found here and the function that runs a job in a child process (tests pass
+    fakes). What could not be measured is listed in `extra["skipped"]`, never raised."""
+    started, load_before = time.perf_counter(), _load_average()
+    notes: list[str] = []
+    batches = _candidate_batches(ensemble, batch_sizes)
+    targets, skipped = measurable_targets(ensemble, inventory, local_gpus, notes)
+    tasks, batch_skips = plan_tasks(ensemble, targets, batches)
+    skipped += batch_skips
+    point_s = point_seconds(budget_s, sum(len(t.batches) for t in tasks))
+    cache, version = PointCache(cache_dir), _onnxruntime_version()
+    points = _cached_points(tasks, cache, version, point_s) if use_cache else {}
+    jobs = [j for t in tasks if (j := _job(t, points, point_s, notes)) is not None]
+    measured, failures = measure(jobs, runner or run_in_child, progress)
+    for (task, _), by_batch in zip(jobs, measured, strict=True):
+        for point in by_batch.values():
+            cache.put(_key(task, version, point.batch), point)
+            points[_point_id(task, point.batch)] = point
+    extra = {
+        "onnxruntime": version,
+        "point_s": point_s,
+        "rounds": ROUNDS,
+        "session": {t.device_class: _settings(t, t.threads[0]).describe() for t in targets},
+        "served_overhead_s_per_call": served_overhead_s,
+        **cpu_costs(ensemble, targets, points),
+        "instance_overhead_bytes": _process_bytes(targets, points),
+        "skipped": [asdict(s) for s in _unique(skipped + failures)],
+        "warnings": notes,
+        "measured_points": sum(len(m) for m in measured),
+        "cached_points": len(points) - sum(len(m) for m in measured),
+        "wall_s": round(time.perf_counter() - started, 2),
+        "load_average_1min": [load_before, _load_average()],
+    }
+    return Profile(members=assemble(ensemble, targets, points), extra=extra)
+
+
+def default_batch_sizes(max_batch_size: int) -> list[int]:
+    """1, 2, 4, ... up to max_batch_size, and max_batch_size itself (the planner may pick it)."""
+    sizes = [2**i for i in range(max_batch_size.bit_length()) if 2**i <= max_batch_size]
+    return sorted({*sizes, max_batch_size})
+
+
+def parse_batch_sizes(text: str) -> list[int]:
+    """`--batch-sizes 1,2,8` -> [1, 2, 8]."""
+    try:
+        sizes = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise SpecError(f"--batch-sizes {text!r}: expected integers like 1,2,4,8") from None
+    if not sizes or sizes[0] < 1:
+        raise SpecError(f"--batch-sizes {text!r}: give one or more batch sizes >= 1")
+    return sizes
+
+
+def point_seconds(budget_s: float | None, n_points: int) -> float:
+    """Timed seconds per point. Warm-up adds a quarter, and starting the children and loading
+    sessions takes its share, so about 60% of a budget goes to timed runs."""
+    if budget_s is None:
+        return DEFAULT_POINT_S
+    if budget_s <= 0:
+        raise SpecError(f"--budget-s {budget_s}: must be > 0")
+    share = 0.6 * budget_s / max(1, n_points) / 1.25
+    return min(DEFAULT_POINT_S, max(MIN_POINT_S, share))
+
+
+def measurable_targets(
+    ensemble: Ensemble,
+    inventory: Inventory,
+    local_gpus: Sequence[Device] | None,
+    notes: list[str],
+) -> tuple[list[Target], list[Skipped]]:
+    """One target per device class; a GPU class this machine lacks is skipped, not guessed."""
+    targets: list[Target] = []
+    skipped: list[Skipped] = []
+    for device_class in inventory.classes:
+        device = next(d for d in inventory.devices if d.device_class == device_class)
+        if device.kind == "cpu":
+            targets.append(_cpu_target(device, notes))
+            continue
+        gpus = detect_gpus() if local_gpus is None else local_gpus
+        here = next((g for g in gpus if g.device_class == device_class), None)
+        if here is None:
+            reason = f"no {device_class} GPU on this machine; profile there and merge the files"
+            skipped += [Skipped(m.name, device_class, None, reason) for m in ensemble.members]
+        else:
+            targets.append(Target(device_class, "gpu", (1,), here.gpu_index))
+    return targets, skipped
+
+
+def _cpu_target(device: Device, notes: list[str]) -> Target:
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = min(device.cores or 1, usable or 1)
+    if cores < (device.cores or 1):
+        notes.append(
+            f"{device.id}: the inventory says {device.cores} cores but this process may use "
+            f"{usable}; {device.device_class} was measured with {cores} threads"
+        )
+    return Target(device.device_class, "cpu", (cores, 1) if cores > 1 else (1,))
+
+
+def plan_tasks(
+    ensemble: Ensemble, targets: Sequence[Target], batches: Sequence[int]
+) -> tuple[list[Task], list[Skipped]]:
+    tasks: list[Task] = []
+    skipped: list[Skipped] = []
+    for member in ensemble.members:
+        runnable, refused = member_batches(member, batches)
+        for target in targets:
+            skipped += [Skipped(member.name, target.device_class, b, r) for b, r in refused]
+            if runnable:
+                tasks += [Task(member, target, t, runnable) for t in target.threads]
+    return tasks, skipped
+
+
+def member_batches(
+    member: MemberModel, batches: Sequence[int]
+) -> tuple[tuple[int, ...], list[tuple[int, str]]]:
+    """The batches a member can run, and why it cannot run the others: a model exported with
+    a fixed batch dimension runs that batch size only."""
+    fixed = member.input.batch_dim
+    if fixed is None:
+        return tuple(batches), []
+    runnable = (fixed,) if fixed <= max(batches) else ()
+    reason = (
+        f"{member.path.name} fixes its batch dimension to {fixed}; "
+        "re-export it with a dynamic batch axis to serve other batch sizes"
+    )
+    return runnable, [(b, reason) for b in batches if b != fixed]
+
+
+def _candidate_batches(ensemble: Ensemble, batch_sizes: Sequence[int] | None) -> list[int]:
+    if batch_sizes:
+        return sorted(set(batch_sizes))
+    return default_batch_sizes(ensemble.spec.max_batch_size)
+
+
+def _settings(target: Target, threads: int) -> Any:
+    return session_settings(target.kind, threads, target.gpu_index)
+
+
+def _job(task: Task, points: dict[PointId, Point], point_s: float, notes: list[str]) -> Any:
+    """The Job for the batches of `task` the cache did not answer, paired with its task."""
+    missing = tuple(b for b in task.batches if _point_id(task, b) not in points)
+    if not missing:
+        return None
+    signature = task.member.input
+    if -1 in signature.dims:
+        notes.append(f"{task.member.name}: dynamic input dims {signature.dims} measured as 1")
+    job = Job(
+        model_path=str(task.member.path),
+        input_name=signature.name,
+        input_dtype=signature.dtype,
+        sample_shape=tuple(d if d > 0 else 1 for d in signature.dims),
+        batches=missing,
+        settings=_settings(task.target, task.threads),
+        kind=task.target.kind,
+        gpu_index=task.target.gpu_index,
+        point_s=point_s,
+        rounds=ROUNDS,
+    )
+    return task, job
+
+
+def _point_id(task: Task, batch: int) -> PointId:
+    return (task.member.name, task.target.device_class, task.threads, batch)
+
+
+def _key(task: Task, version: str, batch: int) -> PointKey:
+    return PointKey(task.member.sha256, task.target.device_class, version, batch, task.threads)
+
+
+def _cached_points(
+    tasks: Iterable[Task], cache: PointCache, version: str, point_s: float
+) -> dict[PointId, Point]:
+    found = {}
+    for task in tasks:
+        for batch in task.batches:
+            point = cache.get(_key(task, version, batch), point_s)
+            if point is not None:
+                found[_point_id(task, batch)] = point
+    return found
+
+
+def measure(
+    jobs: Sequence[tuple[Task, Job]], runner: Runner, progress: bool
+) -> tuple[list[dict[int, Point]], list[Skipped]]:
+    """Run each job (one child process each), one after the other: two would share the cores
+    and slow each other down. Returns each job's points by batch, and what failed."""
+    results: list[dict[int, Point]] = []
+    skipped: list[Skipped] = []
+    total = sum(len(job.batches) * job.rounds for _, job in jobs)
+    with _progress_bar(progress, total) as advance:
+        for task, job in jobs:
+            collector = _JobCollector(task, job, advance)
+            runner(job, collector.receive)
+            results.append(collector.points)
+            skipped += collector.skipped()
+    return results, skipped
+
+
+class _JobCollector:
+    """Gathers one job's messages as they stream in."""
+
+    def __init__(self, task: Task, job: Job, advance: Callable[[str], None]) -> None:
+        self.task, self.job, self.advance = task, job, advance
+        self.points: dict[int, Point] = {}
+        self.failures: dict[int, str] = {}
+        self.job_failure = "the worker sent no result"
+
+    def receive(self, message: Message) -> None:
+        if isinstance(message, Started):
+            member, target = self.task.member.name, self.task.target.device_class
+            threads = f"{self.task.threads} thread{'s' * (self.task.threads > 1)}"
+            self.advance(f"{member} · {target} · batch {message.batch} · {threads}")
+        elif isinstance(message, Point):
+            self.points[message.batch] = message
+        elif isinstance(message, Failure):
+            self.failures[message.batch] = message.reason
+        elif isinstance(message, JobFailure):
+            self.job_failure = message.reason
+
+    def skipped(self) -> list[Skipped]:
+        prefix = "" if self.task.threads == self.task.target.threads[0] else "1-thread run: "
+        return [
+            Skipped(
+                self.task.member.name,
+                self.task.target.device_class,
+                batch,
+                prefix + self.failures.get(batch, self.job_failure),
+            )
+            for batch in self.job.batches
+            if batch not in self.points
+        ]
+
+
+@contextmanager
+def _progress_bar(enabled: bool, total: int) -> Iterator[Callable[[str], None]]:
+    """A rich bar on stderr, advanced once per (member, device, batch, round)."""
+    if not enabled or total == 0:
+        yield lambda _: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description:<44}"), BarColumn(), MofNCompleteColumn())
+    with Progress(
+        *columns, TimeElapsedColumn(), console=Console(stderr=True), refresh_per_second=4
+    ) as bar:
+        task = bar.add_task("profiling", total=total)
+        yield lambda text: bar.update(task, advance=1, description=text)
+        bar.update(task, completed=total, description="profiled")
+
+
+def run_in_child(
+    job: Job, on_message: Callable[[Message], None], *, target: Callable[..., None] = child_main
+) -> None:
+    """Run `job` in a fresh spawned process, passing its messages on as they arrive.
+
+    If the process dies (the out-of-memory killer, a crash in native code) or stalls, the
+    batch it was running and the larger ones are reported failed, and the smaller ones are
+    measured again in a new process, so a profile keeps everything that can be measured.
+    `target(job, connection)` is what the child runs (tests pass one that misbehaves)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(target=target, args=(job, sender), daemon=True)
+    process.start()
+    sender.close()  # so that recv() sees EOF once the child has gone
+    reported: set[int] = set()
+    current: int | None = None
+    stalled = False
+    try:
+        while True:
+            if not receiver.poll(SILENCE_LIMIT_S):
+                stalled = True
+                break
+            try:
+                message = receiver.recv()
+            except EOFError:
+                break
+            if isinstance(message, Started):
+                current = message.batch
+            elif isinstance(message, Point | Failure):
+                reported.add(message.batch)
+            on_message(message)
+    finally:
+        _stop(process)
+        receiver.close()
+    if stalled or process.exitcode != 0:
+        reason = _death_reason(process, stalled)
+        _report_death(job, on_message, reported, current, reason, target)
+
+
+def _stop(process: Any) -> None:
+    process.join(timeout=10)
+    if process.is_alive():
+        process.kill()
+        process.join()
+
+
+def _death_reason(process: Any, stalled: bool) -> str:
+    if stalled:
+        return f"the worker sent nothing for {SILENCE_LIMIT_S:.0f} s and was stopped"
+    code = process.exitcode
+    if code == -signal.SIGKILL:
+        return "the worker was killed (SIGKILL), most likely out of memory"
+    if code is not None and code < 0:
+        return f"the worker died of {signal.Signals(-code).name}"
+    return f"the worker exited with code {code}"
+
+
+def _report_death(
+    job: Job,
+    on_message: Callable[[Message], None],
+    reported: set[int],
+    current: int | None,
+    reason: str,
+    target: Callable[..., None],
+) -> None:
+    if current is None:
+        on_message(JobFailure(reason + " before it ran a batch"))
+        return
+    unreported = [b for b in job.batches if b not in reported]
+    for batch in (b for b in unreported if b >= current):
+        on_message(Failure(batch, f"{reason} at batch {current}"))
+    smaller = tuple(b for b in unreported if b < current)
+    if smaller:
+        run_in_child(replace(job, batches=smaller), on_message, target=target)
+
+
+# ---------------------------------------------------------------------------- the result
+
+
+def assemble(
+    ensemble: Ensemble, targets: Sequence[Target], points: dict[PointId, Point]
+) -> dict[str, dict[str, dict[int, ProfileEntry]]]:
+    """member -> device class -> batch -> entry, from the points at the served thread count."""
+    members: dict[str, dict[str, dict[int, ProfileEntry]]] = {}
+    for member in ensemble.members:
+        by_class = {}
+        for target in targets:
+            served = target.threads[0]
+            entries = {
+                batch: _entry(point, target, points, member.name)
+                for (name, cls, threads, batch), point in sorted(points.items())
+                if (name, cls, threads) == (member.name, target.device_class, served)
+            }
+            if entries:
+                by_class[target.device_class] = entries
+        members[member.name] = by_class
+    return members
+
+
+def _entry(point: Point, target: Target, points: dict[PointId, Point], member: str) -> ProfileEntry:
+    batch, device_class = point.batch, target.device_class
+    extra: dict[str, Any] = {
+        "threads": point.threads,
+        "latency_ms": round(point.latency_s * 1e3, 4),
+        "latency_p90_ms": round(point.latency_p90_s * 1e3, 4),
+        "spread": round(point.spread, 4),
+        "runs": point.runs,
+        "contention": None if point.contention is None else round(point.contention, 4),
+        "retried_rounds": point.retried_rounds,
+    }
+    by_threads = {t: points.get((member, device_class, t, batch)) for t in target.threads}
+    if len(by_threads) > 1:
+        extra["throughput_by_threads"] = {
+            str(t): round(p.throughput, 3) for t, p in by_threads.items() if p is not None
+        }
+    single = by_threads.get(1)
+    if target.kind == "cpu" and single is not None:
+        extra["cpu_cost_s_per_sample"] = single.cpu_s_per_call / batch
+    return ProfileEntry(round(point.throughput, 3), point.memory_bytes, extra)
+
+
+def cpu_costs(
+    ensemble: Ensemble, targets: Sequence[Target], points: dict[PointId, Point]
+) -> dict[str, dict[str, Any]]:
+    """Each member's CPU seconds per sample on one thread at its best batch size, and that
+    batch: `cores / sum(cost)` is the CPU bound in DESIGN. Process CPU time, not wall time:
+    on a shared machine the time other processes hold the core is not the member's cost."""
+    cpu = next((t for t in targets if t.kind == "cpu"), None)
+    costs: dict[str, float] = {}
+    best: dict[str, int] = {}
+    for member in ensemble.members:
+        per_batch = {
+            batch: point.cpu_s_per_call / batch
+            for (name, cls, threads, batch), point in points.items()
+            if cpu and (name, cls, threads) == (member.name, cpu.device_class, 1)
+        }
+        if per_batch:
+            best[member.name] = min(per_batch, key=per_batch.__getitem__)
+            costs[member.name] = per_batch[best[member.name]]
+    return {"cpu_cost_s_per_sample": costs, "cpu_cost_batch": best}
+
+
+def _process_bytes(targets: Sequence[Target], points: dict[PointId, Point]) -> dict[str, int]:
+    """Per CPU class: the resident memory of a fresh worker with onnxruntime loaded, before
+    any session. A served instance is a process of its own and pays it on top of its entry."""
+    return {
+        t.device_class: max(p.process_bytes for (_, c, _, _), p in points.items() if c == cls)
+        for t in targets
+        if t.kind == "cpu" and any(c == (cls := t.device_class) for (_, c, _, _) in points)
+    }
+
+
+def require_measured(profile: Profile, where: str) -> None:
+    """Raise one ProfileError line if some member has no entry on any device: the planner
+    cannot place it. `where` names the file that keeps what was measured."""
+    reasons: dict[str, str] = {}
+    for item in profile.skipped:
+        reasons.setdefault(item["member"], item["reason"])
+    for member, by_class in profile.members.items():
+        if not any(by_class.values()):
+            reason = reasons.get(member, "no device class to measure on")
+            raise ProfileError(
+                f"member {member} could not be measured on any device: {reason}; "
+                f"{where} keeps what was measured"
+            )
+
+
+def _unique(skipped: Iterable[Skipped]) -> list[Skipped]:
+    """One line per (member, device class, batch): the served run's reason when both fail."""
+    seen: dict[tuple[str, str, int | None], Skipped] = {}
+    for item in skipped:
+        seen.setdefault((item.member, item.device_class, item.batch), item)
+    return list(seen.values())
+
+
+def _onnxruntime_version() -> str:
+    import onnxruntime
+
+    return str(onnxruntime.__version__)
+
+
+def _load_average() -> float:
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else 0.0

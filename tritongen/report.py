@@ -8,6 +8,7 @@ import numpy as np
 from rich.table import Table
 
 from tritongen.devices import Inventory
+from tritongen.profile import Profile
 
 
 def inventory_table(inventory: Inventory) -> Table:
@@ -56,3 +57,34 @@ def bench_table(report: dict[str, Any]) -> Table:
     ratios = ", ".join(f"{k} = {v:.2f}" for k, v in report["ratios"].items())
     table.caption = ratios
     return table
+
+
+def profile_table(profile: Profile) -> Table:
+    """One row per member x device class x batch size."""
+    table = Table(title="Profile (one instance alone)")
+    for column in ("member", "device", "batch", "samples/s", "p50 ms", "spread", "memory"):
+        table.add_column(column, justify="left" if column in ("member", "device") else "right")
+    for member, by_class in profile.members.items():
+        for device_class, by_batch in by_class.items():
+            for batch, entry in sorted(by_batch.items()):
+                table.add_row(
+                    member,
+                    f"{device_class} ({entry.extra.get('threads', '?')} thr)",
+                    str(batch),
+                    f"{entry.throughput:,.0f}",
+                    f"{entry.extra.get('latency_ms', float('nan')):.3f}",
+                    f"{entry.extra.get('spread', float('nan')):.0%}",
+                    gib(entry.memory_bytes),
+                )
+    return table
+
+
+def skipped_lines(profile: Profile) -> list[str]:
+    """`skipped: member on class batch b: reason`, one line each."""
+    lines = []
+    for item in profile.skipped:
+        batch = "every batch" if item.get("batch") is None else f"batch {item['batch']}"
+        lines.append(
+            f"skipped: {item['member']} on {item['device_class']}, {batch}: {item['reason']}"
+        )
+    return lines

@@ -1,0 +1,63 @@
+"""A cache of measured points, one JSON file per key, so that a second profile is instant.
+
+The key is what changes a measurement: the model file (its sha256), the device class, the
+onnxruntime version, the batch size and the intra-op thread count. A point measured for a
+shorter time than is asked now (a `--budget-s` run) is not reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from tritongen.profile_worker import Point
+
+
+@dataclass(frozen=True)
+class PointKey:
+    sha256: str
+    device_class: str
+    onnxruntime: str
+    batch: int
+    threads: int
+
+    @property
+    def filename(self) -> str:
+        text = json.dumps(asdict(self), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:32] + ".json"
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "tritongen" / "profile"
+
+
+class PointCache:
+    """Reads and writes points under `directory`; a damaged file is a miss, never an error."""
+
+    def __init__(self, directory: Path | None = None) -> None:
+        self.directory = directory or default_cache_dir()
+
+    def get(self, key: PointKey, min_point_s: float) -> Point | None:
+        try:
+            data = json.loads((self.directory / key.filename).read_text())
+            if data["key"] != asdict(key):
+                return None
+            point = Point(**{f.name: data["point"][f.name] for f in fields(Point)})
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return point if point.point_s >= min_point_s else None
+
+    def put(self, key: PointKey, point: Point) -> None:
+        """Write atomically: a profile interrupted mid-write leaves no half file behind."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            path = self.directory / key.filename
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"key": asdict(key), "point": asdict(point)}) + "\n")
+            os.replace(tmp, path)
+        except OSError:
+            pass  # a read-only cache only costs the next run its speed-up

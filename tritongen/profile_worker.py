@@ -1,0 +1,413 @@
+"""What runs inside a profiling child process: one member, one device, one thread count.
+
+The parent (`tritongen.profile`) starts one fresh process per job so that a member's allocator
+(onnxruntime's arena, glibc's heap, a CUDA context) never pollutes another member's memory
+figure. Inside the job, batch sizes run in ascending order: after batch b the process holds
+what a fresh instance at batch b would hold (arenas keep their high-water mark, and b is the
+largest batch seen so far), so the memory growth read after each batch is that batch's figure.
+
+Timing runs in several rounds over all batch sizes, and each point's runs are pooled before
+taking the median: a burst of load from another process on a shared machine then hits a
+fraction of every point's runs instead of all runs of one point.
+
+This module imports only numpy, onnxruntime and psutil (lazily), never the rest of tritongen,
+so the child's baseline memory is what a served instance would carry before its session.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+# A round in which our threads waited for a core more than this share of the time was
+# disturbed by other processes (a shared machine) and is timed again.
+CONTENTION_LIMIT = 0.05
+RETRY_PAUSE_S = 0.1
+OUT_OF_MEMORY_HINTS = ("out of memory", "failed to allocate", "bad_alloc", "memoryerror")
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """How the onnxruntime session is configured: the same way a served instance is."""
+
+    providers: tuple[Any, ...]  # names, or (name, options) pairs
+    intra_op_threads: int
+    inter_op_threads: int = 1
+    sequential: bool = True  # ORT_SEQUENTIAL: one op at a time, parallelism inside ops
+    optimization: str = "ORT_ENABLE_ALL"
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "providers": [p if isinstance(p, str) else p[0] for p in self.providers],
+            "intra_op_threads": self.intra_op_threads,
+            "inter_op_threads": self.inter_op_threads,
+            "execution_mode": "ORT_SEQUENTIAL" if self.sequential else "ORT_PARALLEL",
+            "graph_optimization_level": self.optimization,
+        }
+
+
+def session_settings(
+    kind: Literal["cpu", "gpu"], threads: int, gpu_index: int | None = None
+) -> SessionSettings:
+    """CPU: `threads` intra-op threads. GPU: the CUDA provider on that ordinal, with an arena
+    that grows by what is requested (the default doubles, which would overstate memory)."""
+    if kind == "cpu":
+        return SessionSettings(providers=("CPUExecutionProvider",), intra_op_threads=threads)
+    cuda_options = {
+        "device_id": str(gpu_index or 0),
+        "arena_extend_strategy": "kSameAsRequested",
+    }
+    return SessionSettings(
+        providers=(("CUDAExecutionProvider", cuda_options), "CPUExecutionProvider"),
+        intra_op_threads=1,  # only the few ops that fall back to the CPU use it
+    )
+
+
+@dataclass(frozen=True)
+class Job:
+    """One child process: a member on one device with one thread count, several batches."""
+
+    model_path: str
+    input_name: str
+    input_dtype: str  # numpy dtype name
+    sample_shape: tuple[int, ...]  # per-sample dims, all concrete
+    batches: tuple[int, ...]  # ascending
+    settings: SessionSettings
+    kind: Literal["cpu", "gpu"] = "cpu"
+    gpu_index: int | None = None
+    point_s: float = 0.6  # timed seconds per batch size, spread over `rounds`
+    rounds: int = 3
+    min_runs: int = 9
+
+
+@dataclass(frozen=True)
+class Point:
+    """The measurement of one batch size."""
+
+    batch: int
+    threads: int
+    latency_s: float  # median seconds per call
+    latency_p90_s: float
+    spread: float  # interquartile range / median of the per-call times
+    runs: int
+    cpu_s_per_call: float  # process CPU seconds per call (all threads, spinning included)
+    contention: float | None  # mean share of thread time spent waiting for a core
+    retried_rounds: int  # rounds timed again because other processes disturbed them
+    memory_bytes: int  # growth after loading the session and running this batch
+    process_bytes: int  # resident set of the fresh process before the session (per instance)
+    point_s: float  # the timed seconds asked for (a cached point is reused only if >= asked)
+
+    @property
+    def throughput(self) -> float:
+        return self.batch / self.latency_s
+
+
+@dataclass(frozen=True)
+class Failure:
+    batch: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Started:
+    """Sent before each (round, batch): lets the parent move its progress bar and, if the
+    child dies, know which batch killed it."""
+
+    batch: int
+    round: int
+
+
+@dataclass(frozen=True)
+class JobFailure:
+    """The whole job failed (the model does not load, no CUDA provider, no NVML)."""
+
+    reason: str
+
+
+Message = Point | Failure | Started | JobFailure
+
+
+class MemoryProbe(Protocol):
+    def growth(self) -> int: ...
+
+
+class ResidentMemory:
+    """Growth of this process's resident set since the probe was made."""
+
+    def __init__(self) -> None:
+        self._baseline = _resident_bytes()
+
+    def growth(self) -> int:
+        return max(0, _resident_bytes() - self._baseline)
+
+
+class GpuProcessMemory:
+    """Device memory this process holds on one GPU, read through NVML (passed in).
+
+    Before the session exists the process has no CUDA context and holds nothing, so the
+    figure includes the context: a Python-backend instance is a process of its own and pays
+    for one too. Where NVML hides our pid (containers), the device's growth stands in."""
+
+    def __init__(self, nvml: Any, index: int, pid: int | None = None) -> None:
+        self._nvml = nvml
+        self._handle = nvml.nvmlDeviceGetHandleByIndex(index)
+        self._pid = os.getpid() if pid is None else pid
+        self._baseline = self._device_used()
+
+    def _device_used(self) -> int:
+        return int(self._nvml.nvmlDeviceGetMemoryInfo(self._handle).used)
+
+    def growth(self) -> int:
+        for process in self._nvml.nvmlDeviceGetComputeRunningProcesses(self._handle):
+            if process.pid == self._pid and process.usedGpuMemory is not None:
+                return int(process.usedGpuMemory)
+        return max(0, self._device_used() - self._baseline)
+
+
+def run_job(job: Job, send: Callable[[Message], None], nvml: Any = None) -> None:
+    """Measure every batch of `job`, sending one Point or Failure per batch."""
+    import onnxruntime  # noqa: F401  loaded before the baseline: every instance pays for it
+
+    process_bytes = _resident_bytes()
+    try:
+        probe = _memory_probe(job, nvml)
+    except Exception as exc:
+        send(JobFailure(f"cannot read GPU memory through NVML: {describe_error(exc)}"))
+        return
+    try:
+        session = build_session(job.model_path, job.settings)
+    except Exception as exc:
+        send(JobFailure(f"cannot start an onnxruntime session: {describe_error(exc)}"))
+        return
+    for batch, samples in _measure_rounds(job, session, probe, send).items():
+        send(summarize(batch, job, samples, process_bytes))
+
+
+@dataclass
+class _Samples:
+    """What the rounds gather for one batch size."""
+
+    feed: dict[str, Any]
+    wall_s: list[float] = field(default_factory=list)  # one per call
+    cpu_s: float = 0.0  # process CPU time over all timed calls
+    contention: list[float] = field(default_factory=list)  # one per kept round
+    retries: int = 0
+    memory_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class _Round:
+    wall_s: list[float]
+    cpu_s: float
+    elapsed_s: float
+    contention: float | None  # share of our threads' time spent waiting for a core
+
+
+@dataclass
+class _RetryBudget:
+    """Seconds a job may spend re-timing disturbed rounds: bounded, so a machine that stays
+    busy costs at most twice the planned time instead of stalling the profile."""
+
+    left_s: float
+
+    def take(self, seconds: float) -> bool:
+        if self.left_s < seconds:
+            return False
+        self.left_s -= seconds
+        return True
+
+
+def _measure_rounds(
+    job: Job, session: Any, probe: MemoryProbe, send: Callable[[Message], None]
+) -> dict[int, _Samples]:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    samples = {b: _Samples({job.input_name: sample_input(rng, job, b)}) for b in job.batches}
+    budget = _RetryBudget(job.point_s * len(job.batches))
+    for round_ in range(job.rounds):
+        for batch in [b for b in job.batches if b in samples]:
+            send(Started(batch, round_))
+            try:
+                _quiet_round(session, samples[batch], job, round_, budget)
+            except Exception as exc:
+                del samples[batch]
+                send(Failure(batch, run_failure(batch, exc)))
+                continue
+            if round_ == 0:  # ascending, so the high-water mark so far belongs to this batch
+                samples[batch].memory_bytes = probe.growth()
+    return samples
+
+
+def _quiet_round(
+    session: Any, samples: _Samples, job: Job, round_: int, budget: _RetryBudget
+) -> None:
+    """Time one round into `samples`; while other processes kept our threads waiting for a
+    core, pause and time it again (within the budget): the profile wants one instance alone."""
+    attempt = _time_round(session, samples.feed, job, first=round_ == 0)
+    while _disturbed(attempt) and budget.take(attempt.elapsed_s + RETRY_PAUSE_S):
+        samples.retries += 1
+        time.sleep(RETRY_PAUSE_S)
+        attempt = _time_round(session, samples.feed, job, first=False)
+    _add_round(samples, attempt)
+
+
+def _disturbed(round_: _Round) -> bool:
+    return round_.contention is not None and round_.contention > CONTENTION_LIMIT
+
+
+def _add_round(samples: _Samples, round_: _Round) -> None:
+    samples.wall_s += round_.wall_s
+    samples.cpu_s += round_.cpu_s
+    if round_.contention is not None:
+        samples.contention.append(round_.contention)
+
+
+def _resident_bytes() -> int:
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)
+
+
+def _memory_probe(job: Job, nvml: Any) -> MemoryProbe:
+    if job.kind == "cpu":
+        return ResidentMemory()
+    if nvml is None:
+        import pynvml as nvml
+
+        nvml.nvmlInit()
+    return GpuProcessMemory(nvml, job.gpu_index or 0)
+
+
+def build_session(model_path: str, settings: SessionSettings) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = settings.intra_op_threads
+    options.inter_op_num_threads = settings.inter_op_threads
+    options.execution_mode = (
+        ort.ExecutionMode.ORT_SEQUENTIAL if settings.sequential else ort.ExecutionMode.ORT_PARALLEL
+    )
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, settings.optimization)
+    options.log_severity_level = 3  # errors only: warnings would garble the progress bar
+    session = ort.InferenceSession(model_path, options, providers=list(settings.providers))
+    check_providers(settings.providers, session.get_providers())
+    return session
+
+
+def check_providers(requested: Sequence[Any], active: Sequence[str]) -> None:
+    """onnxruntime silently falls back to the CPU when a provider is missing; a GPU figure
+    measured on the CPU would be a lie, so refuse."""
+    first = requested[0] if isinstance(requested[0], str) else requested[0][0]
+    if first not in active:
+        raise RuntimeError(
+            f"{first} is not available in this onnxruntime (active: {', '.join(active)}); "
+            "install onnxruntime-gpu with a matching CUDA"
+        )
+
+
+def sample_input(rng: Any, job: Job, batch: int) -> Any:
+    import numpy as np
+
+    shape = (batch, *job.sample_shape)
+    dtype = np.dtype(job.input_dtype)
+    if dtype.kind == "f":
+        return rng.standard_normal(shape).astype(dtype)
+    if dtype.kind == "b":
+        return rng.integers(0, 2, shape).astype(dtype)
+    return rng.integers(0, 10, shape).astype(dtype)  # ids/labels: small non-negative ints
+
+
+def _time_round(session: Any, feed: dict[str, Any], job: Job, first: bool) -> _Round:
+    """Warm up (longer in the first round: allocations, caches), then time single calls.
+
+    Process CPU time and the run-queue delay are read around the whole loop, not per call
+    (each read is a syscall). With one intra-op thread the CPU time is the core-seconds per
+    call even when other processes take the core away, which wall time is not."""
+    warm_s = job.point_s / 4 if first else 0.0
+    _timed_calls(session, feed, min_s=warm_s, min_runs=3 if first else 1)
+    per_round_runs = -(-job.min_runs // job.rounds)
+    delay_before, cpu_before = run_queue_delay_s(), time.process_time()
+    start = time.perf_counter()
+    wall = _timed_calls(session, feed, job.point_s / job.rounds, per_round_runs)
+    elapsed = time.perf_counter() - start
+    cpu_s = time.process_time() - cpu_before
+    delay_after = run_queue_delay_s()
+    contention = None
+    if delay_before is not None and delay_after is not None:
+        threads = max(1, job.settings.intra_op_threads)
+        contention = (delay_after - delay_before) / elapsed / threads
+    return _Round(wall, cpu_s, elapsed, contention)
+
+
+def run_queue_delay_s() -> float | None:
+    """Seconds this process's threads have spent runnable but waiting for a core (Linux
+    schedstat); None where the kernel does not say."""
+    total = 0
+    try:
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{task}/schedstat") as stat:
+                total += int(stat.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return total / 1e9
+
+
+def _timed_calls(session: Any, feed: dict[str, Any], min_s: float, min_runs: int) -> list[float]:
+    times: list[float] = []
+    start = time.perf_counter()
+    while True:
+        before = time.perf_counter()
+        session.run(None, feed)
+        after = time.perf_counter()
+        times.append(after - before)
+        if after - start >= min_s and len(times) >= min_runs:
+            return times
+
+
+def summarize(batch: int, job: Job, samples: _Samples, process_bytes: int) -> Point:
+    import numpy as np
+
+    q1, median, q3, p90 = np.percentile(samples.wall_s, [25, 50, 75, 90])
+    return Point(
+        batch=batch,
+        threads=job.settings.intra_op_threads,
+        latency_s=float(median),
+        latency_p90_s=float(p90),
+        spread=float((q3 - q1) / median),
+        runs=len(samples.wall_s),
+        cpu_s_per_call=samples.cpu_s / len(samples.wall_s),
+        contention=float(np.mean(samples.contention)) if samples.contention else None,
+        retried_rounds=samples.retries,
+        memory_bytes=samples.memory_bytes,
+        process_bytes=process_bytes,
+        point_s=job.point_s,
+    )
+
+
+def run_failure(batch: int, exc: BaseException) -> str:
+    text = describe_error(exc)
+    if isinstance(exc, MemoryError) or any(h in text.lower() for h in OUT_OF_MEMORY_HINTS):
+        return f"out of memory at batch {batch}: {text}"
+    return f"cannot run at batch {batch}: {text}"
+
+
+def describe_error(exc: BaseException) -> str:
+    """onnxruntime's messages are long and multi-line; keep the first line, bounded."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def child_main(job: Job, conn: Any) -> None:
+    """Entry point of the spawned process: stream messages, then close the pipe. Anything
+    unexpected goes back as a JobFailure rather than a traceback over the progress bar."""
+    try:
+        run_job(job, conn.send)
+    except Exception as exc:
+        conn.send(JobFailure(f"profiling failed: {type(exc).__name__}: {describe_error(exc)}"))
+    finally:
+        conn.close()
