@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
+import os
+import signal
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+from tritongen.profile_worker import Point, Started
 
 
 def mlp(path: Path, widths: list[int], *, batch: int | str = "batch", seed: int = 0) -> Path:
@@ -15,7 +21,7 @@ def mlp(path: Path, widths: list[int], *, batch: int | str = "batch", seed: int 
     rng = np.random.default_rng(seed)
     nodes, inits = [], []
     current = "x"
-    for i, (n_in, n_out) in enumerate(zip(widths, widths[1:], strict=False)):
+    for i, (n_in, n_out) in enumerate(itertools.pairwise(widths)):
         weight = rng.standard_normal((n_in, n_out)).astype(np.float32) / np.sqrt(n_in)
         inits += [
             numpy_helper.from_array(weight, f"w{i}"),
@@ -66,3 +72,55 @@ def write_spec(folder: Path, members: dict[str, Path], max_batch_size: int = 8) 
     spec = folder / "ensemble.yaml"
     spec.write_text("\n".join(lines) + "\n")
     return spec
+
+
+def even_batches_only(path: Path, width: int = 64, classes: int = 10) -> Path:
+    """Runs only at even batch sizes: it reshapes [batch, width] to [-1, 2 * width]."""
+    rng = np.random.default_rng(1)
+    weight = rng.standard_normal((2 * width, classes)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Reshape", ["x", "pairs"], ["paired"]),
+            helper.make_node("MatMul", ["paired", "w"], ["y"]),
+        ],
+        "even_batches_only",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", classes])],
+        [
+            numpy_helper.from_array(np.array([-1, 2 * width], np.int64), "pairs"),
+            numpy_helper.from_array(weight, "w"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def child_killed_at_batch_8(job: Any, conn: Any) -> None:
+    """Stands in for the profiling child: SIGKILLed (as by the out-of-memory killer) once it
+    starts batch 8 or larger; otherwise it reports a made-up point per batch."""
+    for batch in job.batches:
+        conn.send(Started(batch, 0))
+        if batch >= 8:
+            os.kill(os.getpid(), signal.SIGKILL)
+    for batch in job.batches:
+        conn.send(fake_point(batch, threads=job.settings.intra_op_threads))
+    conn.close()
+
+
+def fake_point(batch: int, threads: int = 1, latency_s: float = 0.001) -> Point:
+    return Point(
+        batch=batch,
+        threads=threads,
+        latency_s=latency_s,
+        latency_p90_s=latency_s,
+        spread=0.0,
+        runs=10,
+        cpu_s_per_call=latency_s * threads,
+        contention=0.0,
+        retried_rounds=0,
+        memory_bytes=1000 * batch,
+        process_bytes=50_000_000,
+        point_s=0.6,
+    )

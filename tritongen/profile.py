@@ -422,20 +422,22 @@ class _JobCollector:
 
 @contextmanager
 def _progress_bar(enabled: bool, total: int) -> Iterator[Callable[[str], None]]:
-    """A rich bar on stderr, advanced once per (member, device, batch, round)."""
-    if not enabled or total == 0:
+    """A rich bar on stderr, advanced once per (member, device, batch, round); only on a
+    terminal, and gone when done, so that piped output and error lines stay clean."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if not enabled or total == 0 or not console.is_terminal:
         yield lambda _: None
         return
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = (TextColumn("{task.description:<44}"), BarColumn(), MofNCompleteColumn())
     with Progress(
-        *columns, TimeElapsedColumn(), console=Console(stderr=True), refresh_per_second=4
+        *columns, TimeElapsedColumn(), console=console, refresh_per_second=4, transient=True
     ) as bar:
         task = bar.add_task("profiling", total=total)
         yield lambda text: bar.update(task, advance=1, description=text)
-        bar.update(task, completed=total, description="profiled")
 
 
 def run_in_child(
@@ -529,7 +531,7 @@ def assemble(
         for target in targets:
             served = target.threads[0]
             entries = {
-                batch: _entry(point, target, points, member.name)
+                batch: _entry_from_point(point, target, points, member.name)
                 for (name, cls, threads, batch), point in sorted(points.items())
                 if (name, cls, threads) == (member.name, target.device_class, served)
             }
@@ -539,7 +541,9 @@ def assemble(
     return members
 
 
-def _entry(point: Point, target: Target, points: dict[PointId, Point], member: str) -> ProfileEntry:
+def _entry_from_point(
+    point: Point, target: Target, points: dict[PointId, Point], member: str
+) -> ProfileEntry:
     batch, device_class = point.batch, target.device_class
     extra: dict[str, Any] = {
         "threads": point.threads,

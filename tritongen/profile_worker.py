@@ -293,18 +293,20 @@ def build_session(model_path: str, settings: SessionSettings) -> Any:
     )
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, settings.optimization)
     options.log_severity_level = 3  # errors only: warnings would garble the progress bar
+    check_providers(settings.providers, ort.get_available_providers())
     session = ort.InferenceSession(model_path, options, providers=list(settings.providers))
     check_providers(settings.providers, session.get_providers())
     return session
 
 
 def check_providers(requested: Sequence[Any], active: Sequence[str]) -> None:
-    """onnxruntime silently falls back to the CPU when a provider is missing; a GPU figure
-    measured on the CPU would be a lie, so refuse."""
+    """Refuse a session whose first provider is missing (before: not available in this
+    build; after: dropped at load). Some onnxruntime versions silently fall back to the CPU,
+    and a GPU figure measured on the CPU would be a lie."""
     first = requested[0] if isinstance(requested[0], str) else requested[0][0]
     if first not in active:
         raise RuntimeError(
-            f"{first} is not available in this onnxruntime (active: {', '.join(active)}); "
+            f"{first} is not available in this onnxruntime (only {', '.join(active)}); "
             "install onnxruntime-gpu with a matching CUDA"
         )
 
