@@ -14,7 +14,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from onnx_models import (
+
+from tests.onnx_models import (
     child_killed_at_batch_8,
     even_batches_only,
     fake_point,
@@ -22,7 +23,6 @@ from onnx_models import (
     unrunnable,
     write_spec,
 )
-
 from tritongen.devices import Device, Inventory
 from tritongen.errors import ProfileError, SpecError
 from tritongen.models import Ensemble, load_ensemble
@@ -351,11 +351,11 @@ def test_cpu_session_uses_the_device_cores_as_intra_op_threads() -> None:
     assert settings.describe()["execution_mode"] == "ORT_SEQUENTIAL"
 
 
-def test_gpu_session_uses_cuda_on_its_ordinal_with_an_exact_arena() -> None:
+def test_gpu_session_uses_cuda_on_its_ordinal_like_the_served_member() -> None:
     settings = session_settings("gpu", 8, gpu_index=3)
     (name, options), fallback = settings.providers
     assert (name, fallback) == ("CUDAExecutionProvider", "CPUExecutionProvider")
-    assert options == {"device_id": "3", "arena_extend_strategy": "kSameAsRequested"}
+    assert options == {"device_id": 3}
     assert settings.intra_op_threads == 1
 
 

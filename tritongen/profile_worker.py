@@ -52,16 +52,16 @@ class SessionSettings:
 def session_settings(
     kind: Literal["cpu", "gpu"], threads: int, gpu_index: int | None = None
 ) -> SessionSettings:
-    """CPU: `threads` intra-op threads. GPU: the CUDA provider on that ordinal, with an arena
-    that grows by what is requested (the default doubles, which would overstate memory)."""
+    """The settings of the rendered member (templates/member_model.py): on a CPU, `threads`
+    intra-op threads; on a GPU, the CUDA provider on that ordinal with its default arena (which
+    grows by powers of two: the memory figure is what a served instance really holds)."""
     if kind == "cpu":
         return SessionSettings(providers=("CPUExecutionProvider",), intra_op_threads=threads)
-    cuda_options = {
-        "device_id": str(gpu_index or 0),
-        "arena_extend_strategy": "kSameAsRequested",
-    }
     return SessionSettings(
-        providers=(("CUDAExecutionProvider", cuda_options), "CPUExecutionProvider"),
+        providers=(
+            ("CUDAExecutionProvider", {"device_id": gpu_index or 0}),
+            "CPUExecutionProvider",
+        ),
         intra_op_threads=1,  # only the few ops that fall back to the CPU use it
     )
 
