@@ -275,11 +275,14 @@ def _resident_bytes() -> int:
 def _memory_probe(job: Job, nvml: Any) -> MemoryProbe:
     if job.kind == "cpu":
         return ResidentMemory()
-    if nvml is None:
-        import pynvml as nvml
+    return GpuProcessMemory(nvml or _started_nvml(), job.gpu_index or 0)
 
-        nvml.nvmlInit()
-    return GpuProcessMemory(nvml, job.gpu_index or 0)
+
+def _started_nvml() -> Any:
+    import pynvml
+
+    pynvml.nvmlInit()
+    return pynvml
 
 
 def build_session(model_path: str, settings: SessionSettings) -> Any:
