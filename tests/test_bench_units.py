@@ -65,7 +65,7 @@ def test_cpu_bound_without_costs_is_a_clear_error() -> None:
 
 def test_report_takes_medians_over_rounds_and_ratios_against_the_bound() -> None:
     def point(c: int, t: float) -> PerfPoint:
-        return PerfPoint(c, t, 1.0, 2.0, 3.0, 1.5)
+        return PerfPoint(c, t, 1.0, 2.0, 3.0)
 
     plan = Plan(allocation={}, batch_size={})
     report = BenchReport(plans={"naive": plan, "batch_only": plan, "tritongen": plan}, bound=200.0)
@@ -119,3 +119,15 @@ def test_hill_climb_reaches_the_peak_and_counts_every_measurement(ensemble: Ense
     } == peak
     assert result.measurements == len(calls)  # each distinct configuration measured once
     assert len(calls) > 20  # the method's price: many served configurations
+
+
+def test_perf_analyzer_csv_is_parsed_in_milliseconds() -> None:
+    from tritongen.perf import parse_report
+
+    csv = (
+        "Concurrency,Inferences/Second,Client Send,Network+Server Send/Recv,Server Queue,"
+        "Server Compute Input,Server Compute Infer,Server Compute Output,Client Recv,"
+        "p50 latency,p90 latency,p95 latency,p99 latency\n"
+        "2,1048.93,3,79,1,60,1507,244,1,1783,2316,2541,3454\n"
+    )
+    assert parse_report(csv) == [PerfPoint(2, 1048.93, 1.783, 2.316, 3.454)]

@@ -128,7 +128,6 @@ class BenchReport:
                 p50_ms=statistics.median(p.p50_ms for p in points),
                 p90_ms=statistics.median(p.p90_ms for p in points),
                 p99_ms=statistics.median(p.p99_ms for p in points),
-                avg_ms=statistics.median(p.avg_ms for p in points),
             )
             for points in zip(*runs, strict=True)
         ]
