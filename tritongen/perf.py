@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ class PerfPoint:
     p50_ms: float
     p90_ms: float
     p99_ms: float
+    stable: bool = True  # False: perf_analyzer's stability test never passed (noisy machine)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -55,6 +56,11 @@ def perf_environment() -> dict[str, str]:
     return env
 
 
+# On a shared machine a window can miss perf_analyzer's stability test however long it is;
+# then the point is measured again with the test switched off and marked unstable.
+UNCHECKED_STABILITY = 1000
+
+
 def measure(
     url: str,
     model: str,
@@ -64,7 +70,7 @@ def measure(
     batch_size: int = 1,
     interval_ms: int = 3000,
     stability_percent: int = 20,
-    max_trials: int = 8,
+    max_trials: int = 6,
     shape: str | None = None,
     timeout_s: float = 600,
 ) -> list[PerfPoint]:
@@ -75,28 +81,42 @@ def measure(
         "-i", protocol,
         "-b", str(batch_size),
         "--measurement-interval", str(interval_ms),
-        "--stability-percentage", str(stability_percent),
         "--max-trials", str(max_trials),
         "--percentile", "99",
         *(["--shape", shape] if shape else []),
     ]  # fmt: skip
-    return [_run(options, concurrency, timeout_s) for concurrency in concurrencies]
+    points = []
+    for concurrency in concurrencies:
+        try:
+            points.append(_run(options, concurrency, stability_percent, timeout_s))
+        except UnstableMeasurement:
+            point = _run(options, concurrency, UNCHECKED_STABILITY, timeout_s)
+            points.append(replace(point, stable=False))
+    return points
 
 
-def _run(options: list[str], concurrency: int, timeout_s: float) -> PerfPoint:
+class UnstableMeasurement(TritongenError):
+    pass
+
+
+def _run(options: list[str], concurrency: int, stability: int, timeout_s: float) -> PerfPoint:
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "perf.csv"
         command = [
             str(perf_analyzer_binary()),
             *options,
+            "--stability-percentage", str(stability),
             "--concurrency-range", f"{concurrency}:{concurrency}",
             "-f", str(report),
         ]  # fmt: skip
         result = subprocess.run(
             command, capture_output=True, text=True, timeout=timeout_s, env=perf_environment()
         )
+        output = result.stdout + result.stderr
+        if "Failed to obtain stable measurement" in output:
+            raise UnstableMeasurement(f"concurrency {concurrency}: no stable window")
         if result.returncode != 0 or not report.exists():
-            tail = " ".join((result.stdout + result.stderr).split()[-40:])
+            tail = " ".join(output.split()[-40:])
             raise TritongenError(f"perf_analyzer failed (exit {result.returncode}): {tail}")
         return parse_report(report.read_text())[0]
 
