@@ -128,6 +128,7 @@ class BenchReport:
                 p50_ms=statistics.median(p.p50_ms for p in points),
                 p90_ms=statistics.median(p.p90_ms for p in points),
                 p99_ms=statistics.median(p.p99_ms for p in points),
+                stable=all(p.stable for p in points),
             )
             for points in zip(*runs, strict=True)
         ]
