@@ -26,7 +26,11 @@ CONCURRENCIES = [1, 8]
 def run_mode(
     spec: Path, root: Path, combiner: Combiner, interval_ms: int
 ) -> dict[str, list[PerfPoint]]:
-    ensemble, _, repository = build(spec, root / combiner.value, combiner=combiner, force=True)
+    # One CPU instance per member in both modes, so that only the combiner differs.
+    planned, repository = build(
+        spec, root / combiner.value, combiner=combiner, quick=True, force=True
+    )
+    ensemble = planned.ensemble
     results: dict[str, list[PerfPoint]] = {}
     with EmbeddedServer(repository) as server:
         results["combined"] = measure(

@@ -139,6 +139,12 @@ def build(
     plan_file: Annotated[
         Path | None, typer.Option("--plan", help="Use this plan.json instead of planning.")
     ] = None,
+    profile_file: Annotated[
+        Path | None, typer.Option("--profile", help="Plan from this profile.json (default: measure).")
+    ] = None,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="No profiling: one CPU instance per member.")
+    ] = False,
     force: Annotated[
         bool, typer.Option("--force", help="Replace a folder that tritongen did not write.")
     ] = False,
@@ -291,15 +297,17 @@ def bench(
 ) -> None:
     """Serve naive, batch_only and tritongen side by side; measure them against the bound."""
     from tritongen.bench import run_bench
-    from tritongen.pipeline import plan_for
+    from tritongen.pipeline import plan_ensemble
     from tritongen.plots import allocation_heatmap, throughput_plot
 
     levels = _int_list("--concurrency", concurrency)
-    ensemble, inventory, profile, plan = plan_for(spec, devices_file, profile_file)
+    planned = plan_ensemble(spec, devices_file=devices_file, profile_file=profile_file)
+    ensemble, plan = planned.ensemble, planned.plan
+    assert planned.profile is not None  # plan_ensemble profiles unless given a plan
     report = run_bench(
         ensemble,
-        inventory,
-        profile,
+        planned.inventory,
+        planned.profile,
         plan,
         concurrencies=levels,
         interval_ms=int(duration_s * 1000),

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from tritongen.devices import Inventory, detect_devices, load_inventory
 from tritongen.models import Ensemble, load_ensemble
 from tritongen.plan import Plan, default_plan, load_plan
-from tritongen.profile import Profile, load_profile
+from tritongen.planner import make_plan
+from tritongen.profile import Profile, load_profile, profile_ensemble
 from tritongen.render import Combiner, Target, render_repository
 from tritongen.spec import Spec, load_spec
 
@@ -22,6 +24,37 @@ def resolve_inventory(spec: Spec, devices_file: Path | None = None) -> Inventory
     return detect_devices()
 
 
+@dataclass(frozen=True)
+class Planned:
+    """Everything `render` needs; `profile` is None when the plan did not come from one."""
+
+    ensemble: Ensemble
+    inventory: Inventory
+    plan: Plan
+    profile: Profile | None = None
+
+
+def plan_ensemble(
+    spec_path: str | Path,
+    *,
+    devices_file: Path | None = None,
+    profile_file: Path | None = None,
+    plan_file: Path | None = None,
+    quick: bool = False,
+) -> Planned:
+    """The plan from `plan_file`, or one CPU instance per member (`quick`), or planned from the
+    profile in `profile_file` or measured now (measurements are cached)."""
+    spec = load_spec(spec_path)
+    ensemble = load_ensemble(spec)
+    inventory = resolve_inventory(spec, devices_file)
+    if plan_file is not None:
+        return Planned(ensemble, inventory, load_plan(plan_file))
+    if quick:
+        return Planned(ensemble, inventory, default_plan(ensemble, inventory))
+    profile = load_profile(profile_file) if profile_file else profile_ensemble(ensemble, inventory)
+    return Planned(ensemble, inventory, make_plan(spec, inventory, profile), profile)
+
+
 def build(
     spec_path: str | Path,
     output: str | Path,
@@ -29,28 +62,22 @@ def build(
     combiner: Combiner = Combiner.ensemble,
     target: Target = Target.embedded,
     devices_file: Path | None = None,
+    profile_file: Path | None = None,
     plan_file: Path | None = None,
+    quick: bool = False,
     force: bool = False,
-) -> tuple[Ensemble, Plan, Path]:
-    spec = load_spec(spec_path)
-    ensemble = load_ensemble(spec)
-    inventory = resolve_inventory(spec, devices_file)
-    plan = load_plan(plan_file) if plan_file else default_plan(ensemble, inventory)
-    repository = render_repository(
-        ensemble, plan, inventory, output, combiner=combiner, target=target, force=force
+) -> tuple[Planned, Path]:
+    """`tritongen build`: plan (see `plan_ensemble`), then render the repository."""
+    planned = plan_ensemble(
+        spec_path, devices_file=devices_file, profile_file=profile_file, plan_file=plan_file, quick=quick
     )
-    return ensemble, plan, repository
-
-
-def plan_for(
-    spec_path: str | Path, devices_file: Path | None = None, profile_file: Path | None = None
-) -> tuple[Ensemble, Inventory, Profile, Plan]:
-    """Everything up to the plan: the profile from `profile_file` or measured (cached)."""
-    from tritongen.planner import make_plan
-    from tritongen.profile import profile_ensemble
-
-    spec = load_spec(spec_path)
-    ensemble = load_ensemble(spec)
-    inventory = resolve_inventory(spec, devices_file)
-    profile = load_profile(profile_file) if profile_file else profile_ensemble(ensemble, inventory)
-    return ensemble, inventory, profile, make_plan(spec, inventory, profile)
+    repository = render_repository(
+        planned.ensemble,
+        planned.plan,
+        planned.inventory,
+        output,
+        combiner=combiner,
+        target=target,
+        force=force,
+    )
+    return planned, repository

@@ -20,6 +20,7 @@ from tritongen.errors import TritongenError
 from tritongen.examples.digits import load_digits_split, write_example
 from tritongen.pipeline import build
 from tritongen.render import Combiner
+from tritongen.report import plan_table
 from tritongen.server import EmbeddedServer
 
 console = Console()
@@ -29,7 +30,10 @@ def run_demo(workdir: Path, repository: Path, combiner: Combiner) -> dict[str, f
     spec = workdir / "ensemble.yaml"
     with console.status("training three digit classifiers and exporting them to ONNX"):
         spec = write_example(workdir)
-    ensemble, _, repository = build(spec, repository, combiner=combiner)
+    console.print("profiling the members and planning their instances (cached after the first run)")
+    planned, repository = build(spec, repository, combiner=combiner)
+    ensemble = planned.ensemble
+    console.print(plan_table(planned.plan, planned.inventory, planned.profile))
     console.print(f"built {repository} ({combiner.value} combiner)")
     digits = load_digits_split()
     with console.status("starting the embedded tritonserver"):

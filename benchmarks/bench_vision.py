@@ -1,0 +1,172 @@
+"""The benchmark of issue 5 on the vision ensemble (4 CNNs, 3×96×96), in one run:
+
+1. profile + plan (timed: what tritongen's search costs before any serving);
+2. naive, batch_only and tritongen served side by side against the CPU bound
+   (`tritongen bench`'s report, plots of throughput and of the allocation matrix);
+3. search cost: Model Analyzer's quick-search method (hill climb, every candidate served and
+   measured) against tritongen's profile + model-based plan + a few measured refinements.
+
+    .venv/bin/python benchmarks/bench_vision.py [--rounds 2] [--duration-s 3] [--skip-climb]
+
+Writes benchmarks/bench_vision.{md,json}, benchmarks/vision_throughput.png and
+benchmarks/vision_allocation.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from tritongen.planner import PlanEvaluator, make_plan
+
+from tritongen.bench import ServedMeasurer, run_bench
+from tritongen.devices import detect_devices
+from tritongen.examples.vision import write_example
+from tritongen.hillclimb import hill_climb
+from tritongen.models import load_ensemble
+from tritongen.plots import allocation_heatmap, throughput_plot
+from tritongen.profile import profile_ensemble
+from tritongen.spec import load_spec
+
+OUT = Path(__file__).resolve().parent
+SEARCH_CONCURRENCY = 8
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--duration-s", type=float, default=3.0)
+    parser.add_argument("--concurrency", default="1,4,16")
+    parser.add_argument("--skip-climb", action="store_true")
+    parser.add_argument("--max-climb", type=int, default=60)
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-vision-"))
+    spec = load_spec(write_example(workdir / "vision"))
+    ensemble = load_ensemble(spec)
+    inventory = detect_devices()
+
+    started = time.perf_counter()
+    profile = profile_ensemble(ensemble, inventory, use_cache=False, progress=False)
+    profile_s = time.perf_counter() - started
+    started = time.perf_counter()
+    plan = make_plan(spec, inventory, profile)
+    plan_s = time.perf_counter() - started
+
+    levels = [int(c) for c in args.concurrency.split(",")]
+    report = run_bench(
+        ensemble, inventory, profile, plan, concurrencies=levels,
+        interval_ms=int(args.duration_s * 1000), rounds=args.rounds,
+        on_result=lambda r, name, points: print(f"round {r + 1} {name}: {[round(p.throughput, 1) for p in points]}", flush=True),
+    )  # fmt: skip
+    document = report.to_json()
+    document["profile_s"] = round(profile_s, 1)
+    document["plan_s"] = round(plan_s, 2)
+    throughput_plot(document, OUT / "vision_throughput.png", "vision ensemble on 2 CPU cores")
+    allocation_heatmap(plan, OUT / "vision_allocation.png", "tritongen plan (instances per device)")
+
+    if not args.skip_climb:
+        document["search_cost"] = search_cost(
+            ensemble, inventory, profile, spec, workdir, args, profile_s + plan_s
+        )
+    (OUT / "bench_vision.json").write_text(json.dumps(document, indent=2) + "\n")
+    (OUT / "bench_vision.md").write_text(markdown(document, args))
+    print((OUT / "bench_vision.md").read_text())
+
+
+def search_cost(
+    ensemble, inventory, profile, spec, workdir: Path, args, model_s: float
+) -> dict[str, Any]:
+    """Both searches measured on the same evaluator: serve the candidate, perf_analyzer at c=8."""
+    interval = int(args.duration_s * 1000)
+    climber = ServedMeasurer(
+        ensemble, inventory, workdir / "climb", (SEARCH_CONCURRENCY,), interval
+    )
+    climb = hill_climb(ensemble, inventory, climber, max_measurements=args.max_climb)
+    refiner = ServedMeasurer(
+        ensemble, inventory, workdir / "refine", (SEARCH_CONCURRENCY,), interval
+    )
+    started = time.perf_counter()
+    refined = make_plan(
+        spec,
+        inventory,
+        profile,
+        refine_with=lambda problem: PlanEvaluator(problem, refiner),
+        refine_top=3,
+    )
+    refine_s = time.perf_counter() - started
+    # The two winners measured again, back to back, by one evaluator: the fair comparison.
+    final = ServedMeasurer(ensemble, inventory, workdir / "final", (SEARCH_CONCURRENCY,), interval)
+    climb_again, ours_again = final(climb.best_plan), final(refined)
+    return {
+        "hill_climb": {"measured_configurations": climb.measurements, "seconds": round(climb.seconds, 1),
+                       "throughput_during_search": climb.best_throughput, "throughput_remeasured": climb_again,
+                       "plan": climb.best_plan.to_json()},
+        "tritongen": {"measured_configurations": refiner.served, "seconds": round(model_s + refine_s, 1),
+                      "throughput_during_search": refined.extra.get("refined_throughput"),
+                      "throughput_remeasured": ours_again, "plan": refined.to_json()},
+    }  # fmt: skip
+
+
+def markdown(doc: dict[str, Any], args: argparse.Namespace) -> str:
+    bound = doc["bound"]["throughput"]
+    lines = [
+        "# tritongen bench: the vision ensemble on this machine",
+        "",
+        f"Machine: {os.cpu_count()} CPU cores, no GPU; load average at the end {os.getloadavg()[0]:.1f}.",
+        f"Command: `.venv/bin/python benchmarks/bench_vision.py --rounds {args.rounds} --duration-s {args.duration_s} "
+        f"--concurrency {args.concurrency}{' --skip-climb' if args.skip_climb else ''}` "
+        f"({doc['seconds']:.0f} s of serving; profile {doc['profile_s']} s, plan {doc['plan_s']} s).",
+        "",
+        "Members: tiny, mobile, resnet, vgg (plain torch CNNs, 3×96×96 → 100 classes, exported to ONNX).",
+        f"Bound (cores / Σ one-thread CPU seconds per sample): **{bound:.1f} samples/s**.",
+        "",
+        "| configuration | concurrency | samples/s | p50 ms | p99 ms | of bound | stable |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, config in doc["configs"].items():
+        for level, p in sorted(config["concurrency"].items(), key=lambda kv: int(kv[0])):
+            lines.append(
+                f"| {name} | {level} | {p['throughput']:.1f} | {p['p50_ms']:.1f} | {p['p99_ms']:.1f} "
+                f"| {p['throughput'] / bound:.0%} | {'yes' if p['stable'] else 'no'} |"
+            )
+    lines += [
+        "",
+        "Ratios (best concurrency of each): "
+        + ", ".join(f"{k} = **{v:.2f}**" for k, v in doc["ratios"].items()),
+        "",
+    ]
+    lines += [
+        "![throughput](vision_throughput.png)",
+        "",
+        "![allocation](vision_allocation.png)",
+        "",
+    ]
+    plan = doc["plans"]["tritongen"]
+    lines += [
+        f"tritongen's plan: allocation {plan['allocation']}, batch sizes {plan['batch_size']}, threads {plan['threads']}, predicted {plan['predicted_throughput']:.1f} samples/s.",
+        "",
+    ]
+    if "search_cost" in doc:
+        sc = doc["search_cost"]
+        lines += [
+            "## Search cost: Model Analyzer's method against tritongen",
+            "",
+            f"Both measured with the same evaluator (render, serve, perf_analyzer at concurrency {SEARCH_CONCURRENCY}); "
+            "the two winners are then measured again back to back.",
+            "",
+            "| search | served configurations | wall s | throughput (re-measured) |",
+            "|---|---|---|---|",
+            f"| hill climb (Model Analyzer quick search) | {sc['hill_climb']['measured_configurations']} | {sc['hill_climb']['seconds']} | {sc['hill_climb']['throughput_remeasured']:.1f} |",
+            f"| tritongen (profile + plan + refinements) | {sc['tritongen']['measured_configurations']} | {sc['tritongen']['seconds']} | {sc['tritongen']['throughput_remeasured']:.1f} |",
+            "",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
