@@ -25,10 +25,14 @@ from tritongen.devices import Inventory
 from tritongen.errors import RenderError, SpecError
 from tritongen.models import Ensemble, MemberModel
 from tritongen.plan import Plan
+from tritongen.spec import Accelerator, ExecutionSpec
 
 MARKER = ".tritongen"
 KEPT_FILES = ("README.md",)  # carried over from the destination (the folder's own README)
 COMBINER_INSTANCES = 2  # an async BLS instance moves one batch at a time: keep two in flight
+# Where TensorRT keeps built engines so that a restart skips the build; docker-compose.yml and
+# the Kubernetes manifests mount a volume here.
+TRT_CACHE_DIR = "/var/cache/trt-engines"
 
 
 class Combiner(str, Enum):
@@ -104,12 +108,14 @@ def _write_member(
     target: Target,
 ) -> None:
     batch = plan.batch_size[member.name]
+    groups = instance_groups(plan.allocation[member.name], inventory)
     config = env.get_template("member.pbtxt.j2").render(
         ensemble_name=ensemble.spec.name,
         member=member,
         target=target.value,
         batch_size=batch,
-        instance_groups=instance_groups(plan.allocation[member.name], inventory),
+        instance_groups=groups,
+        tensorrt=_tensorrt_parameters(ensemble.spec.execution_of(member.name), groups, target),
         preferred_batch_sizes=[batch] if batch > 1 else [],
         queue_delay_us=plan.queue_delay_us.get(member.name, 0),
         threads=plan.threads.get(member.name, 1),
@@ -118,6 +124,22 @@ def _write_member(
     shutil.copyfile(member.path, version / "model.onnx")
     if target is Target.embedded:
         _copy_template(env, "member_model.py", version / "model.py")
+
+
+def _tensorrt_parameters(
+    execution: ExecutionSpec, groups: list[InstanceGroup], target: Target
+) -> dict[str, str]:
+    """The TensorRT accelerator's parameters for the native backend; empty when the member
+    runs on the CUDA provider (the backend's default on KIND_GPU) or has no GPU instance."""
+    on_gpu = any(g.kind == "KIND_GPU" for g in groups)
+    if target is not Target.docker or not on_gpu or execution.accelerator is Accelerator.cuda:
+        return {}
+    return {
+        "precision_mode": execution.precision.value.upper(),
+        "max_workspace_size_bytes": str(execution.workspace_mb * 2**20),
+        "trt_engine_cache_enable": "1",
+        "trt_engine_cache_path": TRT_CACHE_DIR,
+    }
 
 
 def _write_bls(root: Path, env: jinja2.Environment, ensemble: Ensemble, plan: Plan) -> None:
