@@ -65,6 +65,7 @@ def render_repository(
     """Write the repository for `ensemble` laid out by `plan` into `destination`."""
     destination = Path(destination).resolve()
     _check_destination(destination, force)
+    _check_remote_members(ensemble, Combiner(combiner))
     _check_plan(ensemble, plan, inventory)
     destination.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
@@ -87,8 +88,10 @@ def _write_all(
 ) -> None:
     root.chmod(0o755)
     env = _environment()
+    remote = ensemble.spec.remote_urls
     for member in ensemble.members:
-        _write_member(root, env, ensemble, member, plan, inventory, target)
+        if member.name not in remote:
+            _write_member(root, env, ensemble, member, plan, inventory, target)
     if combiner is Combiner.bls:
         _write_bls(root, env, ensemble, plan)
     else:
@@ -151,6 +154,7 @@ def _write_bls(root: Path, env: jinja2.Environment, ensemble: Ensemble, plan: Pl
             "output": m.output.name,
             "weight": m.weight,
             "max_batch_size": plan.batch_size[m.name],
+            **({"url": spec.remote_urls[m.name]} if m.name in spec.remote_urls else {}),
         }
         for m in ensemble.members
     ]
@@ -170,6 +174,8 @@ def _write_bls(root: Path, env: jinja2.Environment, ensemble: Ensemble, plan: Pl
     version = _model_dir(root, spec.name, config)
     _copy_template(env, "combiner_bls.py", version / "model.py")
     _copy_template(env, "combine.py", version / "combine.py")
+    if spec.remote_urls:
+        _copy_template(env, "remote.py", version / "remote.py")
 
 
 def _write_native_ensemble(
@@ -297,6 +303,8 @@ def _check_plan(ensemble: Ensemble, plan: Plan, inventory: Inventory) -> None:
     if combine_step_name(ensemble) in names:
         raise SpecError(f"member name {combine_step_name(ensemble)!r} is reserved; rename it")
     for member in ensemble.members:
+        if member.name in ensemble.spec.remote_urls:
+            continue  # placed by the server at its url
         if not any(n > 0 for n in plan.allocation.get(member.name, {}).values()):
             raise SpecError(f"plan: member {member.name} has no instance; re-run `tritongen plan`")
         if member.name not in plan.batch_size:
@@ -309,6 +317,16 @@ def _check_plan(ensemble: Ensemble, plan: Plan, inventory: Inventory) -> None:
                     f"plan: member {member.name} is placed on {device_id!r}, "
                     "which is not in the device inventory"
                 ) from None
+
+
+def _check_remote_members(ensemble: Ensemble, combiner: Combiner) -> None:
+    remote = ensemble.spec.remote_urls
+    if remote and combiner is not Combiner.bls:
+        name = next(iter(remote))
+        raise SpecError(
+            f"{ensemble.spec.source}: member {name} has a url (served elsewhere); only the BLS "
+            "combiner can call it there: build with --combiner bls"
+        )
 
 
 def _carry_kept_files(destination: Path, staging: Path) -> None:

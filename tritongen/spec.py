@@ -87,6 +87,9 @@ class MemberSpec(_Strict):
     model: Path
     weight: Weight = 1.0
     execution: ExecutionSpec | None = None  # overrides the ensemble's `execution`
+    # host:port (gRPC) of another tritonserver that serves this member: the BLS combiner calls
+    # it there (multi-node prototype); the model file still gives the member's signature.
+    url: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
 
 
 class CombineSpec(_Strict):
@@ -131,6 +134,11 @@ class Spec(_Strict):
     @property
     def weights(self) -> list[float]:
         return [m.weight for m in self.members]
+
+    @property
+    def remote_urls(self) -> dict[str, str]:
+        """Member name -> gRPC url, for the members served by another tritonserver."""
+        return {m.name: m.url for m in self.members if m.url}
 
     def execution_of(self, member: str) -> ExecutionSpec:
         """The member's own `execution`, else the ensemble's."""
