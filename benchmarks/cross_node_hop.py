@@ -56,14 +56,22 @@ def start(stack: ExitStack, spec: Path, out: Path, combiner: Combiner) -> Embedd
     return stack.enter_context(EmbeddedServer(repository, ready_timeout_s=300))
 
 
-def measure_once(server: EmbeddedServer, model: str, interval_ms: int) -> PerfPoint:
-    return measure(server.grpc_url, model, [1], interval_ms=interval_ms)[0]
+def measure_once(server: EmbeddedServer, model: str, args: argparse.Namespace) -> PerfPoint:
+    return measure(
+        server.grpc_url,
+        model,
+        [1],
+        interval_ms=args.interval_ms,
+        stability_percent=args.stability_percent,
+        max_trials=10,
+    )[0]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--interval-ms", type=int, default=3000)
+    parser.add_argument("--stability-percent", type=int, default=20)
     parser.add_argument("--remote-member", default="cnn")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/cross_node_hop.md"))
     args = parser.parse_args()
@@ -79,9 +87,9 @@ def main() -> None:
         remote_spec = write_variant(spec, "remote", remote_member(member, node_a.grpc_url))
         remote = start(stack, remote_spec, root / "remote", Combiner.bls)
         for _ in range(args.rounds):  # alternate so that drift cancels
-            runs["local"].append(measure_once(local, "digits", args.interval_ms))
-            runs["remote"].append(measure_once(remote, "digits", args.interval_ms))
-            runs["member_on_a"].append(measure_once(node_a, member, args.interval_ms))
+            runs["local"].append(measure_once(local, "digits", args))
+            runs["remote"].append(measure_once(remote, "digits", args))
+            runs["member_on_a"].append(measure_once(node_a, member, args))
     report = render_report(runs, args)
     args.out.write_text(report)
     print(report)
@@ -100,7 +108,8 @@ def render_report(runs: dict[str, list[PerfPoint]], args: argparse.Namespace) ->
         f"# Cross-node hop: `{args.remote_member}` served by another tritonserver (loopback, 2 cores)",
         "",
         f"Command: `.venv/bin/python benchmarks/cross_node_hop.py --rounds {args.rounds} "
-        f"--interval-ms {args.interval_ms} --remote-member {args.remote_member}` "
+        f"--interval-ms {args.interval_ms} --stability-percent {args.stability_percent} "
+        f"--remote-member {args.remote_member}` "
         f"(perf_analyzer, gRPC, batch 1, concurrency 1; medians over {args.rounds} alternating rounds).",
         "",
         "| what | throughput (infer/s) | p50 ms | p99 ms |",

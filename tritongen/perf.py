@@ -27,7 +27,6 @@ class PerfPoint:
     p50_ms: float
     p90_ms: float
     p99_ms: float
-    avg_ms: float
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -113,7 +112,6 @@ def parse_report(text: str) -> list[PerfPoint]:
                 p50_ms=float(row["p50 latency"]) / 1000,
                 p90_ms=float(row["p90 latency"]) / 1000,
                 p99_ms=float(row["p99 latency"]) / 1000,
-                avg_ms=float(row["Avg latency"]) / 1000,
             )
         )
     return points
