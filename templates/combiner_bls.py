@@ -34,6 +34,12 @@ class TritonPythonModel:
         timeout_ms = int(params.get("member_timeout_ms") or 0)
         self.timeout_s = timeout_ms / 1000 if timeout_ms else None
         self.output_dtype = pb_utils.triton_string_to_numpy(config["output"][0]["data_type"])
+        self.remote = None
+        if any(m.get("url") for m in self.members):
+            # Rendered only for members served by another tritonserver; needs tritonclient[grpc].
+            from remote import RemoteMembers
+
+            self.remote = RemoteMembers()
 
     async def execute(self, requests):
         arrays = [pb_utils.get_input_tensor_by_name(r, "INPUT").as_numpy() for r in requests]
@@ -84,6 +90,9 @@ class TritonPythonModel:
         """The member's output for `batch`, in chunks of at most its max_batch_size."""
         step = member["max_batch_size"]
         chunks = [batch[i : i + step] for i in range(0, len(batch), step)]
+        if member.get("url"):
+            calls = [self.remote.infer(member, chunk) for chunk in chunks]
+            return np.concatenate(await asyncio.wait_for(asyncio.gather(*calls), self.timeout_s))
         calls = [self._request(member, chunk).async_exec() for chunk in chunks]
         responses = await asyncio.wait_for(asyncio.gather(*calls), self.timeout_s)
         parts = []

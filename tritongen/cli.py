@@ -15,6 +15,7 @@ from rich.console import Console
 
 from tritongen.client import ModelSignature, Protocol
 from tritongen.errors import TritongenError
+from tritongen.k8s import NGC_IMAGE, RepositorySource
 from tritongen.perf import PerfPoint
 from tritongen.render import Combiner, Target
 from tritongen.server import LOOPBACK, EmbeddedServer
@@ -140,7 +141,8 @@ def build(
         Path | None, typer.Option("--plan", help="Use this plan.json instead of planning.")
     ] = None,
     profile_file: Annotated[
-        Path | None, typer.Option("--profile", help="Plan from this profile.json (default: measure).")
+        Path | None,
+        typer.Option("--profile", help="Plan from this profile.json (default: measure)."),
     ] = None,
     quick: Annotated[
         bool, typer.Option("--quick", help="No profiling: one CPU instance per member.")
@@ -341,6 +343,55 @@ def _int_list(flag: str, text: str) -> list[int]:
     if not values or min(values) < 1:
         raise TritongenError(f"{flag} {text!r}: give one or more integers >= 1")
     return values
+
+
+@app.command()
+def k8s(
+    repository: Annotated[
+        Path, typer.Argument(help="A repository from `tritongen build --target docker`.")
+    ],
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Folder to write the manifests into.")
+    ] = Path("deploy"),
+    name: Annotated[
+        str | None, typer.Option(help="Deployment/Service name (default: the ensemble's).")
+    ] = None,
+    namespace: Annotated[str, typer.Option(help="Kubernetes namespace.")] = "default",
+    image: Annotated[str, typer.Option(help="The tritonserver image.")] = NGC_IMAGE,
+    repository_source: Annotated[
+        RepositorySource,
+        typer.Option(help="pvc: mount a claim holding the repository; init: download a .tar.gz."),
+    ] = RepositorySource.pvc,
+    claim: Annotated[
+        str | None, typer.Option(help="pvc: the claim's name (default: NAME-models).")
+    ] = None,
+    repository_url: Annotated[
+        str | None, typer.Option(help="init: URL of a .tar.gz of the repository.")
+    ] = None,
+    min_replicas: Annotated[int, typer.Option(help="HPA lower bound.")] = 1,
+    max_replicas: Annotated[int, typer.Option(help="HPA upper bound.")] = 4,
+    queue_target_us: Annotated[
+        int, typer.Option(help="Scale up above this average queue time per request (µs).")
+    ] = 50_000,
+) -> None:
+    """Render Kubernetes manifests (Deployment, Service, HPA, Prometheus adapter rule)."""
+    from tritongen.k8s import K8sOptions, render_manifests
+
+    options = K8sOptions(
+        name=name,
+        namespace=namespace,
+        image=image,
+        source=repository_source,
+        claim=claim,
+        repository_url=repository_url,
+        min_replicas=min_replicas,
+        max_replicas=max_replicas,
+        queue_target_us=queue_target_us,
+    )
+    written = render_manifests(repository, output, options)
+    console.print(
+        f"wrote {', '.join(str(p) for p in written)}; apply with `kubectl apply -f {output}`"
+    )
 
 
 def main() -> None:

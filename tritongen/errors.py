@@ -5,7 +5,8 @@ TritongenError
 ├── PlanError          no placement satisfies the devices (a member fits nowhere)
 ├── ProfileError       a member could not be measured
 ├── RenderError        the repository cannot be written where asked
-└── ServerError        tritonserver is missing, cannot bind, or a model failed to load
+├── ServerError        tritonserver is missing, cannot bind, or a model failed to load
+└── DeployError        deployment manifests cannot be made for this repository or these options
 """
 
 
@@ -30,4 +31,8 @@ class RenderError(TritongenError):
 
 
 class ServerError(TritongenError):
+    pass
+
+
+class DeployError(TritongenError):
     pass

@@ -69,7 +69,11 @@ def build(
 ) -> tuple[Planned, Path]:
     """`tritongen build`: plan (see `plan_ensemble`), then render the repository."""
     planned = plan_ensemble(
-        spec_path, devices_file=devices_file, profile_file=profile_file, plan_file=plan_file, quick=quick
+        spec_path,
+        devices_file=devices_file,
+        profile_file=profile_file,
+        plan_file=plan_file,
+        quick=quick,
     )
     repository = render_repository(
         planned.ensemble,

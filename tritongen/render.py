@@ -25,10 +25,14 @@ from tritongen.devices import Inventory
 from tritongen.errors import RenderError, SpecError
 from tritongen.models import Ensemble, MemberModel
 from tritongen.plan import Plan
+from tritongen.spec import Accelerator, ExecutionSpec
 
 MARKER = ".tritongen"
 KEPT_FILES = ("README.md",)  # carried over from the destination (the folder's own README)
 COMBINER_INSTANCES = 2  # an async BLS instance moves one batch at a time: keep two in flight
+# Where TensorRT keeps built engines so that a restart skips the build; docker-compose.yml and
+# the Kubernetes manifests mount a volume here.
+TRT_CACHE_DIR = "/var/cache/trt-engines"
 
 
 class Combiner(str, Enum):
@@ -61,6 +65,7 @@ def render_repository(
     """Write the repository for `ensemble` laid out by `plan` into `destination`."""
     destination = Path(destination).resolve()
     _check_destination(destination, force)
+    _check_remote_members(ensemble, Combiner(combiner))
     _check_plan(ensemble, plan, inventory)
     destination.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
@@ -83,8 +88,10 @@ def _write_all(
 ) -> None:
     root.chmod(0o755)
     env = _environment()
+    remote = ensemble.spec.remote_urls
     for member in ensemble.members:
-        _write_member(root, env, ensemble, member, plan, inventory, target)
+        if member.name not in remote:
+            _write_member(root, env, ensemble, member, plan, inventory, target)
     if combiner is Combiner.bls:
         _write_bls(root, env, ensemble, plan)
     else:
@@ -104,12 +111,14 @@ def _write_member(
     target: Target,
 ) -> None:
     batch = plan.batch_size[member.name]
+    groups = instance_groups(plan.allocation[member.name], inventory)
     config = env.get_template("member.pbtxt.j2").render(
         ensemble_name=ensemble.spec.name,
         member=member,
         target=target.value,
         batch_size=batch,
-        instance_groups=instance_groups(plan.allocation[member.name], inventory),
+        instance_groups=groups,
+        tensorrt=_tensorrt_parameters(ensemble.spec.execution_of(member.name), groups, target),
         preferred_batch_sizes=[batch] if batch > 1 else [],
         queue_delay_us=plan.queue_delay_us.get(member.name, 0),
         dynamic_batching=plan.dynamic_batching,
@@ -121,6 +130,22 @@ def _write_member(
         _copy_template(env, "member_model.py", version / "model.py")
 
 
+def _tensorrt_parameters(
+    execution: ExecutionSpec, groups: list[InstanceGroup], target: Target
+) -> dict[str, str]:
+    """The TensorRT accelerator's parameters for the native backend; empty when the member
+    runs on the CUDA provider (the backend's default on KIND_GPU) or has no GPU instance."""
+    on_gpu = any(g.kind == "KIND_GPU" for g in groups)
+    if target is not Target.docker or not on_gpu or execution.accelerator is Accelerator.cuda:
+        return {}
+    return {
+        "precision_mode": execution.precision.value.upper(),
+        "max_workspace_size_bytes": str(execution.workspace_mb * 2**20),
+        "trt_engine_cache_enable": "1",
+        "trt_engine_cache_path": TRT_CACHE_DIR,
+    }
+
+
 def _write_bls(root: Path, env: jinja2.Environment, ensemble: Ensemble, plan: Plan) -> None:
     spec = ensemble.spec
     members = [
@@ -130,6 +155,7 @@ def _write_bls(root: Path, env: jinja2.Environment, ensemble: Ensemble, plan: Pl
             "output": m.output.name,
             "weight": m.weight,
             "max_batch_size": plan.batch_size[m.name],
+            **({"url": spec.remote_urls[m.name]} if m.name in spec.remote_urls else {}),
         }
         for m in ensemble.members
     ]
@@ -149,6 +175,8 @@ def _write_bls(root: Path, env: jinja2.Environment, ensemble: Ensemble, plan: Pl
     version = _model_dir(root, spec.name, config)
     _copy_template(env, "combiner_bls.py", version / "model.py")
     _copy_template(env, "combine.py", version / "combine.py")
+    if spec.remote_urls:
+        _copy_template(env, "remote.py", version / "remote.py")
 
 
 def _write_native_ensemble(
@@ -276,6 +304,8 @@ def _check_plan(ensemble: Ensemble, plan: Plan, inventory: Inventory) -> None:
     if combine_step_name(ensemble) in names:
         raise SpecError(f"member name {combine_step_name(ensemble)!r} is reserved; rename it")
     for member in ensemble.members:
+        if member.name in ensemble.spec.remote_urls:
+            continue  # placed by the server at its url
         if not any(n > 0 for n in plan.allocation.get(member.name, {}).values()):
             raise SpecError(f"plan: member {member.name} has no instance; re-run `tritongen plan`")
         if member.name not in plan.batch_size:
@@ -288,6 +318,16 @@ def _check_plan(ensemble: Ensemble, plan: Plan, inventory: Inventory) -> None:
                     f"plan: member {member.name} is placed on {device_id!r}, "
                     "which is not in the device inventory"
                 ) from None
+
+
+def _check_remote_members(ensemble: Ensemble, combiner: Combiner) -> None:
+    remote = ensemble.spec.remote_urls
+    if remote and combiner is not Combiner.bls:
+        name = next(iter(remote))
+        raise SpecError(
+            f"{ensemble.spec.source}: member {name} has a url (served elsewhere); only the BLS "
+            "combiner can call it there: build with --combiner bls"
+        )
 
 
 def _carry_kept_files(destination: Path, staging: Path) -> None:

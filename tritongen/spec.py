@@ -55,10 +55,41 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class Accelerator(str, Enum):
+    cuda = "cuda"  # onnxruntime's CUDA provider: the native backend's default on KIND_GPU
+    tensorrt = "tensorrt"  # onnxruntime's TensorRT provider, CUDA for what TensorRT cannot run
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    fp16 = "fp16"
+
+
+class ExecutionSpec(_Strict):
+    """How a member runs on GPU instances of the native onnxruntime backend (`--target docker`)."""
+
+    accelerator: Accelerator = Accelerator.cuda
+    precision: Precision = Precision.fp32
+    workspace_mb: int = Field(default=1024, ge=1)  # TensorRT's builder workspace
+
+    @model_validator(mode="after")
+    def _precision_needs_tensorrt(self) -> ExecutionSpec:
+        if self.precision is Precision.fp16 and self.accelerator is not Accelerator.tensorrt:
+            raise ValueError(
+                "precision fp16 needs accelerator: tensorrt "
+                "(the CUDA provider runs the model in the precision it was exported in)"
+            )
+        return self
+
+
 class MemberSpec(_Strict):
     name: Name
     model: Path
     weight: Weight = 1.0
+    execution: ExecutionSpec | None = None  # overrides the ensemble's `execution`
+    # host:port (gRPC) of another tritonserver that serves this member: the BLS combiner calls
+    # it there (multi-node prototype); the model file still gives the member's signature.
+    url: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
 
 
 class CombineSpec(_Strict):
@@ -74,6 +105,7 @@ class Spec(_Strict):
     combine: CombineSpec = CombineSpec()
     max_batch_size: int = Field(default=32, ge=1, le=4096)
     devices: str = "auto"
+    execution: ExecutionSpec = ExecutionSpec()
     # BLS combiner only: answer from the members that replied when some fail or are late.
     min_members: int | None = Field(default=None, ge=1)
     member_timeout_ms: int | None = Field(default=None, ge=1)
@@ -102,6 +134,16 @@ class Spec(_Strict):
     @property
     def weights(self) -> list[float]:
         return [m.weight for m in self.members]
+
+    @property
+    def remote_urls(self) -> dict[str, str]:
+        """Member name -> gRPC url, for the members served by another tritonserver."""
+        return {m.name: m.url for m in self.members if m.url}
+
+    def execution_of(self, member: str) -> ExecutionSpec:
+        """The member's own `execution`, else the ensemble's."""
+        spec = next(m for m in self.members if m.name == member)
+        return spec.execution or self.execution
 
 
 def load_spec(path: str | Path) -> Spec:

@@ -1,0 +1,98 @@
+"""Multi-node prototype: the BLS combiner calls a member served by another tritonserver over
+gRPC. Two real embedded servers on loopback stand for two nodes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+
+from tests.conftest import spec_data, write_spec
+from tests.onnx_factory import FEATURES, member_outputs, reference_combine
+from tests.test_production import _imported_modules
+from tritongen.devices import detect_devices
+from tritongen.errors import SpecError
+from tritongen.models import load_ensemble
+from tritongen.plan import default_plan
+from tritongen.render import Combiner, render_repository
+from tritongen.server import EmbeddedServer
+from tritongen.spec import load_spec
+
+pytestmark = pytest.mark.server
+
+
+def _render(folder: Path, data: dict, combiner: Combiner = Combiner.bls) -> Path:
+    folder.mkdir(exist_ok=True)
+    ensemble = load_ensemble(load_spec(write_spec(folder, data)))
+    inventory = detect_devices()
+    plan = default_plan(ensemble, inventory)
+    return render_repository(ensemble, plan, inventory, folder / "repo", combiner=combiner)
+
+
+@pytest.fixture(scope="module")
+def node_a(
+    member_models: list[Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[EmbeddedServer]:
+    """The other node: serves the first member (`linear`) on its own."""
+    folder = tmp_path_factory.mktemp("node_a")
+    data = spec_data(member_models[:1], name="node_a")
+    with EmbeddedServer(_render(folder, data), ready_timeout_s=300) as server:
+        yield server
+
+
+def _with_remote_linear(member_models: list[Path], url: str, **overrides: object) -> dict:
+    data = spec_data(member_models, **overrides)
+    data["members"][0]["url"] = url
+    return data
+
+
+def _infer(server: EmbeddedServer, model: str, batch: np.ndarray) -> grpcclient.InferResult:
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    tensor = grpcclient.InferInput("INPUT", list(batch.shape), "FP32")
+    tensor.set_data_from_numpy(batch)
+    return client.infer(model, [tensor])
+
+
+def test_combiner_answers_with_a_member_served_by_another_server(
+    node_a: EmbeddedServer, member_models: list[Path], tmp_path: Path
+) -> None:
+    data = _with_remote_linear(member_models, node_a.grpc_url, combine={"rule": "weighted_mean"})
+    repo = _render(tmp_path / "node_b", data)
+    assert not (repo / "linear").exists()  # not served here
+    assert "tritonclient" in _imported_modules(repo / "ens" / "1" / "remote.py")
+    batch = np.random.default_rng(11).standard_normal((8, FEATURES)).astype(np.float32)
+    with EmbeddedServer(repo, ready_timeout_s=300) as node_b:
+        result = _infer(node_b, "ens", batch)
+    expected = reference_combine(
+        member_outputs(member_models, batch), "weighted_mean", "softmax", [1.0, 2.0, 0.5]
+    )
+    np.testing.assert_allclose(result.as_numpy("OUTPUT"), expected, rtol=1e-4, atol=1e-5)
+    assert result.as_numpy("ANSWERED").all()
+
+
+def test_unreachable_remote_member_is_reported_as_not_answered(
+    member_models: list[Path], tmp_path: Path
+) -> None:
+    data = _with_remote_linear(member_models, "127.0.0.1:9", min_members=2)
+    batch = np.random.default_rng(12).standard_normal((3, FEATURES)).astype(np.float32)
+    with EmbeddedServer(_render(tmp_path, data), ready_timeout_s=300) as node_b:
+        result = _infer(node_b, "ens", batch)
+    assert result.as_numpy("ANSWERED").tolist() == [[False, True, True]] * 3
+    expected = reference_combine(
+        member_outputs(member_models[1:], batch), "mean", "softmax", [2.0, 0.5]
+    )
+    np.testing.assert_allclose(result.as_numpy("OUTPUT"), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_remote_member_needs_the_bls_combiner(member_models: list[Path], tmp_path: Path) -> None:
+    data = _with_remote_linear(member_models, "127.0.0.1:8001")
+    with pytest.raises(SpecError, match=r"member linear has a url.*--combiner bls"):
+        _render(tmp_path, data, combiner=Combiner.ensemble)
+
+
+def test_local_only_combiner_has_no_remote_code(member_models: list[Path], tmp_path: Path) -> None:
+    repo = _render(tmp_path, spec_data(member_models))
+    assert not (repo / "ens" / "1" / "remote.py").exists()

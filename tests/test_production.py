@@ -1,0 +1,381 @@
+"""Production deployment: GPU rendering for the NGC image, docker-compose.yml against the Compose
+specification, and Kubernetes manifests against Kubernetes' own schemas.
+
+No Docker engine, GPU or cluster is available here: these tests validate what is rendered
+(protobuf ModelConfig, JSON schemas), they do not run it.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import sys
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from tests.conftest import spec_data, write_spec
+from tests.test_cli import assert_one_line_error, run_cli
+from tritongen.devices import Device, Inventory
+from tritongen.errors import DeployError, SpecError
+from tritongen.k8s import MANIFESTS, K8sOptions, RepositorySource, default_name, render_manifests
+from tritongen.models import Ensemble, load_ensemble
+from tritongen.plan import Plan
+from tritongen.render import TRT_CACHE_DIR, Combiner, Target, render_repository
+from tritongen.spec import load_spec
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMAS = Path(__file__).resolve().parent / "schemas"
+GPUS = Inventory(
+    (
+        Device("cpu", "cpu", "cpu", 64 * 2**30, cores=16),
+        Device("gpu0", "gpu", "A100-40GB", 40 * 2**30, index=0),
+        Device("gpu1", "gpu", "A100-40GB", 40 * 2**30, index=1),
+    )
+)
+GPU_PLAN = Plan(
+    allocation={"linear": {"gpu0": 2}, "mlp": {"gpu1": 1}, "tanh": {"cpu": 2}},
+    batch_size={"linear": 16, "mlp": 8, "tanh": 4},
+    threads={"tanh": 4},
+)
+
+
+def _ensemble(tmp_path: Path, member_models: list[Path], **overrides: object) -> Ensemble:
+    data = spec_data(member_models, **overrides)
+    return load_ensemble(load_spec(write_spec(tmp_path, data)))
+
+
+def _config(path: Path) -> model_config_pb2.ModelConfig:
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+def _accelerators(config: model_config_pb2.ModelConfig) -> list[tuple[str, dict[str, str]]]:
+    accelerators = config.optimization.execution_accelerators.gpu_execution_accelerator
+    return [(a.name, dict(a.parameters)) for a in accelerators]
+
+
+# -- GPU rendering for the NGC image ---------------------------------------------------------
+
+
+def test_docker_target_runs_gpu_members_on_cuda_by_default(
+    tmp_path: Path, member_models: list[Path]
+) -> None:
+    ensemble = _ensemble(tmp_path, member_models)
+    repo = render_repository(ensemble, GPU_PLAN, GPUS, tmp_path / "repo", target=Target.docker)
+    linear = _config(repo / "linear" / "config.pbtxt")
+    assert linear.platform == "onnxruntime_onnx"
+    assert [(g.kind, list(g.gpus)) for g in linear.instance_group] == [
+        (model_config_pb2.ModelInstanceGroup.KIND_GPU, [0])
+    ]
+    assert _accelerators(linear) == []  # no accelerator: the backend's CUDA provider
+
+
+def test_tensorrt_fp16_renders_the_onnxruntime_accelerator_on_gpu_members_only(
+    tmp_path: Path, member_models: list[Path]
+) -> None:
+    ensemble = _ensemble(
+        tmp_path, member_models, execution={"accelerator": "tensorrt", "precision": "fp16"}
+    )
+    repo = render_repository(ensemble, GPU_PLAN, GPUS, tmp_path / "repo", target=Target.docker)
+    for gpu_member in ("linear", "mlp"):
+        ((name, parameters),) = _accelerators(_config(repo / gpu_member / "config.pbtxt"))
+        assert name == "tensorrt"
+        assert parameters == {
+            "precision_mode": "FP16",
+            "max_workspace_size_bytes": str(2**30),
+            "trt_engine_cache_enable": "1",
+            "trt_engine_cache_path": TRT_CACHE_DIR,
+        }
+    assert _accelerators(_config(repo / "tanh" / "config.pbtxt")) == []  # CPU instances only
+
+
+def test_a_member_execution_overrides_the_ensembles(
+    tmp_path: Path, member_models: list[Path]
+) -> None:
+    data = spec_data(member_models, execution={"accelerator": "tensorrt"})
+    data["members"][1]["execution"] = {"accelerator": "cuda"}
+    ensemble = load_ensemble(load_spec(write_spec(tmp_path, data)))
+    repo = render_repository(ensemble, GPU_PLAN, GPUS, tmp_path / "repo", target=Target.docker)
+    ((_, parameters),) = _accelerators(_config(repo / "linear" / "config.pbtxt"))
+    assert parameters["precision_mode"] == "FP32"
+    assert _accelerators(_config(repo / "mlp" / "config.pbtxt")) == []
+
+
+def test_embedded_target_ignores_execution_options(
+    tmp_path: Path, member_models: list[Path]
+) -> None:
+    ensemble = _ensemble(tmp_path, member_models, execution={"accelerator": "tensorrt"})
+    repo = render_repository(ensemble, GPU_PLAN, GPUS, tmp_path / "repo", target=Target.embedded)
+    assert _config(repo / "linear" / "config.pbtxt").backend == "python"
+    assert _accelerators(_config(repo / "linear" / "config.pbtxt")) == []
+
+
+@pytest.mark.parametrize(
+    ("execution", "message"),
+    [
+        ({"precision": "fp16"}, "execution: precision fp16 needs accelerator: tensorrt"),
+        (
+            {"accelerator": "openvino"},
+            "execution.accelerator: Input should be 'cuda' or 'tensorrt'",
+        ),
+        ({"precision": "int8", "accelerator": "tensorrt"}, "execution.precision"),
+        ({"workspace_mb": 0}, "execution.workspace_mb"),
+    ],
+)
+def test_bad_execution_options_are_one_spec_error(
+    tmp_path: Path, member_models: list[Path], execution: dict, message: str
+) -> None:
+    with pytest.raises(SpecError, match=message.replace("(", r"\(")) as caught:
+        _ensemble(tmp_path, member_models, execution=execution)
+    assert "\n" not in str(caught.value)
+
+
+ALLOWED_IMPORTS = {"numpy", "triton_python_backend_utils", *sys.stdlib_module_names}
+# remote.py is rendered (and imported) only for members that have a `url`: see test_cross_node.
+OPTIONAL_SIBLINGS = {"remote"}
+
+
+def _imported_modules(source: Path) -> set[str]:
+    modules = set()
+    for node in ast.walk(ast.parse(source.read_text())):
+        if isinstance(node, ast.Import):
+            modules |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            modules.add(node.module.split(".")[0])
+    return modules
+
+
+@pytest.mark.parametrize("combiner", list(Combiner))
+def test_docker_target_model_code_needs_only_numpy_inside_the_ngc_image(
+    tmp_path: Path, member_models: list[Path], combiner: Combiner
+) -> None:
+    ensemble = _ensemble(tmp_path, member_models)
+    repo = render_repository(
+        ensemble, GPU_PLAN, GPUS, tmp_path / "repo", target=Target.docker, combiner=combiner
+    )
+    sources = list(repo.rglob("*.py"))
+    assert sources, "a combiner model.py is expected"
+    for source in sources:
+        siblings = {p.stem for p in source.parent.glob("*.py")}
+        foreign = _imported_modules(source) - ALLOWED_IMPORTS - siblings - OPTIONAL_SIBLINGS
+        assert not foreign, f"{source.relative_to(repo)} imports {sorted(foreign)}"
+
+
+def test_embedded_member_code_would_be_caught_by_the_import_check(
+    tmp_path: Path, member_models: list[Path]
+) -> None:
+    """The check above can fail: the embedded target's member imports onnxruntime."""
+    ensemble = _ensemble(tmp_path, member_models)
+    repo = render_repository(ensemble, GPU_PLAN, GPUS, tmp_path / "repo")
+    assert "onnxruntime" in _imported_modules(repo / "linear" / "1" / "model.py") - ALLOWED_IMPORTS
+
+
+# -- docker-compose.yml against the Compose specification -------------------------------------
+
+
+def _compose_validator() -> jsonschema.Draft201909Validator:
+    schema = json.loads((SCHEMAS / "compose-spec.json").read_text())
+    return jsonschema.Draft201909Validator(schema)
+
+
+def test_docker_compose_file_is_valid_against_the_compose_specification() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    errors = [f"{list(e.path)}: {e.message}" for e in _compose_validator().iter_errors(compose)]
+    assert errors == []
+
+
+def test_compose_schema_rejects_a_misspelt_gpu_reservation() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    reservations = compose["services"]["tritonserver"]["deploy"]["resources"]["reservations"]
+    device = reservations["devices"][0]
+    device["capabilitys"] = device.pop("capabilities")
+    assert not _compose_validator().is_valid(compose)
+
+
+def test_docker_compose_exposes_metrics_restarts_and_keeps_tensorrt_engines() -> None:
+    service = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["tritonserver"]
+    assert "--metrics-port=8002" in service["command"]
+    assert "--allow-metrics=true" in service["command"]
+    assert service["restart"] == "unless-stopped"
+    assert f"trt-engines:{TRT_CACHE_DIR}" in service["volumes"]
+    device = service["deploy"]["resources"]["reservations"]["devices"][0]
+    assert device["driver"] == "nvidia" and device["count"] == "all"
+
+
+# -- Kubernetes manifests against Kubernetes' schemas -----------------------------------------
+
+KUBERNETES_VERSIONS = ["1.27", "1.33"]  # strict schemas: unknown fields are errors
+
+
+@pytest.fixture
+def docker_repo(tmp_path: Path, member_models: list[Path]) -> Path:
+    ensemble = _ensemble(tmp_path, member_models, execution={"accelerator": "tensorrt"})
+    return render_repository(ensemble, GPU_PLAN, GPUS, tmp_path / "repo", target=Target.docker)
+
+
+def _manifests(folder: Path) -> dict[str, dict]:
+    return {path.name: yaml.safe_load(path.read_text()) for path in sorted(folder.glob("*.yaml"))}
+
+
+def _container(manifests: dict[str, dict]) -> dict:
+    (container,) = manifests["deployment.yaml"]["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+@pytest.mark.parametrize(
+    "options",
+    [K8sOptions(), K8sOptions(source=RepositorySource.init, repository_url="https://h/r.tgz")],
+    ids=["pvc", "init"],
+)
+def test_every_manifest_is_valid_against_the_kubernetes_schemas(
+    tmp_path: Path, docker_repo: Path, options: K8sOptions, version: str
+) -> None:
+    written = render_manifests(docker_repo, tmp_path / "deploy", options)
+    assert sorted(p.name for p in written) == sorted(MANIFESTS)
+    for path in written:
+        (document,) = yaml.safe_load_all(path.read_text())
+        kubernetes_validate.validate(document, version, strict=True)
+
+
+def test_kubernetes_schemas_reject_a_misspelt_probe(tmp_path: Path, docker_repo: Path) -> None:
+    render_manifests(docker_repo, tmp_path / "deploy", K8sOptions())
+    deployment = _manifests(tmp_path / "deploy")["deployment.yaml"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    container["readynessProbe"] = container.pop("readinessProbe")
+    with pytest.raises(kubernetes_validate.ValidationError, match="readynessProbe"):
+        kubernetes_validate.validate(deployment, KUBERNETES_VERSIONS[-1], strict=True)
+
+
+def test_deployment_requests_the_plans_gpus_and_probes_readiness(
+    tmp_path: Path, docker_repo: Path
+) -> None:
+    manifests = _manifests(render_manifests(docker_repo, tmp_path / "d", K8sOptions())[0].parent)
+    container = _container(manifests)
+    assert container["resources"]["limits"] == {"nvidia.com/gpu": 2}  # gpu0 and gpu1
+    # CPU: tanh's 2 instances x 4 threads, plus the combine step's instance.
+    assert container["resources"]["requests"] == {"cpu": "9"}
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts == {"models": "/models", "dshm": "/dev/shm", "trt-engines": TRT_CACHE_DIR}
+    pod = manifests["deployment.yaml"]["spec"]["template"]
+    assert pod["metadata"]["annotations"]["prometheus.io/port"] == "8002"
+    assert pod["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["models"]["persistentVolumeClaim"] == {
+        "claimName": "ens-models",
+        "readOnly": True,
+    }
+
+
+def test_service_exposes_http_grpc_and_metrics_of_the_deployments_pods(
+    tmp_path: Path, docker_repo: Path
+) -> None:
+    manifests = _manifests(render_manifests(docker_repo, tmp_path / "d", K8sOptions())[0].parent)
+    service = manifests["service.yaml"]
+    assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {
+        "http": 8000,
+        "grpc": 8001,
+        "metrics": 8002,
+    }
+    pod_labels = manifests["deployment.yaml"]["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    named_ports = {p["name"] for p in _container(manifests)["ports"]}
+    assert {p["targetPort"] for p in service["spec"]["ports"]} <= named_ports
+
+
+def test_hpa_scales_on_the_metric_that_the_adapter_rule_serves(
+    tmp_path: Path, docker_repo: Path
+) -> None:
+    options = K8sOptions(min_replicas=2, max_replicas=6, queue_target_us=20_000)
+    manifests = _manifests(render_manifests(docker_repo, tmp_path / "d", options)[0].parent)
+    hpa = manifests["hpa.yaml"]["spec"]
+    assert hpa["scaleTargetRef"]["name"] == manifests["deployment.yaml"]["metadata"]["name"]
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 6)
+    (metric,) = hpa["metrics"]
+    assert metric["type"] == "Pods"
+    assert metric["pods"]["target"] == {"type": "AverageValue", "averageValue": "20000"}
+    adapter = yaml.safe_load(manifests["prometheus-adapter.yaml"]["data"]["config.yaml"])
+    (rule,) = adapter["rules"]
+    assert rule["name"]["as"] == metric["pods"]["metric"]["name"]
+    assert rule["seriesQuery"].startswith("nv_inference_queue_duration_us{")
+    assert "nv_inference_request_success" in rule["metricsQuery"]
+
+
+def test_init_container_downloads_the_repository_into_the_models_volume(
+    tmp_path: Path, docker_repo: Path
+) -> None:
+    options = K8sOptions(source=RepositorySource.init, repository_url="https://h/repo.tar.gz")
+    manifests = _manifests(render_manifests(docker_repo, tmp_path / "d", options)[0].parent)
+    pod = manifests["deployment.yaml"]["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    assert init["env"] == [{"name": "REPOSITORY_URL", "value": "https://h/repo.tar.gz"}]
+    assert init["volumeMounts"] == [{"name": "models", "mountPath": "/models"}]
+    assert {v["name"]: v for v in pod["volumes"]}["models"] == {"name": "models", "emptyDir": {}}
+
+
+def test_cpu_only_plan_requests_no_gpu(tmp_path: Path, member_models: list[Path]) -> None:
+    ensemble = _ensemble(tmp_path, member_models)
+    plan = Plan(
+        allocation={m.name: {"cpu": 1} for m in ensemble.members}, batch_size=GPU_PLAN.batch_size
+    )
+    repo = render_repository(ensemble, plan, GPUS, tmp_path / "repo", target=Target.docker)
+    manifests = _manifests(render_manifests(repo, tmp_path / "d", K8sOptions())[0].parent)
+    container = _container(manifests)
+    assert "limits" not in container["resources"]
+    assert "tolerations" not in manifests["deployment.yaml"]["spec"]["template"]["spec"]
+    assert "--allow-gpu-metrics=false" in container["args"]
+    kubernetes_validate.validate(manifests["deployment.yaml"], KUBERNETES_VERSIONS[-1], strict=True)
+
+
+def test_gpus_a_pod_cannot_number_are_refused(tmp_path: Path, member_models: list[Path]) -> None:
+    ensemble = _ensemble(tmp_path, member_models)
+    plan = Plan(
+        allocation={"linear": {"gpu1": 1}, "mlp": {"gpu1": 1}, "tanh": {"cpu": 1}},
+        batch_size=GPU_PLAN.batch_size,
+    )
+    repo = render_repository(ensemble, plan, GPUS, tmp_path / "repo", target=Target.docker)
+    with pytest.raises(DeployError, match=r"GPUs \[1\].*numbers them 0-0"):
+        render_manifests(repo, tmp_path / "d", K8sOptions())
+
+
+def test_default_name_is_a_dns_label() -> None:
+    assert default_name("My_Ensemble") == "my-ensemble"
+    assert default_name("3nets") == "triton-3nets"
+    assert default_name("_" * 64).startswith("triton")
+
+
+# -- the `tritongen k8s` command --------------------------------------------------------------
+
+
+def test_k8s_command_writes_manifests(tmp_path: Path, docker_repo: Path) -> None:
+    result = run_cli("k8s", str(docker_repo), "-o", str(tmp_path / "deploy"), "--name", "digits")
+    assert result.returncode == 0, result.stderr
+    manifests = _manifests(tmp_path / "deploy")
+    assert manifests["service.yaml"]["metadata"]["name"] == "digits"
+
+
+def test_k8s_command_errors_are_one_line_with_exit_2(
+    tmp_path: Path, docker_repo: Path, member_models: list[Path]
+) -> None:
+    out = str(tmp_path / "deploy")
+    assert_one_line_error(
+        run_cli("k8s", str(tmp_path / "none"), "-o", out), "no such model repository"
+    )
+    (tmp_path / "foreign").mkdir()
+    assert_one_line_error(run_cli("k8s", str(tmp_path / "foreign"), "-o", out), "not written by")
+    (docker_repo / "plan.json").unlink()
+    assert_one_line_error(run_cli("k8s", str(docker_repo), "-o", out), "plan.json: missing")
+    ensemble = _ensemble(tmp_path, member_models)
+    embedded = render_repository(ensemble, GPU_PLAN, GPUS, tmp_path / "embedded")
+    assert_one_line_error(run_cli("k8s", str(embedded), "-o", out), "--target docker")
+    bad_options = ["--repository-source", "init"]
+    assert_one_line_error(run_cli("k8s", str(embedded), *bad_options), "--repository-url")
+    assert_one_line_error(run_cli("k8s", str(embedded), "--name", "Bad_Name"), "--name")
+    assert not Path(out).exists()

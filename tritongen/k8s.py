@@ -1,0 +1,214 @@
+"""Kubernetes manifests for a rendered repository (`tritongen k8s REPO -o deploy/`).
+
+What the pod needs is read from the repository itself: its `plan.json` and the instance groups
+of every `config.pbtxt` (the GPUs they are pinned to become the `nvidia.com/gpu` limit, the CPU
+instances and their threads the CPU request). The manifests are Jinja2 templates under
+`templates/k8s/`; each string is written as a JSON literal, which YAML reads verbatim.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+import jinja2
+from tritonclient.grpc import model_config_pb2
+
+from tritongen.errors import DeployError, SpecError
+from tritongen.plan import Plan, load_plan
+from tritongen.render import MARKER, TRT_CACHE_DIR, parse_config, templates_dir
+
+NGC_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
+QUEUE_METRIC = "triton_queue_time_us"  # the name the Prometheus adapter rule gives the metric
+MANIFESTS = ("deployment.yaml", "service.yaml", "hpa.yaml", "prometheus-adapter.yaml")
+DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")  # Service names: RFC 1035, <= 63
+KIND_GPU = model_config_pb2.ModelInstanceGroup.KIND_GPU
+KIND_CPU = model_config_pb2.ModelInstanceGroup.KIND_CPU
+
+
+class RepositorySource(str, Enum):
+    pvc = "pvc"  # a PersistentVolumeClaim that holds the repository, mounted read-only
+    init = "init"  # an init container downloads a .tar.gz of the repository into an emptyDir
+
+
+@dataclass(frozen=True)
+class K8sOptions:
+    name: str | None = None  # default: the ensemble's name, made a DNS label
+    namespace: str = "default"
+    image: str = NGC_IMAGE
+    source: RepositorySource = RepositorySource.pvc
+    claim: str | None = None  # pvc: the claim's name, default `<name>-models`
+    repository_url: str | None = None  # init: where the .tar.gz of the repository is
+    init_image: str = "busybox:1.36"
+    min_replicas: int = 1
+    max_replicas: int = 4
+    queue_target_us: int = 50_000  # average queue time per request that triggers a scale-up
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "source", RepositorySource(self.source))
+        if self.source is RepositorySource.init and not self.repository_url:
+            raise DeployError("--repository-source init needs --repository-url (a .tar.gz URL)")
+        if not 1 <= self.min_replicas <= self.max_replicas:
+            raise DeployError(
+                f"replicas: need 1 <= --min-replicas ({self.min_replicas}) "
+                f"<= --max-replicas ({self.max_replicas})"
+            )
+        if self.queue_target_us < 1:
+            raise DeployError("--queue-target-us must be at least 1")
+        for flag, value in (("--name", self.name), ("--namespace", self.namespace)):
+            if value is not None and not _is_dns_label(value):
+                raise DeployError(f"{flag} {value!r}: use a-z 0-9 -, start with a letter, <= 63")
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """What one pod must be given to run the repository as planned."""
+
+    gpus: int  # nvidia.com/gpu: the pod sees its GPUs as 0..gpus-1
+    cpus: int  # CPU instances x their intra-op threads, at least 1
+    tensorrt: bool  # some member builds TensorRT engines: mount the engine cache
+
+
+@dataclass(frozen=True)
+class Repository:
+    path: Path
+    ensemble: str
+    plan: Plan
+    configs: tuple[model_config_pb2.ModelConfig, ...]
+
+
+def render_manifests(repository: str | Path, output: str | Path, options: K8sOptions) -> list[Path]:
+    """Write the Deployment, Service, HPA and Prometheus adapter rule into `output`."""
+    repo = read_repository(Path(repository))
+    footprint = pod_footprint(repo.configs)
+    values = _template_values(repo, footprint, options)
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    env = _environment()
+    written = []
+    for manifest in MANIFESTS:
+        path = output / manifest
+        path.write_text(env.get_template(f"{manifest}.j2").render(**values))
+        written.append(path)
+    return written
+
+
+def read_repository(path: Path) -> Repository:
+    """A repository written by `tritongen build --target docker`, with its plan."""
+    if not path.is_dir():
+        raise DeployError(
+            f"{path}: no such model repository; build one with "
+            "`tritongen build SPEC --target docker -o REPO`"
+        )
+    marker = _read_marker(path)
+    if marker.get("target") != "docker":
+        raise DeployError(
+            f"{path}: was built for the {marker.get('target')} target, whose members need "
+            "onnxruntime inside the Python backend; rebuild it with --target docker"
+        )
+    if not (path / "plan.json").is_file():
+        raise DeployError(
+            f"{path}/plan.json: missing; rebuild the repository with `tritongen build`"
+        )
+    try:
+        plan = load_plan(path / "plan.json")
+    except SpecError as exc:
+        raise DeployError(str(exc)) from None
+    configs = tuple(
+        parse_config(config.read_text(), config.parent.name)
+        for config in sorted(path.glob("*/config.pbtxt"))
+    )
+    return Repository(path, str(marker["ensemble"]), plan, configs)
+
+
+def _read_marker(path: Path) -> dict[str, str]:
+    try:
+        marker = json.loads((path / MARKER).read_text())
+    except FileNotFoundError:
+        raise DeployError(
+            f"{path}: not written by `tritongen build` (no {MARKER} file); build it first"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise DeployError(f"{path}/{MARKER}: unreadable ({exc}); rebuild the repository") from None
+    if not isinstance(marker, dict) or "ensemble" not in marker:
+        raise DeployError(f"{path}/{MARKER}: names no ensemble; rebuild the repository")
+    return marker
+
+
+def pod_footprint(configs: tuple[model_config_pb2.ModelConfig, ...]) -> Footprint:
+    gpus: set[int] = set()
+    cpus = 0
+    for config in configs:
+        for group in config.instance_group:
+            if group.kind == KIND_GPU:
+                gpus.update(group.gpus or [0])
+            elif group.kind == KIND_CPU:
+                cpus += group.count * _threads(config)
+    if gpus and gpus != set(range(len(gpus))):
+        raise DeployError(
+            f"the plan pins members to GPUs {sorted(gpus)}, but a pod given {len(gpus)} GPUs "
+            f"numbers them 0-{len(gpus) - 1}; re-plan with a DEVICES.json of GPUs 0..n-1"
+        )
+    tensorrt = any(
+        a.name == "tensorrt"
+        for c in configs
+        for a in c.optimization.execution_accelerators.gpu_execution_accelerator
+    )
+    return Footprint(gpus=len(gpus), cpus=max(1, cpus), tensorrt=tensorrt)
+
+
+def _threads(config: model_config_pb2.ModelConfig) -> int:
+    if "intra_op_thread_count" not in config.parameters:
+        return 1
+    value = config.parameters["intra_op_thread_count"].string_value
+    return max(1, int(value)) if value.isdigit() else 1
+
+
+def default_name(ensemble: str) -> str:
+    """`My_Ensemble` -> `my-ensemble`; a name that would not start with a letter gets a prefix."""
+    name = re.sub(r"[^a-z0-9-]+", "-", ensemble.lower()).strip("-")
+    if not name[:1].isalpha():
+        name = f"triton-{name}".rstrip("-")
+    return name[:50].rstrip("-")  # room for the `-models` and `-prometheus-adapter` suffixes
+
+
+def _is_dns_label(value: str) -> bool:
+    return len(value) <= 63 and DNS_LABEL.match(value) is not None
+
+
+def _template_values(repo: Repository, footprint: Footprint, options: K8sOptions) -> dict:
+    name = options.name or default_name(repo.ensemble)
+    return {
+        "name": name,
+        "ensemble": repo.ensemble,
+        "namespace": options.namespace,
+        "labels": {"app.kubernetes.io/name": "tritonserver", "app.kubernetes.io/instance": name},
+        "image": options.image,
+        "source": options.source.value,
+        "claim": options.claim or f"{name}-models",
+        "repository_url": options.repository_url,
+        "init_image": options.init_image,
+        "gpus": footprint.gpus,
+        "cpus": footprint.cpus,
+        "tensorrt": footprint.tensorrt,
+        "trt_cache_dir": TRT_CACHE_DIR,
+        "predicted_throughput": repo.plan.predicted_throughput,
+        "min_replicas": options.min_replicas,
+        "max_replicas": options.max_replicas,
+        "queue_metric": QUEUE_METRIC,
+        "queue_target_us": options.queue_target_us,
+    }
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir() / "k8s")),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
