@@ -1,0 +1,805 @@
+"""Plan the allocation matrix: worst-fit placement, then a greedy search for throughput.
+
+The search is kept apart from the evaluation (STYLE 7): `greedy` proposes candidates and asks
+an `Evaluator` for each one's throughput. `CostModelEvaluator` answers with DESIGN's base
+model (the time-sharing LP of `tritongen.costmodel`); a measured evaluator (serve the candidate,
+run perf_analyzer) plugs into the same protocol and re-ranks the model's best candidates
+(`make_plan(..., refine_with=...)`).
+
+Everything here works from member names and a profile alone: no model file is opened.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+import numpy as np
+
+from tritongen.costmodel import EPS, TimeSharing, dual_bound, solve_time_sharing, upper_bound
+from tritongen.devices import Device, Inventory
+from tritongen.errors import PlanError
+from tritongen.plan import Plan
+from tritongen.profile import Profile
+from tritongen.spec import Spec
+
+MAX_STEPS = 500
+TIE_BREAK = 1e-5  # see CostModelEvaluator
+LP_BUDGET = 600  # further starts stop once this many LPs are solved (~2 ms each)
+MIN_GAIN = 1e-7  # relative: a move must raise throughput by more than this to be taken
+DEFAULT_QUEUE_DELAY_US = 100
+MAX_QUEUE_DELAY_US = 100_000
+
+
+# ---------------------------------------------------------------------------- the problem
+
+
+@dataclass(frozen=True, eq=False)
+class Problem:
+    """Members, devices and the profile as arrays indexed [member, device, batch]."""
+
+    members: tuple[str, ...]
+    devices: tuple[Device, ...]
+    batch_sizes: tuple[int, ...]  # every batch size the profile knows, ascending
+    rate: np.ndarray  # samples/s of one instance alone; 0 where the profile has no entry
+    memory: np.ndarray  # bytes per instance; inf where the profile has no entry
+    capacity: np.ndarray  # [devices] memory_bytes
+
+    def allowed(self, m: int, d: int, b: int) -> bool:
+        return bool(self.rate[m, d, b] > 0)
+
+    def member_memory(self, candidate: Candidate) -> np.ndarray:
+        """[members, devices] bytes each member's instances take on each device."""
+        counts = np.asarray(candidate.counts)
+        per_instance = self.memory[np.arange(len(self.members)), :, list(candidate.batch)]
+        return counts * np.where(counts > 0, per_instance, 0.0)
+
+    def free_memory(self, candidate: Candidate) -> np.ndarray:
+        return self.capacity - self.member_memory(candidate).sum(axis=0)
+
+    def fits(self, candidate: Candidate) -> bool:
+        return bool(np.all(self.free_memory(candidate) >= 0))
+
+    def rates(self, candidate: Candidate) -> np.ndarray:
+        """[members, devices] LP rates: the profile's throughput where an instance is placed."""
+        counts = np.asarray(candidate.counts)
+        per_member = self.rate[np.arange(len(self.members)), :, list(candidate.batch)]
+        return np.where(counts > 0, per_member, 0.0)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One point of the search: instances per (member, device), batch size and threads."""
+
+    counts: tuple[tuple[int, ...], ...]  # [member][device] instances
+    batch: tuple[int, ...]  # [member] index into Problem.batch_sizes (shared by its instances)
+    threads: tuple[int, ...]  # [member] intra-op threads per CPU instance; 0 = derive
+
+    def with_count(self, m: int, d: int, delta: int) -> Candidate:
+        row = list(self.counts[m])
+        row[d] += delta
+        return replace(self, counts=(*self.counts[:m], tuple(row), *self.counts[m + 1 :]))
+
+    def with_batch(self, m: int, b: int) -> Candidate:
+        return replace(self, batch=(*self.batch[:m], b, *self.batch[m + 1 :]))
+
+    def with_threads(self, m: int, t: int) -> Candidate:
+        return replace(self, threads=(*self.threads[:m], t, *self.threads[m + 1 :]))
+
+
+def build_problem(
+    members: Sequence[str],
+    inventory: Inventory,
+    profile: Profile,
+    max_batch_size: int | None = None,
+) -> Problem:
+    """Arrays of the profile over the inventory; a member no device can take is a PlanError."""
+    _check_profile_covers(members, inventory, profile)
+    batch_sizes = sorted(
+        {
+            b
+            for m in members
+            for d in inventory.devices
+            for b in profile.entries(m, d.device_class)
+            if max_batch_size is None or b <= max_batch_size
+        }
+    )
+    if not batch_sizes:
+        raise PlanError(f"the profile has no batch size ≤ max_batch_size={max_batch_size}")
+    shape = (len(members), len(inventory.devices), len(batch_sizes))
+    rate, memory = np.zeros(shape), np.full(shape, np.inf)
+    for i, member in enumerate(members):
+        for j, device in enumerate(inventory.devices):
+            for k, b in enumerate(batch_sizes):
+                entry = profile.entries(member, device.device_class).get(b)
+                if entry is not None and entry.throughput > 0:
+                    rate[i, j, k], memory[i, j, k] = entry.throughput, entry.memory_bytes
+    capacity = np.array([d.memory_bytes for d in inventory.devices], dtype=float)
+    for i, member in enumerate(members):
+        if not np.any(rate[i] > 0):
+            raise PlanError(
+                f"{member}: the profile has no throughput for it at batch size ≤ "
+                f"{max_batch_size}; profile it or raise max_batch_size"
+            )
+    return Problem(tuple(members), inventory.devices, tuple(batch_sizes), rate, memory, capacity)
+
+
+def _check_profile_covers(members: Sequence[str], inventory: Inventory, profile: Profile) -> None:
+    for member in members:
+        if member not in profile.members:
+            raise PlanError(f"{member}: not in the profile; run `tritongen profile` for it")
+        classes = set(profile.members[member])
+        if not classes & {d.device_class for d in inventory.devices}:
+            raise PlanError(
+                f"{member}: the profile covers device classes {sorted(classes)} but the "
+                f"inventory has {inventory.classes}; profile it on one of those"
+            )
+
+
+# ---------------------------------------------------------------------------- evaluators
+
+
+class Evaluator(Protocol):
+    """Predicts or measures the ensemble throughput (samples/s) of a candidate."""
+
+    def evaluate(self, candidate: Candidate) -> float: ...
+
+
+class CostModelEvaluator:
+    """DESIGN's base model. Solutions are cached by what the LP sees: placed pairs, batches.
+
+    `tie_break` > 0 scales member m's rates by 1 + tie_break·(m+1): members with equal
+    throughput then never bind together, so adding an instance of the one bottleneck always
+    shows a gain (with exact ties no single move would, and the search would stop early).
+    The search uses it; plans report the unperturbed model.
+    """
+
+    # Only which devices a member is on matters here, not its instance count or threads.
+    placement_only = True
+
+    def __init__(self, problem: Problem, tie_break: float = 0.0) -> None:
+        self.problem = problem
+        self.calls = 0
+        self._scale = 1 + tie_break * np.arange(1, len(problem.members) + 1)[:, None]
+        self._cache: dict[tuple[bytes, tuple[int, ...]], TimeSharing] = {}
+
+    def evaluate(self, candidate: Candidate) -> float:
+        return self.solve(candidate).throughput
+
+    def rates(self, candidate: Candidate) -> np.ndarray:
+        return self.problem.rates(candidate) * self._scale
+
+    def solve(self, candidate: Candidate) -> TimeSharing:
+        placed = np.asarray(candidate.counts) > 0
+        key = (np.packbits(placed).tobytes(), candidate.batch)
+        if key not in self._cache:
+            self.calls += 1
+            self._cache[key] = solve_time_sharing(self.rates(candidate))
+        return self._cache[key]
+
+
+# ---------------------------------------------------------------------------- worst-fit
+
+
+def best_batch(problem: Problem) -> tuple[int, ...]:
+    """Per member, the batch size of its highest single-instance throughput on any device."""
+    return tuple(
+        int(np.unravel_index(np.argmax(problem.rate[m]), problem.rate[m].shape)[1])
+        for m in range(len(problem.members))
+    )
+
+
+def smallest_batch(problem: Problem) -> tuple[int, ...]:
+    """Per member, the batch size of its smallest footprint on any device."""
+    return tuple(
+        int(np.unravel_index(np.argmin(problem.memory[m]), problem.memory[m].shape)[1])
+        for m in range(len(problem.members))
+    )
+
+
+def worst_fit(problem: Problem, batch: Sequence[int]) -> Candidate:
+    """One instance per member, largest member first, onto the device with most free memory.
+
+    When the members do not all fit at the wanted batch sizes, every member steps down one
+    batch size and the packing starts again; a member that fits nowhere at its smallest batch
+    size is a PlanError. GPUs are tried before CPUs: a CPU's memory is host RAM, far larger
+    and far slower, and would otherwise take every member; the greedy search adds CPU
+    instances where they help.
+    """
+    wanted = list(batch)
+    while True:
+        try:
+            return _pack(problem, wanted)
+        except PlanError:
+            if not any(wanted):
+                raise
+            wanted = [max(0, b - 1) for b in wanted]
+
+
+def _pack(problem: Problem, batch: Sequence[int]) -> Candidate:
+    n_members, n_devices = len(problem.members), len(problem.devices)
+    candidate = Candidate(
+        counts=tuple((0,) * n_devices for _ in range(n_members)),
+        batch=tuple(batch),
+        threads=(0,) * n_members,
+    )
+    free = problem.capacity.copy()
+    for m in sorted(range(n_members), key=lambda m: -_footprint(problem, m, batch[m])):
+        b, d = _worst_fit_slot(problem, m, batch[m], free)
+        candidate = candidate.with_batch(m, b).with_count(m, d, 1)
+        free[d] -= problem.memory[m, d, b]
+    return candidate
+
+
+def _footprint(problem: Problem, m: int, b: int) -> float:
+    sizes = problem.memory[m, :, b]
+    return float(sizes[np.isfinite(sizes)].max(initial=0.0))
+
+
+def _worst_fit_slot(problem: Problem, m: int, wanted: int, free: np.ndarray) -> tuple[int, int]:
+    """(batch, device) for member m: the wanted batch or the next smaller that fits somewhere."""
+    kinds_first = sorted({d.kind for d in problem.devices}, key=lambda k: k != "gpu")
+    for b in range(wanted, -1, -1):
+        for kind in kinds_first:
+            slots = [
+                d
+                for d, device in enumerate(problem.devices)
+                if device.kind == kind
+                and problem.allowed(m, d, b)
+                and problem.memory[m, d, b] <= free[d]
+            ]
+            if slots:
+                return b, max(slots, key=lambda d: free[d])
+    raise _does_not_fit(problem, m, free)
+
+
+def _does_not_fit(problem: Problem, m: int, free: np.ndarray) -> PlanError:
+    from tritongen.report import gib
+
+    smallest = float(problem.memory[m].min())
+    d = int(np.argmax(free))
+    device = problem.devices[d]
+    empty = "" if free[d] == problem.capacity[d] else " after placing the larger members"
+    return PlanError(
+        f"{problem.members[m]}: needs at least {gib(smallest)} per instance (its smallest batch "
+        f"size) but the largest free device, {device.id}, has {gib(free[d])} free{empty}; "
+        "add a larger device or profile a smaller batch size"
+    )
+
+
+# ---------------------------------------------------------------------------- greedy search
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    best: Candidate
+    throughput: float
+    steps: list[str]  # the moves taken, in order
+    ranked: list[tuple[float, Candidate]] = field(default_factory=list)  # best first
+
+
+def greedy(
+    problem: Problem,
+    start: Candidate,
+    evaluator: Evaluator,
+    guide: CostModelEvaluator | None = None,
+    max_steps: int = MAX_STEPS,
+    keep: int = 8,
+) -> SearchResult:
+    """Take the best-scoring move until none raises the evaluator's throughput.
+
+    `guide` (the base model) names the bottleneck and prices devices so that moves the LP
+    proves useless are not evaluated; `evaluator` scores the rest.
+    """
+    guide = guide or CostModelEvaluator(problem)
+    detailed = not getattr(evaluator, "placement_only", False)
+    current, score = start, evaluator.evaluate(start)
+    seen: dict[Candidate, float] = {current: score}
+    steps: list[str] = []
+    prices = np.eye(len(problem.members))  # unit prices: each member's own capacity
+    for _ in range(max_steps):
+        solution = guide.solve(current)
+        moves = [(n, c) for n, c in neighbours(problem, current, solution, detailed)]
+        if evaluator is guide:  # LP prices bound each neighbour: evaluate best bounds first
+            prices = np.vstack([prices, solution.member_prices])
+            bounds = [dual_bound(guide.rates(c), prices) for _, c in moves]
+        else:
+            bounds = [np.inf] * len(moves)
+        best_move, best_score = None, score * (1 + MIN_GAIN)
+        for bound, (name, neighbour) in sorted(
+            zip(bounds, moves, strict=True), key=lambda bm: -bm[0]
+        ):
+            if bound <= best_score:
+                break  # no remaining neighbour can beat the best one found
+            if neighbour not in seen:
+                seen[neighbour] = evaluator.evaluate(neighbour)
+            if seen[neighbour] > best_score:
+                best_move, best_score = (name, neighbour), seen[neighbour]
+        if best_move is None:
+            break
+        steps.append(best_move[0])
+        current, score = best_move[1], best_score
+        if evaluator is guide:
+            current = without_idle(current, guide.solve(current))
+            seen[current] = score
+    return SearchResult(current, score, steps, _distinct_best(seen, keep))
+
+
+def without_idle(c: Candidate, s: TimeSharing) -> Candidate:
+    """Drop placements the LP gives no time (X unchanged): their memory is free for later
+    moves. An LP optimum uses at most members + devices placements, so there are many."""
+    if s.throughput <= 0:
+        return c
+    for m, d in zip(*np.nonzero(np.asarray(c.counts)), strict=True):
+        if s.fractions[m, d] <= EPS:
+            c = c.with_count(int(m), int(d), -c.counts[m][d])
+    return c
+
+
+def _distinct_best(seen: dict[Candidate, float], keep: int) -> list[tuple[float, Candidate]]:
+    ordered = sorted(((s, c) for c, s in seen.items()), key=lambda sc: -sc[0])
+    return ordered[:keep]
+
+
+def neighbours(
+    problem: Problem, current: Candidate, solution: TimeSharing, detailed: bool = False
+) -> Iterator[tuple[str, Candidate]]:
+    """Every move worth evaluating from `current`, each already checked against memory.
+
+    `detailed`: the evaluator also sees instance counts and threads, so extra instances on
+    a device and thread changes are proposed too.
+    """
+    moves = [
+        _add_moves(problem, current, solution, detailed),
+        _relocate_moves(problem, current, solution),
+        _make_room_moves(problem, current, solution),
+        _batch_moves(problem, current, solution),
+    ]
+    if detailed:
+        moves.append(_thread_moves(problem, current))
+    for generator in moves:
+        for name, candidate in generator:
+            if problem.fits(candidate):
+                yield name, candidate
+
+
+def _reduced_cost(problem: Problem, c: Candidate, s: TimeSharing, m: int, d: int) -> float:
+    """LP pricing: > 0 iff placing m on d can raise X (≤ 0 proves it cannot)."""
+    return float(problem.rate[m, d, c.batch[m]] * s.member_prices[m] - s.device_prices[d])
+
+
+def _bottlenecks(s: TimeSharing, limit: int = 3) -> list[int]:
+    """Members whose constraint binds, most binding first (the bottleneck leads)."""
+    order = np.argsort(-s.member_prices, kind="stable")
+    return [int(m) for m in order[:limit] if s.member_prices[m] > EPS] or [s.bottleneck]
+
+
+def _add_moves(
+    problem: Problem, c: Candidate, s: TimeSharing, detailed: bool
+) -> Iterator[tuple[str, Candidate]]:
+    """Add an instance of a bottleneck member where its profile allows it, or on every
+    device where the LP prices it (replicas one at a time can each gain too little)."""
+    for m in _bottlenecks(s):
+        for d in range(len(problem.devices)):
+            if not problem.allowed(m, d, c.batch[m]):
+                continue
+            placed = c.counts[m][d] > 0
+            if (placed and detailed) or (not placed and _reduced_cost(problem, c, s, m, d) > EPS):
+                yield f"add {problem.members[m]} on {problem.devices[d].id}", c.with_count(m, d, 1)
+        yield from _spread(problem, c, s, m, f"add {problem.members[m]}", least=2)
+
+
+def _spread(
+    problem: Problem, c: Candidate, s: TimeSharing, m: int, name: str, least: int = 1
+) -> Iterator[tuple[str, Candidate]]:
+    """Member m added on its best-priced new device, its best two, and all where it fits."""
+    targets = sorted(
+        (
+            (cost, d)
+            for d in range(len(problem.devices))
+            if not c.counts[m][d]
+            and problem.allowed(m, d, c.batch[m])
+            and (cost := _reduced_cost(problem, c, s, m, d)) > EPS
+        ),
+        reverse=True,
+    )
+    placed: list[str] = []
+    for _, d in targets:
+        grown = c.with_count(m, d, 1)
+        if not problem.fits(grown):
+            continue
+        c = grown
+        placed.append(problem.devices[d].id)
+        if least <= len(placed) <= 2:
+            yield f"{name} on {', '.join(placed)}", c
+    if len(placed) > 2:
+        yield f"{name} on {', '.join(placed)}", c
+
+
+def _relocate_moves(
+    problem: Problem, c: Candidate, s: TimeSharing
+) -> Iterator[tuple[str, Candidate]]:
+    """Move one instance of a member to another device, or swap it with an instance there.
+
+    A single move goes where the LP prices the member best. Swaps exchange the devices of
+    two members' instances: each half alone may lose throughput or not fit, both together
+    can win (a fast device hosting the member that needs it least).
+    """
+    placements = [(int(m), int(d)) for m, d in zip(*np.nonzero(np.asarray(c.counts)), strict=True)]
+    for m, d in placements:
+        targets = [
+            (_reduced_cost(problem, c, s, m, t), t)
+            for t in range(len(problem.devices))
+            if t != d and c.counts[m][t] == 0 and problem.allowed(m, t, c.batch[m])
+        ]
+        best = max(targets, default=(0.0, -1))
+        if best[0] > EPS:
+            moved = c.with_count(m, d, -1).with_count(m, best[1], 1)
+            yield _move_name(problem, m, d, best[1]), moved
+    for i, (m, d) in enumerate(placements):
+        for n, t in placements[i + 1 :]:
+            if m != n and d != t and _swappable(problem, c, m, d, n, t):
+                swapped = c.with_count(m, d, -1).with_count(m, t, 1)
+                swapped = swapped.with_count(n, t, -1).with_count(n, d, 1)
+                name = (
+                    f"swap {problem.members[m]}@{problem.devices[d].id} with "
+                    f"{problem.members[n]}@{problem.devices[t].id}"
+                )
+                yield name, swapped
+
+
+def _swappable(problem: Problem, c: Candidate, m: int, d: int, n: int, t: int) -> bool:
+    return (
+        not c.counts[m][t]
+        and not c.counts[n][d]
+        and problem.allowed(m, t, c.batch[m])
+        and problem.allowed(n, d, c.batch[n])
+    )
+
+
+def _move_name(problem: Problem, m: int, d: int, t: int) -> str:
+    return f"move {problem.members[m]} {problem.devices[d].id}→{problem.devices[t].id}"
+
+
+def _make_room_moves(
+    problem: Problem, c: Candidate, s: TimeSharing
+) -> Iterator[tuple[str, Candidate]]:
+    """Add a bottleneck member on a full device after evicting the least-used instances there.
+
+    An evicted instance is dropped when its member keeps another device, else moved to the
+    device with the most free memory (worst-fit). Without this compound move the search stops
+    as soon as memory is full, although trading a redundant replica for the bottleneck helps.
+    """
+    for m in _bottlenecks(s, limit=2):
+        for d in range(len(problem.devices)):
+            if c.counts[m][d] or not problem.allowed(m, d, c.batch[m]):
+                continue
+            if _reduced_cost(problem, c, s, m, d) <= EPS:
+                continue
+            made = _evict_for(problem, c.with_count(m, d, 1), s, m, d)
+            if made is not None:
+                yield f"add {problem.members[m]} on {problem.devices[d].id} (evicting)", made
+
+
+def _evict_for(
+    problem: Problem, c: Candidate, s: TimeSharing, newcomer: int, d: int
+) -> Candidate | None:
+    victims = sorted(
+        (m for m in range(len(problem.members)) if m != newcomer and c.counts[m][d]),
+        key=lambda m: s.fractions[m, d] * problem.rate[m, d, c.batch[m]],
+    )
+    for victim in victims:
+        if problem.free_memory(c)[d] >= 0:
+            break
+        c = c.with_count(victim, d, -1)
+        if not any(c.counts[victim]):
+            c = _rehome(problem, c, victim, exclude=d)
+            if c is None:
+                return None
+    return c if problem.fits(c) else None
+
+
+def _rehome(problem: Problem, c: Candidate, m: int, exclude: int) -> Candidate | None:
+    free = problem.free_memory(c)
+    b = c.batch[m]
+    slots = [
+        t
+        for t in range(len(problem.devices))
+        if t != exclude and problem.allowed(m, t, b) and problem.memory[m, t, b] <= free[t]
+    ]
+    return c.with_count(m, max(slots, key=lambda t: free[t]), 1) if slots else None
+
+
+def _batch_moves(problem: Problem, c: Candidate, s: TimeSharing) -> Iterator[tuple[str, Candidate]]:
+    """Change one member's batch size: any size for bottlenecks, one step for the others.
+
+    A larger batch that overflows a device is repaired by stepping down the batch size of
+    the other members there. A bottleneck's smaller batch frees memory, so it is also tried
+    with more instances where they now fit.
+    """
+    bottlenecks = set(_bottlenecks(s))
+    for m in range(len(problem.members)):
+        options = range(len(problem.batch_sizes))
+        if m not in bottlenecks:
+            options = range(max(0, c.batch[m] - 1), min(len(problem.batch_sizes), c.batch[m] + 2))
+        for b in options:
+            changed = _rebatch(problem, c, m, b)
+            if changed is None:
+                continue
+            name = f"batch {problem.members[m]} → {problem.batch_sizes[b]}"
+            if b > c.batch[m] and not problem.fits(changed):
+                repaired = _shrink_others(problem, changed, m)
+                if repaired is not None:
+                    yield f"{name}, others smaller", repaired
+                continue
+            yield name, changed
+            if m in bottlenecks and b < c.batch[m]:
+                yield from _add_after_shrink(problem, changed, s, m, name)
+
+
+def _rebatch(problem: Problem, c: Candidate, m: int, b: int) -> Candidate | None:
+    """Member m at batch b, leaving the devices whose profile lacks b (None if all do)."""
+    if b == c.batch[m]:
+        return None
+    changed = c.with_batch(m, b)
+    for d in np.nonzero(c.counts[m])[0]:
+        if not problem.allowed(m, d, b):
+            changed = changed.with_count(m, int(d), -c.counts[m][d])
+    return changed if any(changed.counts[m]) else None
+
+
+def _shrink_others(problem: Problem, c: Candidate, keep: int) -> Candidate | None:
+    """Step down other members' batch sizes, largest saving first, until every device fits."""
+    while not problem.fits(c):
+        d = int(np.argmin(problem.free_memory(c)))
+        steps = [
+            (saving, m, b)
+            for m in range(len(problem.members))
+            if m != keep and c.counts[m][d]
+            for b, saving in [_step_down(problem, c, m, d)]
+            if saving > 0
+        ]
+        if not steps:
+            return None
+        _, m, b = max(steps)
+        c = c.with_batch(m, b)
+    return c
+
+
+def _step_down(problem: Problem, c: Candidate, m: int, d: int) -> tuple[int, float]:
+    """Member m's next smaller batch allowed on all its devices, and the bytes it frees on d."""
+    placed = np.nonzero(c.counts[m])[0]
+    for b in range(c.batch[m] - 1, -1, -1):
+        if all(problem.allowed(m, t, b) for t in placed):
+            saving = problem.memory[m, d, c.batch[m]] - problem.memory[m, d, b]
+            return b, float(saving * c.counts[m][d])
+    return c.batch[m], 0.0
+
+
+def _add_after_shrink(
+    problem: Problem, c: Candidate, s: TimeSharing, m: int, name: str
+) -> Iterator[tuple[str, Candidate]]:
+    yield from _spread(problem, c, s, m, f"{name}, add")
+
+
+def _thread_moves(problem: Problem, c: Candidate) -> Iterator[tuple[str, Candidate]]:
+    """On a CPU, change a member's threads per instance (powers of two up to the cores).
+
+    The base model sees no difference (the profile gives one instance on all cores); a
+    richer or measured evaluator can.
+    """
+    for d, device in enumerate(problem.devices):
+        if device.kind != "cpu":
+            continue
+        choices = [2**k for k in range(int(np.log2(device.cores or 1)) + 1)]
+        for m in range(len(problem.members)):
+            if c.counts[m][d]:
+                for t in choices:
+                    if t != c.threads[m]:
+                        yield f"threads {problem.members[m]} → {t}", c.with_threads(m, t)
+
+
+# ---------------------------------------------------------------------------- the plan
+
+EvaluatorSource = Evaluator | Callable[[Problem], Evaluator]
+
+
+class PlanMeasurer(Protocol):
+    """Measures a whole plan (e.g. renders it, serves it, runs perf_analyzer): samples/s."""
+
+    def __call__(self, plan: Plan) -> float: ...
+
+
+class PlanEvaluator:
+    """Adapts a `PlanMeasurer` to the `Evaluator` protocol: candidate → Plan → measurement."""
+
+    def __init__(self, problem: Problem, measure: PlanMeasurer) -> None:
+        self.problem = problem
+        self.measure = measure
+        self._model = CostModelEvaluator(problem)
+
+    def evaluate(self, candidate: Candidate) -> float:
+        return self.measure(candidate_plan(self.problem, candidate, self._model))
+
+
+def make_plan(
+    members: Spec | Sequence[str],
+    inventory: Inventory,
+    profile: Profile,
+    evaluator: EvaluatorSource | None = None,
+    refine_with: EvaluatorSource | None = None,
+    refine_top: int = 3,
+    max_batch_size: int | None = None,
+    budget: int = LP_BUDGET,
+) -> Plan:
+    """Worst-fit, then greedy search; the plan the evaluator (default: base model) rates best.
+
+    `evaluator` and `refine_with` are Evaluators or factories taking the `Problem` (an
+    Evaluator class whose constructor takes the problem is one). With `refine_with`, the
+    `refine_top` best distinct candidates of the search are re-ranked by it (e.g. measured).
+    Searches from further starting points run until `budget` LPs have been solved.
+    """
+    started = time.perf_counter()
+    names, max_batch_size = _member_names(members, max_batch_size)
+    problem = build_problem(names, inventory, profile, max_batch_size)
+    model = CostModelEvaluator(problem)
+    guide = CostModelEvaluator(problem, tie_break=TIE_BREAK)
+    scorer = _bind(evaluator, problem) if evaluator is not None else guide
+    baseline = worst_fit(problem, best_batch(problem))
+    results = []
+    for start in _starts(problem, baseline):
+        results.append(greedy(problem, start, scorer, guide))
+        if guide.calls >= budget:
+            break
+    best = max(results, key=lambda r: model.evaluate(r.best))
+    chosen, extra = best.best, {}
+    if refine_with is not None:
+        chosen, extra = _refine(problem, results, _bind(refine_with, problem), refine_top)
+    extra |= {
+        "baseline": model.evaluate(baseline),
+        "baseline_allocation": _allocation(problem, baseline),
+        "baseline_batch_size": _batch_sizes(problem, baseline),
+        "bound": upper_bound(names, inventory, profile),
+        "search": {
+            "steps": best.steps,
+            "starts": len(results),
+            "lp_solves": guide.calls + model.calls,
+            "seconds": round(time.perf_counter() - started, 3),
+        },
+    }
+    if scorer is not guide:
+        extra["evaluator_throughput"] = best.throughput
+    return candidate_plan(problem, chosen, model, extra)
+
+
+def _member_names(
+    members: Spec | Sequence[str], max_batch_size: int | None
+) -> tuple[list[str], int | None]:
+    if isinstance(members, Spec):
+        if max_batch_size is None and "max_batch_size" in members.model_fields_set:
+            max_batch_size = members.max_batch_size
+        return [m.name for m in members.members], max_batch_size
+    return list(members), max_batch_size
+
+
+def _bind(source: EvaluatorSource, problem: Problem) -> Evaluator:
+    return source if hasattr(source, "evaluate") else source(problem)  # type: ignore[operator]
+
+
+def _starts(problem: Problem, baseline: Candidate) -> Iterator[Candidate]:
+    """Starting points, most promising first: the baseline, the LP relaxation's packing, then
+    both again with every member one, two... batch sizes smaller (smaller footprints leave
+    room for replicas that a search from the larger ones cannot make)."""
+    seen: set[Candidate] = set()
+    wanted = list(best_batch(problem))
+    while True:
+        for make in (worst_fit, relaxed_fit):
+            try:
+                start = baseline if not seen else make(problem, wanted)
+            except PlanError:  # the baseline's packing found room; this one need not
+                continue
+            if start not in seen:
+                seen.add(start)
+                yield start
+        if not any(wanted):
+            return
+        wanted = [max(0, b - 1) for b in wanted]
+
+
+def relaxed_fit(problem: Problem, batch: Sequence[int]) -> Candidate:
+    """Pack the placements that the memory-free LP (every member everywhere) works hardest,
+    while they fit; members left without a device then go where worst-fit puts them."""
+    n_members, n_devices = len(problem.members), len(problem.devices)
+    c = Candidate(tuple((0,) * n_devices for _ in range(n_members)), tuple(batch), (0,) * n_members)
+    rates = problem.rate[np.arange(n_members), :, list(batch)]
+    work = solve_time_sharing(rates).fractions * rates
+    for flat in np.argsort(-work, axis=None):
+        m, d = divmod(int(flat), n_devices)
+        if work[m, d] > EPS and problem.fits(grown := c.with_count(m, d, 1)):
+            c = grown
+    for m in range(n_members):
+        if not any(c.counts[m]):
+            b, d = _worst_fit_slot(problem, m, c.batch[m], problem.free_memory(c))
+            c = c.with_batch(m, b).with_count(m, d, 1)
+    return c
+
+
+def _refine(
+    problem: Problem, results: list[SearchResult], refiner: Evaluator, top: int
+) -> tuple[Candidate, dict[str, Any]]:
+    pooled = sorted((sc for r in results for sc in r.ranked), key=lambda sc: -sc[0])
+    shortlist: list[Candidate] = []
+    for _, candidate in pooled:
+        if candidate not in shortlist:
+            shortlist.append(candidate)
+        if len(shortlist) == top:
+            break
+    scored = [(refiner.evaluate(c), c) for c in shortlist]
+    measured, chosen = max(scored, key=lambda sc: sc[0])
+    return chosen, {"refined_throughput": measured, "refined_candidates": len(scored)}
+
+
+def candidate_plan(
+    problem: Problem,
+    candidate: Candidate,
+    model: CostModelEvaluator | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Plan:
+    """The `Plan` of a candidate, its throughput and bottleneck under the base model."""
+    model = model or CostModelEvaluator(problem)
+    solution = model.solve(candidate)
+    return Plan(
+        allocation=_allocation(problem, candidate),
+        batch_size=_batch_sizes(problem, candidate),
+        predicted_throughput=solution.throughput,
+        threads=_threads(problem, candidate),
+        queue_delay_us=_queue_delays(problem, candidate),
+        extra={
+            "bottleneck": problem.members[solution.bottleneck],
+            "model": "base-lp",
+            **(extra or {}),
+        },
+    )
+
+
+def _allocation(problem: Problem, c: Candidate) -> dict[str, dict[str, int]]:
+    return {
+        member: {problem.devices[d].id: n for d, n in enumerate(c.counts[m]) if n}
+        for m, member in enumerate(problem.members)
+    }
+
+
+def _batch_sizes(problem: Problem, c: Candidate) -> dict[str, int]:
+    return {member: problem.batch_sizes[c.batch[m]] for m, member in enumerate(problem.members)}
+
+
+def _threads(problem: Problem, c: Candidate) -> dict[str, int]:
+    """Threads per CPU instance: the search's choice, else the cores shared evenly among the
+    instances on that CPU so that concurrent instances do not oversubscribe it."""
+    threads: dict[str, int] = {}
+    for d, device in enumerate(problem.devices):
+        if device.kind != "cpu":
+            continue
+        instances = sum(row[d] for row in c.counts)
+        for m, member in enumerate(problem.members):
+            if c.counts[m][d]:
+                even = max(1, (device.cores or 1) // instances)
+                chosen = c.threads[m] or even
+                threads[member] = min(threads.get(member, chosen), chosen)
+    return threads
+
+
+def _queue_delays(problem: Problem, c: Candidate) -> dict[str, int]:
+    """Wait for a full batch at most as long as one batch takes on the member's fastest device:
+    a batch then forms while the previous one computes, and latency at most doubles."""
+    delays = {}
+    for m, member in enumerate(problem.members):
+        b = c.batch[m]
+        placed = np.nonzero(c.counts[m])[0]
+        fastest = max(problem.rate[m, d, b] for d in placed)
+        batch_seconds = problem.batch_sizes[b] / fastest
+        delay = round(batch_seconds * 1e6)
+        delays[member] = min(max(delay, DEFAULT_QUEUE_DELAY_US), MAX_QUEUE_DELAY_US)
+    return delays
