@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from tritongen.errors import TritongenError
+
+if TYPE_CHECKING:
+    from tritongen.devices import Inventory
+    from tritongen.profile import Profile
+    from tritongen.spec import Spec
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
 console = Console()
@@ -69,9 +74,65 @@ def plan(
         Path | None,
         typer.Option("--profile", help="profile.json to plan from (default: measure)."),
     ] = None,
+    measure: Annotated[
+        bool,
+        typer.Option("--measure", help="Re-rank the best candidates by serving and measuring."),
+    ] = False,
 ) -> None:
     """Decide how many instances of each member go on which device, at which batch size."""
-    raise TritongenError("plan: not implemented yet")
+    from tritongen.planner import make_plan
+    from tritongen.report import plan_table
+    from tritongen.spec import load_spec
+
+    ensemble_spec = load_spec(spec)
+    inventory = _inventory(devices_file, ensemble_spec)
+    refine = _measured_evaluator(ensemble_spec, inventory) if measure else None
+    if profile_file is not None:
+        member_profile = _load_profile(profile_file)
+    else:
+        member_profile = _measure_profile(ensemble_spec, inventory)
+    result = make_plan(ensemble_spec, inventory, member_profile, refine_with=refine)
+    result.save(output)
+    console.print(plan_table(result, inventory, member_profile))
+    console.print(f"wrote {output}")
+
+
+def _inventory(devices_file: Path | None, spec: Spec) -> Inventory:
+    """--devices, else the spec's `devices:` file, else this machine's devices."""
+    from tritongen.devices import detect_devices, load_inventory
+
+    if devices_file is not None:
+        return load_inventory(devices_file)
+    if spec.devices != "auto":
+        return load_inventory(spec.source.parent / spec.devices)
+    return detect_devices()
+
+
+def _load_profile(path: Path) -> Profile:
+    from tritongen.profile import load_profile
+
+    return load_profile(path)
+
+
+def _measure_profile(spec: Spec, inventory: Inventory) -> Profile:
+    """Profile the members on these devices (opens the model files)."""
+    import tritongen.profile
+
+    # Looked up at run time: the profiler is written alongside the planner.
+    profile_ensemble = getattr(tritongen.profile, "profile_ensemble", None)
+    if profile_ensemble is None:
+        raise TritongenError(
+            "profiling is not available in this build yet; pass --profile profile.json"
+        )
+    from tritongen.models import load_ensemble
+
+    profiled: Profile = profile_ensemble(load_ensemble(spec), inventory)
+    return profiled
+
+
+def _measured_evaluator(spec: Spec, inventory: Inventory) -> None:
+    """The evaluator that serves a candidate and runs perf_analyzer (not wired yet)."""
+    raise TritongenError("plan --measure needs a running embedded server: not available yet")
 
 
 def main() -> None:

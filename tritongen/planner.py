@@ -287,11 +287,13 @@ def greedy(
     guide: CostModelEvaluator | None = None,
     max_steps: int = MAX_STEPS,
     keep: int = 8,
+    budget: int | None = None,
 ) -> SearchResult:
     """Take the best-scoring move until none raises the evaluator's throughput.
 
     `guide` (the base model) names the bottleneck and prices devices so that moves the LP
-    proves useless are not evaluated; `evaluator` scores the rest.
+    proves useless are not evaluated; `evaluator` scores the rest. The search stops early
+    once `guide` has solved `budget` LPs in all.
     """
     guide = guide or CostModelEvaluator(problem)
     detailed = not getattr(evaluator, "placement_only", False)
@@ -300,6 +302,8 @@ def greedy(
     steps: list[str] = []
     prices = np.eye(len(problem.members))  # unit prices: each member's own capacity
     for _ in range(max_steps):
+        if budget is not None and guide.calls >= budget:
+            break  # out of LP solves: keep the best so far
         solution = guide.solve(current)
         moves = [(n, c) for n, c in neighbours(problem, current, solution, detailed)]
         if evaluator is guide:  # LP prices bound each neighbour: evaluate best bounds first
@@ -650,7 +654,7 @@ def make_plan(
     baseline = worst_fit(problem, best_batch(problem))
     results = []
     for start in _starts(problem, baseline):
-        results.append(greedy(problem, start, scorer, guide))
+        results.append(greedy(problem, start, scorer, guide, budget=budget))
         if guide.calls >= budget:
             break
     best = max(results, key=lambda r: model.evaluate(r.best))
