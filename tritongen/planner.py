@@ -472,9 +472,9 @@ def _make_room_moves(
 ) -> Iterator[tuple[str, Candidate]]:
     """Add a bottleneck member on a full device after evicting the least-used instances there.
 
-    An evicted instance is dropped when its member keeps another device, else moved to the
-    device with the most free memory (worst-fit). Without this compound move the search stops
-    as soon as memory is full, although trading a redundant replica for the bottleneck helps.
+    Evicted instances are either dropped (when their member keeps another device) or moved
+    to the device with the most free memory. Without this compound move the search stops as
+    soon as memory is full, although trading a replica for the bottleneck can help.
     """
     for m in _bottlenecks(s, limit=2):
         for d in range(len(problem.devices)):
@@ -482,13 +482,15 @@ def _make_room_moves(
                 continue
             if _reduced_cost(problem, c, s, m, d) <= EPS:
                 continue
-            made = _evict_for(problem, c.with_count(m, d, 1), s, m, d)
-            if made is not None:
-                yield f"add {problem.members[m]} on {problem.devices[d].id} (evicting)", made
+            for relocate in (False, True):
+                made = _evict_for(problem, c.with_count(m, d, 1), s, m, d, relocate)
+                if made is not None:
+                    how = "moving others" if relocate else "evicting"
+                    yield f"add {problem.members[m]} on {problem.devices[d].id} ({how})", made
 
 
 def _evict_for(
-    problem: Problem, c: Candidate, s: TimeSharing, newcomer: int, d: int
+    problem: Problem, c: Candidate, s: TimeSharing, newcomer: int, d: int, relocate: bool
 ) -> Candidate | None:
     victims = sorted(
         (m for m in range(len(problem.members)) if m != newcomer and c.counts[m][d]),
@@ -498,7 +500,7 @@ def _evict_for(
         if problem.free_memory(c)[d] >= 0:
             break
         c = c.with_count(victim, d, -1)
-        if not any(c.counts[victim]):
+        if relocate or not any(c.counts[victim]):
             c = _rehome(problem, c, victim, exclude=d)
             if c is None:
                 return None
@@ -506,12 +508,16 @@ def _evict_for(
 
 
 def _rehome(problem: Problem, c: Candidate, m: int, exclude: int) -> Candidate | None:
+    """One more instance of m on a device it is not on, the one with most free memory."""
     free = problem.free_memory(c)
     b = c.batch[m]
     slots = [
         t
         for t in range(len(problem.devices))
-        if t != exclude and problem.allowed(m, t, b) and problem.memory[m, t, b] <= free[t]
+        if t != exclude
+        and not c.counts[m][t]
+        and problem.allowed(m, t, b)
+        and problem.memory[m, t, b] <= free[t]
     ]
     return c.with_count(m, max(slots, key=lambda t: free[t]), 1) if slots else None
 
@@ -689,7 +695,9 @@ def _member_names(
 
 
 def _bind(source: EvaluatorSource, problem: Problem) -> Evaluator:
-    return source if hasattr(source, "evaluate") else source(problem)  # type: ignore[operator]
+    if isinstance(source, type) or not hasattr(source, "evaluate"):
+        return source(problem)  # a factory, e.g. an Evaluator class taking the problem
+    return source
 
 
 def _starts(problem: Problem, baseline: Candidate) -> Iterator[Candidate]:
