@@ -8,8 +8,8 @@ import numpy as np
 
 from tritongen.costmodel import solve_time_sharing
 from tritongen.devices import Device, Inventory
-from tritongen.planner import Problem
 from tritongen.profile import Profile, ProfileEntry
+from tritongen.search_space import Problem
 
 GB = 10**9
 GIB = 2**30

@@ -72,10 +72,7 @@ def test_worst_fit_places_largest_member_first_on_the_emptiest_device() -> None:
 
 def test_worst_fit_falls_back_to_smaller_batch_sizes_when_the_best_ones_do_not_fit() -> None:
     profile = Profile(
-        {
-            name: {"V100-16GB": {1: entry(100, 2), 32: entry(900, 10)}}
-            for name in ("a", "b", "c")
-        }
+        {name: {"V100-16GB": {1: entry(100, 2), 32: entry(900, 10)}} for name in ("a", "b", "c")}
     )
     problem = build_problem(["a", "b", "c"], gpus(1), profile)
 
@@ -239,9 +236,7 @@ def test_refine_re_ranks_the_best_candidates_with_an_injected_evaluator() -> Non
         refiners.append(FewestInstances(problem))
         return refiners[-1]
 
-    plan = make_plan(
-        list(IMAGENET), gpus(4), imagenet_profile(), refine_with=factory, refine_top=3
-    )
+    plan = make_plan(list(IMAGENET), gpus(4), imagenet_profile(), refine_with=factory, refine_top=3)
 
     (refiner,) = refiners
     assert len(refiner.seen) == 3
@@ -260,9 +255,7 @@ def test_search_takes_an_injected_evaluator_in_place_of_the_cost_model() -> None
             return super().evaluate(candidate)
 
     inventory = Inventory((gpu(0), cpu(cores=4)))
-    profile = Profile(
-        {"a": {"V100-16GB": {8: entry(500, 2)}, "cpu": {8: entry(100, 1)}}}
-    )
+    profile = Profile({"a": {"V100-16GB": {8: entry(500, 2)}, "cpu": {8: entry(100, 1)}}})
 
     plan = make_plan(["a"], inventory, profile, evaluator=Counting)
 
@@ -336,12 +329,9 @@ def test_cli_plan_writes_plan_json_from_devices_and_profile_files(tmp_path: Path
     spec, devices, profile = write_inputs(tmp_path)
     output = tmp_path / "plan.json"
 
-    result = CliRunner().invoke(
-        app,
-        ["plan", str(spec), "--devices", str(devices), "--profile", str(profile)]
-        + ["-o", str(output)],
-        env={"COLUMNS": "200"},
-    )
+    args = ["plan", str(spec), "--devices", str(devices), "--profile", str(profile)]
+
+    result = CliRunner().invoke(app, [*args, "-o", str(output)], env={"COLUMNS": "200"})
 
     assert result.exit_code == 0, result.output
     data = json.loads(output.read_text())

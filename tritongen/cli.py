@@ -14,6 +14,7 @@ from tritongen.errors import TritongenError
 
 if TYPE_CHECKING:
     from tritongen.devices import Inventory
+    from tritongen.planner import Evaluator
     from tritongen.profile import Profile
     from tritongen.spec import Spec
 
@@ -130,7 +131,7 @@ def _measure_profile(spec: Spec, inventory: Inventory) -> Profile:
     return profiled
 
 
-def _measured_evaluator(spec: Spec, inventory: Inventory) -> None:
+def _measured_evaluator(spec: Spec, inventory: Inventory) -> Evaluator:
     """The evaluator that serves a candidate and runs perf_analyzer (not wired yet)."""
     raise TritongenError("plan --measure needs a running embedded server: not available yet")
 
