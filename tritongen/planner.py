@@ -7,6 +7,12 @@ run perf_analyzer) plugs into the same protocol and re-ranks the model's best ca
 (`make_plan(..., refine_with=...)`).
 
 Everything here works from member names and a profile alone: no model file is opened.
+
+Threads: DESIGN's profile gives a CPU's throughput as one instance using all its cores, and
+the base model time-shares the CPU, so it cannot tell thread counts apart and the search does
+not propose thread moves to it. The plan gives each CPU instance the cores divided evenly
+among the instances on that CPU (so concurrent instances do not oversubscribe it); an
+evaluator that models or measures threads (`placement_only = False`) gets thread moves.
 """
 
 from __future__ import annotations
