@@ -37,7 +37,7 @@ def neighbours(
 
 
 def _reduced_cost(problem: Problem, c: Candidate, s: TimeSharing, m: int, d: int) -> float:
-    """LP pricing: > 0 iff placing m on d can raise X (≤ 0 proves it cannot)."""
+    """LP pricing: ≤ 0 proves that placing m on d cannot raise X; > 0 says it may."""
     return float(problem.rate[m, d, c.batch[m]] * s.member_prices[m] - s.device_prices[d])
 
 

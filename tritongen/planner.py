@@ -18,7 +18,7 @@ evaluator that models or measures threads (`placement_only = False`) gets thread
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -312,11 +312,14 @@ def make_plan(
     scorer = _bind(evaluator, problem) if evaluator is not None else guide
     baseline = worst_fit(problem, best_batch(problem))
     results = []
-    for start in _starts(problem, baseline):
+    for start in _starts(problem, baseline, model):
         results.append(greedy(problem, start, scorer, guide, budget=budget))
         if guide.calls >= budget:
             break
-    best = max(results, key=lambda r: model.evaluate(r.best))
+    # The search's own scores when it used another evaluator; else the unperturbed model.
+    best = max(
+        results, key=lambda r: r.throughput if scorer is not guide else model.evaluate(r.best)
+    )
     chosen, extra = best.best, dict[str, Any]()
     if refine_with is not None:
         chosen, extra = _refine(problem, results, _bind(refine_with, problem), refine_top)
@@ -353,24 +356,22 @@ def _bind(source: EvaluatorSource, problem: Problem) -> Evaluator:
     return source
 
 
-def _starts(problem: Problem, baseline: Candidate) -> Iterator[Candidate]:
-    """Starting points, most promising first: the baseline, the LP relaxation's packing, then
-    both again with every member one, two... batch sizes smaller (smaller footprints leave
-    room for replicas that a search from the larger ones cannot make)."""
-    seen: set[Candidate] = set()
-    wanted = list(best_batch(problem))
-    while True:
+def _starts(problem: Problem, baseline: Candidate, model: CostModelEvaluator) -> list[Candidate]:
+    """Starting points: the baseline, then the others best first. The others are worst-fit
+    and the LP relaxation's packing with every member one, two... batch sizes smaller
+    (smaller footprints leave room for replicas that a search from larger ones cannot make)."""
+    levels = [list(best_batch(problem))]
+    while any(levels[-1]):
+        levels.append([max(0, b - 1) for b in levels[-1]])
+    others: set[Candidate] = set()
+    for wanted in levels:
         for make in (worst_fit, relaxed_fit):
             try:
-                start = baseline if not seen else make(problem, wanted)
+                others.add(make(problem, wanted))
             except PlanError:  # the baseline's packing found room; this one need not
                 continue
-            if start not in seen:
-                seen.add(start)
-                yield start
-        if not any(wanted):
-            return
-        wanted = [max(0, b - 1) for b in wanted]
+    others.discard(baseline)
+    return [baseline, *sorted(others, key=model.evaluate, reverse=True)]
 
 
 def relaxed_fit(problem: Problem, batch: Sequence[int]) -> Candidate:
