@@ -267,7 +267,7 @@ def test_twelve_members_on_sixteen_gpus_stay_within_the_lp_budget() -> None:
     plan = make_plan(list(IMAGENET), gpus(16), imagenet_profile())
 
     assert_valid(plan, gpus(16), imagenet_profile())
-    assert plan.extra["search"]["lp_solves"] <= 700
+    assert plan.extra["search"]["lp_solves"] <= 800
     assert plan.predicted_throughput >= 0.9 * plan.extra["bound"]
 
 
