@@ -228,24 +228,36 @@ def greedy(
             bounds = [dual_bound(guide.rates(c), prices) for _, c in moves]
         else:
             bounds = [np.inf] * len(moves)
-        best_move, best_score = None, score * (1 + MIN_GAIN)
-        for bound, (name, neighbour) in sorted(
-            zip(bounds, moves, strict=True), key=lambda bm: -bm[0]
-        ):
-            if bound <= best_score:
-                break  # no remaining neighbour can beat the best one found
-            if neighbour not in seen:
-                seen[neighbour] = evaluator.evaluate(neighbour)
-            if seen[neighbour] > best_score:
-                best_move, best_score = (name, neighbour), seen[neighbour]
-        if best_move is None:
+        best = _best_move(moves, bounds, seen, evaluator, floor=score * (1 + MIN_GAIN))
+        if best is None:
             break
-        steps.append(best_move[0])
-        current, score = best_move[1], best_score
+        (name, current), score = best
+        steps.append(name)
         if evaluator is guide:
             current = without_idle(current, guide.solve(current))
             seen[current] = score
     return SearchResult(current, score, steps, _distinct_best(seen, keep))
+
+
+def _best_move(
+    moves: list[tuple[str, Candidate]],
+    bounds: list[float],
+    seen: dict[Candidate, float],
+    evaluator: Evaluator,
+    floor: float,
+) -> tuple[tuple[str, Candidate], float] | None:
+    """The best-scoring move above `floor`, evaluating moves in decreasing order of bound
+    and stopping once no remaining bound can beat the best found."""
+    best: tuple[tuple[str, Candidate], float] | None = None
+    for bound, move in sorted(zip(bounds, moves, strict=True), key=lambda bm: -bm[0]):
+        if bound <= floor:
+            break
+        neighbour = move[1]
+        if neighbour not in seen:
+            seen[neighbour] = evaluator.evaluate(neighbour)
+        if seen[neighbour] > floor:
+            best, floor = (move, seen[neighbour]), seen[neighbour]
+    return best
 
 
 def without_idle(c: Candidate, s: TimeSharing) -> Candidate:
