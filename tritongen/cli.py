@@ -7,7 +7,7 @@ import json
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import typer
@@ -19,6 +19,13 @@ from tritongen.k8s import NGC_IMAGE, RepositorySource
 from tritongen.perf import PerfPoint
 from tritongen.render import Combiner, Target
 from tritongen.server import LOOPBACK, EmbeddedServer
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from tritongen.pipeline import Planned
+    from tritongen.planner import PlanEvaluator
+    from tritongen.search_space import Problem
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
 console = Console()
@@ -80,21 +87,16 @@ def profile(
     ] = False,
 ) -> None:
     """Measure each member's throughput and memory per device class and batch size."""
-    from tritongen.devices import detect_devices, load_inventory
     from tritongen.models import load_ensemble
+    from tritongen.pipeline import resolve_inventory
     from tritongen.profile import parse_batch_sizes, profile_ensemble, require_measured
     from tritongen.report import profile_table, skipped_lines
     from tritongen.spec import load_spec
 
     loaded = load_spec(spec)
-    ensemble = load_ensemble(loaded)
-    devices_path = devices_file or (
-        None if loaded.devices == "auto" else loaded.source.parent / loaded.devices
-    )
-    inventory = load_inventory(devices_path) if devices_path else detect_devices()
     result = profile_ensemble(
-        ensemble,
-        inventory,
+        load_ensemble(loaded),
+        resolve_inventory(loaded, devices_file),
         batch_sizes=parse_batch_sizes(batch_sizes) if batch_sizes else None,
         budget_s=budget_s,
         use_cache=not no_cache,
@@ -118,9 +120,54 @@ def plan(
         Path | None,
         typer.Option("--profile", help="profile.json to plan from (default: measure)."),
     ] = None,
+    measure: Annotated[
+        bool,
+        typer.Option("--measure", help="Re-rank the best candidates by serving and measuring."),
+    ] = False,
 ) -> None:
     """Decide how many instances of each member go on which device, at which batch size."""
-    raise TritongenError("plan: not implemented yet")
+    from tritongen.pipeline import plan_ensemble, resolve_inventory
+    from tritongen.planner import make_plan
+    from tritongen.profile import load_profile
+    from tritongen.report import plan_table
+    from tritongen.spec import load_spec
+
+    if measure:
+        planned = plan_ensemble(spec, devices_file=devices_file, profile_file=profile_file)
+        assert planned.profile is not None  # plan_ensemble keeps the profile it planned from
+        result = make_plan(
+            planned.ensemble.spec,
+            planned.inventory,
+            planned.profile,
+            refine_with=_measured_evaluator(planned),
+        )
+        inventory, member_profile = planned.inventory, planned.profile
+    elif profile_file is not None:  # plan for hardware we may not have: open no model file
+        loaded = load_spec(spec)
+        inventory, member_profile = (
+            resolve_inventory(loaded, devices_file),
+            load_profile(profile_file),
+        )
+        result = make_plan(loaded, inventory, member_profile)
+    else:
+        planned = plan_ensemble(spec, devices_file=devices_file)
+        assert planned.profile is not None
+        result, inventory, member_profile = planned.plan, planned.inventory, planned.profile
+    result.save(output)
+    console.print(plan_table(result, inventory, member_profile))
+    console.print(f"wrote {output}")
+
+
+def _measured_evaluator(planned: Planned) -> Callable[[Problem], PlanEvaluator]:
+    """Serve each shortlisted candidate on the embedded server; perf_analyzer measures it."""
+    import tempfile
+
+    from tritongen.bench import ServedMeasurer
+    from tritongen.planner import PlanEvaluator
+
+    workdir = Path(tempfile.mkdtemp(prefix="tritongen-plan-"))
+    measurer = ServedMeasurer(planned.ensemble, planned.inventory, workdir)
+    return lambda problem: PlanEvaluator(problem, measurer)
 
 
 @app.command()
@@ -154,15 +201,18 @@ def build(
     """Render a Triton model repository that serves the ensemble as one model."""
     from tritongen.pipeline import build as build_repository
 
-    ensemble, _plan, repository = build_repository(
+    planned, repository = build_repository(
         spec,
         output,
         combiner=combiner,
         target=target,
         devices_file=devices_file,
+        profile_file=profile_file,
         plan_file=plan_file,
+        quick=quick,
         force=force,
     )
+    ensemble = planned.ensemble
     console.print(
         f"wrote {repository}: model [bold]{ensemble.spec.name}[/] combines "
         f"{len(ensemble.members)} members ({combiner.value} combiner, {target.value} target)"

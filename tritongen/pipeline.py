@@ -10,7 +10,7 @@ from tritongen.models import Ensemble, load_ensemble
 from tritongen.plan import Plan, default_plan, load_plan
 from tritongen.planner import make_plan
 from tritongen.profile import Profile, load_profile, profile_ensemble
-from tritongen.render import Combiner, Target, render_repository
+from tritongen.render import Combiner, Target, check_destination, render_repository
 from tritongen.spec import Spec, load_spec
 
 
@@ -68,6 +68,7 @@ def build(
     force: bool = False,
 ) -> tuple[Planned, Path]:
     """`tritongen build`: plan (see `plan_ensemble`), then render the repository."""
+    check_destination(Path(output).resolve(), force)  # refuse before minutes of profiling
     planned = plan_ensemble(
         spec_path,
         devices_file=devices_file,

@@ -91,3 +91,27 @@ def default_plan(ensemble: Ensemble, inventory: Inventory) -> Plan:
 
 def _batch_size(wanted: int, limit: int | None) -> int:
     return min(wanted, limit) if limit else wanted
+
+
+def instance_groups(plan: Plan, member: str, inventory: Inventory) -> list[dict[str, Any]]:
+    """The member's `instance_group` entries: one per device (KIND_GPU with `gpus: [index]`,
+    KIND_CPU with its count), as dicts for `json_format.ParseDict(..., ModelConfig())`."""
+    groups = []
+    for device_id, count in plan.allocation.get(member, {}).items():
+        if count <= 0:
+            continue
+        device = inventory[device_id]
+        if device.kind == "gpu":
+            groups.append({"kind": "KIND_GPU", "count": count, "gpus": [device.gpu_index]})
+        else:
+            groups.append({"kind": "KIND_CPU", "count": count})
+    return groups
+
+
+def dynamic_batching(plan: Plan, member: str) -> dict[str, Any]:
+    """The member's `dynamic_batching` block: its planned batch size preferred, and the
+    planned queue delay (DESIGN: readers accept plans without one)."""
+    block: dict[str, Any] = {"preferred_batch_size": [plan.batch_size[member]]}
+    if member in plan.queue_delay_us:
+        block["max_queue_delay_microseconds"] = plan.queue_delay_us[member]
+    return block

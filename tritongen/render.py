@@ -64,7 +64,7 @@ def render_repository(
 ) -> Path:
     """Write the repository for `ensemble` laid out by `plan` into `destination`."""
     destination = Path(destination).resolve()
-    _check_destination(destination, force)
+    check_destination(destination, force)
     _check_remote_members(ensemble, Combiner(combiner))
     _check_plan(ensemble, plan, inventory)
     destination.parent.mkdir(parents=True, exist_ok=True)
@@ -286,7 +286,7 @@ def _copy_template(env: jinja2.Environment, name: str, target: Path) -> None:
     target.chmod(0o644)
 
 
-def _check_destination(destination: Path, force: bool) -> None:
+def check_destination(destination: Path, force: bool) -> None:
     if not destination.exists() or force:
         return
     if not destination.is_dir():

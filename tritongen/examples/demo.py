@@ -33,7 +33,8 @@ def run_demo(workdir: Path, repository: Path, combiner: Combiner) -> dict[str, f
     console.print("profiling the members and planning their instances (cached after the first run)")
     planned, repository = build(spec, repository, combiner=combiner)
     ensemble = planned.ensemble
-    console.print(plan_table(planned.plan, planned.inventory, planned.profile))
+    if planned.profile is not None:
+        console.print(plan_table(planned.plan, planned.inventory, planned.profile))
     console.print(f"built {repository} ({combiner.value} combiner)")
     digits = load_digits_split()
     with console.status("starting the embedded tritonserver"):

@@ -1,0 +1,149 @@
+"""Time the planner and compare its plans with the best placement under the base model.
+
+    python benchmarks/plan_scaling.py [--milp-seconds 300] [--out benchmarks/plan_scaling.md]
+
+Scenarios (synthetic, see tests/synthetic.py): the paper's twelve ImageNet CNNs on 4 and on
+16 GPUs of 16 GB, one CNN over 16 GPUs, and random small CPU+GPU instances. "Best" is the
+exact optimum of the base model, found by mixed-integer programming (tritongen.optimum);
+where the solver's time limit stops it first, both its best placement (a lower bound of the
+optimum) and its proven upper bound are given. The LP bound with every member allowed on
+every device and memory ignored (DESIGN's GPU bound) is shown too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.synthetic import IMAGENET, gpus, imagenet_profile, random_problem_inputs
+from tritongen.errors import PlanError
+from tritongen.optimum import best_placement
+from tritongen.planner import build_problem, make_plan
+
+
+def timed_plan(members, inventory, profile, repeats=3):  # type: ignore[no-untyped-def]
+    """The plan, and the median wall-clock and CPU seconds of `repeats` runs."""
+    wall, cpu, plan = [], [], None
+    for _ in range(repeats):
+        started, started_cpu = time.perf_counter(), time.process_time()
+        plan = make_plan(members, inventory, profile)
+        wall.append(time.perf_counter() - started)
+        cpu.append(time.process_time() - started_cpu)
+    return plan, statistics.median(wall), statistics.median(cpu)
+
+
+def scenario(name, members, inventory, profile, milp_seconds):  # type: ignore[no-untyped-def]
+    plan, seconds, cpu_seconds = timed_plan(members, inventory, profile)
+    row = {
+        "scenario": name,
+        "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
+        "lp_solves": plan.extra["search"]["lp_solves"],
+        "plan": plan.predicted_throughput,
+        "baseline": plan.extra["baseline"],
+        "bound": plan.extra["bound"],
+    }
+    if milp_seconds:
+        started = time.perf_counter()
+        best = best_placement(build_problem(members, inventory, profile), milp_seconds)
+        row |= {
+            "milp": best.throughput,
+            "milp_bound": best.upper_bound,
+            "proven": best.proven,
+            "milp_seconds": time.perf_counter() - started,
+        }
+    return row
+
+
+def random_instances(count: int, milp_seconds: float) -> dict[str, float]:
+    ratios = []
+    for seed in range(count):
+        rng = np.random.default_rng(seed + 1000)
+        members, devices = int(rng.integers(2, 6)), int(rng.integers(2, 5))
+        names, inventory, profile = random_problem_inputs(seed, members, devices)
+        try:
+            plan = make_plan(names, inventory, profile)
+        except PlanError:
+            continue
+        best = best_placement(build_problem(names, inventory, profile), milp_seconds)
+        if best.proven:
+            ratios.append(plan.predicted_throughput / best.throughput)
+    return {
+        "n": len(ratios),
+        "min": min(ratios),
+        "mean": statistics.mean(ratios),
+        "at_least_095": sum(r >= 0.95 for r in ratios) / len(ratios),
+    }
+
+
+def report(rows: list[dict], randoms: dict[str, float], milp_seconds: float) -> str:
+    lines = [
+        "# Planner scaling and quality (base model)",
+        "",
+        f"Machine: {os.cpu_count()} CPU cores, shared with other work (load average "
+        f"{os.getloadavg()[0]:.1f} at the end): times are medians of 3 runs, wall-clock and "
+        "CPU (the process's own), and drift with the load.",
+        "`python benchmarks/plan_scaling.py` regenerates this file.",
+        "",
+        "Best placement: exact optimum of the base model by MILP (`tritongen.optimum`, HiGHS, "
+        f"{milp_seconds:.0f} s limit). *best found* is the solver's best placement (a lower "
+        "bound of the optimum), *proven ≤* its dual bound (an upper bound), equal when proven. "
+        "*LP bound* is DESIGN's bound: every member on every device, memory ignored.",
+        "",
+        "| scenario | plan time (wall / CPU) | LP solves | plan (samples/s) | baseline "
+        "| plan/baseline | best found | proven ≤ | plan/best found | plan/proven ≤ "
+        "| LP bound | plan/LP bound |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        milp = (
+            f"{r['milp']:.1f} | {r['milp_bound']:.1f} | {r['plan'] / r['milp']:.3f} | "
+            f"{r['plan'] / r['milp_bound']:.3f}"
+            if "milp" in r
+            else "– | – | – | –"
+        )
+        lines.append(
+            f"| {r['scenario']} | {r['seconds']:.2f} s / {r['cpu_seconds']:.2f} s | "
+            f"{r['lp_solves']} | {r['plan']:.1f} | "
+            f"{r['baseline']:.1f} | {r['plan'] / r['baseline']:.2f} | {milp} | "
+            f"{r['bound']:.1f} | {r['plan'] / r['bound']:.3f} |"
+        )
+    lines += [
+        "",
+        f"Random small CPU+GPU instances (2–5 members, 2–4 devices, tight memory, some "
+        f"classes and batch sizes unprofiled), against the proven MILP optimum: "
+        f"{randoms['n']} instances, plan/best min {randoms['min']:.3f}, mean "
+        f"{randoms['mean']:.3f}, {randoms['at_least_095']:.0%} at ≥ 0.95.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--milp-seconds", type=float, default=300.0)
+    parser.add_argument("--random", type=int, default=60)
+    parser.add_argument("--out", type=Path, default=Path(__file__).with_suffix(".md"))
+    args = parser.parse_args()
+    cnns = list(IMAGENET)
+    rows = [
+        scenario("12 CNNs on 4 GPUs", cnns, gpus(4), imagenet_profile(), args.milp_seconds),
+        scenario("12 CNNs on 16 GPUs", cnns, gpus(16), imagenet_profile(), 0),
+        scenario("1 CNN on 16 GPUs", ["resnet152"], gpus(16), imagenet_profile(["resnet152"]), 60),
+    ]
+    randoms = random_instances(args.random, 30.0)
+    text = report(rows, randoms, args.milp_seconds)
+    args.out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

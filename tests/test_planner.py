@@ -1,0 +1,372 @@
+"""The planner on synthetic inventories: no hardware, no model file."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from tests.synthetic import (
+    GIB,
+    IMAGENET,
+    cpu,
+    exhaustive_best,
+    gpu,
+    gpus,
+    imagenet_profile,
+    random_problem_inputs,
+)
+from tritongen.cli import app
+from tritongen.costmodel import base_solution, fits, memory_used
+from tritongen.devices import Inventory
+from tritongen.errors import PlanError
+from tritongen.plan import Plan, dynamic_batching, instance_groups
+from tritongen.planner import (
+    Candidate,
+    CostModelEvaluator,
+    Problem,
+    best_batch,
+    build_problem,
+    greedy,
+    make_plan,
+    worst_fit,
+)
+from tritongen.profile import Profile, ProfileEntry
+
+
+def entry(throughput: float, gib: float) -> ProfileEntry:
+    return ProfileEntry(throughput, int(gib * GIB))
+
+
+def assert_valid(plan: Plan, inventory: Inventory, profile: Profile) -> None:
+    """Memory is never exceeded and plan.json's throughput is what the base LP recomputes."""
+    assert fits(plan.allocation, plan.batch_size, inventory, profile)
+    recomputed, _ = base_solution(plan.allocation, plan.batch_size, inventory, profile)
+    assert plan.predicted_throughput == pytest.approx(recomputed, rel=1e-6)
+    assert all(sum(per_device.values()) >= 1 for per_device in plan.allocation.values())
+
+
+# ----------------------------------------------------------------------------- worst-fit
+
+
+def test_worst_fit_places_largest_member_first_on_the_emptiest_device() -> None:
+    inventory = Inventory((gpu(0, gb=10), gpu(1, gb=16)))
+    profile = Profile(
+        {
+            "small": {"V100-16GB": {1: entry(100, 2)}},
+            "large": {"V100-16GB": {1: entry(100, 9)}},
+        }
+    )
+    problem = build_problem(["small", "large"], inventory, profile)
+
+    start = worst_fit(problem, best_batch(problem))
+
+    # large goes first onto the 16 GB device; small then onto the 10 GB one (10 > 16 - 9).
+    assert start.counts == ((1, 0), (0, 1))
+
+
+def test_worst_fit_falls_back_to_smaller_batch_sizes_when_the_best_ones_do_not_fit() -> None:
+    profile = Profile(
+        {name: {"V100-16GB": {1: entry(100, 2), 32: entry(900, 10)}} for name in ("a", "b", "c")}
+    )
+    problem = build_problem(["a", "b", "c"], gpus(1), profile)
+
+    start = worst_fit(problem, best_batch(problem))
+
+    # Only one member fits at batch 32 (10 GiB); the others fall back to batch 1 (2 GiB).
+    assert problem.fits(start)
+    assert sorted(problem.batch_sizes[b] for b in start.batch) == [1, 1, 32]
+
+
+def test_worst_fit_raises_when_member_exceeds_every_device() -> None:
+    inventory = Inventory((gpu(0, gb=16), gpu(1, gb=24)))
+    profile = imagenet_profile(["resnet50"])
+    profile.members["giant"] = {"V100-16GB": {1: entry(50, 30), 8: entry(200, 40)}}
+
+    with pytest.raises(PlanError) as error:
+        make_plan(["resnet50", "giant"], inventory, profile)
+
+    message = str(error.value)
+    assert message.startswith("giant: needs at least 30.0 GiB")
+    assert "gpu1, has 24.0 GiB free" in message
+    assert "\n" not in message
+
+
+def test_make_plan_rejects_a_member_missing_from_the_profile() -> None:
+    with pytest.raises(PlanError, match="ghost: not in the profile"):
+        make_plan(["resnet50", "ghost"], gpus(1), imagenet_profile(["resnet50"]))
+
+
+# ----------------------------------------------------------------------------- scenarios
+
+
+def test_twelve_imagenet_cnns_on_four_gpus_fit_and_beat_the_baseline() -> None:
+    inventory, profile = gpus(4), imagenet_profile()
+    nasnet_at_best = profile.entries("nasnet_large", "V100-16GB")[64].memory_bytes
+    smallest_other = min(
+        profile.entries(m, "V100-16GB")[1].memory_bytes for m in IMAGENET if m != "nasnet_large"
+    )
+    assert nasnet_at_best + smallest_other > 16 * GIB  # cannot share a GPU at its best batch
+
+    plan = make_plan(list(IMAGENET), inventory, profile)
+
+    assert_valid(plan, inventory, profile)
+    assert plan.predicted_throughput >= 1.2 * plan.extra["baseline"]
+    assert plan.predicted_throughput >= 0.85 * plan.extra["bound"]
+    assert plan.extra["bottleneck"] in IMAGENET
+    not_everywhere = [m for m, per_device in plan.allocation.items() if len(per_device) < 4]
+    assert not_everywhere
+
+
+def test_one_dnn_over_sixteen_gpus_uses_all_sixteen() -> None:
+    inventory, profile = gpus(16), imagenet_profile(["resnet152"])
+
+    plan = make_plan(["resnet152"], inventory, profile)
+
+    assert_valid(plan, inventory, profile)
+    assert set(plan.allocation["resnet152"]) == {f"gpu{i}" for i in range(16)}
+    best = max(e.throughput for e in profile.entries("resnet152", "V100-16GB").values())
+    assert plan.predicted_throughput == pytest.approx(16 * best)
+    assert plan.extra["baseline"] == pytest.approx(best)
+
+
+def test_cpu_and_gpu_mix_places_members_only_on_profiled_classes() -> None:
+    inventory = Inventory((gpu(0, gb=16), cpu(cores=16, gb=64)))
+    profile = Profile(
+        {
+            "gpu_only": {"V100-16GB": {1: entry(200, 2), 16: entry(1500, 6)}},
+            "cpu_only": {"cpu": {1: entry(40, 1), 16: entry(120, 2)}},
+            "both": {
+                "V100-16GB": {1: entry(300, 2), 16: entry(2000, 5)},
+                "cpu": {1: entry(50, 1), 16: entry(150, 2)},
+            },
+        }
+    )
+
+    plan = make_plan(["gpu_only", "cpu_only", "both"], inventory, profile)
+
+    assert_valid(plan, inventory, profile)
+    assert set(plan.allocation["gpu_only"]) == {"gpu0"}
+    assert set(plan.allocation["cpu_only"]) == {"cpu"}
+    assert plan.predicted_throughput == pytest.approx(120.0)  # cpu_only alone on the CPU
+    assert plan.extra["bottleneck"] == "cpu_only"
+    assert 1 <= plan.threads["cpu_only"] <= 16
+    assert "gpu_only" not in plan.threads
+
+
+def test_cpu_time_goes_to_the_member_that_needs_it_when_gpu_memory_is_short() -> None:
+    inventory = Inventory((gpu(0, gb=8), cpu(cores=8, gb=64)))
+    profile = Profile(
+        {
+            "a": {"V100-16GB": {8: entry(800, 5)}, "cpu": {8: entry(100, 5)}},
+            "b": {"V100-16GB": {8: entry(800, 5)}, "cpu": {8: entry(100, 5)}},
+        }
+    )
+
+    plan = make_plan(["a", "b"], inventory, profile)
+
+    assert_valid(plan, inventory, profile)
+    # Only one member fits the GPU; the other must live on the CPU, so X = 100 at best.
+    assert plan.predicted_throughput == pytest.approx(100.0)
+
+
+def test_plans_never_exceed_device_memory_on_random_inventories() -> None:
+    for seed in range(20):
+        names, inventory, profile = random_problem_inputs(seed, members=4, devices=3)
+        try:
+            plan = make_plan(names, inventory, profile)
+        except PlanError:
+            continue  # a member that fits nowhere (or no profiled class): the error is the plan
+        assert_valid(plan, inventory, profile)
+        used = memory_used(plan.allocation, plan.batch_size, inventory, profile)
+        assert all(used[d.id] <= d.memory_bytes for d in inventory.devices)
+
+
+def test_greedy_reaches_95_percent_of_exhaustive_best_on_small_instances() -> None:
+    ratios = []
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        members, devices = int(rng.integers(2, 4)), int(rng.integers(2, 4))
+        names, inventory, profile = random_problem_inputs(seed, members, devices, (1, 16))
+        try:
+            plan = make_plan(names, inventory, profile)
+        except PlanError:
+            continue
+        best = exhaustive_best(build_problem(names, inventory, profile))
+        ratios.append(plan.predicted_throughput / best)
+    assert len(ratios) >= 8
+    assert min(ratios) >= 0.95, ratios
+    assert max(ratios) <= 1 + 1e-6  # nothing beats exhaustive search: the LP agrees
+
+
+# ----------------------------------------------------------------------------- search
+
+
+def test_greedy_never_lowers_the_starting_throughput() -> None:
+    problem = build_problem(list(IMAGENET), gpus(4), imagenet_profile())
+    start = worst_fit(problem, best_batch(problem))
+    model = CostModelEvaluator(problem)
+
+    result = greedy(problem, start, model)
+
+    assert result.throughput >= model.evaluate(start)
+    assert problem.fits(result.best)
+
+
+class FewestInstances:
+    """A stand-in for the measured evaluator: prefers plans with fewer instances."""
+
+    def __init__(self, problem: Problem) -> None:
+        self.seen: list[Candidate] = []
+
+    def evaluate(self, candidate: Candidate) -> float:
+        self.seen.append(candidate)
+        return -float(np.sum(candidate.counts))
+
+
+def test_refine_re_ranks_the_best_candidates_with_an_injected_evaluator() -> None:
+    refiners: list[FewestInstances] = []
+
+    def factory(problem: Problem) -> FewestInstances:
+        refiners.append(FewestInstances(problem))
+        return refiners[-1]
+
+    plan = make_plan(list(IMAGENET), gpus(4), imagenet_profile(), refine_with=factory, refine_top=3)
+
+    (refiner,) = refiners
+    assert len(refiner.seen) == 3
+    assert plan.extra["refined_candidates"] == 3
+    assert plan.extra["refined_throughput"] == max(-np.sum(c.counts) for c in refiner.seen)
+
+
+def test_search_takes_an_injected_evaluator_in_place_of_the_cost_model() -> None:
+    calls = []
+
+    class Counting(CostModelEvaluator):
+        placement_only = False  # also sees instance counts and threads
+
+        def evaluate(self, candidate: Candidate) -> float:
+            calls.append(candidate)
+            return super().evaluate(candidate)
+
+    inventory = Inventory((gpu(0), cpu(cores=4)))
+    profile = Profile({"a": {"V100-16GB": {8: entry(500, 2)}, "cpu": {8: entry(100, 1)}}})
+
+    plan = make_plan(["a"], inventory, profile, evaluator=Counting)
+
+    assert calls
+    assert plan.predicted_throughput == pytest.approx(600.0)
+
+
+def test_twelve_members_on_sixteen_gpus_stay_within_the_lp_budget() -> None:
+    plan = make_plan(list(IMAGENET), gpus(16), imagenet_profile())
+
+    assert_valid(plan, gpus(16), imagenet_profile())
+    assert plan.extra["search"]["lp_solves"] <= 800
+    assert plan.predicted_throughput >= 0.9 * plan.extra["bound"]
+
+
+# ----------------------------------------------------------------------------- plan.json
+
+
+def test_plan_json_carries_design_keys_and_round_trips(tmp_path: Path) -> None:
+    inventory, profile = gpus(2), imagenet_profile(["resnet50", "vgg16"])
+    plan = make_plan(["resnet50", "vgg16"], inventory, profile)
+
+    plan.save(tmp_path / "plan.json")
+    data = json.loads((tmp_path / "plan.json").read_text())
+
+    assert {"allocation", "batch_size", "predicted_throughput"} <= set(data)
+    assert {"bottleneck", "baseline", "bound"} <= set(data)
+    assert Plan.from_json(data).allocation == plan.allocation
+
+
+def test_instance_groups_name_gpu_indices_and_cpu_counts() -> None:
+    inventory = Inventory((gpu(0), gpu(3), cpu()))
+    plan = Plan(
+        allocation={"a": {"gpu3": 2, "cpu": 1}},
+        batch_size={"a": 16},
+        queue_delay_us={"a": 500},
+    )
+
+    assert instance_groups(plan, "a", inventory) == [
+        {"kind": "KIND_GPU", "count": 2, "gpus": [3]},
+        {"kind": "KIND_CPU", "count": 1},
+    ]
+    assert dynamic_batching(plan, "a") == {
+        "preferred_batch_size": [16],
+        "max_queue_delay_microseconds": 500,
+    }
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def write_inputs(tmp_path: Path, giant: bool = False) -> tuple[Path, Path, Path]:
+    """A spec whose model files do not exist (planning must not open them)."""
+    names = ["resnet50", "vgg16"] + (["giant"] if giant else [])
+    spec = tmp_path / "ensemble.yaml"
+    spec.write_text(
+        "name: cnns\nmembers:\n"
+        + "".join(f"  - name: {n}\n    model: missing/{n}.onnx\n" for n in names)
+    )
+    devices = tmp_path / "DEVICES.json"
+    Inventory((gpu(0), gpu(1), cpu(cores=8))).save(devices)
+    profile = imagenet_profile(["resnet50", "vgg16"])
+    if giant:
+        profile.members["giant"] = {"V100-16GB": {1: entry(10, 99)}}
+    profile_path = tmp_path / "profile.json"
+    profile.save(profile_path)
+    return spec, devices, profile_path
+
+
+def test_cli_plan_writes_plan_json_from_devices_and_profile_files(tmp_path: Path) -> None:
+    spec, devices, profile = write_inputs(tmp_path)
+    output = tmp_path / "plan.json"
+
+    args = ["plan", str(spec), "--devices", str(devices), "--profile", str(profile)]
+
+    result = CliRunner().invoke(app, [*args, "-o", str(output)], env={"COLUMNS": "200"})
+
+    assert result.exit_code == 0, result.output
+    data = json.loads(output.read_text())
+    assert set(data["allocation"]) == {"resnet50", "vgg16"}
+    assert data["predicted_throughput"] > 0
+    for shown in ("Allocation", "gpu0", "gpu1", "batch size", "predicted throughput"):
+        assert shown in result.output
+    assert "baseline" in result.output and "bottleneck" in result.output
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    code = "from tritongen.cli import main; main()"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, check=False
+    )
+
+
+def test_cli_plan_exits_2_naming_a_member_that_fits_no_device(tmp_path: Path) -> None:
+    spec, devices, profile = write_inputs(tmp_path, giant=True)
+
+    result = run_cli("plan", str(spec), "--devices", str(devices), "--profile", str(profile))
+
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: giant: needs at least 99.0 GiB")
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_cli_plan_measure_needs_the_model_files_and_says_which(tmp_path: Path) -> None:
+    spec, devices, profile = write_inputs(tmp_path)
+
+    result = run_cli(
+        "plan", str(spec), "--devices", str(devices), "--profile", str(profile), "--measure"
+    )
+
+    assert result.returncode == 2
+    assert "resnet50.onnx not found" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

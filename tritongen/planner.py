@@ -1,0 +1,483 @@
+"""Plan the allocation matrix: worst-fit placement, then a greedy search for throughput.
+
+The search is kept apart from the evaluation (STYLE 7): `greedy` proposes candidates and asks
+an `Evaluator` for each one's throughput. `CostModelEvaluator` answers with DESIGN's base
+model (the time-sharing LP of `tritongen.costmodel`); a measured evaluator (serve the candidate,
+run perf_analyzer) plugs into the same protocol and re-ranks the model's best candidates
+(`make_plan(..., refine_with=...)`).
+
+Everything here works from member names and a profile alone: no model file is opened.
+
+Threads: DESIGN's profile gives a CPU's throughput as one instance using all its cores, and
+the base model time-shares the CPU, so it cannot tell thread counts apart and the search does
+not propose thread moves to it. The plan gives each CPU instance the cores divided evenly
+among the instances on that CPU (so concurrent instances do not oversubscribe it); an
+evaluator that models or measures threads (`placement_only = False`) gets thread moves.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from tritongen.costmodel import EPS, TimeSharing, dual_bound, solve_time_sharing, upper_bound
+from tritongen.devices import Inventory
+from tritongen.errors import PlanError
+from tritongen.moves import neighbours
+from tritongen.plan import Plan
+from tritongen.profile import Profile
+from tritongen.search_space import Candidate, Problem, build_problem
+from tritongen.spec import Spec
+
+__all__ = [
+    "Candidate",
+    "CostModelEvaluator",
+    "Evaluator",
+    "PlanEvaluator",
+    "Problem",
+    "best_batch",
+    "build_problem",
+    "candidate_plan",
+    "greedy",
+    "make_plan",
+    "worst_fit",
+]
+
+MAX_STEPS = 500
+TIE_BREAK = 1e-5  # see CostModelEvaluator
+LP_BUDGET = 600  # further starts stop once this many LPs are solved (~2 ms each)
+MIN_GAIN = 1e-7  # relative: a move must raise throughput by more than this to be taken
+DEFAULT_QUEUE_DELAY_US = 100
+MAX_QUEUE_DELAY_US = 100_000
+
+
+# ---------------------------------------------------------------------------- evaluators
+
+
+class Evaluator(Protocol):
+    """Predicts or measures the ensemble throughput (samples/s) of a candidate."""
+
+    def evaluate(self, candidate: Candidate) -> float: ...
+
+
+class CostModelEvaluator:
+    """DESIGN's base model. Solutions are cached by what the LP sees: placed pairs, batches.
+
+    `tie_break` > 0 scales member m's rates by 1 + tie_break·(m+1): members with equal
+    throughput then never bind together, so adding an instance of the one bottleneck always
+    shows a gain (with exact ties no single move would, and the search would stop early).
+    The search uses it; plans report the unperturbed model.
+    """
+
+    # Only which devices a member is on matters here, not its instance count or threads.
+    placement_only = True
+
+    def __init__(self, problem: Problem, tie_break: float = 0.0) -> None:
+        self.problem = problem
+        self.calls = 0
+        self._scale = 1 + tie_break * np.arange(1, len(problem.members) + 1)[:, None]
+        self._cache: dict[tuple[bytes, tuple[int, ...]], TimeSharing] = {}
+
+    def evaluate(self, candidate: Candidate) -> float:
+        return self.solve(candidate).throughput
+
+    def rates(self, candidate: Candidate) -> np.ndarray:
+        return self.problem.rates(candidate) * self._scale
+
+    def solve(self, candidate: Candidate) -> TimeSharing:
+        placed = np.asarray(candidate.counts) > 0
+        key = (np.packbits(placed).tobytes(), candidate.batch)
+        if key not in self._cache:
+            self.calls += 1
+            self._cache[key] = solve_time_sharing(self.rates(candidate))
+        return self._cache[key]
+
+
+# ---------------------------------------------------------------------------- worst-fit
+
+
+def best_batch(problem: Problem) -> tuple[int, ...]:
+    """Per member, the batch size of its highest single-instance throughput on any device."""
+    return tuple(
+        int(np.unravel_index(np.argmax(problem.rate[m]), problem.rate[m].shape)[1])
+        for m in range(len(problem.members))
+    )
+
+
+def smallest_batch(problem: Problem) -> tuple[int, ...]:
+    """Per member, the batch size of its smallest footprint on any device."""
+    return tuple(
+        int(np.unravel_index(np.argmin(problem.memory[m]), problem.memory[m].shape)[1])
+        for m in range(len(problem.members))
+    )
+
+
+def worst_fit(problem: Problem, batch: Sequence[int]) -> Candidate:
+    """One instance per member, largest member first, onto the device with most free memory.
+
+    When the members do not all fit at the wanted batch sizes, every member steps down one
+    batch size and the packing starts again; a member that fits nowhere at its smallest batch
+    size is a PlanError. GPUs are tried before CPUs: a CPU's memory is host RAM, far larger
+    and far slower, and would otherwise take every member; the greedy search adds CPU
+    instances where they help.
+    """
+    wanted = list(batch)
+    while True:
+        try:
+            return _pack(problem, wanted)
+        except PlanError:
+            if not any(wanted):
+                raise
+            wanted = [max(0, b - 1) for b in wanted]
+
+
+def _pack(problem: Problem, batch: Sequence[int]) -> Candidate:
+    n_members, n_devices = len(problem.members), len(problem.devices)
+    candidate = Candidate(
+        counts=tuple((0,) * n_devices for _ in range(n_members)),
+        batch=tuple(batch),
+        threads=(0,) * n_members,
+    )
+    free = problem.capacity.copy()
+    for m in sorted(range(n_members), key=lambda m: -_footprint(problem, m, batch[m])):
+        b, d = _worst_fit_slot(problem, m, batch[m], free)
+        candidate = candidate.with_batch(m, b).with_count(m, d, 1)
+        free[d] -= problem.memory[m, d, b]
+    return candidate
+
+
+def _footprint(problem: Problem, m: int, b: int) -> float:
+    sizes = problem.memory[m, :, b]
+    return float(sizes[np.isfinite(sizes)].max(initial=0.0))
+
+
+def _worst_fit_slot(problem: Problem, m: int, wanted: int, free: np.ndarray) -> tuple[int, int]:
+    """(batch, device) for member m: the wanted batch or the next smaller that fits somewhere."""
+    kinds_first = sorted({d.kind for d in problem.devices}, key=lambda k: k != "gpu")
+    for b in range(wanted, -1, -1):
+        for kind in kinds_first:
+            slots = [
+                d
+                for d, device in enumerate(problem.devices)
+                if device.kind == kind
+                and problem.allowed(m, d, b)
+                and problem.memory[m, d, b] <= free[d]
+            ]
+            if slots:
+                return b, max(slots, key=lambda d: free[d])
+    raise _does_not_fit(problem, m, free)
+
+
+def _does_not_fit(problem: Problem, m: int, free: np.ndarray) -> PlanError:
+    from tritongen.report import gib
+
+    smallest = float(problem.memory[m].min())
+    d = int(np.argmax(free))
+    device = problem.devices[d]
+    empty = "" if free[d] == problem.capacity[d] else " after placing the larger members"
+    return PlanError(
+        f"{problem.members[m]}: needs at least {gib(smallest)} per instance (its smallest batch "
+        f"size) but the largest free device, {device.id}, has {gib(free[d])} free{empty}; "
+        "add a larger device or profile a smaller batch size"
+    )
+
+
+# ---------------------------------------------------------------------------- greedy search
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    best: Candidate
+    throughput: float
+    steps: list[str]  # the moves taken, in order
+    ranked: list[tuple[float, Candidate]] = field(default_factory=list)  # best first
+
+
+def greedy(
+    problem: Problem,
+    start: Candidate,
+    evaluator: Evaluator,
+    guide: CostModelEvaluator | None = None,
+    max_steps: int = MAX_STEPS,
+    keep: int = 8,
+    budget: int | None = None,
+) -> SearchResult:
+    """Take the best-scoring move until none raises the evaluator's throughput.
+
+    `guide` (the base model) names the bottleneck and prices devices so that moves the LP
+    proves useless are not evaluated; `evaluator` scores the rest. The search stops early
+    once `guide` has solved `budget` LPs in all.
+    """
+    guide = guide or CostModelEvaluator(problem)
+    detailed = not getattr(evaluator, "placement_only", False)
+    current, score = start, evaluator.evaluate(start)
+    seen: dict[Candidate, float] = {current: score}
+    steps: list[str] = []
+    prices = np.eye(len(problem.members))  # unit prices: each member's own capacity
+    for _ in range(max_steps):
+        if budget is not None and guide.calls >= budget:
+            break  # out of LP solves: keep the best so far
+        solution = guide.solve(current)
+        moves = [(n, c) for n, c in neighbours(problem, current, solution, detailed)]
+        if evaluator is guide:  # LP prices bound each neighbour: evaluate best bounds first
+            prices = np.vstack([prices, solution.member_prices])
+            bounds = [dual_bound(guide.rates(c), prices) for _, c in moves]
+        else:
+            bounds = [np.inf] * len(moves)
+        best = _best_move(moves, bounds, seen, evaluator, floor=score * (1 + MIN_GAIN))
+        if best is None:
+            break
+        (name, current), score = best
+        steps.append(name)
+        if evaluator is guide:
+            current = without_idle(current, guide.solve(current))
+            seen[current] = score
+    return SearchResult(current, score, steps, _distinct_best(seen, keep))
+
+
+def _best_move(
+    moves: list[tuple[str, Candidate]],
+    bounds: list[float],
+    seen: dict[Candidate, float],
+    evaluator: Evaluator,
+    floor: float,
+) -> tuple[tuple[str, Candidate], float] | None:
+    """The best-scoring move above `floor`, evaluating moves in decreasing order of bound
+    and stopping once no remaining bound can beat the best found."""
+    best: tuple[tuple[str, Candidate], float] | None = None
+    for bound, move in sorted(zip(bounds, moves, strict=True), key=lambda bm: -bm[0]):
+        if bound <= floor:
+            break
+        neighbour = move[1]
+        if neighbour not in seen:
+            seen[neighbour] = evaluator.evaluate(neighbour)
+        if seen[neighbour] > floor:
+            best, floor = (move, seen[neighbour]), seen[neighbour]
+    return best
+
+
+def without_idle(c: Candidate, s: TimeSharing) -> Candidate:
+    """Drop placements the LP gives no time (X unchanged): their memory is free for later
+    moves. An LP optimum uses at most members + devices placements, so there are many."""
+    if s.throughput <= 0:
+        return c
+    for m, d in zip(*np.nonzero(np.asarray(c.counts)), strict=True):
+        if s.fractions[m, d] <= EPS:
+            c = c.with_count(int(m), int(d), -c.counts[m][d])
+    return c
+
+
+def _distinct_best(seen: dict[Candidate, float], keep: int) -> list[tuple[float, Candidate]]:
+    ordered = sorted(((s, c) for c, s in seen.items()), key=lambda sc: -sc[0])
+    return ordered[:keep]
+
+
+# ---------------------------------------------------------------------------- the plan
+
+EvaluatorSource = Evaluator | Callable[[Problem], Evaluator]
+
+
+class PlanMeasurer(Protocol):
+    """Measures a whole plan (e.g. renders it, serves it, runs perf_analyzer): samples/s."""
+
+    def __call__(self, plan: Plan) -> float: ...
+
+
+class PlanEvaluator:
+    """Adapts a `PlanMeasurer` to the `Evaluator` protocol: candidate → Plan → measurement."""
+
+    def __init__(self, problem: Problem, measure: PlanMeasurer) -> None:
+        self.problem = problem
+        self.measure = measure
+        self._model = CostModelEvaluator(problem)
+
+    def evaluate(self, candidate: Candidate) -> float:
+        return self.measure(candidate_plan(self.problem, candidate, self._model))
+
+
+def make_plan(
+    members: Spec | Sequence[str],
+    inventory: Inventory,
+    profile: Profile,
+    evaluator: EvaluatorSource | None = None,
+    refine_with: EvaluatorSource | None = None,
+    refine_top: int = 3,
+    max_batch_size: int | None = None,
+    budget: int = LP_BUDGET,
+) -> Plan:
+    """Worst-fit, then greedy search; the plan the evaluator (default: base model) rates best.
+
+    `evaluator` and `refine_with` are Evaluators or factories taking the `Problem` (an
+    Evaluator class whose constructor takes the problem is one). With `refine_with`, the
+    `refine_top` best distinct candidates of the search are re-ranked by it (e.g. measured).
+    Searches from further starting points run until `budget` LPs have been solved.
+    """
+    started = time.perf_counter()
+    names, max_batch_size = _member_names(members, max_batch_size)
+    problem = build_problem(names, inventory, profile, max_batch_size)
+    model = CostModelEvaluator(problem)
+    guide = CostModelEvaluator(problem, tie_break=TIE_BREAK)
+    scorer = _bind(evaluator, problem) if evaluator is not None else guide
+    baseline = worst_fit(problem, best_batch(problem))
+    results = []
+    for start in _starts(problem, baseline, model):
+        results.append(greedy(problem, start, scorer, guide, budget=budget))
+        if guide.calls >= budget:
+            break
+    # The search's own scores when it used another evaluator; else the unperturbed model.
+    best = max(
+        results, key=lambda r: r.throughput if scorer is not guide else model.evaluate(r.best)
+    )
+    chosen, extra = best.best, dict[str, Any]()
+    if refine_with is not None:
+        chosen, extra = _refine(problem, results, _bind(refine_with, problem), refine_top)
+    extra |= {
+        "baseline": model.evaluate(baseline),
+        "baseline_allocation": _allocation(problem, baseline),
+        "baseline_batch_size": _batch_sizes(problem, baseline),
+        "bound": upper_bound(names, inventory, profile),
+        "search": {
+            "steps": best.steps,
+            "starts": len(results),
+            "lp_solves": guide.calls + model.calls,
+            "seconds": round(time.perf_counter() - started, 3),
+        },
+    }
+    if scorer is not guide:
+        extra["evaluator_throughput"] = best.throughput
+    return candidate_plan(problem, chosen, model, extra)
+
+
+def _member_names(
+    members: Spec | Sequence[str], max_batch_size: int | None
+) -> tuple[list[str], int | None]:
+    if isinstance(members, Spec):
+        if max_batch_size is None and "max_batch_size" in members.model_fields_set:
+            max_batch_size = members.max_batch_size
+        return [m.name for m in members.members], max_batch_size
+    return list(members), max_batch_size
+
+
+def _bind(source: EvaluatorSource, problem: Problem) -> Evaluator:
+    if isinstance(source, type) or not hasattr(source, "evaluate"):
+        return source(problem)  # a factory, e.g. an Evaluator class taking the problem
+    return source
+
+
+def _starts(problem: Problem, baseline: Candidate, model: CostModelEvaluator) -> list[Candidate]:
+    """Starting points: the baseline, then the others best first. The others are worst-fit
+    and the LP relaxation's packing with every member one, two... batch sizes smaller
+    (smaller footprints leave room for replicas that a search from larger ones cannot make)."""
+    levels = [list(best_batch(problem))]
+    while any(levels[-1]):
+        levels.append([max(0, b - 1) for b in levels[-1]])
+    others: set[Candidate] = set()
+    for wanted in levels:
+        for make in (worst_fit, relaxed_fit):
+            try:
+                others.add(make(problem, wanted))
+            except PlanError:  # the baseline's packing found room; this one need not
+                continue
+    others.discard(baseline)
+    return [baseline, *sorted(others, key=model.evaluate, reverse=True)]
+
+
+def relaxed_fit(problem: Problem, batch: Sequence[int]) -> Candidate:
+    """Pack the placements that the memory-free LP (every member everywhere) works hardest,
+    while they fit; members left without a device then go where worst-fit puts them."""
+    n_members, n_devices = len(problem.members), len(problem.devices)
+    c = Candidate(tuple((0,) * n_devices for _ in range(n_members)), tuple(batch), (0,) * n_members)
+    rates = problem.rate[np.arange(n_members), :, list(batch)]
+    work = solve_time_sharing(rates).fractions * rates
+    for flat in np.argsort(-work, axis=None):
+        m, d = divmod(int(flat), n_devices)
+        if work[m, d] > EPS and problem.fits(grown := c.with_count(m, d, 1)):
+            c = grown
+    for m in range(n_members):
+        if not any(c.counts[m]):
+            b, d = _worst_fit_slot(problem, m, c.batch[m], problem.free_memory(c))
+            c = c.with_batch(m, b).with_count(m, d, 1)
+    return c
+
+
+def _refine(
+    problem: Problem, results: list[SearchResult], refiner: Evaluator, top: int
+) -> tuple[Candidate, dict[str, Any]]:
+    pooled = sorted((sc for r in results for sc in r.ranked), key=lambda sc: -sc[0])
+    shortlist: list[Candidate] = []
+    for _, candidate in pooled:
+        if candidate not in shortlist:
+            shortlist.append(candidate)
+        if len(shortlist) == top:
+            break
+    scored = [(refiner.evaluate(c), c) for c in shortlist]
+    measured, chosen = max(scored, key=lambda sc: sc[0])
+    return chosen, {"refined_throughput": measured, "refined_candidates": len(scored)}
+
+
+def candidate_plan(
+    problem: Problem,
+    candidate: Candidate,
+    model: CostModelEvaluator | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Plan:
+    """The `Plan` of a candidate, its throughput and bottleneck under the base model."""
+    model = model or CostModelEvaluator(problem)
+    solution = model.solve(candidate)
+    return Plan(
+        allocation=_allocation(problem, candidate),
+        batch_size=_batch_sizes(problem, candidate),
+        predicted_throughput=solution.throughput,
+        threads=_threads(problem, candidate),
+        queue_delay_us=_queue_delays(problem, candidate),
+        extra={
+            "bottleneck": problem.members[solution.bottleneck],
+            "model": "base-lp",
+            **(extra or {}),
+        },
+    )
+
+
+def _allocation(problem: Problem, c: Candidate) -> dict[str, dict[str, int]]:
+    return {
+        member: {problem.devices[d].id: n for d, n in enumerate(c.counts[m]) if n}
+        for m, member in enumerate(problem.members)
+    }
+
+
+def _batch_sizes(problem: Problem, c: Candidate) -> dict[str, int]:
+    return {member: problem.batch_sizes[c.batch[m]] for m, member in enumerate(problem.members)}
+
+
+def _threads(problem: Problem, c: Candidate) -> dict[str, int]:
+    """Threads per CPU instance: the search's choice, else the cores shared evenly among the
+    instances on that CPU so that concurrent instances do not oversubscribe it."""
+    threads: dict[str, int] = {}
+    for d, device in enumerate(problem.devices):
+        if device.kind != "cpu":
+            continue
+        instances = sum(row[d] for row in c.counts)
+        for m, member in enumerate(problem.members):
+            if c.counts[m][d]:
+                even = max(1, (device.cores or 1) // instances)
+                chosen = c.threads[m] or even
+                threads[member] = min(threads.get(member, chosen), chosen)
+    return threads
+
+
+def _queue_delays(problem: Problem, c: Candidate) -> dict[str, int]:
+    """Wait for a full batch at most as long as one batch takes on the member's fastest device:
+    a batch then forms while the previous one computes, and latency at most doubles."""
+    delays = {}
+    for m, member in enumerate(problem.members):
+        b = c.batch[m]
+        placed = np.nonzero(c.counts[m])[0]
+        fastest = max(problem.rate[m, d, b] for d in placed)
+        batch_seconds = problem.batch_sizes[b] / fastest
+        delay = round(batch_seconds * 1e6)
+        delays[member] = min(max(delay, DEFAULT_QUEUE_DELAY_US), MAX_QUEUE_DELAY_US)
+    return delays
