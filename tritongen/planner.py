@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from tritongen.costmodel import EPS, TimeSharing, dual_bound, solve_time_sharing, upper_bound
+from tritongen.cpu_serving import spread_on_cpus
 from tritongen.devices import Inventory
 from tritongen.errors import PlanError
 from tritongen.moves import neighbours
@@ -349,7 +350,7 @@ def make_plan(
     }
     if scorer is not guide:
         extra["evaluator_throughput"] = best.throughput
-    return candidate_plan(problem, chosen, model, extra)
+    return spread_on_cpus(candidate_plan(problem, chosen, model, extra), inventory, profile)
 
 
 def _member_names(

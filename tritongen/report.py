@@ -116,7 +116,14 @@ def _summary(plan: Plan) -> Table:
     summary = Table.grid(padding=(0, 2))
     summary.add_column(style="bold")
     summary.add_column()
-    summary.add_row("predicted throughput", f"{plan.predicted_throughput:,.1f} samples/s")
+    summary.add_row(
+        "predicted throughput", f"{plan.predicted_throughput:,.1f} samples/s (base model)"
+    )
+    if plan.extra.get("cpu_serving_model"):
+        served = plan.extra["cpu_serving_model"]
+        summary.add_row(
+            "served on the CPU", f"{served:,.1f} samples/s (one-thread instances, call overhead)"
+        )
     baseline = plan.extra.get("baseline")
     if baseline:
         ratio = plan.predicted_throughput / baseline
