@@ -81,7 +81,6 @@ def _write_all(
     combiner: Combiner,
     target: Target,
 ) -> None:
-    root.chmod(0o755)
     env = _environment()
     for member in ensemble.members:
         _write_member(root, env, ensemble, member, plan, inventory, target)
@@ -92,6 +91,14 @@ def _write_all(
     plan.save(root / "plan.json")
     marker = {"ensemble": ensemble.spec.name, "combiner": combiner.value, "target": target.value}
     (root / MARKER).write_text(json.dumps(marker) + "\n")
+    _restrict_permissions(root)
+
+
+def _restrict_permissions(root: Path) -> None:
+    """Folders 0755, files 0644, whatever the umask: nobody else may rewrite served code."""
+    root.chmod(0o755)
+    for path in root.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
 
 
 def _write_member(
