@@ -17,7 +17,7 @@ with the last one, so start-up allocation is not counted as growth.
 from __future__ import annotations
 
 import argparse
-import csv
+import json
 import re
 import subprocess
 import tempfile
@@ -35,7 +35,7 @@ from tritongen.client import EnsembleClient
 from tritongen.errors import TritongenError
 from tritongen.examples.digits import load_digits_split, write_example
 from tritongen.models import Ensemble
-from tritongen.perf import PerfPoint, perf_analyzer_binary, perf_environment
+from tritongen.perf import perf_analyzer_binary, perf_environment
 from tritongen.pipeline import build
 from tritongen.render import Combiner
 from tritongen.server import EmbeddedServer
@@ -51,9 +51,22 @@ UNSTABLE = "Failed to obtain stable measurement"
 class Counts:
     perf_runs: int = 0
     perf_failures: list[str] = field(default_factory=list)
-    unstable_runs: int = 0
     sampled: int = 0
     sampled_wrong: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SoakResult:
+    model: str
+    sweep: list[tuple[int, float]]  # (concurrency, requests/s)
+    saturating: int
+    concurrency: int
+    elapsed_s: float
+    served: int  # Triton's success counter over the soak
+    failed: int  # Triton's failure counter over the soak
+    counts: Counts
+    memory: dict[int, MemorySeries]
+    ready_at_end: bool
 
 
 @dataclass
@@ -86,54 +99,60 @@ class Reference:
         return np.mean(outputs, axis=0)
 
 
-def run_perf(url: str, model: str, concurrency: int, interval_ms: int) -> PerfPoint:
-    """One perf_analyzer run (gRPC, batch 1, 3 windows); raises TritongenError if it fails."""
-    with tempfile.TemporaryDirectory() as tmp:
-        report = Path(tmp) / "perf.csv"
-        command = [
-            str(perf_analyzer_binary()), "-m", model, "-u", url, "-i", "grpc",
-            "--concurrency-range", f"{concurrency}:{concurrency}",
-            "--measurement-interval", str(interval_ms), "--max-trials", "3",
-            "--stability-percentage", str(LOOSE), "--percentile", "99", "-f", str(report),
-        ]  # fmt: skip
-        result = subprocess.run(
-            command, capture_output=True, text=True, timeout=600, env=perf_environment()
-        )
-        if result.returncode != 0 or not report.exists():
-            tail = " ".join((result.stdout + result.stderr).split()[-60:])
-            raise TritongenError(f"perf_analyzer failed (exit {result.returncode}): {tail}")
-        row = next(csv.DictReader(report.read_text().splitlines()))
-    # perf_analyzer's CSV has no "Avg latency" column when --percentile is given.
-    return PerfPoint(
-        concurrency=int(row["Concurrency"]),
-        throughput=float(row["Inferences/Second"]),
-        p50_ms=float(row["p50 latency"]) / 1000,
-        p90_ms=float(row["p90 latency"]) / 1000,
-        p99_ms=float(row["p99 latency"]) / 1000,
-        avg_ms=float("nan"),
+def write_input_data(rows: np.ndarray, path: Path) -> Path:
+    """perf_analyzer's --input-data file: real digits (its random bytes would be NaN or Inf
+    as often as not, which the server rightly refuses)."""
+    path.write_text(json.dumps({"data": [{"INPUT": row.tolist()} for row in rows]}))
+    return path
+
+
+def run_perf(url: str, model: str, concurrency: int, interval_ms: int, data: Path) -> str | None:
+    """One perf_analyzer run (gRPC, batch 1, 3 windows): None when every request succeeded,
+    else the end of its output. A run that only failed to call itself stable succeeded."""
+    command = [
+        str(perf_analyzer_binary()), "-m", model, "-u", url, "-i", "grpc",
+        "--concurrency-range", f"{concurrency}:{concurrency}",
+        "--measurement-interval", str(interval_ms), "--max-trials", "3",
+        "--stability-percentage", str(LOOSE), "--input-data", str(data),
+    ]  # fmt: skip
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=600, env=perf_environment()
     )
+    output = result.stdout + result.stderr
+    if result.returncode == 0 or (UNSTABLE in output and "error" not in output.lower()):
+        return None
+    return " ".join(output.split()[-60:])
 
 
-def saturating_concurrency(url: str, model: str) -> tuple[int, list[PerfPoint]]:
+def throughput_at(url: str, metrics_url: str, model: str, concurrency: int, data: Path) -> float:
+    """Requests per second that the server itself counted during one perf_analyzer run."""
+    before, started = server_counts(metrics_url, model), time.monotonic()
+    failure = run_perf(url, model, concurrency, 4000, data)
+    if failure:
+        raise TritongenError(f"perf_analyzer failed at concurrency {concurrency}: {failure}")
+    return (server_counts(metrics_url, model)[0] - before[0]) / (time.monotonic() - started)
+
+
+def saturating_concurrency(
+    url: str, metrics_url: str, model: str, data: Path
+) -> tuple[int, list[tuple[int, float]]]:
     """The concurrency after which doubling it no longer raises throughput by 10%."""
-    points: list[PerfPoint] = []
+    sweep: list[tuple[int, float]] = []
     for concurrency in SWEEP:
-        points.append(run_perf(url, model, concurrency, interval_ms=4000))
-        if len(points) > 1 and points[-1].throughput < RISE * points[-2].throughput:
-            return points[-2].concurrency, points
-    return points[-1].concurrency, points
+        sweep.append((concurrency, throughput_at(url, metrics_url, model, concurrency, data)))
+        if len(sweep) > 1 and sweep[-1][1] < RISE * sweep[-2][1]:
+            return sweep[-2][0], sweep
+    return sweep[-1][0], sweep
 
 
-def drive_load(url: str, model: str, concurrency: int, deadline: float, counts: Counts) -> None:
+def drive_load(
+    url: str, model: str, concurrency: int, data: Path, deadline: float, counts: Counts
+) -> None:
     """perf_analyzer runs back to back until `deadline`."""
     while time.monotonic() < deadline:
-        try:
-            run_perf(url, model, concurrency, WINDOW_MS)
-        except (TritongenError, OSError) as exc:
-            if UNSTABLE in str(exc):  # the load ran; perf_analyzer only refused a verdict
-                counts.unstable_runs += 1
-            else:
-                counts.perf_failures.append(str(exc)[:300])
+        failure = run_perf(url, model, concurrency, WINDOW_MS, data)
+        if failure:
+            counts.perf_failures.append(failure)
         counts.perf_runs += 1
 
 
@@ -161,7 +180,13 @@ def sample_memory(server_pid: int, series: dict[int, MemorySeries], elapsed: flo
         series.setdefault(pid, MemorySeries(label)).samples.append((elapsed, rss))
 
 
-def check_sample(client: EnsembleClient, reference: Reference, pool: np.ndarray, rng: np.random.Generator, counts: Counts) -> None:
+def check_sample(
+    client: EnsembleClient,
+    reference: Reference,
+    pool: np.ndarray,
+    rng: np.random.Generator,
+    counts: Counts,
+) -> None:
     rows = int(rng.integers(1, 33))
     batch = pool[rng.choice(len(pool), rows, replace=False)]
     counts.sampled += 1
@@ -193,16 +218,17 @@ def soak(args: argparse.Namespace, root: Path) -> str:
     model = ensemble.spec.name
     reference = Reference(ensemble)
     pool = load_digits_split().test_x
+    data = write_input_data(pool[:200], root / "perf_input.json")
     with EmbeddedServer(repository, log_path=root / "tritonserver.log") as server:
-        saturating, sweep = saturating_concurrency(server.grpc_url, model)
         metrics_url = f"127.0.0.1:{server.metrics_port}"
+        saturating, sweep = saturating_concurrency(server.grpc_url, metrics_url, model, data)
         before = server_counts(metrics_url, model)
         counts, series = Counts(), {}
         concurrency = 2 * saturating
         started = time.monotonic()
         deadline = started + args.duration_s
         load = threading.Thread(
-            target=drive_load, args=(server.grpc_url, model, concurrency, deadline, counts)
+            target=drive_load, args=(server.grpc_url, model, concurrency, data, deadline, counts)
         )
         load.start()
         client = EnsembleClient(server.http_url, model)
@@ -220,16 +246,20 @@ def soak(args: argparse.Namespace, root: Path) -> str:
         elapsed = time.monotonic() - started
         after = server_counts(metrics_url, model)
         ready = server.is_ready()
-    ok, failed = after[0] - before[0], after[1] - before[1]
-    return render_report(args, model, sweep, saturating, concurrency, elapsed, ok, failed, counts, series, ready)
+    served, failed = after[0] - before[0], after[1] - before[1]
+    result = SoakResult(
+        model, sweep, saturating, concurrency, elapsed, served, failed, counts, series, ready
+    )
+    return render_report(args, result)
 
 
-def render_report(args, model, sweep, saturating, concurrency, elapsed, ok, failed, counts, series, ready) -> str:  # noqa: PLR0913
-    errors = failed + len(counts.perf_failures) + len(counts.sampled_wrong)
+def render_report(args: argparse.Namespace, r: SoakResult) -> str:
+    counts, series = r.counts, r.memory
+    errors = r.failed + len(counts.perf_failures) + len(counts.sampled_wrong)
     growths = {pid: s.growth(args.warmup_s) for pid, s in series.items()}
     worst = max(g[2] for g in growths.values())
     lines = [
-        f"# Soak: `{model}` ({args.combiner} combiner) at twice its saturating concurrency",
+        f"# Soak: `{r.model}` ({args.combiner} combiner) at twice its saturating concurrency",
         "",
         f"Command: `PYTHONPATH=. .venv/bin/python benchmarks/soak.py --duration-s {args.duration_s} "
         f"--combiner {args.combiner}` on a shared 2-core CPU machine (embedded tritonserver 2.51,"
@@ -237,21 +267,21 @@ def render_report(args, model, sweep, saturating, concurrency, elapsed, ok, fail
         "",
         "## Result",
         "",
-        f"- duration under load: **{elapsed:.0f} s** at concurrency **{concurrency}** "
-        f"(saturating concurrency {saturating}), {counts.perf_runs} back-to-back perf_analyzer runs",
-        f"- requests served (Triton's counter): **{ok}**, failed: **{failed}**",
+        f"- duration under load: **{r.elapsed_s:.0f} s** at concurrency **{r.concurrency}** "
+        f"(saturating concurrency {r.saturating}), {counts.perf_runs} back-to-back perf_analyzer runs",
+        f"- requests served (Triton's counter): **{r.served}**, failed: **{r.failed}**",
         f"- perf_analyzer runs that failed: **{len(counts.perf_failures)}**",
         f"- sampled requests checked against the onnxruntime+numpy reference: **{counts.sampled}**,"
         f" wrong or failed: **{len(counts.sampled_wrong)}**",
-        f"- errors in total: **{errors}**; server ready at the end: **{ready}**",
+        f"- errors in total: **{errors}**; server ready at the end: **{r.ready_at_end}**",
         f"- largest resident-memory growth after the {args.warmup_s:.0f} s warm-up: "
         f"**{worst:+.2f}%** (limit 5%)",
         "",
-        "## Saturation sweep (perf_analyzer, gRPC, batch 1)",
+        "## Saturation sweep (perf_analyzer, gRPC, batch 1; requests/s counted by the server)",
         "",
-        "| concurrency | throughput (infer/s) | p50 ms | p99 ms |",
-        "|---|---|---|---|",
-        *(f"| {p.concurrency} | {p.throughput:.1f} | {p.p50_ms:.2f} | {p.p99_ms:.2f} |" for p in sweep),
+        "| concurrency | throughput (requests/s) |",
+        "|---|---|",
+        *(f"| {c} | {t:.1f} |" for c, t in r.sweep),
         "",
         f"## Resident memory (RSS), first sample after {args.warmup_s:.0f} s vs last",
         "",
@@ -263,7 +293,10 @@ def render_report(args, model, sweep, saturating, concurrency, elapsed, ok, fail
         lines.append(
             f"| {s.label} | {first / 2**20:.1f} | {last / 2**20:.1f} | {growth:+.2f}% | {len(s.samples)} |"
         )
-    for title, items in (("perf_analyzer failures", counts.perf_failures), ("wrong samples", counts.sampled_wrong)):
+    for title, items in (
+        ("perf_analyzer failures", counts.perf_failures),
+        ("wrong samples", counts.sampled_wrong),
+    ):
         if items:
             lines += ["", f"## {title}", "", *(f"- {item}" for item in items[:20])]
     return "\n".join(lines) + "\n"

@@ -377,8 +377,6 @@ def test_rendered_files_are_not_world_writable_even_with_umask_0(
 
 # --- requests that do not fit the model -----------------------------------------------------
 
-pytestmark_server = pytest.mark.server
-
 
 def _http_error(url: str, model: str, array: np.ndarray, datatype: str) -> tuple[str, str]:
     client = httpclient.InferenceServerClient(url)
