@@ -80,7 +80,9 @@ def faulty_model(path: Path, seed: int) -> Path:
     return path
 
 
-def _topological(nodes: list[onnx.NodeProto], constants: dict[str, np.ndarray]) -> list[onnx.NodeProto]:
+def _topological(
+    nodes: list[onnx.NodeProto], constants: dict[str, np.ndarray]
+) -> list[onnx.NodeProto]:
     """Order nodes so each comes after the producers of its inputs (ONNX requires it)."""
     produced = {"x", *constants}
     ordered, pending = [], list(nodes)
@@ -121,7 +123,9 @@ def write_slow_wrapper(version_dir: Path, seconds: float = SLOW_SECONDS) -> None
     (version_dir / "model.py").write_text(code)
 
 
-def marked_rows(count: int, seed: int, column: int | None = None, rows: tuple[int, ...] = (0,)) -> np.ndarray:
+def marked_rows(
+    count: int, seed: int, column: int | None = None, rows: tuple[int, ...] = (0,)
+) -> np.ndarray:
     """`count` standard-normal rows; `rows` of them carry the marker in `column`."""
     batch = np.random.default_rng(seed).standard_normal((count, FEATURES)).astype(np.float32)
     if column is not None:

@@ -5,8 +5,11 @@ answered by the members that did answer, as `ANSWERED` says), and later requests
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +20,7 @@ import numpy as np
 import psutil
 import pytest
 import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from tests.conftest import WEIGHTS, spec_data, write_spec
@@ -92,7 +96,9 @@ def ask(server: EmbeddedServer, model: str, batch: np.ndarray) -> dict[str, np.n
         client.close()
 
 
-def expected(members: list[Path], batch: np.ndarray, which: tuple[int, ...] = (0, 1, 2)) -> np.ndarray:
+def expected(
+    members: list[Path], batch: np.ndarray, which: tuple[int, ...] = (0, 1, 2)
+) -> np.ndarray:
     chosen = [members[i] for i in which]
     weights = [WEIGHTS[i] for i in which]
     return reference_combine(member_outputs(chosen, batch), "mean", "softmax", weights)
@@ -246,14 +252,20 @@ def test_killed_member_process_fails_in_flight_requests_only_and_is_restarted(
     fault_server: EmbeddedServer, members: list[Path]
 ) -> None:
     victim = stub_pid(fault_server, "slow")
-    with ThreadPoolExecutor(max_workers=1) as pool, Load(fault_server, members, ["ens", "bls_all"]) as load:
+    with (
+        ThreadPoolExecutor(max_workers=1) as pool,
+        Load(fault_server, members, ["ens", "bls_all"]) as load,
+    ):
         in_flight = pool.submit(_outcome, fault_server, "ens", marked_rows(1, 7, SLOW_COLUMN))
         time.sleep(1.0)  # the slow request is now inside the member, asleep
         os.kill(victim, signal.SIGKILL)
         killed_at = time.monotonic()
         assert isinstance(in_flight.result(timeout=60), InferenceServerException)
         deadline = killed_at + 90
-        while time.monotonic() < deadline and len([t for t in load.successes if t > killed_at + 1]) < 10:
+        while (
+            time.monotonic() < deadline
+            and len([t for t in load.successes if t > killed_at + 1]) < 10
+        ):
             time.sleep(0.5)
     assert not load.wrong, load.wrong
     assert len([t for t in load.successes if t > killed_at + 1]) >= 10, load.failures[-3:]
@@ -263,3 +275,71 @@ def test_killed_member_process_fails_in_flight_requests_only_and_is_restarted(
     assert stub_pid(fault_server, "slow") != victim  # reloaded: a new process
     for model in COMBINED:
         assert_healthy(fault_server, members, model)
+
+
+def test_background_server_has_a_watchdog_that_reloads_a_killed_member(
+    members: list[Path], tmp_path: Path
+) -> None:
+    ensemble = load_ensemble(load_spec(write_spec(tmp_path, spec_data(members[:1], name="solo"))))
+    inventory = detect_devices()
+    repo = render_repository(ensemble, default_plan(ensemble, inventory), inventory, tmp_path / "r")
+    command = [sys.executable, "-c", "from tritongen.cli import main; main()", "serve", str(repo)]
+    started = subprocess.run(
+        [*command, "--background"], capture_output=True, text=True, timeout=180
+    )
+    assert started.returncode == 0, started.stderr
+    info = json.loads(started.stdout.strip().splitlines()[-1])
+    server = psutil.Process(info["pid"])
+    watchdogs = [p for p in psutil.process_iter(["cmdline"]) if _watches(p, info["pid"])]
+    try:
+        assert len(watchdogs) == 1
+        victim = _stubs_of(server, "linear")[0]
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and _stubs_of(server, "linear") in ([], [victim]):
+            time.sleep(0.5)
+        assert _stubs_of(server, "linear") not in ([], [victim])
+        url = f"127.0.0.1:{info['http_port']}"
+        _wait_until_answers(url, "solo", members[:1])
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(60)
+    psutil.wait_procs(watchdogs, timeout=10)
+    assert not [p for p in watchdogs if p.is_running()]  # it ended with the server
+
+
+def _watches(process: psutil.Process, server_pid: int) -> bool:
+    command = process.info["cmdline"] or []
+    return "tritongen.watchdog" in command and str(server_pid) in command
+
+
+def _stubs_of(server: psutil.Process, model: str) -> list[int]:
+    needle = f"/{model}/1/model.py"
+    found = []
+    for child in server.children(recursive=True):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE and any(needle in p for p in child.cmdline()):
+                found.append(child.pid)
+        except psutil.Error:
+            continue
+    return found
+
+
+def _wait_until_answers(url: str, model: str, members: list[Path]) -> None:
+    batch = marked_rows(2, seed=8)
+    deadline = time.monotonic() + 60
+    while True:
+        client = httpclient.InferenceServerClient(url)
+        tensor = httpclient.InferInput("INPUT", list(batch.shape), "FP32")
+        tensor.set_data_from_numpy(batch)
+        try:
+            got = client.infer(model, [tensor]).as_numpy("OUTPUT")
+            break
+        except InferenceServerException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+        finally:
+            client.close()
+    want = reference_combine(member_outputs(members, batch), "mean", "softmax", WEIGHTS[:1])
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

@@ -215,12 +215,28 @@ class EmbeddedServer:
         except BaseException:
             self.stop()
             raise
-        if self.use_watchdog and not detach:
+        if self.use_watchdog and detach:
+            self._spawn_watchdog()
+        elif self.use_watchdog:
             explicit = self.model_control
             self.watchdog = Watchdog(
                 self.pid, self.http_url, self.repository, explicit=explicit
             ).start()
         return self
+
+    def _spawn_watchdog(self) -> None:
+        """The watchdog as a detached process: this one is about to exit (`--background`)."""
+        command = [
+            sys.executable, "-m", "tritongen.watchdog", "--pid", str(self.pid),
+            "--http-url", self.http_url, "--repository", str(self.repository),
+            *(["--explicit"] if self.model_control else []),
+        ]  # fmt: skip
+        assert self.log_path is not None
+        with open(self.log_path, "ab") as log:
+            subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )  # fmt: skip
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """SIGTERM, wait for the models to unload, then SIGKILL if it will not go."""

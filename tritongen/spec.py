@@ -83,6 +83,7 @@ class Spec(_Strict):
     max_batch_size: int = Field(default=32, ge=1, le=4096)
     devices: str = "auto"
     # BLS combiner only: answer from the members that replied when some fail or are late.
+    # Defaults: every member must answer (min_members = all), and no timeout.
     min_members: int | None = Field(default=None, ge=1)
     member_timeout_ms: int | None = Field(default=None, ge=1)
     source: Path = Field(default=Path("ensemble.yaml"), exclude=True)

@@ -14,6 +14,7 @@ and, when one has fewer than it started with, has Triton reload that model:
 
 from __future__ import annotations
 
+import argparse
 import logging
 import threading
 import time
@@ -113,3 +114,21 @@ def live_stubs(server_pid: int) -> Counter[str]:
         if len(command) > 1 and command[0].endswith(STUB):
             counts[Path(command[1]).parent.parent.name] += 1  # .../MODEL/VERSION/model.py
     return counts
+
+
+def main() -> None:
+    """`python -m tritongen.watchdog`: the watchdog of a server started with --background,
+    as a process of its own; it ends when the server does."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--pid", type=int, required=True)
+    parser.add_argument("--http-url", required=True)
+    parser.add_argument("--repository", type=Path, required=True)
+    parser.add_argument("--explicit", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(format="%(asctime)s tritongen-watchdog %(levelname)s %(message)s")
+    watchdog = Watchdog(args.pid, args.http_url, args.repository, explicit=args.explicit)
+    watchdog.start()._thread.join()
+
+
+if __name__ == "__main__":
+    main()
