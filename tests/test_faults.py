@@ -268,6 +268,7 @@ def test_killed_member_process_fails_in_flight_requests_only_and_is_restarted(
         ):
             time.sleep(0.5)
     assert not load.wrong, load.wrong
+    assert all("slow" in message for message in load.failures), load.failures  # only its requests
     assert len([t for t in load.successes if t > killed_at + 1]) >= 10, load.failures[-3:]
     assert fault_server.is_ready()
     assert fault_server.watchdog is not None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import compileall
 import contextlib
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -25,7 +26,7 @@ from pathlib import Path
 from types import TracebackType
 
 from tritongen.errors import ServerError
-from tritongen.watchdog import Watchdog
+from tritongen.watchdog import Watchdog, live_stubs
 
 LOOPBACK = "127.0.0.1"
 POLL_SECONDS = 2  # repository poll period: how soon a model marked by the watchdog reloads
@@ -229,6 +230,7 @@ class EmbeddedServer:
         command = [
             sys.executable, "-m", "tritongen.watchdog", "--pid", str(self.pid),
             "--http-url", self.http_url, "--repository", str(self.repository),
+            "--expected", json.dumps(live_stubs(self.pid)),
             *(["--explicit"] if self.model_control else []),
         ]  # fmt: skip
         assert self.log_path is not None
@@ -288,11 +290,11 @@ class EmbeddedServer:
         return port
 
     def _command(self, install: TritonInstall, backends: Path) -> list[str]:
-        for name in self.ports:
-            if self.ports[name] is None:
+        for name, port in self.ports.items():
+            if port is None:
                 self.ports[name] = free_port(self.host)
             else:
-                check_port_free(self.host, self.ports[name], f"--{name}-port")
+                check_port_free(self.host, port, f"--{name}-port")
         return [
             str(install.binary),
             f"--model-repository={self.repository}",

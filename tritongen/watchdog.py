@@ -15,6 +15,7 @@ and, when one has fewer than it started with, has Triton reload that model:
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import threading
 import time
@@ -41,6 +42,7 @@ class Watchdog:
         repository: Path,
         *,
         explicit: bool,
+        expected: dict[str, int] | None = None,
         interval_s: float = 1.0,
     ) -> None:
         self.server_pid = server_pid
@@ -48,7 +50,8 @@ class Watchdog:
         self.repository = repository
         self.explicit = explicit
         self.interval_s = interval_s
-        self.expected = live_stubs(server_pid)  # model -> stub processes once ready
+        # model -> stub processes once the server was ready
+        self.expected = Counter(expected) if expected is not None else live_stubs(server_pid)
         self.reloads: list[tuple[float, str]] = []  # (monotonic time, model) of each reload
         self._asked: dict[str, float] = {}
         self._stop = threading.Event()
@@ -66,7 +69,9 @@ class Watchdog:
     def check_once(self) -> list[str]:
         """Ask Triton to reload every model with fewer live stubs than at start."""
         now, alive = time.monotonic(), live_stubs(self.server_pid)
-        reloaded = []
+        reloaded: list[str] = []
+        if all(alive[m] >= n for m, n in self.expected.items()) or not self._server_ready():
+            return reloaded  # nothing died, or the server is stopping (it unloads everything)
         for model, count in self.expected.items():
             recent = now - self._asked.get(model, -RELOAD_GRACE_S) < RELOAD_GRACE_S
             if alive[model] < count and not recent and self._reload(model):
@@ -83,6 +88,14 @@ class Watchdog:
                 return
             except Exception:  # the watchdog must outlive any surprise
                 log.exception("watchdog check failed")
+
+    def _server_ready(self) -> bool:
+        try:
+            url = f"http://{self.http_url}/v2/health/ready"
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
 
     def _reload(self, model: str) -> bool:
         log.warning("a Python-backend process of model %s died: reloading the model", model)
@@ -124,9 +137,12 @@ def main() -> None:
     parser.add_argument("--http-url", required=True)
     parser.add_argument("--repository", type=Path, required=True)
     parser.add_argument("--explicit", action="store_true")
+    parser.add_argument("--expected", type=json.loads, help='{"model": stubs} when ready')
     args = parser.parse_args()
     logging.basicConfig(format="%(asctime)s tritongen-watchdog %(levelname)s %(message)s")
-    watchdog = Watchdog(args.pid, args.http_url, args.repository, explicit=args.explicit)
+    watchdog = Watchdog(
+        args.pid, args.http_url, args.repository, explicit=args.explicit, expected=args.expected
+    )
     watchdog.start()._thread.join()
 
 
