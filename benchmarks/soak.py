@@ -17,6 +17,7 @@ with the last one, so start-up allocation is not counted as growth.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import subprocess
@@ -24,6 +25,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,7 +42,7 @@ from tritongen.pipeline import build
 from tritongen.render import Combiner
 from tritongen.server import EmbeddedServer
 
-SWEEP = [1, 2, 4, 8, 16, 32]
+SWEEP = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 RISE = 1.10  # a doubling of concurrency that gains less than 10% means saturation
 WINDOW_MS = 20_000  # one perf_analyzer run = 3 windows of this length
 LOOSE = 1000  # stability %: a shared machine is never "stable"; we want load, not a verdict
@@ -210,6 +212,26 @@ def server_counts(metrics_url: str, model: str) -> tuple[int, int]:
     return values[0], values[1]
 
 
+def watch(
+    load: threading.Thread,
+    server_pid: int,
+    sample_every_s: float,
+    series: dict[int, MemorySeries],
+    check: Callable[[], None],
+) -> None:
+    """While `load` runs: a sampled request checked every second, memory every few."""
+    started = next_memory = time.monotonic()
+    while load.is_alive():
+        now = time.monotonic()
+        if now >= next_memory:
+            sample_memory(server_pid, series, now - started)
+            next_memory += sample_every_s
+        check()
+        time.sleep(1.0)
+    load.join()
+    sample_memory(server_pid, series, time.monotonic() - started)
+
+
 def soak(args: argparse.Namespace, root: Path) -> str:
     spec = root / "digits" / "ensemble.yaml"
     if not spec.is_file():  # training takes minutes on a busy machine: reuse a --workdir
@@ -223,7 +245,7 @@ def soak(args: argparse.Namespace, root: Path) -> str:
         metrics_url = f"127.0.0.1:{server.metrics_port}"
         saturating, sweep = saturating_concurrency(server.grpc_url, metrics_url, model, data)
         before = server_counts(metrics_url, model)
-        counts, series = Counts(), {}
+        counts, series, rng = Counts(), {}, np.random.default_rng(0)
         concurrency = 2 * saturating
         started = time.monotonic()
         deadline = started + args.duration_s
@@ -232,17 +254,8 @@ def soak(args: argparse.Namespace, root: Path) -> str:
         )
         load.start()
         client = EnsembleClient(server.http_url, model)
-        rng = np.random.default_rng(0)
-        next_memory = started
-        while load.is_alive():
-            now = time.monotonic()
-            if now >= next_memory:
-                sample_memory(server.pid, series, now - started)
-                next_memory += args.sample_every_s
-            check_sample(client, reference, pool, rng, counts)
-            time.sleep(1.0)
-        load.join()
-        sample_memory(server.pid, series, time.monotonic() - started)
+        check = functools.partial(check_sample, client, reference, pool, rng, counts)
+        watch(load, server.pid, args.sample_every_s, series, check)
         elapsed = time.monotonic() - started
         after = server_counts(metrics_url, model)
         ready = server.is_ready()
@@ -258,6 +271,8 @@ def render_report(args: argparse.Namespace, r: SoakResult) -> str:
     errors = r.failed + len(counts.perf_failures) + len(counts.sampled_wrong)
     growths = {pid: s.growth(args.warmup_s) for pid, s in series.items()}
     worst = max(g[2] for g in growths.values())
+    rising = r.sweep[-1][0] == SWEEP[-1] and r.sweep[-1][1] >= RISE * r.sweep[-2][1]
+    ceiling = ": the sweep's largest, throughput still rising" if rising else ""
     lines = [
         f"# Soak: `{r.model}` ({args.combiner} combiner) at twice its saturating concurrency",
         "",
@@ -268,7 +283,8 @@ def render_report(args: argparse.Namespace, r: SoakResult) -> str:
         "## Result",
         "",
         f"- duration under load: **{r.elapsed_s:.0f} s** at concurrency **{r.concurrency}** "
-        f"(saturating concurrency {r.saturating}), {counts.perf_runs} back-to-back perf_analyzer runs",
+        f"(saturating concurrency {r.saturating}{ceiling}), {counts.perf_runs} back-to-back "
+        "perf_analyzer runs",
         f"- requests served (Triton's counter): **{r.served}**, failed: **{r.failed}**",
         f"- perf_analyzer runs that failed: **{len(counts.perf_failures)}**",
         f"- sampled requests checked against the onnxruntime+numpy reference: **{counts.sampled}**,"
