@@ -38,7 +38,7 @@ from tritongen.devices import detect_devices
 from tritongen.models import load_ensemble
 from tritongen.plan import default_plan
 from tritongen.render import Combiner, render_repository
-from tritongen.server import EmbeddedServer
+from tritongen.server import POLL_SECONDS, EmbeddedServer
 from tritongen.spec import load_spec
 
 pytestmark = pytest.mark.server
@@ -118,6 +118,14 @@ def test_healthy_rows_match_the_reference_with_faulty_members_present(
     fault_server: EmbeddedServer, members: list[Path], model: str
 ) -> None:
     assert_healthy(fault_server, members, model)
+
+
+def test_serving_makes_the_repository_poller_reload_nothing(fault_server: EmbeddedServer) -> None:
+    """The stubs' own __pycache__ would look like a change to the poller (see precompile)."""
+    time.sleep(2 * POLL_SECONDS + 1)
+    log = fault_server.log_text()
+    for model in ("linear", "faulty", "slow", "ens_combine", "bls_all", "bls_two"):
+        assert log.count(f"successfully loaded '{model}'") == 1, model
 
 
 @pytest.mark.parametrize("model", EVERY_MEMBER_NEEDED)
