@@ -198,7 +198,7 @@ def check_sample(
     counts.sampled += 1
     try:
         got = client.infer(batch)
-    except TritongenError as exc:
+    except (TritongenError, OSError) as exc:  # OSError: the server is gone
         counts.sampled_wrong.append(f"request failed: {exc}"[:300])
         return
     if not np.allclose(got, reference(batch), rtol=1e-4, atol=1e-5):
@@ -261,8 +261,8 @@ def soak(args: argparse.Namespace, root: Path) -> str:
         check = functools.partial(check_sample, client, reference, pool, rng, counts)
         watch(load, server.pid, args.sample_every_s, series, check)
         elapsed = time.monotonic() - started
-        after = server_counts(metrics_url, model)
         ready = server.is_ready()
+        after = server_counts(metrics_url, model) if ready else before  # dead: counters lost
     served, failed = after[0] - before[0], after[1] - before[1]
     result = SoakResult(
         model, sweep, saturating, concurrency, elapsed, served, failed, counts, series, ready
