@@ -18,7 +18,11 @@ from combine import make_combiner, non_finite_rows
 
 
 class MemberFailed(Exception):
-    pass
+    """A member answered with an error (a retry with fewer requests may succeed)."""
+
+
+class MemberLate(Exception):
+    """A member gave no answer within member_timeout_ms."""
 
 
 class TritonPythonModel:
@@ -31,9 +35,9 @@ class TritonPythonModel:
         )
         self.rule, self.transform = params["rule"], params["transform"]
         self.min_members = int(params.get("min_members") or len(self.members))
-        timeout_ms = int(params.get("member_timeout_ms") or 0)
-        self.timeout_s = timeout_ms / 1000 if timeout_ms else None
+        self.timeout_ms = int(params.get("member_timeout_ms") or 0)
         self.output_dtype = pb_utils.triton_string_to_numpy(config["output"][0]["data_type"])
+        self.subset_combiners = {}
         self.remote = None
         if any(m.get("url") for m in self.members):
             # Rendered only for members served by another tritonserver; needs tritonclient[grpc].
@@ -44,57 +48,105 @@ class TritonPythonModel:
     async def execute(self, requests):
         arrays = [pb_utils.get_input_tensor_by_name(r, "INPUT").as_numpy() for r in requests]
         batch = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
-        results = await asyncio.gather(
-            *(self._infer(member, batch) for member in self.members), return_exceptions=True
-        )
-        answered = [not isinstance(r, BaseException) for r in results]
-        if sum(answered) < self.min_members:
-            failures = "; ".join(
-                f"{m['name']}: {r}"
-                for m, r in zip(self.members, results, strict=False)
-                if isinstance(r, BaseException)
-            )
-            error = pb_utils.TritonError(
-                f"{sum(answered)} of {len(self.members)} members answered, "
-                f"{self.min_members} needed ({failures})"
-            )
-            return [pb_utils.InferenceResponse(error=error) for _ in requests]
-        outputs = [r for r in results if not isinstance(r, BaseException)]
-        combine = self.combine if all(answered) else self._combiner_for(answered)
-        combined = combine(np.stack(outputs)).astype(self.output_dtype, copy=False)
-        mask = np.tile(np.asarray(answered, dtype=np.bool_), (len(batch), 1))
-        return self._responses(arrays, combined, mask)
+        results = await self._ask_members(batch)
+        if len(arrays) > 1 and any(isinstance(r, MemberFailed) for r in results):
+            # One request may have made a member fail: ask again for each request alone.
+            retried = await asyncio.gather(*(self._ask_members(a) for a in arrays))
+            return [self._responses([a], r)[0] for a, r in zip(arrays, retried, strict=True)]
+        return self._responses(arrays, results)
 
-    def _responses(self, arrays, combined, mask):
+    async def _ask_members(self, batch):
+        """Each member's output for `batch`, or the exception that stands for its failure."""
+        calls = (self._infer(member, batch) for member in self.members)
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    def _responses(self, arrays, results):
+        """One response per request: the combination of the members that answered its rows
+        (`ANSWERED` says which), or an error naming the members that did not."""
+        if all(isinstance(r, BaseException) for r in results):
+            error = pb_utils.TritonError(self._failure(results, None))
+            return [pb_utils.InferenceResponse(error=error) for _ in arrays]
+        outputs, answered = self._member_rows(results)
+        combined = self._combine_rows(outputs, answered).astype(self.output_dtype, copy=False)
         bad = non_finite_rows(combined)
         responses, start = [], 0
         for array in arrays:
             stop = start + len(array)
             if bad[start:stop].any():
-                error = pb_utils.TritonError("a member returned NaN or Inf for this request")
+                error = pb_utils.TritonError(self._failure(results, answered[start:stop]))
                 responses.append(pb_utils.InferenceResponse(error=error))
             else:
                 tensors = [
                     pb_utils.Tensor("OUTPUT", combined[start:stop]),
-                    pb_utils.Tensor("ANSWERED", mask[start:stop]),
+                    pb_utils.Tensor("ANSWERED", answered[start:stop]),
                 ]
                 responses.append(pb_utils.InferenceResponse(tensors))
             start = stop
         return responses
 
-    def _combiner_for(self, answered):
-        weights = [m["weight"] for m, ok in zip(self.members, answered, strict=False) if ok]
-        return make_combiner(self.rule, self.transform, weights)
+    @staticmethod
+    def _member_rows(results):
+        """Outputs stacked as (members, rows, ...) with NaN for a failed member, and a
+        (rows, members) mask of the members whose output for that row is finite."""
+        shape = next(r for r in results if not isinstance(r, BaseException)).shape
+        outputs = np.stack(
+            [
+                np.full(shape, np.nan, np.float32) if isinstance(r, BaseException) else r
+                for r in results
+            ]
+        ).astype(np.float32, copy=False)
+        answered = np.isfinite(outputs.reshape(len(outputs), shape[0], -1)).all(axis=2).T
+        return outputs, np.ascontiguousarray(answered)
+
+    def _combine_rows(self, outputs, answered):
+        """Combine each row from its answering members; NaN where fewer than min_members."""
+        if answered.all():
+            return self.combine(outputs)
+        combined = np.full(outputs.shape[1:], np.nan, np.float32)
+        patterns, inverse = np.unique(answered, axis=0, return_inverse=True)
+        for index, pattern in enumerate(patterns):
+            if pattern.sum() >= self.min_members:
+                rows = inverse.reshape(-1) == index
+                combined[rows] = self._combiner_for(pattern)(outputs[pattern][:, rows])
+        return combined
+
+    def _combiner_for(self, pattern):
+        key = tuple(pattern.tolist())
+        if key not in self.subset_combiners:
+            weights = [m["weight"] for m, ok in zip(self.members, key, strict=True) if ok]
+            self.subset_combiners[key] = make_combiner(self.rule, self.transform, weights)
+        return self.subset_combiners[key]
+
+    def _failure(self, results, answered):
+        """One line: how many members answered, how many were needed, and why others did not."""
+        counted = np.zeros(len(self.members), bool) if answered is None else answered.all(axis=0)
+        reasons = [
+            f"{m['name']}: {r}" if isinstance(r, BaseException) else f"{m['name']}: NaN or Inf"
+            for m, r, ok in zip(self.members, results, counted, strict=True)
+            if not ok
+        ]
+        count = 0 if answered is None else int(answered.sum(axis=1).min())
+        if count >= self.min_members:
+            return "the combined output is NaN or Inf"
+        return (
+            f"{count} of {len(self.members)} members answered, {self.min_members} needed "
+            f"({'; '.join(reasons)})"
+        )
 
     async def _infer(self, member, batch):
         """The member's output for `batch`, in chunks of at most its max_batch_size."""
         step = member["max_batch_size"]
         chunks = [batch[i : i + step] for i in range(0, len(batch), step)]
         if member.get("url"):
-            calls = [self.remote.infer(member, chunk) for chunk in chunks]
-            return np.concatenate(await asyncio.wait_for(asyncio.gather(*calls), self.timeout_s))
-        calls = [self._request(member, chunk).async_exec() for chunk in chunks]
-        responses = await asyncio.wait_for(asyncio.gather(*calls), self.timeout_s)
+            calls = asyncio.gather(*(self.remote.infer(member, c) for c in chunks))
+        else:
+            calls = asyncio.gather(*(self._request(member, c).async_exec() for c in chunks))
+        try:
+            responses = await asyncio.wait_for(calls, self.timeout_ms / 1000 or None)
+        except asyncio.TimeoutError:
+            raise MemberLate(f"no answer within {self.timeout_ms} ms") from None
+        if member.get("url"):
+            return np.concatenate(responses)
         parts = []
         for response in responses:
             if response.has_error():

@@ -36,8 +36,9 @@ class TritonPythonModel:
         try:
             (output,) = self.session.run([self.output_name], {self.input_name: batch})
         except Exception as exc:  # report to the callers; the instance stays up
-            error = pb_utils.TritonError(f"onnxruntime failed: {exc}")
-            return [pb_utils.InferenceResponse(error=error) for _ in requests]
+            if len(arrays) > 1:  # one request may be the cause: run each alone
+                return [self._respond_alone(array) for array in arrays]
+            return [self._error(exc)]
         if len(arrays) == 1:
             return [pb_utils.InferenceResponse([pb_utils.Tensor(self.output_name, output)])]
         bounds = np.cumsum([len(a) for a in arrays[:-1]])
@@ -45,3 +46,14 @@ class TritonPythonModel:
             pb_utils.InferenceResponse([pb_utils.Tensor(self.output_name, part)])
             for part in np.split(output, bounds)
         ]
+
+    def _respond_alone(self, array):
+        try:
+            (output,) = self.session.run([self.output_name], {self.input_name: array})
+        except Exception as exc:
+            return self._error(exc)
+        return pb_utils.InferenceResponse([pb_utils.Tensor(self.output_name, output)])
+
+    @staticmethod
+    def _error(exc):
+        return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"onnxruntime failed: {exc}"))

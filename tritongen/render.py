@@ -86,7 +86,6 @@ def _write_all(
     combiner: Combiner,
     target: Target,
 ) -> None:
-    root.chmod(0o755)
     env = _environment()
     remote = ensemble.spec.remote_urls
     for member in ensemble.members:
@@ -99,6 +98,14 @@ def _write_all(
     plan.save(root / "plan.json")
     marker = {"ensemble": ensemble.spec.name, "combiner": combiner.value, "target": target.value}
     (root / MARKER).write_text(json.dumps(marker) + "\n")
+    _restrict_permissions(root)
+
+
+def _restrict_permissions(root: Path) -> None:
+    """Folders 0755, files 0644, whatever the umask: nobody else may rewrite served code."""
+    root.chmod(0o755)
+    for path in root.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
 
 
 def _write_member(

@@ -7,8 +7,10 @@ run as a child process on loopback ports.
 
 from __future__ import annotations
 
+import compileall
 import contextlib
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -24,8 +26,10 @@ from pathlib import Path
 from types import TracebackType
 
 from tritongen.errors import ServerError
+from tritongen.watchdog import Watchdog, live_stubs
 
 LOOPBACK = "127.0.0.1"
+POLL_SECONDS = 2  # repository poll period: how soon a model marked by the watchdog reloads
 INSTALL_HINT = "install it with `pip install nvidia-pytriton==0.7.0` (Linux x86_64)"
 
 
@@ -111,6 +115,14 @@ def check_port_free(host: str, port: int, flag: str) -> None:
             ) from None
 
 
+def precompile(repository: Path) -> None:
+    """Write the repository's `__pycache__` before Triton reads it. The stubs (which ignore
+    PYTHONDONTWRITEBYTECODE) would write it while loading, and the repository poller would
+    take those new files for a change and reload every model once, right after start."""
+    with contextlib.suppress(OSError):
+        compileall.compile_dir(str(repository), quiet=2, workers=1)
+
+
 def server_environment(install: TritonInstall) -> dict[str, str]:
     """The stub embeds the system's libpython and ignores PYTHONPATH: it finds this
     environment's packages only when this interpreter's `bin/` comes first on PATH."""
@@ -137,6 +149,7 @@ class EmbeddedServer:
         log_path: str | Path | None = None,
         ready_timeout_s: float = 120.0,
         extra_args: tuple[str, ...] = (),
+        watchdog: bool = True,
     ) -> None:
         self.repository = Path(repository).resolve()
         self.host = host
@@ -145,6 +158,8 @@ class EmbeddedServer:
         self.log_path = Path(log_path) if log_path else None
         self.ready_timeout_s = ready_timeout_s
         self.extra_args = extra_args
+        self.use_watchdog = watchdog
+        self.watchdog: Watchdog | None = None
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -182,6 +197,7 @@ class EmbeddedServer:
             raise ServerError(f"{self.repository}: no such model repository; run `tritongen build`")
         install = find_tritonserver()
         command = self._command(install, prepare_backends(install))
+        precompile(self.repository)
         if self.log_path is None:
             handle, name = tempfile.mkstemp(prefix="tritonserver-", suffix=".log")
             os.close(handle)
@@ -200,10 +216,35 @@ class EmbeddedServer:
         except BaseException:
             self.stop()
             raise
+        if self.use_watchdog and detach:
+            self._spawn_watchdog()
+        elif self.use_watchdog:
+            explicit = self.model_control
+            self.watchdog = Watchdog(
+                self.pid, self.http_url, self.repository, explicit=explicit
+            ).start()
         return self
+
+    def _spawn_watchdog(self) -> None:
+        """The watchdog as a detached process: this one is about to exit (`--background`)."""
+        command = [
+            sys.executable, "-m", "tritongen.watchdog", "--pid", str(self.pid),
+            "--http-url", self.http_url, "--repository", str(self.repository),
+            "--expected", json.dumps(live_stubs(self.pid)),
+            *(["--explicit"] if self.model_control else []),
+        ]  # fmt: skip
+        assert self.log_path is not None
+        with open(self.log_path, "ab") as log:
+            subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )  # fmt: skip
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """SIGTERM, wait for the models to unload, then SIGKILL if it will not go."""
+        if self.watchdog is not None:
+            self.watchdog.stop()
+            self.watchdog = None
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
             return
@@ -264,13 +305,19 @@ class EmbeddedServer:
             f"--http-port={self.http_port}",
             f"--grpc-port={self.grpc_port}",
             f"--metrics-port={self.metrics_port}",
-            f"--model-control-mode={'explicit' if self.model_control else 'none'}",
-            *(["--load-model=*"] if self.model_control else []),
+            *self._model_control_args(),
             "--strict-readiness=true",
             "--exit-on-error=true",
             "--log-verbose=0",
             *self.extra_args,
         ]
+
+    def _model_control_args(self) -> list[str]:
+        """Remote load/unload only when asked. Otherwise Triton polls the repository, which
+        refuses remote load/unload and lets the watchdog reload a model whose stub died."""
+        if self.model_control:
+            return ["--model-control-mode=explicit", "--load-model=*"]
+        return ["--model-control-mode=poll", f"--repository-poll-secs={POLL_SECONDS}"]
 
     def _wait_ready(self) -> None:
         assert self.process is not None

@@ -26,6 +26,7 @@ from tritongen.errors import SpecError
 
 NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 NAME_RULE = "use 1-64 characters from A-Z a-z 0-9 _ -"
+MAX_NODES = 10_000  # YAML values in one spec; far above any real ensemble, far below a bomb
 
 
 class Rule(str, Enum):
@@ -91,6 +92,13 @@ class MemberSpec(_Strict):
     # it there (multi-node prototype); the model file still gives the member's signature.
     url: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
 
+    @field_validator("model", mode="before")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        if isinstance(value, str) and "\0" in value:
+            raise ValueError("contains a NUL byte; give the path of an .onnx file")
+        return value
+
 
 class CombineSpec(_Strict):
     rule: Rule = Rule.mean
@@ -107,6 +115,7 @@ class Spec(_Strict):
     devices: str = "auto"
     execution: ExecutionSpec = ExecutionSpec()
     # BLS combiner only: answer from the members that replied when some fail or are late.
+    # Defaults: every member must answer (min_members = all), and no timeout.
     min_members: int | None = Field(default=None, ge=1)
     member_timeout_ms: int | None = Field(default=None, ge=1)
     source: Path = Field(default=Path("ensemble.yaml"), exclude=True)
@@ -172,9 +181,30 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise SpecError(f"{path}: YAML syntax error{where}: {problem}") from None
+    except RecursionError:
+        raise SpecError(f"{path}: YAML nested too deeply; an ensemble spec is flat") from None
     if not isinstance(data, dict):
         raise SpecError(f"{path}: expected a mapping with 'name' and 'members' at the top level")
+    if _count_nodes(data, MAX_NODES) > MAX_NODES:
+        raise SpecError(
+            f"{path}: too large (more than {MAX_NODES} values, counting YAML aliases "
+            "as often as they are used); an ensemble spec is a short list of members"
+        )
     return data
+
+
+def _count_nodes(data: Any, limit: int) -> int:
+    """Values in `data`, each alias counted every time it is used; stops past `limit`."""
+    count, stack = 0, [data]
+    while stack and count <= limit:
+        value = stack.pop()
+        count += 1
+        if isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return count
 
 
 def _resolve(spec_path: Path, model: Path) -> Path:
