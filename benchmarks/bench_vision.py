@@ -22,13 +22,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tritongen.planner import PlanEvaluator, make_plan
-
 from tritongen.bench import ServedMeasurer, run_bench
 from tritongen.devices import detect_devices
 from tritongen.examples.vision import write_example
 from tritongen.hillclimb import hill_climb
 from tritongen.models import load_ensemble
+from tritongen.planner import PlanEvaluator, make_plan
 from tritongen.plots import allocation_heatmap, throughput_plot
 from tritongen.profile import profile_ensemble
 from tritongen.spec import load_spec

@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from tests.onnx_factory import CLASSES, FEATURES
+from tests.onnx_factory import CLASSES, FEATURES, save_graph
 
 MARKER = 1000.0
 NAN_COLUMN, RAISE_COLUMN, SLOW_COLUMN = 0, 1, 2
@@ -72,12 +72,7 @@ def faulty_model(path: Path, seed: int) -> Path:
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", CLASSES])],
         [numpy_helper.from_array(value, name) for name, value in constants.items()],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(path))
-    return path
+    return save_graph(graph, path)
 
 
 def _topological(

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from tests.onnx_factory import save_graph
 from tritongen.profile_worker import Point, Started
 
 
@@ -43,11 +43,7 @@ def mlp(path: Path, widths: list[int], *, batch: int | str = "batch", seed: int 
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, widths[-1]])],
         inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, path)
-    return path
+    return save_graph(graph, path)
 
 
 def unrunnable(path: Path, width: int = 16, classes: int = 4) -> Path:
@@ -58,10 +54,7 @@ def unrunnable(path: Path, width: int = 16, classes: int = 4) -> Path:
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", classes])],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, path)
-    return path
+    return save_graph(graph, path, check=False)
 
 
 def write_spec(folder: Path, members: dict[str, Path], max_batch_size: int = 8) -> Path:
@@ -91,10 +84,7 @@ def even_batches_only(path: Path, width: int = 64, classes: int = 10) -> Path:
             numpy_helper.from_array(weight, "w"),
         ],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, path)
-    return path
+    return save_graph(graph, path, check=False)
 
 
 def child_killed_at_batch_8(job: Any, conn: Any) -> None:

@@ -1,0 +1,94 @@
+"""Profiled single-instance throughput against the same member served alone on the embedded
+server (one instance, perf_analyzer at concurrency 1, requests of batch b), in one run.
+
+The difference, per call, is what serving through the Python backend costs beyond the
+member's own run: overhead_s = b / served − b / profiled. The planner's CPU serving model uses
+the profile's `served_overhead_s_per_call`; this measures what it should be.
+
+    .venv/bin/python benchmarks/profile_vs_served.py [--example vision|digits] [--batches 1,4,16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+from pathlib import Path
+
+from tritongen.devices import detect_devices
+from tritongen.models import load_ensemble
+from tritongen.perf import measure
+from tritongen.plan import Plan
+from tritongen.profile import profile_ensemble
+from tritongen.render import render_repository
+from tritongen.server import EmbeddedServer
+from tritongen.spec import load_spec
+
+OUT = Path(__file__).resolve().parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--example", choices=["vision", "digits"], default="vision")
+    parser.add_argument("--batches", default="1,4,16")
+    args = parser.parse_args()
+    batches = [int(b) for b in args.batches.split(",")]
+    workdir = Path(tempfile.mkdtemp(prefix="profile-vs-served-"))
+    if args.example == "vision":
+        from tritongen.examples.vision import write_example
+    else:
+        from tritongen.examples.digits import write_example  # type: ignore[assignment]
+    spec = load_spec(write_example(workdir / args.example))
+    ensemble = load_ensemble(spec)
+    inventory = detect_devices()
+    cpu = inventory.cpu
+    assert cpu is not None
+    profile = profile_ensemble(ensemble, inventory, batch_sizes=batches, progress=False)
+    rows = []
+    for batch in batches:
+        # Every member once, one instance with all cores as profiled, at max_batch_size = batch.
+        plan = Plan(
+            allocation={m.name: {cpu.id: 1} for m in ensemble.members},
+            batch_size={m.name: batch for m in ensemble.members},
+            threads={m.name: cpu.cores or 1 for m in ensemble.members},
+        )
+        repository = render_repository(ensemble, plan, inventory, workdir / f"b{batch}", force=True)
+        with EmbeddedServer(repository) as server:
+            for member in ensemble.members:
+                point = measure(
+                    server.grpc_url, member.name, [1], batch_size=batch, interval_ms=2000
+                )[0]
+                profiled = profile.entries(member.name, cpu.device_class)[batch].throughput
+                overhead_ms = (batch / point.throughput - batch / profiled) * 1000
+                rows.append(
+                    (member.name, batch, profiled, point.throughput, overhead_ms, point.stable)
+                )
+    write_report(rows, args)
+
+
+def write_report(
+    rows: list[tuple[str, int, float, float, float, bool]], args: argparse.Namespace
+) -> None:
+    lines = [
+        f"# Profiled against served throughput ({args.example} ensemble, one instance, all cores)",
+        "",
+        f"Command: `.venv/bin/python benchmarks/profile_vs_served.py --example {args.example} --batches {args.batches}`"
+        f" — {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end.",
+        "",
+        "| member | batch | profiled samples/s | served samples/s | served / profiled | overhead ms per call | stable |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, batch, profiled, served, overhead, stable in rows:
+        lines.append(
+            f"| {name} | {batch} | {profiled:.1f} | {served:.1f} | {served / profiled:.2f} | {overhead:.2f} | {'yes' if stable else 'no'} |"
+        )
+    overheads = [r[4] for r in rows]
+    lines += ["", f"Median overhead per call: **{statistics.median(overheads):.2f} ms** "
+              f"(the profile's default `served_overhead_s_per_call` is 0.5 ms).", ""]  # fmt: skip
+    (OUT / f"profile_vs_served_{args.example}.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
