@@ -144,6 +144,7 @@ class BenchReport:
                         "throughput": p.throughput,
                         "p50_ms": p.p50_ms,
                         "p99_ms": p.p99_ms,
+                        "stable": p.stable,
                     }
                     for p in self.median_points(name)
                 },

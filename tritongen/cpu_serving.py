@@ -32,9 +32,13 @@ def spread_on_cpus(plan: Plan, inventory: Inventory, profile: Profile) -> Plan:
     shares = _core_shares(replace(plan, batch_size=batch_size), inventory, profile)
     allocation = {m: dict(devices) for m, devices in plan.allocation.items()}
     threads = dict(plan.threads)
+    queue_delay_us = dict(plan.queue_delay_us)
     for (member, device_id), cores in shares.items():
         allocation[member][device_id] = max(1, math.ceil(cores - 1e-6))
         threads[member] = 1
+        # A busy single-threaded instance lets requests queue on their own: waiting for a
+        # fuller batch would only add latency.
+        queue_delay_us[member] = 0
     if not fits(allocation, batch_size, inventory, profile):
         return plan
     spread = replace(
@@ -42,6 +46,7 @@ def spread_on_cpus(plan: Plan, inventory: Inventory, profile: Profile) -> Plan:
         allocation=allocation,
         batch_size=batch_size,
         threads=threads,
+        queue_delay_us=queue_delay_us,
         predicted_throughput=base_throughput(allocation, batch_size, inventory, profile),
     )
     predicted = served_cpu_throughput(spread, inventory, profile)
@@ -98,11 +103,8 @@ def _cheapest_batches(plan: Plan, inventory: Inventory, profile: Profile) -> dic
     for member, devices in plan.allocation.items():
         if set(devices) != {cpu.id}:
             continue
-        batches = [
-            b for b in profile.entries(member, cpu.device_class) if b <= plan.batch_size[member]
-        ]
         chosen[member] = min(
-            batches,
+            profile.entries(member, cpu.device_class),
             key=lambda b: (
                 one_thread_seconds(profile, member, cpu.device_class, b, cpu.cores or 1)
                 + overhead / b
