@@ -26,12 +26,16 @@ class TritonPythonModel:
         self.output_dtype = pb_utils.triton_string_to_numpy(config["output"][0]["data_type"])
 
     def execute(self, requests):
-        stacked = np.stack([self._member_batch(requests, name) for name in self.names])
+        per_member = [
+            [pb_utils.get_input_tensor_by_name(r, name).as_numpy() for r in requests]
+            for name in self.names
+        ]
+        stacked = np.stack([a[0] if len(a) == 1 else np.concatenate(a) for a in per_member])
         combined = self.combine(stacked).astype(self.output_dtype, copy=False)
         bad = non_finite_rows(combined)
         responses, start = [], 0
-        for request in requests:
-            stop = start + len(pb_utils.get_input_tensor_by_name(request, self.names[0]).as_numpy())
+        for array in per_member[0]:
+            stop = start + len(array)
             if bad[start:stop].any():
                 error = pb_utils.TritonError("a member returned NaN or Inf for this request")
                 responses.append(pb_utils.InferenceResponse(error=error))
@@ -40,8 +44,3 @@ class TritonPythonModel:
                 responses.append(pb_utils.InferenceResponse([output]))
             start = stop
         return responses
-
-    @staticmethod
-    def _member_batch(requests, name):
-        arrays = [pb_utils.get_input_tensor_by_name(r, name).as_numpy() for r in requests]
-        return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
