@@ -45,7 +45,9 @@ def main() -> None:
     cpu = inventory.cpu
     assert cpu is not None
     # Measured now, not from the cache: both sides of the comparison come from this run.
-    profile = profile_ensemble(ensemble, inventory, batch_sizes=batches, use_cache=False, progress=False)
+    profile = profile_ensemble(
+        ensemble, inventory, batch_sizes=batches, use_cache=False, progress=False
+    )
     rows = []
     for batch in batches:
         # Every member once, one instance with all cores as profiled, at max_batch_size = batch.
