@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tritongen.devices import Inventory
+from tritongen.devices import Device, Inventory
 from tritongen.errors import TritongenError
 from tritongen.models import Ensemble
 from tritongen.perf import PerfPoint, measure
@@ -105,7 +105,7 @@ def cpu_bound(profile: Profile, inventory: Inventory) -> float:
     return (_cpu(inventory).cores or 1) / sum(costs.values())
 
 
-def _cpu(inventory: Inventory) -> Any:
+def _cpu(inventory: Inventory) -> Device:
     if inventory.cpu is None:
         raise TritongenError("bench needs a CPU in the device inventory")
     return inventory.cpu

@@ -21,8 +21,6 @@ from tritongen.devices import Inventory
 from tritongen.plan import Plan
 from tritongen.profile import Profile
 
-DEFAULT_OVERHEAD_S = 0.0005  # per call, when the profile does not say
-
 
 def spread_on_cpus(plan: Plan, inventory: Inventory, profile: Profile) -> Plan:
     """`plan` with each member's CPU instances set to its share of the cores (rounded up), one
@@ -84,7 +82,7 @@ def _served_seconds(plan: Plan, inventory: Inventory, profile: Profile) -> dict[
     """Per member: one-thread CPU seconds per sample at its batch, plus its call overhead."""
     cpu = inventory.cpu
     assert cpu is not None
-    overhead = float(profile.extra.get("served_overhead_s_per_call", DEFAULT_OVERHEAD_S))
+    overhead = profile.served_overhead_s
     return {
         m: one_thread_seconds(profile, m, cpu.device_class, plan.batch_size[m], cpu.cores or 1)
         + overhead / plan.batch_size[m]
@@ -98,7 +96,7 @@ def _cheapest_batches(plan: Plan, inventory: Inventory, profile: Profile) -> dic
     cpu = inventory.cpu
     if cpu is None:
         return dict(plan.batch_size)
-    overhead = float(profile.extra.get("served_overhead_s_per_call", DEFAULT_OVERHEAD_S))
+    overhead = profile.served_overhead_s
     chosen = dict(plan.batch_size)
     for member, devices in plan.allocation.items():
         if set(devices) != {cpu.id}:
