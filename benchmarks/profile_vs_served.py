@@ -2,8 +2,9 @@
 server (one instance, perf_analyzer at concurrency 1, requests of batch b), in one run.
 
 The difference, per call, is what serving through the Python backend costs beyond the
-member's own run: overhead_s = b / served − b / profiled. The planner's CPU serving model uses
-the profile's `served_overhead_s_per_call`; this measures what it should be.
+member's own run, in wall time at concurrency 1: overhead_s = b / served − b / profiled.
+Beside it: the CPU seconds per call that the profile's `serving_cost` (measured by
+`tritongen.serving_cost` with a stand-in member) charges in the planner's CPU model.
 
     .venv/bin/python benchmarks/profile_vs_served.py [--example vision|digits] [--batches 1,4,16]
 """
@@ -23,6 +24,7 @@ from tritongen.plan import Plan
 from tritongen.profile import profile_ensemble
 from tritongen.render import render_repository
 from tritongen.server import EmbeddedServer
+from tritongen.serving_cost import ServingCost, serving_cost
 from tritongen.spec import load_spec
 
 OUT = Path(__file__).resolve().parent
@@ -45,8 +47,9 @@ def main() -> None:
     cpu = inventory.cpu
     assert cpu is not None
     # Measured now, not from the cache: both sides of the comparison come from this run.
+    serving = serving_cost(ensemble, inventory, use_cache=False)
     profile = profile_ensemble(
-        ensemble, inventory, batch_sizes=batches, use_cache=False, progress=False
+        ensemble, inventory, batch_sizes=batches, use_cache=False, progress=False, serving=serving
     )
     rows = []
     for batch in batches:
@@ -67,11 +70,13 @@ def main() -> None:
                 rows.append(
                     (member.name, batch, profiled, point.throughput, overhead_ms, point.stable)
                 )
-    write_report(rows, args)
+    write_report(rows, serving, args)
 
 
 def write_report(
-    rows: list[tuple[str, int, float, float, float, bool]], args: argparse.Namespace
+    rows: list[tuple[str, int, float, float, float, bool]],
+    serving: ServingCost,
+    args: argparse.Namespace,
 ) -> None:
     lines = [
         f"# Profiled against served throughput ({args.example} ensemble, one instance, all cores)",
@@ -79,16 +84,18 @@ def write_report(
         f"Command: `.venv/bin/python benchmarks/profile_vs_served.py --example {args.example} --batches {args.batches}`"
         f" — {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end.",
         "",
-        "| member | batch | profiled samples/s | served samples/s | served / profiled | overhead ms per call | stable |",
-        "|---|---|---|---|---|---|---|",
+        "| member | batch | profiled samples/s | served samples/s | served / profiled | overhead ms per call | serving_cost CPU ms per call | stable |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, batch, profiled, served, overhead, stable in rows:
         lines.append(
-            f"| {name} | {batch} | {profiled:.1f} | {served:.1f} | {served / profiled:.2f} | {overhead:.2f} | {'yes' if stable else 'no'} |"
+            f"| {name} | {batch} | {profiled:.1f} | {served:.1f} | {served / profiled:.2f} | {overhead:.2f} | {1000 * serving.call_s(batch):.2f} | {'yes' if stable else 'no'} |"
         )
     overheads = [r[4] for r in rows]
-    lines += ["", f"Median overhead per call: **{statistics.median(overheads):.2f} ms** "
-              f"(the profile's default `served_overhead_s_per_call` is 0.5 ms).", ""]  # fmt: skip
+    lines += ["", f"Median overhead per call: **{statistics.median(overheads):.2f} ms** of wall "
+              f"time. serving_cost ({serving.source}): {1000 * serving.per_call_s:.3f} ms CPU per "
+              f"call + {1000 * serving.per_sample_s:.4f} ms per sample, and "
+              f"{1000 * serving.per_request_s:.3f} ms per ensemble request.", ""]  # fmt: skip
     (OUT / f"profile_vs_served_{args.example}.md").write_text("\n".join(lines))
     print("\n".join(lines))
 

@@ -8,6 +8,7 @@ from tritongen.cpu_serving import served_cpu_throughput, spread_on_cpus
 from tritongen.devices import Device, Inventory
 from tritongen.plan import Plan
 from tritongen.profile import Profile, ProfileEntry
+from tritongen.serving_cost import ServingCost
 
 CPU = Inventory((Device("cpu", "cpu", "cpu", 8 * 2**30, cores=4),))
 
@@ -22,7 +23,7 @@ PROFILE = Profile(
         "cheap": {"cpu": {b: _entry(0.001, b) for b in (1, 4, 16)}},
         "dear": {"cpu": {b: _entry(0.003, b) for b in (1, 4, 16)}},
     },
-    extra={"served_overhead_s_per_call": 0.0005},
+    extra={"serving_cost": ServingCost(0.0005, 0.00001, 0.0002, "measured").to_json()},
 )
 
 
@@ -42,9 +43,11 @@ def test_each_member_gets_its_share_of_the_cores_in_one_thread_instances() -> No
     assert spread.threads == {"cheap": 1, "dear": 1}
 
 
-def test_cpu_serving_model_reaches_cores_over_summed_costs_at_large_batches() -> None:
+def test_cpu_serving_model_charges_each_call_and_each_request() -> None:
     spread = spread_on_cpus(_plan(), CPU, PROFILE)
-    seconds = 0.001 * (1 + 1 / 16) + 0.003 * (1 + 1 / 16) + 2 * 0.0005 / 16
+    compute = 0.001 * (1 + 1 / 16) + 0.003 * (1 + 1 / 16)
+    calls = 2 * (0.0005 + 0.00001 * 16) / 16
+    seconds = compute + calls + 0.0002
     assert served_cpu_throughput(spread, CPU, PROFILE) == pytest.approx(4 / seconds)
     assert spread.extra["cpu_serving_model"] == pytest.approx(4 / seconds)
 

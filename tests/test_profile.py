@@ -35,7 +35,6 @@ from tritongen.profile import (
     profile_ensemble,
     require_measured,
     run_in_child,
-    served_throughput,
 )
 from tritongen.profile_cache import PointCache, PointKey
 from tritongen.profile_worker import (
@@ -138,7 +137,8 @@ def test_profile_extra_carries_cpu_cost_overhead_and_versions(measured: Any) -> 
     assert set(costs) == {"small", "large", "fixed"}
     assert costs["large"] > costs["small"] > 0
     assert result.extra["cpu_cost_batch"]["fixed"] == 1
-    assert result.served_overhead_s == 0.0005
+    assert result.serving_cost.source.startswith("default")
+    assert result.serving_cost.call_s(8) == 0.0005
     assert result.extra["onnxruntime"]
     assert result.extra["session"]["cpu"]["intra_op_threads"] == 2
     assert result.extra["instance_overhead_bytes"]["cpu"] > 10_000_000
@@ -337,11 +337,6 @@ def test_budget_scales_the_time_per_point_down_not_up() -> None:
     assert point_seconds(0.1, 36) == 0.02
     with pytest.raises(SpecError):
         point_seconds(0, 36)
-
-
-def test_served_throughput_adds_the_hand_off_per_call() -> None:
-    # 1000 samples/s at batch 10 is 10 ms per call; 0.5 ms more per call
-    assert served_throughput(1000.0, 10, 0.0005) == pytest.approx(10 / 0.0105)
 
 
 def test_cpu_session_uses_the_device_cores_as_intra_op_threads() -> None:

@@ -91,15 +91,21 @@ def profile(
     from tritongen.pipeline import resolve_inventory
     from tritongen.profile import parse_batch_sizes, profile_ensemble, require_measured
     from tritongen.report import profile_table, skipped_lines
+    from tritongen.serving_cost import serving_cost
     from tritongen.spec import load_spec
 
     loaded = load_spec(spec)
+    ensemble = load_ensemble(loaded)
+    inventory = resolve_inventory(loaded, devices_file)
+    with console.status("measuring what a served call costs on the embedded server"):
+        serving = serving_cost(ensemble, inventory, use_cache=not no_cache)
     result = profile_ensemble(
-        load_ensemble(loaded),
-        resolve_inventory(loaded, devices_file),
+        ensemble,
+        inventory,
         batch_sizes=parse_batch_sizes(batch_sizes) if batch_sizes else None,
         budget_s=budget_s,
         use_cache=not no_cache,
+        serving=serving,
     )
     result.save(output)
     console.print(profile_table(result))

@@ -82,12 +82,18 @@ def _served_seconds(plan: Plan, inventory: Inventory, profile: Profile) -> dict[
     """Per member: one-thread CPU seconds per sample at its batch, plus its call overhead."""
     cpu = inventory.cpu
     assert cpu is not None
-    overhead = profile.served_overhead_s
     return {
-        m: one_thread_seconds(profile, m, cpu.device_class, plan.batch_size[m], cpu.cores or 1)
-        + overhead / plan.batch_size[m]
+        m: _served_sample_seconds(profile, m, cpu.device_class, plan.batch_size[m], cpu.cores or 1)
         for m in plan.allocation
     }
+
+
+def _served_sample_seconds(
+    profile: Profile, member: str, device_class: str, batch: int, cores: int
+) -> float:
+    """One-thread compute per sample at `batch`, plus the served call's cost spread over it."""
+    compute = one_thread_seconds(profile, member, device_class, batch, cores)
+    return compute + profile.serving_cost.call_s(batch) / batch
 
 
 def _cheapest_batches(plan: Plan, inventory: Inventory, profile: Profile) -> dict[str, int]:
@@ -96,29 +102,29 @@ def _cheapest_batches(plan: Plan, inventory: Inventory, profile: Profile) -> dic
     cpu = inventory.cpu
     if cpu is None:
         return dict(plan.batch_size)
-    overhead = profile.served_overhead_s
     chosen = dict(plan.batch_size)
     for member, devices in plan.allocation.items():
         if set(devices) != {cpu.id}:
             continue
         chosen[member] = min(
             profile.entries(member, cpu.device_class),
-            key=lambda b: (
-                one_thread_seconds(profile, member, cpu.device_class, b, cpu.cores or 1)
-                + overhead / b
+            key=lambda b: _served_sample_seconds(
+                profile, member, cpu.device_class, b, cpu.cores or 1
             ),
         )
     return chosen
 
 
 def served_cpu_throughput(plan: Plan, inventory: Inventory, profile: Profile) -> float | None:
-    """Ensemble samples/s on a CPU-only plan: min(cores / Σ s_m, min_m n_m / s_m); None when
-    a member is also on a GPU (the base model's LP covers those)."""
+    """Ensemble samples/s on a CPU-only plan: min(cores / (Σ s_m + r), min_m n_m / s_m), r
+    being each request's own serving cost (wire, scheduler, combine step); None when a member
+    is also on a GPU (the base model's LP covers those)."""
     cpu = inventory.cpu
     if cpu is None or not _cpu_only(plan, cpu.id):
         return None
     seconds = _served_seconds(plan, inventory, profile)
-    total = (cpu.cores or 1) / sum(seconds.values())
+    per_request = profile.serving_cost.per_request_s
+    total = (cpu.cores or 1) / (sum(seconds.values()) + per_request)
     return min(total, min(plan.allocation[m][cpu.id] / s for m, s in seconds.items()))
 
 

@@ -72,9 +72,12 @@ def measure(
     stability_percent: int = 20,
     max_trials: int = 6,
     shape: str | None = None,
+    shared_memory: str | None = None,
     timeout_s: float = 600,
 ) -> list[PerfPoint]:
-    """Throughput and latency percentiles of `model` at each concurrency, one run each."""
+    """Throughput and latency percentiles of `model` at each concurrency, one run each.
+    `shared_memory="system"` passes tensors through POSIX shared memory instead of the wire
+    (client and server on one host)."""
     options = [
         "-m", model,
         "-u", url,
@@ -87,6 +90,7 @@ def measure(
         # the combiner rightly refuses. The members' compute does not depend on the values.
         "--input-data", "zero",
         *(["--shape", shape] if shape else []),
+        *(["--shared-memory", shared_memory] if shared_memory else []),
     ]  # fmt: skip
     points = []
     for concurrency in concurrencies:

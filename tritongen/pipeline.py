@@ -11,6 +11,7 @@ from tritongen.plan import Plan, default_plan, load_plan
 from tritongen.planner import make_plan
 from tritongen.profile import Profile, load_profile, profile_ensemble
 from tritongen.render import Combiner, Target, check_destination, render_repository
+from tritongen.serving_cost import serving_cost
 from tritongen.spec import Spec, load_spec
 
 
@@ -51,7 +52,10 @@ def plan_ensemble(
         return Planned(ensemble, inventory, load_plan(plan_file))
     if quick:
         return Planned(ensemble, inventory, default_plan(ensemble, inventory))
-    profile = load_profile(profile_file) if profile_file else profile_ensemble(ensemble, inventory)
+    if profile_file:
+        profile = load_profile(profile_file)
+    else:
+        profile = profile_ensemble(ensemble, inventory, serving=serving_cost(ensemble, inventory))
     return Planned(ensemble, inventory, make_plan(spec, inventory, profile), profile)
 
 

@@ -36,16 +36,12 @@ from tritongen.profile_worker import (
     child_main,
     session_settings,
 )
+from tritongen.serving_cost import ServingCost, default_cost
 
 PROFILE_VERSION = 1
 DEFAULT_POINT_S = 0.6  # timed seconds per (member, device class, batch, threads)
 MIN_POINT_S = 0.02  # --budget-s never goes below this (nor below the worker's minimum runs)
 ROUNDS = 3
-# What one call costs on the embedded server beyond the member's own run: the Python-backend
-# hand-off (request/response tensors through shared memory, the stub's IPC), ~0.5 ms per call
-# measured on this project's 2-core machine. Served throughput at batch b is then
-# b / (b / throughput + overhead); override with profile_ensemble(served_overhead_s=...).
-SERVED_OVERHEAD_S_PER_CALL = 0.0005
 SILENCE_LIMIT_S = 300.0  # a child that sends nothing for this long is stuck: stop it
 
 
@@ -74,19 +70,20 @@ class Profile:
         return list(self.extra.get("skipped", []))
 
     @property
-    def served_overhead_s(self) -> float:
-        """Seconds one served call adds to the member's own run (the Python-backend hand-off)."""
-        return float(self.extra.get("served_overhead_s_per_call", SERVED_OVERHEAD_S_PER_CALL))
+    def serving_cost(self) -> ServingCost:
+        """What serving adds to the members' compute (measured by `serving_cost`, else the
+        default); profiles from other tools carry none."""
+        data = self.extra.get("serving_cost")
+        if not isinstance(data, dict):
+            return default_cost("the profile carries no serving_cost")
+        try:
+            return ServingCost(**data)
+        except TypeError:
+            return default_cost("the profile's serving_cost is malformed")
 
     @property
     def cpu_cost_s_per_sample(self) -> dict[str, float]:
         return dict(self.extra.get("cpu_cost_s_per_sample", {}))
-
-    def served_throughput(self, member: str, device_class: str, batch: int) -> float:
-        """What one instance delivers when served at `batch`: its profiled throughput with
-        the per-call hand-off added to each call."""
-        entry = self.entries(member, device_class)[batch]
-        return served_throughput(entry.throughput, batch, self.served_overhead_s)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -127,11 +124,6 @@ def load_profile(path: str | Path) -> Profile:
         raise SpecError(f"{path}: file not found; create it with `tritongen profile`") from None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise SpecError(f"{path}: not a valid profile.json ({type(exc).__name__}: {exc})") from None
-
-
-def served_throughput(throughput: float, batch: int, overhead_s: float) -> float:
-    """Samples/s of one served instance at `batch`, given its profiled throughput there."""
-    return batch / (batch / throughput + overhead_s)
 
 
 # ---------------------------------------------------------------------------- measuring
@@ -178,7 +170,7 @@ def profile_ensemble(
     use_cache: bool = True,
     cache_dir: Path | None = None,
     progress: bool = True,
-    served_overhead_s: float = SERVED_OVERHEAD_S_PER_CALL,
+    serving: ServingCost | None = None,
     local_gpus: Sequence[Device] | None = None,
     runner: Runner | None = None,
 ) -> Profile:
@@ -186,7 +178,9 @@ def profile_ensemble(
 
     `batch_sizes` defaults to the powers of two up to the spec's max_batch_size; `budget_s`
     scales down the time per point so the whole profile aims to take about that long;
-    `use_cache=False` re-measures (and refreshes the cache). `local_gpus` and `runner` are
+    `use_cache=False` re-measures (and refreshes the cache). `serving` is what a served call
+    costs beyond the member's compute (`serving_cost.serving_cost`; the default when None).
+    `local_gpus` and `runner` are
     the GPUs found here and the function that runs a job in a child process (tests pass
     fakes). What could not be measured is listed in `extra["skipped"]`, never raised."""
     started, load_before = time.perf_counter(), _load_average()
@@ -209,7 +203,7 @@ def profile_ensemble(
         "point_s": point_s,
         "rounds": ROUNDS,
         "session": {t.device_class: _settings(t, t.threads[0]).describe() for t in targets},
-        "served_overhead_s_per_call": served_overhead_s,
+        "serving_cost": (serving or default_cost("not measured")).to_json(),
         **cpu_costs(ensemble, targets, points),
         "instance_overhead_bytes": _process_bytes(targets, points),
         "skipped": [asdict(s) for s in _unique(skipped + failures)],

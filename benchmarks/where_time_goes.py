@@ -1,0 +1,250 @@
+"""Where the CPU goes when tritongen's vision plan is served: CPU milliseconds per inference,
+per process, against the members' profiled compute (the bound's Σ c_m).
+
+One run: profile (cached) and plan the vision ensemble, serve the plan on the embedded server,
+drive it with perf_analyzer at one concurrency for a fixed time, and read the CPU time of
+every process before and after (tritonserver, each Python-backend stub, perf_analyzer) and
+the inference counts from Triton's metrics. Then, optionally, sample the stubs with py-spy
+(Python stacks: onnxruntime's `run` against the rest of the stub) and tritonserver with
+`perf` (C++: time per shared library).
+
+    .venv/bin/python benchmarks/where_time_goes.py [--concurrency 16] [--seconds 20]
+        [--no-sampling] [--out benchmarks/where_time_goes.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from tritongen.bench import cpu_bound
+from tritongen.devices import detect_devices
+from tritongen.examples.vision import write_example
+from tritongen.models import load_ensemble
+from tritongen.perf import perf_analyzer_binary, perf_environment
+from tritongen.planner import make_plan
+from tritongen.profile import profile_ensemble
+from tritongen.render import render_repository
+from tritongen.server import EmbeddedServer
+from tritongen.spec import load_spec
+from tritongen.watchdog import STUB
+
+
+@dataclass
+class Process:
+    process: psutil.Process
+    label: str
+
+    def cpu_seconds(self) -> float:
+        times = self.process.cpu_times()
+        return times.user + times.system
+
+
+def server_processes(server_pid: int) -> list[Process]:
+    """tritonserver and its Python-backend stubs, each stub labelled with its model."""
+    server = psutil.Process(server_pid)
+    found = [Process(server, "tritonserver (C++: gRPC, schedulers, ensemble)")]
+    for child in server.children(recursive=True):
+        command = child.cmdline()
+        if len(command) > 1 and command[0].endswith(STUB):
+            found.append(Process(child, f"stub: {Path(command[1]).parent.parent.name}"))
+    return found
+
+
+def metrics(url: str) -> dict[tuple[str, str], float]:
+    """(metric, model) -> value for Triton's per-model counters."""
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    values = {}
+    for name, model, value in re.findall(
+        r'^(nv_inference_\w+)\{model="([^"]+)",[^}]*\} (\S+)$', text, re.M
+    ):
+        values[(name, model)] = float(value)
+    return values
+
+
+def drive(server: EmbeddedServer, model: str, concurrency: int, seconds: float) -> float:
+    """Run perf_analyzer for about `seconds`; return its CPU seconds (from wait4's rusage)."""
+    command = [
+        str(perf_analyzer_binary()), "-m", model, "-u", server.grpc_url, "-i", "grpc",
+        "--input-data", "zero", "--concurrency-range", f"{concurrency}:{concurrency}",
+        "--measurement-interval", str(int(seconds * 1000 / 3)), "--max-trials", "3",
+        "--stability-percentage", "1000",
+    ]  # fmt: skip
+    child = subprocess.Popen(command, env=perf_environment(), stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise SystemExit(f"perf_analyzer failed with exit {child.returncode}")
+    return usage.ru_utime + usage.ru_stime
+
+
+def pyspy_shares(pid: int, seconds: float) -> dict[str, float]:
+    """Share of a stub's non-idle Python samples inside onnxruntime's run, numpy, or the rest."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "stacks.txt"
+        subprocess.run(
+            [spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "200",
+             "--format", "raw", "--output", str(raw), "--nonblocking"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        counts: Counter[str] = Counter()
+        for line in raw.read_text().splitlines():
+            stack, _, n = line.rpartition(" ")
+            counts[_stack_kind(stack)] += int(n)
+    total = sum(counts.values()) or 1
+    return {kind: n / total for kind, n in counts.most_common()}
+
+
+def _stack_kind(stack: str) -> str:
+    if "onnxruntime_inference_collection.py" in stack:
+        return "onnxruntime run"
+    frames = stack.split(";")
+    leaf = frames[-1] if frames else ""
+    if "numpy" in leaf:
+        return "numpy"
+    return "stub Python (" + leaf.split(" (")[0].strip() + ")"
+
+
+def perf_dso_shares(pid: int, seconds: float) -> list[tuple[float, str]]:
+    """tritonserver's CPU samples by shared library (`perf record` + `perf report --sort dso`)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "perf.data"
+        subprocess.run(["perf", "record", "-F", "499", "-p", str(pid), "-o", str(data), "--",
+                        "sleep", str(seconds)], check=True, capture_output=True)  # fmt: skip
+        report = subprocess.run(
+            ["perf", "report", "-i", str(data), "--sort", "dso", "--stdio"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    rows = []
+    for line in report.splitlines():
+        match = re.match(r"\s*([\d.]+)%\s+(\S+)", line)
+        if match:
+            rows.append((float(match.group(1)), match.group(2)))
+    return rows[:8]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--no-sampling", action="store_true")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/where_time_goes.md"))
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="where-time-goes-"))
+    spec = load_spec(write_example(workdir / "vision"))
+    ensemble = load_ensemble(spec)
+    inventory = detect_devices()
+    profile = profile_ensemble(ensemble, inventory, progress=False)
+    plan = make_plan(spec, inventory, profile)
+    bound = cpu_bound(profile, inventory)
+    compute_ms = {m: 1000 * c for m, c in profile.cpu_cost_s_per_sample.items()}
+    repository = render_repository(ensemble, plan, inventory, workdir / "repo", force=True)
+
+    with EmbeddedServer(repository) as server:
+        metrics_url = f"http://127.0.0.1:{server.metrics_port}/metrics"
+        drive(server, spec.name, args.concurrency, 3)  # warm-up
+        processes = server_processes(server.pid)
+        before = [p.cpu_seconds() for p in processes]
+        counts_before = metrics(metrics_url)
+        started = time.perf_counter()
+        client_s = drive(server, spec.name, args.concurrency, args.seconds)
+        wall_s = time.perf_counter() - started
+        after = [p.cpu_seconds() for p in processes]
+        counts_after = metrics(metrics_url)
+        sampling = None if args.no_sampling else sample(server, processes, ensemble, args)
+
+    delta = {k: counts_after[k] - counts_before.get(k, 0) for k in counts_after}
+    inferences = delta[("nv_inference_count", spec.name)]
+    rows = [
+        (p.label, 1000 * (a - b) / inferences)
+        for p, a, b in zip(processes, after, before, strict=True)
+    ]
+    rows.append(("perf_analyzer (client, gRPC)", 1000 * client_s / inferences))
+    write_report(args, plan, bound, compute_ms, rows, delta, inferences, wall_s, sampling)
+
+
+def sample(server, processes, ensemble, args) -> dict:
+    """py-spy on each stub and perf on tritonserver, while perf_analyzer loads the server."""
+    seconds = 8
+    result: dict = {"stubs": {}, "server": []}
+    load = threading.Thread(
+        target=drive, args=(server, ensemble.spec.name, args.concurrency, seconds * 6)
+    )
+    load.start()
+    time.sleep(2)
+    for process in processes[1:]:
+        result["stubs"][process.label] = pyspy_shares(process.process.pid, seconds)
+    if shutil.which("perf"):
+        result["server"] = perf_dso_shares(server.pid, seconds)
+    load.join()
+    return result
+
+
+def write_report(args, plan, bound, compute_ms, rows, delta, inferences, wall_s, sampling):
+    cores = os.cpu_count()
+    total_ms = sum(ms for _, ms in rows)
+    lines = [
+        "# Where the CPU goes: tritongen's vision plan, served",
+        "",
+        f"Command: `.venv/bin/python benchmarks/where_time_goes.py --concurrency "
+        f"{args.concurrency} --seconds {args.seconds:g}`; {cores} cores; load average at the "
+        f"end {os.getloadavg()[0]:.1f}.",
+        "",
+        f"Plan: batch sizes {plan.batch_size}, threads {plan.threads}. "
+        f"{inferences:.0f} inferences in {wall_s:.1f} s "
+        f"(about {inferences / wall_s:.0f}/s, warm-up and ramp included).",
+        "",
+        "CPU milliseconds per inference, per process (utime + stime from /proc; the client's "
+        "from wait4):",
+        "",
+        "| process | CPU ms / inference | share |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {label} | {ms:.3f} | {ms / total_ms:.0%} |" for label, ms in rows]
+    lines += [f"| **total** | **{total_ms:.3f}** | |", ""]
+    members = sum(compute_ms.values())
+    lines += [
+        f"Profiled compute (one thread, best batch), Σ c_m = **{members:.3f} ms** per sample "
+        f"→ bound {bound:.1f}/s on {cores} cores. Everything above that in the total is "
+        f"serving cost: at {total_ms:.3f} ms per inference the {cores} cores can give at most "
+        f"**{1000 * cores / total_ms:.0f}/s** ({1000 * cores / total_ms / bound:.2f} of the "
+        "bound).",
+        "",
+        "| member | profiled c_m ms | batches run | mean batch |",
+        "|---|---|---|---|",
+    ]
+    for member, ms in compute_ms.items():
+        runs = delta.get(("nv_inference_exec_count", member), 0)
+        count = delta.get(("nv_inference_count", member), 0)
+        lines.append(f"| {member} | {ms:.3f} | {runs:.0f} | {count / max(runs, 1):.1f} |")
+    if sampling:
+        lines += ["", "## Inside the stubs (py-spy, non-idle samples)", ""]
+        for label, shares in sampling["stubs"].items():
+            top = ", ".join(f"{kind} {share:.0%}" for kind, share in list(shares.items())[:4])
+            lines.append(f"- {label}: {top}")
+        if sampling["server"]:
+            lines += ["", "## Inside tritonserver (perf, samples by shared library)", ""]
+            lines += [f"- {share:.1f}% {dso}" for share, dso in sampling["server"]]
+    args.out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

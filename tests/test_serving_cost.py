@@ -1,0 +1,53 @@
+"""What a served call costs beyond the member's compute: measured on the real embedded server
+with a stand-in member, cached, and the default (saying why) when it cannot be measured."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from tritongen.devices import Device, Inventory, detect_devices
+from tritongen.models import TensorSignature
+from tritongen.profile import Profile
+from tritongen.serving_cost import ServingCost, _stand_in_onnx, measure_serving_cost, serving_cost
+
+SIGNATURE = TensorSignature("x", "float32", (3, 8, 8), None)
+
+
+def test_stand_in_reads_every_input_value_and_has_the_output_shape(tmp_path: Path) -> None:
+    _stand_in_onnx(tmp_path / "s.onnx", SIGNATURE, num_classes=5)
+    session = ort.InferenceSession(str(tmp_path / "s.onnx"), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).normal(size=(4, 3, 8, 8)).astype(np.float32)
+    (y,) = session.run(None, {"x": x})
+    expected = np.repeat(x.reshape(4, -1).mean(axis=1, keepdims=True), 5, axis=1)
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_measured_on_the_embedded_server() -> None:
+    cost = measure_serving_cost(SIGNATURE, 5, 8, detect_devices())
+    assert cost.source == "measured"
+    # a call costs CPU (tritonserver and the stub both work), but far less than a second
+    assert 1e-6 < cost.per_call_s < 0.05
+    assert 0 <= cost.per_sample_s < 0.01 and 0 <= cost.per_request_s < 0.05
+    assert cost.call_s(8) >= cost.call_s(1)
+
+
+def test_no_cpu_means_the_default_with_its_reason(tmp_path: Path) -> None:
+    gpu_only = Inventory((Device("gpu0", "gpu", "T4-16GB", 16 * 2**30, index=0),))
+    cost = serving_cost(object(), gpu_only)  # type: ignore[arg-type]
+    assert cost.source == "default (no CPU in the inventory)"
+
+
+@pytest.mark.parametrize("extra", [{}, {"serving_cost": {"per_call_s": "x"}}, {"serving_cost": 3}])
+def test_profiles_without_a_usable_serving_cost_fall_back_to_the_default(extra: dict) -> None:
+    cost = Profile(members={}, extra=extra).serving_cost
+    assert cost.source.startswith("default") and cost.per_call_s > 0
+
+
+def test_profile_round_trips_the_measured_cost() -> None:
+    measured = ServingCost(0.0004, 0.00001, 0.0003, "measured")
+    profile = Profile.from_json({"version": 1, "members": {}, "serving_cost": measured.to_json()})
+    assert profile.serving_cost == measured

@@ -1,0 +1,215 @@
+"""What one call through the embedded server costs beyond the member's own compute, measured
+on this machine: the CPU seconds tritonserver and a Python-backend stub spend per call.
+
+The profile times onnxruntime alone; served, every call also pays the request's trip through
+tritonserver and the stub's IPC (semaphores, tensors copied through shared memory). On a CPU
+that time comes out of the same cores as the members' compute, so the planner's CPU model
+(`cpu_serving`) charges it per call. We measure it with a stand-in member that reads its input
+and computes almost nothing (a mean, tiled to the output shape), served alone with one
+instance, driven by perf_analyzer at concurrency 1 at batch 1 and at the largest batch; the
+client passes tensors through system shared memory so that the wire protocol's copies, paid
+once per ensemble request rather than per member call, are left out. Two batch sizes give a
+fixed cost per call and a cost per sample (the copies). Results are cached per input shape.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import psutil
+import yaml
+from onnx import TensorProto, helper
+
+from tritongen.devices import Inventory
+from tritongen.errors import TritongenError
+from tritongen.models import Ensemble, TensorSignature, load_ensemble
+from tritongen.perf import measure
+from tritongen.plan import Plan
+from tritongen.render import render_repository
+from tritongen.server import EmbeddedServer, cache_dir, find_tritonserver
+from tritongen.spec import load_spec
+
+# Used when nothing was measured (a profile read from an older file, or no embedded server):
+# what this project's 2-core machine showed.
+DEFAULT_PER_CALL_S = 0.0005
+STAND_IN = "stand_in"
+ENSEMBLE = "serving_cost"  # the stand-in as a one-member ensemble
+MEASURE_INTERVAL_MS = 1500
+
+
+@dataclass(frozen=True)
+class ServingCost:
+    per_call_s: float  # CPU seconds each call costs, whatever its batch
+    per_sample_s: float  # and per sample in it (tensor copies)
+    per_request_s: float  # once per ensemble request: the wire, the scheduler, the combine step
+    source: str  # "measured" or why the default is used
+
+    def call_s(self, batch: int) -> float:
+        """CPU seconds one served call of `batch` samples adds to the member's compute."""
+        return self.per_call_s + self.per_sample_s * batch
+
+    def to_json(self) -> dict[str, float | str]:
+        return asdict(self)
+
+
+def default_cost(reason: str) -> ServingCost:
+    return ServingCost(DEFAULT_PER_CALL_S, 0.0, 0.0, f"default ({reason})")
+
+
+def serving_cost(
+    ensemble: Ensemble, inventory: Inventory, *, use_cache: bool = True
+) -> ServingCost:
+    """The measured cost for this ensemble's input shape, from the cache when it is there;
+    the default, saying why, when the embedded server cannot run here."""
+    cpu = inventory.cpu
+    if cpu is None:
+        return default_cost("no CPU in the inventory")
+    largest = ensemble.spec.max_batch_size
+    try:
+        path = _cache_path(ensemble.input, largest)
+        if use_cache and (cached := _read_cache(path)) is not None:
+            return cached
+        cost = measure_serving_cost(ensemble.input, ensemble.num_classes, largest, inventory)
+    except TritongenError as exc:
+        return default_cost(f"not measured: {exc}")
+    _write_cache(path, cost)
+    return cost
+
+
+def measure_serving_cost(
+    signature: TensorSignature, num_classes: int, largest: int, inventory: Inventory
+) -> ServingCost:
+    """Serve the stand-in member and fit CPU seconds per call = fixed + per-sample × batch."""
+    with tempfile.TemporaryDirectory(prefix="tritongen-serving-cost-") as tmp:
+        repository = _stand_in_repository(Path(tmp), signature, num_classes, largest, inventory)
+        with EmbeddedServer(repository) as server:
+            small = _cpu_s_per_call(server, STAND_IN, 1, shared_memory="system")
+            large = _cpu_s_per_call(server, STAND_IN, largest, shared_memory="system")
+            whole = _cpu_s_per_call(server, ENSEMBLE, 1, shared_memory=None)
+    per_sample = max(0.0, (large - small) / max(largest - 1, 1))
+    per_request = max(0.0, whole - small)
+    return ServingCost(max(0.0, small - per_sample), per_sample, per_request, "measured")
+
+
+def _cpu_s_per_call(
+    server: EmbeddedServer, model: str, batch: int, shared_memory: str | None
+) -> float:
+    """tritonserver + stubs CPU seconds per request of `batch` samples to `model`, one at a
+    time (concurrency 1: the batcher has nothing to merge, so a request is one call)."""
+    processes = [psutil.Process(server.pid), *psutil.Process(server.pid).children(recursive=True)]
+    cpu_before, requests_before = _cpu_seconds(processes), _requests(server, model)
+    measure(
+        server.grpc_url,
+        model,
+        [1],
+        batch_size=batch,
+        interval_ms=MEASURE_INTERVAL_MS,
+        max_trials=3,
+        stability_percent=1000,  # three windows, whatever they show: CPU time is what we read
+        shared_memory=shared_memory,
+    )
+    requests = _requests(server, model) - requests_before
+    if requests <= 0:
+        raise TritongenError(f"the stand-in {model} answered no request")
+    return (_cpu_seconds(processes) - cpu_before) / requests
+
+
+def _cpu_seconds(processes: list[psutil.Process]) -> float:
+    return sum(p.cpu_times().user + p.cpu_times().system for p in processes)
+
+
+def _requests(server: EmbeddedServer, model: str) -> float:
+    """Requests `model` has answered so far, from Triton's metrics."""
+    url = f"http://127.0.0.1:{server.metrics_port}/metrics"
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    pattern = rf'^nv_inference_request_success\{{model="{model}",[^}}]*\}} (\S+)$'
+    found = re.search(pattern, text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def _stand_in_repository(
+    root: Path, signature: TensorSignature, num_classes: int, largest: int, inventory: Inventory
+) -> Path:
+    """A repository serving the stand-in the way tritongen serves members (Python backend,
+    one single-threaded instance, no queue delay)."""
+    _stand_in_onnx(root / "stand_in.onnx", signature, num_classes)
+    spec_path = root / "stand_in.yaml"
+    spec = {
+        "name": ENSEMBLE,
+        "members": [{"name": STAND_IN, "model": "stand_in.onnx"}],
+        "combine": {"rule": "mean", "transform": "none"},
+        "max_batch_size": largest,
+    }
+    spec_path.write_text(yaml.safe_dump(spec))
+    ensemble = load_ensemble(load_spec(spec_path))
+    cpu = inventory.cpu
+    assert cpu is not None
+    plan = Plan(
+        allocation={STAND_IN: {cpu.id: 1}},
+        batch_size={STAND_IN: largest},
+        threads={STAND_IN: 1},
+        queue_delay_us={STAND_IN: 0},
+    )
+    return render_repository(ensemble, plan, inventory, root / "repository", force=True)
+
+
+def _stand_in_onnx(path: Path, signature: TensorSignature, num_classes: int) -> None:
+    """[N, *dims] → mean over each sample, tiled to [N, num_classes] (float32)."""
+    dims = [d if d > 0 else 1 for d in signature.dims]
+    elem_type = helper.np_dtype_to_tensor_dtype(np.dtype(signature.dtype))
+    nodes = [
+        helper.make_node("Cast", ["x"], ["xf"], to=TensorProto.FLOAT),
+        helper.make_node("Reshape", ["xf", "flat"], ["rows"]),
+        helper.make_node("ReduceMean", ["rows"], ["mean"], axes=[1], keepdims=1),
+        helper.make_node("Tile", ["mean", "repeats"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "stand_in",
+        [helper.make_tensor_value_info("x", elem_type, ["N", *dims])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", num_classes])],
+        initializer=[
+            helper.make_tensor("flat", TensorProto.INT64, [2], [0, -1]),
+            helper.make_tensor("repeats", TensorProto.INT64, [2], [1, num_classes]),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, path)
+
+
+def _cache_path(signature: TensorSignature, largest: int) -> Path:
+    key = {
+        "dtype": signature.dtype,
+        "dims": list(signature.dims),
+        "largest": largest,
+        "cores": len(os.sched_getaffinity(0)),
+        "tritonserver": str(find_tritonserver().binary.stat().st_mtime),
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+    return cache_dir() / "serving_cost" / f"{digest}.json"
+
+
+def _read_cache(path: Path) -> ServingCost | None:
+    try:
+        data = json.loads(path.read_text())
+        fields = ("per_call_s", "per_sample_s", "per_request_s")
+        return ServingCost(*(float(data[f]) for f in fields), source="measured")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_cache(path: Path, cost: ServingCost) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(cost.to_json()) + "\n")
+    tmp.replace(path)
