@@ -39,6 +39,7 @@ from tritongen.planner import make_plan
 from tritongen.profile import profile_ensemble
 from tritongen.render import render_repository
 from tritongen.server import EmbeddedServer
+from tritongen.serving_cost import serving_cost
 from tritongen.spec import load_spec
 from tritongen.watchdog import STUB
 
@@ -151,7 +152,9 @@ def main() -> None:
     spec = load_spec(write_example(workdir / "vision"))
     ensemble = load_ensemble(spec)
     inventory = detect_devices()
-    profile = profile_ensemble(ensemble, inventory, progress=False)
+    profile = profile_ensemble(
+        ensemble, inventory, progress=False, serving=serving_cost(ensemble, inventory)
+    )
     plan = make_plan(spec, inventory, profile)
     bound = cpu_bound(profile, inventory)
     compute_ms = {m: 1000 * c for m, c in profile.cpu_cost_s_per_sample.items()}

@@ -306,7 +306,7 @@ def make_plan(
     profile: Profile,
     evaluator: EvaluatorSource | None = None,
     refine_with: EvaluatorSource | None = None,
-    refine_top: int = 3,
+    refine_top: int = 2,
     max_batch_size: int | None = None,
     budget: int = LP_BUDGET,
 ) -> Plan:
