@@ -145,8 +145,9 @@ def test_members_planned_on_two_nodes_answer_through_the_combiner(tmp_path: Path
     batch = np.random.default_rng(7).random((6, 64), dtype=np.float32)
     with (
         EmbeddedServer(out / "nodes" / other, grpc_port=ports[other], ready_timeout_s=300),
-        EmbeddedServer(out / "nodes" / primary, grpc_port=ports[primary], ready_timeout_s=300)
-        as node,
+        EmbeddedServer(
+            out / "nodes" / primary, grpc_port=ports[primary], ready_timeout_s=300
+        ) as node,
     ):
         result = _infer(node, "digits", batch)
     models = [tmp_path / "digits" / "models" / f"{m}.onnx" for m in DIGITS]
@@ -161,7 +162,9 @@ def test_multi_node_build_refuses_the_ensemble_combiner_and_serving_its_root(
     out, _ = _two_node_build(tmp_path, {"n1": 8001, "n2": 8001})
     spec = tmp_path / "digits" / "ensemble.yaml"
     args = ["--devices", str(tmp_path / "DEVICES.json"), "--plan", str(out / "plan.json")]
-    refused = run_cli("build", str(spec), "-o", str(tmp_path / "r"), "--combiner", "ensemble", *args)
+    refused = run_cli(
+        "build", str(spec), "-o", str(tmp_path / "r"), "--combiner", "ensemble", *args
+    )
     assert_one_line_error(refused, "only the BLS combiner calls members on other nodes")
     with pytest.raises(ServerError, match=r"one repository per node \(n\d, n\d\); serve .*/nodes/"):
         EmbeddedServer(out).start()

@@ -114,7 +114,9 @@ def test_node_urls_come_from_devices_json_or_default_to_the_node_name(tmp_path: 
         (["n1"], "nodes: expected"),
     ],
 )
-def test_bad_nodes_entry_is_one_line_naming_it(tmp_path: Path, nodes: object, fragment: str) -> None:
+def test_bad_nodes_entry_is_one_line_naming_it(
+    tmp_path: Path, nodes: object, fragment: str
+) -> None:
     path = write_devices(tmp_path, {"devices": [device(0, "n1")], "nodes": nodes})
     with pytest.raises(SpecError) as error:
         load_inventory(path)

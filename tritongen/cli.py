@@ -231,16 +231,19 @@ def build(
 
 def _node_lines(plan: Plan, inventory: Inventory, repository: Path) -> list[str]:
     """Where each node's repository is and at which gRPC url the combiner expects it."""
+    from tritongen.render import NODES_DIR
+
     if not plan.spans_nodes:
         return []
     lines = []
     for node in plan.node_names:
         members = ", ".join(m for m, n in plan.nodes.items() if n == node)
-        role = f"combiner + {members}" if node == plan.primary_node else members
-        lines.append(
-            f"  node {node} ({role}): serve {repository / 'nodes' / node} "
-            f"with gRPC at {inventory.node_url(node)}"
-        )
+        folder = repository / NODES_DIR / node
+        if node == plan.primary_node:
+            lines.append(f"  node {node} (combiner, {members}): serve {folder}; clients call it")
+        else:
+            url = inventory.node_url(node)
+            lines.append(f"  node {node} ({members}): serve {folder} with gRPC at {url}")
     return lines
 
 

@@ -49,7 +49,9 @@ def plan_across_nodes(
         return whole
     assignment = assign_members(members, inventory, profile, max_batch_size)
     plans = {
-        node: plan_on_devices([m for m in members if assignment[m] == node], inventory.on_node(node))
+        node: plan_on_devices(
+            [m for m in members if assignment[m] == node], inventory.on_node(node)
+        )
         for node in inventory.nodes
         if node in assignment.values()
     }
