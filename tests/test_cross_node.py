@@ -3,6 +3,8 @@ gRPC. Two real embedded servers on loopback stand for two nodes."""
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,16 +14,19 @@ import tritonclient.grpc as grpcclient
 
 from tests.conftest import spec_data, write_spec
 from tests.onnx_factory import FEATURES, member_outputs, reference_combine
+from tests.test_cli import assert_one_line_error, run_cli
 from tests.test_production import _imported_modules
 from tritongen.devices import detect_devices
-from tritongen.errors import SpecError
+from tritongen.errors import ServerError, SpecError
+from tritongen.examples.digits import write_example
 from tritongen.models import load_ensemble
 from tritongen.plan import default_plan
 from tritongen.render import Combiner, render_repository
-from tritongen.server import EmbeddedServer
+from tritongen.server import EmbeddedServer, free_port
 from tritongen.spec import load_spec
 
 pytestmark = pytest.mark.server
+DIGITS = ["mlp", "cnn", "resmlp"]  # the members of tritongen.examples.digits
 
 
 def _render(folder: Path, data: dict, combiner: Combiner = Combiner.bls) -> Path:
@@ -96,3 +101,70 @@ def test_remote_member_needs_the_bls_combiner(member_models: list[Path], tmp_pat
 def test_local_only_combiner_has_no_remote_code(member_models: list[Path], tmp_path: Path) -> None:
     repo = _render(tmp_path, spec_data(member_models))
     assert not (repo / "ens" / "1" / "remote.py").exists()
+
+
+# ----------------------------------------------------------------------- planned across nodes
+
+NODE_MEMORY = 250_000_000  # two members of 100 MB fit one node, three do not
+
+
+def _two_node_build(folder: Path, ports: dict[str, int]) -> tuple[Path, dict]:
+    """The digits example built by the CLI for two "nodes" that are both this machine's CPU,
+    from a hand-written profile (no profiling): members split, each node on its own port."""
+    spec = write_example(folder / "digits", epochs=5)
+    devices = {
+        "devices": [
+            {"id": f"cpu_{n}", "kind": "cpu", "class": "cpu", "memory_bytes": NODE_MEMORY,
+             "cores": 1, "node": n}
+            for n in ports
+        ],
+        "nodes": {n: {"grpc_url": f"127.0.0.1:{p}"} for n, p in ports.items()},
+    }  # fmt: skip
+    entries = {str(b): {"throughput": 500.0 * b, "memory_bytes": 100_000_000} for b in (1, 8)}
+    profile = {"version": 1, "members": {m: {"cpu": entries} for m in DIGITS}}
+    (folder / "DEVICES.json").write_text(json.dumps(devices))
+    (folder / "profile.json").write_text(json.dumps(profile))
+    out = folder / "repo"
+    result = run_cli(
+        "build", str(spec), "-o", str(out),
+        "--devices", str(folder / "DEVICES.json"), "--profile", str(folder / "profile.json"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return out, json.loads((out / "plan.json").read_text())
+
+
+def test_members_planned_on_two_nodes_answer_through_the_combiner(tmp_path: Path) -> None:
+    ports = {"n1": free_port(), "n2": free_port()}
+    out, plan = _two_node_build(tmp_path, ports)
+    primary = plan["primary_node"]
+    (other,) = set(ports) - {primary}
+    assert sorted(Counter(plan["nodes"].values()).values()) == [1, 2]
+    remote = [m for m, n in plan["nodes"].items() if n == other]
+    assert sorted(p.name for p in (out / "nodes" / other).iterdir()) == remote
+    assert not (out / "nodes" / primary / remote[0]).exists()
+    batch = np.random.default_rng(7).random((6, 64), dtype=np.float32)
+    with (
+        EmbeddedServer(out / "nodes" / other, grpc_port=ports[other], ready_timeout_s=300),
+        EmbeddedServer(
+            out / "nodes" / primary, grpc_port=ports[primary], ready_timeout_s=300
+        ) as node,
+    ):
+        result = _infer(node, "digits", batch)
+    models = [tmp_path / "digits" / "models" / f"{m}.onnx" for m in DIGITS]
+    expected = reference_combine(member_outputs(models, batch), "mean", "softmax", [1.0] * 3)
+    np.testing.assert_allclose(result.as_numpy("OUTPUT"), expected, rtol=1e-4, atol=1e-5)
+    assert result.as_numpy("ANSWERED").all()
+
+
+def test_multi_node_build_refuses_the_ensemble_combiner_and_serving_its_root(
+    tmp_path: Path,
+) -> None:
+    out, _ = _two_node_build(tmp_path, {"n1": 8001, "n2": 8001})
+    spec = tmp_path / "digits" / "ensemble.yaml"
+    args = ["--devices", str(tmp_path / "DEVICES.json"), "--plan", str(out / "plan.json")]
+    refused = run_cli(
+        "build", str(spec), "-o", str(tmp_path / "r"), "--combiner", "ensemble", *args
+    )
+    assert_one_line_error(refused, "only the BLS combiner calls members on other nodes")
+    with pytest.raises(ServerError, match=r"one repository per node \(n\d, n\d\); serve .*/nodes/"):
+        EmbeddedServer(out).start()

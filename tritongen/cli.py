@@ -23,7 +23,9 @@ from tritongen.server import LOOPBACK, EmbeddedServer
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from tritongen.devices import Inventory
     from tritongen.pipeline import Planned
+    from tritongen.plan import Plan
     from tritongen.planner import PlanEvaluator
     from tritongen.search_space import Problem
 
@@ -183,9 +185,13 @@ def build(
         Path, typer.Option("-o", "--output", help="Repository folder to write.")
     ] = Path("model_repository"),
     combiner: Annotated[
-        Combiner,
-        typer.Option(help="ensemble: Triton's scheduler + a combine step; bls: async BLS."),
-    ] = Combiner.ensemble,
+        Combiner | None,
+        typer.Option(
+            help="ensemble (default): Triton's scheduler + a combine step; bls: async BLS "
+            "(the default when members are served on other nodes).",
+            show_default=False,
+        ),
+    ] = None,
     target: Annotated[
         Target, typer.Option(help="embedded: Python-backend members; docker: native onnxruntime.")
     ] = Target.embedded,
@@ -206,6 +212,7 @@ def build(
 ) -> None:
     """Render a Triton model repository that serves the ensemble as one model."""
     from tritongen.pipeline import build as build_repository
+    from tritongen.render import choose_combiner
 
     planned, repository = build_repository(
         spec,
@@ -218,11 +225,32 @@ def build(
         quick=quick,
         force=force,
     )
-    ensemble = planned.ensemble
+    ensemble, plan = planned.ensemble, planned.plan
+    chosen = choose_combiner(ensemble, plan, combiner)
     console.print(
         f"wrote {repository}: model [bold]{ensemble.spec.name}[/] combines "
-        f"{len(ensemble.members)} members ({combiner.value} combiner, {target.value} target)"
+        f"{len(ensemble.members)} members ({chosen.value} combiner, {target.value} target)"
     )
+    for line in _node_lines(plan, planned.inventory, repository):
+        console.print(line, markup=False, highlight=False)
+
+
+def _node_lines(plan: Plan, inventory: Inventory, repository: Path) -> list[str]:
+    """Where each node's repository is and at which gRPC url the combiner expects it."""
+    from tritongen.render import NODES_DIR
+
+    if not plan.spans_nodes:
+        return []
+    lines = []
+    for node in plan.node_names:
+        members = ", ".join(m for m, n in plan.nodes.items() if n == node)
+        folder = repository / NODES_DIR / node
+        if node == plan.primary_node:
+            lines.append(f"  node {node} (combiner, {members}): serve {folder}; clients call it")
+        else:
+            url = inventory.node_url(node)
+            lines.append(f"  node {node} ({members}): serve {folder} with gRPC at {url}")
+    return lines
 
 
 @app.command()

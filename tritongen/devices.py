@@ -12,8 +12,10 @@ from typing import Any, Literal
 import psutil
 
 from tritongen.errors import SpecError
+from tritongen.spec import NAME_PATTERN, NAME_RULE, URL_PATTERN
 
 CPU_ID = "cpu"
+GRPC_PORT = 8001  # Triton's default gRPC port: a node's url when DEVICES.json gives none
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class Device:
 @dataclass(frozen=True)
 class Inventory:
     devices: tuple[Device, ...] = field(default_factory=tuple)
+    node_urls: dict[str, str] = field(default_factory=dict)  # node -> gRPC host:port
 
     def __getitem__(self, device_id: str) -> Device:
         for device in self.devices:
@@ -58,8 +61,25 @@ class Inventory:
     def cpu(self) -> Device | None:
         return next((d for d in self.devices if d.kind == "cpu"), None)
 
+    @property
+    def nodes(self) -> list[str]:
+        """The nodes the devices name, in DEVICES.json order; empty when none does."""
+        return list(dict.fromkeys(d.node for d in self.devices if d.node is not None))
+
+    def on_node(self, node: str) -> Inventory:
+        """The devices of one node, as an inventory of its own."""
+        return Inventory(tuple(d for d in self.devices if d.node == node), self.node_urls)
+
+    def node_url(self, node: str) -> str:
+        """gRPC host:port of a node's tritonserver; by default its name (a compose or
+        Kubernetes service's DNS name) on Triton's gRPC port."""
+        return self.node_urls.get(node, f"{node}:{GRPC_PORT}")
+
     def to_json(self) -> dict[str, Any]:
-        return {"devices": [d.to_json() for d in self.devices]}
+        data: dict[str, Any] = {"devices": [d.to_json() for d in self.devices]}
+        if self.node_urls:
+            data["nodes"] = {n: {"grpc_url": url} for n, url in self.node_urls.items()}
+        return data
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n")
@@ -83,7 +103,37 @@ def load_inventory(path: str | Path) -> Inventory:
     ids = [d.id for d in devices]
     if len(set(ids)) != len(ids):
         raise SpecError(f"{path}: devices: ids must be unique, got {ids}")
-    return Inventory(devices)
+    _check_every_device_has_a_node_or_none(path, devices)
+    return Inventory(devices, _node_urls(path, data.get("nodes", {}), devices))
+
+
+def _check_every_device_has_a_node_or_none(path: Path, devices: tuple[Device, ...]) -> None:
+    named = [d.node is not None for d in devices]
+    if any(named) and not all(named):
+        index = named.index(False)
+        raise SpecError(
+            f"{path}: devices.{index}: has no node while other devices do; "
+            "give every device a node, or none"
+        )
+
+
+def _node_urls(path: Path, entries: Any, devices: tuple[Device, ...]) -> dict[str, str]:
+    """The top-level `"nodes": {"n1": {"grpc_url": "host:port"}}`, checked."""
+    if not isinstance(entries, dict):
+        raise SpecError(f'{path}: nodes: expected {{"<node>": {{"grpc_url": "host:port"}}}}')
+    known = {d.node for d in devices}
+    urls = {}
+    for node, entry in entries.items():
+        where = f"{path}: nodes.{node}"
+        if node not in known:
+            raise SpecError(f"{where}: no device has node {node!r}; remove it or fix its name")
+        if not isinstance(entry, dict) or set(entry) != {"grpc_url"}:
+            raise SpecError(f'{where}: expected {{"grpc_url": "host:port"}} and nothing else')
+        url = entry["grpc_url"]
+        if not isinstance(url, str) or not re.fullmatch(URL_PATTERN, url):
+            raise SpecError(f"{where}.grpc_url: {url!r} is not host:port (e.g. 10.0.0.2:8001)")
+        urls[node] = url
+    return urls
 
 
 def _device(path: Path, index: int, entry: Any) -> Device:
@@ -108,12 +158,19 @@ def _device(path: Path, index: int, entry: Any) -> Device:
             memory_bytes=memory,
             cores=cores,
             index=entry.get("index"),
-            node=entry.get("node"),
+            node=_node_name(entry.get("node")),
         )
     except KeyError as exc:
         raise SpecError(f"{where}: field {exc.args[0]!r} is missing") from None
     except (TypeError, ValueError) as exc:
         raise SpecError(f"{where}: {exc}") from None
+
+
+def _node_name(node: Any) -> str | None:
+    """A node's name names a folder (`DIR/nodes/<node>`): the spec's rule for names."""
+    if node is None or (isinstance(node, str) and re.fullmatch(NAME_PATTERN, node)):
+        return node
+    raise ValueError(f"node {node!r} is not a valid name; {NAME_RULE}")
 
 
 def detect_devices() -> Inventory:

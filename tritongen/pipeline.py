@@ -63,7 +63,7 @@ def build(
     spec_path: str | Path,
     output: str | Path,
     *,
-    combiner: Combiner = Combiner.ensemble,
+    combiner: Combiner | None = None,
     target: Target = Target.embedded,
     devices_file: Path | None = None,
     profile_file: Path | None = None,
@@ -71,7 +71,9 @@ def build(
     quick: bool = False,
     force: bool = False,
 ) -> tuple[Planned, Path]:
-    """`tritongen build`: plan (see `plan_ensemble`), then render the repository."""
+    """`tritongen build`: plan (see `plan_ensemble`), then render the repository (one per
+    node under `output/nodes/` when the plan spans nodes; `combiner` None: see
+    `render_repository`)."""
     check_destination(Path(output).resolve(), force)  # refuse before minutes of profiling
     planned = plan_ensemble(
         spec_path,

@@ -24,9 +24,24 @@ class Plan:
     threads: dict[str, int] = field(default_factory=dict)  # member -> intra-op threads (CPU)
     queue_delay_us: dict[str, int] = field(default_factory=dict)  # member -> batcher delay
     dynamic_batching: bool = True  # False renders no batcher: one request per execution
+    # Multi-node plans only (DEVICES.json gives nodes): member -> node, and the node that
+    # serves the combiner. Empty and None otherwise.
+    nodes: dict[str, str] = field(default_factory=dict)
+    primary_node: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # baseline, bottleneck, model name...
 
+    @property
+    def node_names(self) -> list[str]:
+        """The nodes that hold members, the primary first."""
+        used = dict.fromkeys(self.nodes.values())
+        return sorted(used, key=lambda n: n != self.primary_node)
+
+    @property
+    def spans_nodes(self) -> bool:
+        return len(set(self.nodes.values())) > 1
+
     def to_json(self) -> dict[str, Any]:
+        nodes = {"nodes": self.nodes, "primary_node": self.primary_node} if self.nodes else {}
         return {
             "allocation": self.allocation,
             "batch_size": self.batch_size,
@@ -34,6 +49,7 @@ class Plan:
             "threads": self.threads,
             "queue_delay_us": self.queue_delay_us,
             "dynamic_batching": self.dynamic_batching,
+            **nodes,
             **self.extra,
         }
 
@@ -49,6 +65,8 @@ class Plan:
             "threads",
             "queue_delay_us",
             "dynamic_batching",
+            "nodes",
+            "primary_node",
         }
         return cls(
             allocation={
@@ -59,6 +77,8 @@ class Plan:
             threads={m: int(t) for m, t in data.get("threads", {}).items()},
             queue_delay_us={m: int(t) for m, t in data.get("queue_delay_us", {}).items()},
             dynamic_batching=bool(data.get("dynamic_batching", True)),
+            nodes={m: str(n) for m, n in data.get("nodes", {}).items()},
+            primary_node=data.get("primary_node"),
             extra={k: v for k, v in data.items() if k not in known},
         )
 

@@ -316,9 +316,34 @@ def make_plan(
     Evaluator class whose constructor takes the problem is one). With `refine_with`, the
     `refine_top` best distinct candidates of the search are re-ranked by it (e.g. measured).
     Searches from further starting points run until `budget` LPs have been solved.
+    When the devices name nodes, `tritongen.nodes` decides which node serves each member and
+    this search runs on each node's devices.
     """
-    started = time.perf_counter()
     names, max_batch_size = _member_names(members, max_batch_size)
+
+    def plan_on_devices(subset: Sequence[str], devices: Inventory) -> Plan:
+        return _plan_on_devices(
+            subset, devices, profile, evaluator, refine_with, refine_top, max_batch_size, budget
+        )
+
+    if inventory.nodes:
+        from tritongen.nodes import plan_across_nodes  # it builds on this module's worst-fit
+
+        return plan_across_nodes(names, inventory, profile, plan_on_devices, max_batch_size)
+    return plan_on_devices(names, inventory)
+
+
+def _plan_on_devices(
+    names: Sequence[str],
+    inventory: Inventory,
+    profile: Profile,
+    evaluator: EvaluatorSource | None,
+    refine_with: EvaluatorSource | None,
+    refine_top: int,
+    max_batch_size: int | None,
+    budget: int,
+) -> Plan:
+    started = time.perf_counter()
     problem = build_problem(names, inventory, profile, max_batch_size)
     model = CostModelEvaluator(problem)
     guide = CostModelEvaluator(problem, tie_break=TIE_BREAK)

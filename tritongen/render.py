@@ -3,6 +3,12 @@
 Everything is written into a temporary folder beside the destination, every config.pbtxt is
 parsed back into Triton's `ModelConfig` protobuf, and only then does the new repository take
 the destination's place: a failed build leaves the previous repository as it was.
+
+A plan whose members live on several nodes renders one repository per node, each served by
+its own tritonserver: `DIR/nodes/<node>/`. The primary node's holds the (BLS) combiner and its
+own members and calls the others at their node's gRPC url; the others hold their members
+alone. They cannot sit beside the primary's models at the top of DIR: Triton takes every
+folder of a repository for a model and refuses to start on one that is not.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from importlib import resources
 from pathlib import Path
@@ -28,6 +34,7 @@ from tritongen.plan import Plan
 from tritongen.spec import Accelerator, ExecutionSpec
 
 MARKER = ".tritongen"
+NODES_DIR = "nodes"  # DIR/nodes/<node>/: one repository per node of a multi-node plan
 KEPT_FILES = ("README.md",)  # carried over from the destination (the folder's own README)
 COMBINER_INSTANCES = 2  # an async BLS instance moves one batch at a time: keep two in flight
 # Where TensorRT keeps built engines so that a restart skips the build; docker-compose.yml and
@@ -58,19 +65,23 @@ def render_repository(
     inventory: Inventory,
     destination: str | Path,
     *,
-    combiner: Combiner = Combiner.ensemble,
+    combiner: Combiner | None = None,
     target: Target = Target.embedded,
     force: bool = False,
 ) -> Path:
-    """Write the repository for `ensemble` laid out by `plan` into `destination`."""
+    """Write the repository for `ensemble` laid out by `plan` into `destination`.
+
+    `combiner` None chooses: BLS when some member is served elsewhere (a spec `url`, or
+    another node of the plan), else Triton's ensemble."""
     destination = Path(destination).resolve()
     check_destination(destination, force)
-    _check_remote_members(ensemble, Combiner(combiner))
+    chosen = choose_combiner(ensemble, plan, combiner)
+    _check_remote_members(ensemble, plan, chosen)
     _check_plan(ensemble, plan, inventory)
     destination.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
     try:
-        _write_all(staging, ensemble, plan, inventory, Combiner(combiner), Target(target))
+        _write_all(staging, ensemble, plan, inventory, chosen, Target(target))
         _carry_kept_files(destination, staging)
         _swap(staging, destination)
     finally:
@@ -87,6 +98,31 @@ def _write_all(
     target: Target,
 ) -> None:
     env = _environment()
+    marker: dict[str, Any] = {
+        "ensemble": ensemble.spec.name,
+        "combiner": combiner.value,
+        "target": target.value,
+    }
+    if plan.spans_nodes:
+        _write_nodes(root, env, ensemble, plan, inventory, target)
+        marker |= {"nodes": plan.node_names, "primary_node": plan.primary_node}
+    else:
+        _write_repository(root, env, ensemble, plan, inventory, combiner, target)
+    plan.save(root / "plan.json")
+    (root / MARKER).write_text(json.dumps(marker) + "\n")
+    _restrict_permissions(root)
+
+
+def _write_repository(
+    root: Path,
+    env: jinja2.Environment,
+    ensemble: Ensemble,
+    plan: Plan,
+    inventory: Inventory,
+    combiner: Combiner,
+    target: Target,
+) -> None:
+    """The members served here (those without a url) and the combiner."""
     remote = ensemble.spec.remote_urls
     for member in ensemble.members:
         if member.name not in remote:
@@ -95,10 +131,50 @@ def _write_all(
         _write_bls(root, env, ensemble, plan)
     else:
         _write_native_ensemble(root, env, ensemble, plan)
-    plan.save(root / "plan.json")
-    marker = {"ensemble": ensemble.spec.name, "combiner": combiner.value, "target": target.value}
-    (root / MARKER).write_text(json.dumps(marker) + "\n")
-    _restrict_permissions(root)
+
+
+def _write_nodes(
+    root: Path,
+    env: jinja2.Environment,
+    ensemble: Ensemble,
+    plan: Plan,
+    inventory: Inventory,
+    target: Target,
+) -> None:
+    """`nodes/<primary>/`: the BLS combiner and the primary's members, calling the others at
+    their node's url; `nodes/<other>/`: that node's members alone."""
+    for node in plan.node_names:
+        folder = root / NODES_DIR / node
+        folder.mkdir(parents=True)
+        if node == plan.primary_node:
+            calling = calling_other_nodes(ensemble, plan, inventory)
+            _write_repository(folder, env, calling, plan, inventory, Combiner.bls, target)
+            continue
+        for member in ensemble.members:
+            if plan.nodes[member.name] == node and member.name not in ensemble.spec.remote_urls:
+                _write_member(folder, env, ensemble, member, plan, inventory, target)
+
+
+def calling_other_nodes(ensemble: Ensemble, plan: Plan, inventory: Inventory) -> Ensemble:
+    """`ensemble` as the primary node sees it: members on other nodes get their node's url
+    (a `url` the spec gives already wins)."""
+    members = [
+        m
+        if m.url or plan.nodes[m.name] == plan.primary_node
+        else m.model_copy(update={"url": inventory.node_url(plan.nodes[m.name])})
+        for m in ensemble.spec.members
+    ]
+    return replace(ensemble, spec=ensemble.spec.model_copy(update={"members": members}))
+
+
+def served_nodes(repository: Path) -> list[str]:
+    """The nodes of a multi-node build (`DIR/nodes/<node>/`); empty for one repository."""
+    try:
+        marker = json.loads((repository / MARKER).read_text())
+    except (OSError, ValueError):
+        return []
+    nodes = marker.get("nodes") if isinstance(marker, dict) else None
+    return [str(n) for n in nodes] if isinstance(nodes, list) else []
 
 
 def _restrict_permissions(root: Path) -> None:
@@ -325,16 +401,56 @@ def _check_plan(ensemble: Ensemble, plan: Plan, inventory: Inventory) -> None:
                     f"plan: member {member.name} is placed on {device_id!r}, "
                     "which is not in the device inventory"
                 ) from None
+    _check_nodes(ensemble, plan, inventory)
 
 
-def _check_remote_members(ensemble: Ensemble, combiner: Combiner) -> None:
+def choose_combiner(ensemble: Ensemble, plan: Plan, asked: Combiner | None) -> Combiner:
+    """The combiner asked for; by default BLS when a member is served elsewhere."""
+    if asked is not None:
+        return Combiner(asked)
+    remote = ensemble.spec.remote_urls or plan.spans_nodes
+    return Combiner.bls if remote else Combiner.ensemble
+
+
+def _check_remote_members(ensemble: Ensemble, plan: Plan, combiner: Combiner) -> None:
+    if combiner is Combiner.bls:
+        return
     remote = ensemble.spec.remote_urls
-    if remote and combiner is not Combiner.bls:
+    if remote:
         name = next(iter(remote))
         raise SpecError(
             f"{ensemble.spec.source}: member {name} has a url (served elsewhere); only the BLS "
             "combiner can call it there: build with --combiner bls"
         )
+    if plan.spans_nodes:
+        name, node = next((m, n) for m, n in plan.nodes.items() if n != plan.primary_node)
+        raise SpecError(
+            f"plan: member {name} is on node {node}, not on the combiner's node "
+            f"{plan.primary_node}; only the BLS combiner calls members on other nodes: "
+            "build with --combiner bls or leave --combiner out"
+        )
+
+
+def _check_nodes(ensemble: Ensemble, plan: Plan, inventory: Inventory) -> None:
+    """A multi-node plan names a node for every member, holds each member's instances on
+    its node's devices, and serves the combiner on one of its nodes."""
+    if not plan.spans_nodes:
+        return
+    if plan.primary_node not in plan.nodes.values():
+        raise SpecError(
+            f"plan: primary_node {plan.primary_node!r} serves no member; "
+            f"use one of {plan.node_names}"
+        )
+    for member in ensemble.members:
+        node = plan.nodes.get(member.name)
+        if node is None:
+            raise SpecError(f"plan: member {member.name} has no node; re-run `tritongen plan`")
+        for device_id in plan.allocation.get(member.name, {}):
+            if inventory[device_id].node != node:
+                raise SpecError(
+                    f"plan: member {member.name} is on node {node} but placed on {device_id} "
+                    f"of node {inventory[device_id].node}; re-run `tritongen plan`"
+                )
 
 
 def _carry_kept_files(destination: Path, staging: Path) -> None:

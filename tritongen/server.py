@@ -26,6 +26,7 @@ from pathlib import Path
 from types import TracebackType
 
 from tritongen.errors import ServerError
+from tritongen.render import NODES_DIR, served_nodes
 from tritongen.watchdog import Watchdog, live_stubs
 
 LOOPBACK = "127.0.0.1"
@@ -195,6 +196,12 @@ class EmbeddedServer:
         """
         if not self.repository.is_dir():
             raise ServerError(f"{self.repository}: no such model repository; run `tritongen build`")
+        nodes = served_nodes(self.repository)
+        if nodes:
+            raise ServerError(
+                f"{self.repository}: holds one repository per node ({', '.join(nodes)}); "
+                f"serve {self.repository / NODES_DIR}/<node> on each node"
+            )
         install = find_tritonserver()
         command = self._command(install, prepare_backends(install))
         precompile(self.repository)

@@ -26,6 +26,7 @@ from tritongen.errors import SpecError
 
 NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 NAME_RULE = "use 1-64 characters from A-Z a-z 0-9 _ -"
+URL_PATTERN = r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$"  # host:port (gRPC) of a tritonserver
 MAX_NODES = 10_000  # YAML values in one spec; far above any real ensemble, far below a bomb
 
 
@@ -90,7 +91,7 @@ class MemberSpec(_Strict):
     execution: ExecutionSpec | None = None  # overrides the ensemble's `execution`
     # host:port (gRPC) of another tritonserver that serves this member: the BLS combiner calls
     # it there (multi-node prototype); the model file still gives the member's signature.
-    url: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
+    url: str | None = Field(default=None, pattern=URL_PATTERN)
 
     @field_validator("model", mode="before")
     @classmethod
