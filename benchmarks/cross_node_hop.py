@@ -52,7 +52,7 @@ def remote_member(member: str, url: str):
 
 
 def start(stack: ExitStack, spec: Path, out: Path, combiner: Combiner) -> EmbeddedServer:
-    _, _, repository = build(spec, out, combiner=combiner, force=True)
+    _, repository = build(spec, out, combiner=combiner, force=True)
     return stack.enter_context(EmbeddedServer(repository, ready_timeout_s=300))
 
 

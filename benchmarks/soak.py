@@ -240,7 +240,8 @@ def soak(args: argparse.Namespace, root: Path) -> str:
     spec = root / "digits" / "ensemble.yaml"
     if not spec.is_file():  # training takes minutes on a busy machine: reuse a --workdir
         spec = write_example(root / "digits")
-    ensemble, _, repository = build(spec, root / "repository", combiner=args.combiner, force=True)
+    planned, repository = build(spec, root / "repository", combiner=args.combiner, force=True)
+    ensemble = planned.ensemble
     model = ensemble.spec.name
     reference = Reference(ensemble)
     pool = load_digits_split().test_x

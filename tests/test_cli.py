@@ -39,12 +39,21 @@ def test_build_writes_repository_and_plan(tmp_path: Path, member_models: list[Pa
     assert (tmp_path / "repo" / "ens" / "config.pbtxt").is_file()
 
 
-def test_build_plans_from_a_given_profile_without_measuring(tmp_path: Path, member_models: list[Path]) -> None:
+def test_build_plans_from_a_given_profile_without_measuring(
+    tmp_path: Path, member_models: list[Path]
+) -> None:
     spec = write_spec(tmp_path, spec_data(member_models))
     entries = {str(b): {"throughput": 1000.0 * b, "memory_bytes": 50_000_000} for b in (1, 2, 4, 8)}
     profile = {"version": 1, "members": {p.stem: {"cpu": entries} for p in member_models}}
     (tmp_path / "profile.json").write_text(json.dumps(profile))
-    result = run_cli("build", str(spec), "-o", str(tmp_path / "repo"), "--profile", str(tmp_path / "profile.json"))
+    result = run_cli(
+        "build",
+        str(spec),
+        "-o",
+        str(tmp_path / "repo"),
+        "--profile",
+        str(tmp_path / "profile.json"),
+    )
     assert result.returncode == 0, result.stderr
     plan = json.loads((tmp_path / "repo" / "plan.json").read_text())
     assert set(plan["allocation"]) == {p.stem for p in member_models}

@@ -15,7 +15,9 @@ CPU = Inventory((Device("cpu", "cpu", "cpu", 8 * 2**30, cores=4),))
 
 def _entry(one_thread_s: float, batch: int) -> ProfileEntry:
     # Four threads run 3x faster than one (sub-linear), as onnxruntime does on small models.
-    return ProfileEntry(3 / one_thread_s, 10**8, {"cpu_cost_s_per_sample": one_thread_s * (1 + 1 / batch)})
+    return ProfileEntry(
+        3 / one_thread_s, 10**8, {"cpu_cost_s_per_sample": one_thread_s * (1 + 1 / batch)}
+    )
 
 
 PROFILE = Profile(
