@@ -202,8 +202,12 @@ def _cache_path(signature: TensorSignature, largest: int) -> Path:
 def _read_cache(path: Path) -> ServingCost | None:
     try:
         data = json.loads(path.read_text())
-        fields = ("per_call_s", "per_sample_s", "per_request_s")
-        return ServingCost(*(float(data[f]) for f in fields), source="measured")
+        return ServingCost(
+            float(data["per_call_s"]),
+            float(data["per_sample_s"]),
+            float(data["per_request_s"]),
+            "measured",
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
