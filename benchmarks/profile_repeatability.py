@@ -16,19 +16,25 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tritongen.devices import detect_devices
-from tritongen.models import load_ensemble
+from tritongen.models import MemberModel, load_ensemble
 from tritongen.profile import Profile, profile_ensemble
+from tritongen.profile_worker import build_session, session_settings
 from tritongen.spec import load_spec
 
 TOLERANCE = 0.10
+TRACE_BATCH = 8
+TRACE_ROUNDS = 12
+TRACE_ROUND_S = 0.5
 
 
 @dataclass(frozen=True)
 class Row:
     member: str
     batch: int
+    threads: str  # "all" (the served entry: intra-op threads = cores) or "1"
     first: float
     second: float
     memory_ratio: float
@@ -53,7 +59,9 @@ def main() -> None:
             started = time.perf_counter()
             result = profile_ensemble(ensemble, inventory, use_cache=False, progress=True)
             runs.append((result, time.perf_counter() - started))
+        traces = {m.name: thread_trace(m, inventory.cpu.cores or 1) for m in ensemble.members}
     report = render(spec_path if args.spec else "the demo (tritongen.examples.digits)", runs)
+    report += render_traces(traces)
     args.out.write_text(report)
     print(report)
 
@@ -67,30 +75,46 @@ def demo_spec(folder: Path) -> Path:
 
 
 def compare(first: Profile, second: Profile) -> list[Row]:
+    """Every CPU entry at all cores (what the profile serves) and at one thread."""
     rows = []
-    for member, by_class in first.members.items():
-        for batch, a in by_class.get("cpu", {}).items():
-            b = second.entries(member, "cpu").get(batch)
-            if b is None:
-                continue
-            rows.append(
-                Row(
-                    member,
-                    batch,
-                    a.throughput,
-                    b.throughput,
-                    b.memory_bytes / a.memory_bytes,
-                    (a.extra.get("contention"), b.extra.get("contention")),
+    for threads in ("all", "1"):
+        for member, by_class in first.members.items():
+            for batch, a in by_class.get("cpu", {}).items():
+                b = second.entries(member, "cpu").get(batch)
+                if b is None:
+                    continue
+                one = (
+                    a.extra.get("throughput_by_threads", {}),
+                    b.extra.get("throughput_by_threads", {}),
                 )
-            )
+                if threads == "1" and not all("1" in t for t in one):
+                    continue
+                rows.append(
+                    Row(
+                        member,
+                        batch,
+                        threads,
+                        a.throughput if threads == "all" else one[0]["1"],
+                        b.throughput if threads == "all" else one[1]["1"],
+                        b.memory_bytes / a.memory_bytes,
+                        (a.extra.get("contention"), b.extra.get("contention")),
+                    )
+                )
     return rows
+
+
+def within(rows: list[Row]) -> str:
+    deviations = [abs(r.ratio - 1) for r in rows]
+    inside = sum(d <= TOLERANCE for d in deviations)
+    return (
+        f"{inside} of {len(rows)} within {TOLERANCE:.0%}; median |run2/run1 - 1| = "
+        f"{statistics.median(deviations):.1%}, max = {max(deviations):.1%}"
+    )
 
 
 def render(source: object, runs: list[tuple[Profile, float]]) -> str:
     (first, wall1), (second, wall2) = runs
     rows = compare(first, second)
-    deviations = [abs(r.ratio - 1) for r in rows]
-    within = sum(d <= TOLERANCE for d in deviations)
     lines = [
         "# Profile repeatability",
         "",
@@ -104,19 +128,21 @@ def render(source: object, runs: list[tuple[Profile, float]]) -> str:
         f"- wall time: run 1 {wall1:.1f} s, run 2 {wall2:.1f} s (target < 120 s)",
         f"- load average (1 min) at start/end: run 1 {first.extra['load_average_1min']}, "
         f"run 2 {second.extra['load_average_1min']}",
-        f"- throughput entries within {TOLERANCE:.0%}: {within} of {len(rows)}; "
-        f"median |run2/run1 - 1| = {statistics.median(deviations):.1%}, "
-        f"max = {max(deviations):.1%}",
+        "- throughput entries at all cores (the profile's served entries): "
+        + within([r for r in rows if r.threads == "all"]),
+        "- throughput entries at one thread (what the CPU serving model uses): "
+        + within([r for r in rows if r.threads == "1"]),
         "",
-        "| member | batch | run 1 samples/s | run 2 samples/s | run2/run1 | memory run2/run1 "
-        "| contention run 1 / run 2 |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| member | batch | threads | run 1 samples/s | run 2 samples/s | run2/run1 "
+        "| memory run2/run1 | contention run 1 / run 2 |",
+        "|---|---:|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         flag = "" if abs(r.ratio - 1) <= TOLERANCE else " ⚠"
         lines.append(
-            f"| {r.member} | {r.batch} | {r.first:,.0f} | {r.second:,.0f} | {r.ratio:.3f}{flag} "
-            f"| {r.memory_ratio:.3f} | {_share(r.contention[0])} / {_share(r.contention[1])} |"
+            f"| {r.member} | {r.batch} | {r.threads} | {r.first:,.0f} | {r.second:,.0f} "
+            f"| {r.ratio:.3f}{flag} | {r.memory_ratio:.3f} "
+            f"| {_share(r.contention[0])} / {_share(r.contention[1])} |"
         )
     lines += ["", "Per-sample CPU cost on one thread at the best batch size (the bound's c_m):", ""]
     lines += [
@@ -131,6 +157,45 @@ def render(source: object, runs: list[tuple[Profile, float]]) -> str:
             f"| {again / cost:.3f} |"
         )
     lines += ["", *_notes()]
+    return "\n".join(lines) + "\n"
+
+
+def thread_trace(member: MemberModel, cores: int) -> dict[int, list[float]]:
+    """Samples/s of one session over consecutive rounds, at all cores and at one thread:
+    whether a figure moves within a single run, with nothing else running."""
+    import numpy as np
+
+    feed = {member.input.name: np.ones((TRACE_BATCH, *member.input.dims), member.input.dtype)}
+    trace = {}
+    for threads in sorted({cores, 1}, reverse=True):
+        session = build_session(str(member.path), session_settings("cpu", threads))
+        for _ in range(20):
+            session.run(None, feed)
+        trace[threads] = [_rate(session, feed) for _ in range(TRACE_ROUNDS)]
+    return trace
+
+
+def _rate(session: Any, feed: dict[str, Any]) -> float:
+    calls, started = 0, time.perf_counter()
+    while time.perf_counter() - started < TRACE_ROUND_S:
+        session.run(None, feed)
+        calls += 1
+    return calls * TRACE_BATCH / (time.perf_counter() - started)
+
+
+def render_traces(traces: dict[str, dict[int, list[float]]]) -> str:
+    lines = [
+        "",
+        f"## One session, {TRACE_ROUNDS} consecutive rounds of {TRACE_ROUND_S} s "
+        f"(batch {TRACE_BATCH})",
+        "",
+        "| member | threads | samples/s per round (thousands) | max/min |",
+        "|---|---:|---|---:|",
+    ]
+    for member, by_threads in traces.items():
+        for threads, rates in by_threads.items():
+            shown = " ".join(f"{r / 1000:.0f}" for r in rates)
+            lines.append(f"| {member} | {threads} | {shown} | {max(rates) / min(rates):.2f} |")
     return "\n".join(lines) + "\n"
 
 
