@@ -379,3 +379,56 @@ def test_k8s_command_errors_are_one_line_with_exit_2(
     assert_one_line_error(run_cli("k8s", str(embedded), *bad_options), "--repository-url")
     assert_one_line_error(run_cli("k8s", str(embedded), "--name", "Bad_Name"), "--name")
     assert not Path(out).exists()
+
+
+# -- a repository built across nodes -----------------------------------------------------------
+
+TWO_NODES = Inventory(
+    (
+        Device("a-gpu0", "gpu", "A100-40GB", 40 * 2**30, index=0, node="node-a"),
+        Device("b-gpu0", "gpu", "A100-40GB", 40 * 2**30, index=0, node="node-b"),
+        Device("b-gpu1", "gpu", "A100-40GB", 40 * 2**30, index=1, node="node-b"),
+    )
+)
+TWO_NODE_PLAN = Plan(
+    allocation={"linear": {"a-gpu0": 1}, "mlp": {"b-gpu0": 1}, "tanh": {"b-gpu1": 2}},
+    batch_size={"linear": 16, "mlp": 8, "tanh": 4},
+    nodes={"linear": "node-a", "mlp": "node-b", "tanh": "node-b"},
+    primary_node="node-b",
+)
+
+
+@pytest.fixture
+def two_node_repo(tmp_path: Path, member_models: list[Path]) -> Path:
+    ensemble = _ensemble(tmp_path, member_models)
+    return render_repository(
+        ensemble, TWO_NODE_PLAN, TWO_NODES, tmp_path / "repo", target=Target.docker
+    )
+
+
+def test_each_node_gets_its_own_pod_named_for_the_url_the_combiner_calls(
+    tmp_path: Path, two_node_repo: Path
+) -> None:
+    written = render_manifests(two_node_repo, tmp_path / "deploy", K8sOptions())
+    assert sorted({p.parent.name for p in written}) == ["node-a", "node-b"]
+    for path in written:
+        (document,) = yaml.safe_load_all(path.read_text())
+        kubernetes_validate.validate(document, KUBERNETES_VERSIONS[-1], strict=True)
+    a, b = (_manifests(tmp_path / "deploy" / node) for node in ("node-a", "node-b"))
+    assert a["service.yaml"]["metadata"]["name"] == "node-a"  # DEVICES.json's url: node-a:8001
+    assert _container(a)["resources"]["limits"] == {"nvidia.com/gpu": 1}
+    assert _container(b)["resources"]["limits"] == {"nvidia.com/gpu": 2}
+    combiner = (two_node_repo / "nodes" / "node-b" / "ens" / "config.pbtxt").read_text()
+    assert "node-a:8001" in combiner
+
+
+def test_node_pods_refuse_one_name_and_a_shared_archive(tmp_path: Path, two_node_repo: Path) -> None:
+    with pytest.raises(DeployError, match="leave out --name"):
+        render_manifests(two_node_repo, tmp_path / "d", K8sOptions(name="digits"))
+    shared = K8sOptions(source=RepositorySource.init, repository_url="https://h/r.tgz")
+    with pytest.raises(DeployError, match="{node}"):
+        render_manifests(two_node_repo, tmp_path / "d", shared)
+    per_node = K8sOptions(source=RepositorySource.init, repository_url="https://h/{node}.tgz")
+    render_manifests(two_node_repo, tmp_path / "d", per_node)
+    deployment = _manifests(tmp_path / "d" / "node-a")["deployment.yaml"]
+    assert "https://h/node-a.tgz" in json.dumps(deployment)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 
@@ -19,7 +19,14 @@ from tritonclient.grpc import model_config_pb2
 
 from tritongen.errors import DeployError, SpecError
 from tritongen.plan import Plan, load_plan
-from tritongen.render import MARKER, TRT_CACHE_DIR, parse_config, templates_dir
+from tritongen.render import (
+    MARKER,
+    NODES_DIR,
+    TRT_CACHE_DIR,
+    parse_config,
+    served_nodes,
+    templates_dir,
+)
 
 NGC_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
 QUEUE_METRIC = "triton_queue_time_us"  # the name the Prometheus adapter rule gives the metric
@@ -81,11 +88,58 @@ class Repository:
 
 
 def render_manifests(repository: str | Path, output: str | Path, options: K8sOptions) -> list[Path]:
-    """Write the Deployment, Service, HPA and Prometheus adapter rule into `output`."""
+    """Write the Deployment, Service, HPA and Prometheus adapter rule into `output`; for a
+    repository built across nodes, one set per node into `output/<node>/` (see `_node_pods`)."""
     repo = read_repository(Path(repository))
+    nodes = served_nodes(repo.path)
+    if not nodes:
+        return _write_pod(repo, Path(output), options)
+    return [
+        path
+        for node_repo, node_options in _node_pods(repo, nodes, options)
+        for path in _write_pod(node_repo, Path(output) / node_repo.path.name, node_options)
+    ]
+
+
+def _node_pods(
+    repo: Repository, nodes: list[str], options: K8sOptions
+) -> list[tuple[Repository, K8sOptions]]:
+    """Per node: its repository (`DIR/nodes/<node>`) and its options. Each node's Service is
+    named after the node, so the url the primary's combiner calls by default (`<node>:8001`,
+    DEVICES.json) resolves in the namespace; an init-container URL names each node's archive
+    with `{node}`."""
+    if options.name is not None:
+        raise DeployError(
+            f"{repo.path}: spans nodes ({', '.join(nodes)}), whose Services are named after "
+            "them (the combiner calls <node>:8001); leave out --name"
+        )
+    if options.source is RepositorySource.init and "{node}" not in str(options.repository_url):
+        raise DeployError(
+            f"--repository-url: {repo.path} spans nodes ({', '.join(nodes)}); put {{node}} in "
+            "the URL where each node's archive name differs"
+        )
+    pods = []
+    for node in nodes:
+        if not _is_dns_label(node):
+            raise DeployError(
+                f"node {node!r} (DEVICES.json) is not a Kubernetes Service name: use a-z 0-9 -, "
+                "start with a letter, <= 63"
+            )
+        path = repo.path / NODES_DIR / node
+        node_repo = replace(repo, path=path, configs=_configs(path))
+        url = options.repository_url
+        pods.append(
+            (
+                node_repo,
+                replace(options, name=node, repository_url=url and url.replace("{node}", node)),
+            )
+        )
+    return pods
+
+
+def _write_pod(repo: Repository, output: Path, options: K8sOptions) -> list[Path]:
     footprint = pod_footprint(repo.configs)
     values = _template_values(repo, footprint, options)
-    output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     env = _environment()
     written = []
@@ -117,11 +171,14 @@ def read_repository(path: Path) -> Repository:
         plan = load_plan(path / "plan.json")
     except SpecError as exc:
         raise DeployError(str(exc)) from None
-    configs = tuple(
+    return Repository(path, str(marker["ensemble"]), plan, _configs(path))
+
+
+def _configs(path: Path) -> tuple[model_config_pb2.ModelConfig, ...]:
+    return tuple(
         parse_config(config.read_text(), config.parent.name)
         for config in sorted(path.glob("*/config.pbtxt"))
     )
-    return Repository(path, str(marker["ensemble"]), plan, configs)
 
 
 def _read_marker(path: Path) -> dict[str, str]:
