@@ -113,11 +113,11 @@ def pyspy_shares(pid: int, seconds: float) -> dict[str, float]:
 def _stack_kind(stack: str) -> str:
     if "onnxruntime_inference_collection.py" in stack:
         return "onnxruntime run"
-    frames = stack.split(";")
-    leaf = frames[-1] if frames else ""
-    if "numpy" in leaf:
+    if not stack.strip():  # busy with no Python frame: the stub's C++ message loop
+        return "stub C++ (IPC, shared-memory tensors)"
+    if "numpy" in stack.split(";")[-1]:
         return "numpy"
-    return "stub Python (" + leaf.split(" (")[0].strip() + ")"
+    return "model.py Python"
 
 
 def perf_dso_shares(pid: int, seconds: float) -> list[tuple[float, str]]:
@@ -200,6 +200,27 @@ def sample(server, processes, ensemble, args) -> dict:
     return result
 
 
+def gap_lines(rows: list[tuple[str, float]], compute_ms: float) -> list[str]:
+    """The CPU per inference above the members' profiled compute, by where it is spent."""
+    by_label = dict(rows)
+    stubs = sum(ms for label, ms in rows if label.startswith("stub:") and "combine" not in label)
+    combine = sum(ms for label, ms in rows if label.startswith("stub:") and "combine" in label)
+    parts = {
+        "member stubs beyond the profiled compute (Python-backend calls, batches smaller "
+        "than the best)": stubs - compute_ms,
+        "tritonserver (gRPC, ensemble scheduler, tensor copies)": next(
+            ms for label, ms in by_label.items() if label.startswith("tritonserver")
+        ),
+        "combine step": combine,
+        "perf_analyzer (the client shares the cores)": next(
+            ms for label, ms in by_label.items() if label.startswith("perf_analyzer")
+        ),
+    }
+    return ["Above the compute, per inference:", ""] + [
+        f"- {name}: {ms:.3f} ms" for name, ms in parts.items()
+    ]
+
+
 def write_report(args, plan, bound, compute_ms, rows, delta, inferences, wall_s, sampling):
     cores = os.cpu_count()
     total_ms = sum(ms for _, ms in rows)
@@ -229,6 +250,8 @@ def write_report(args, plan, bound, compute_ms, rows, delta, inferences, wall_s,
         f"serving cost: at {total_ms:.3f} ms per inference the {cores} cores can give at most "
         f"**{1000 * cores / total_ms:.0f}/s** ({1000 * cores / total_ms / bound:.2f} of the "
         "bound).",
+        "",
+        *gap_lines(rows, members),
         "",
         "| member | profiled c_m ms | batches run | mean batch |",
         "|---|---|---|---|",
