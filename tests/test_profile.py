@@ -278,8 +278,12 @@ def test_cli_writes_profile_and_prints_the_table(models: dict[str, Path], tmp_pa
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "Profile (one instance alone)" in done.stdout
-    assert sorted(load_profile(out).entries("small", "cpu")) == [1, 2]
+    assert "serving cost (measured)" in done.stdout
+    result = load_profile(out)
+    assert sorted(result.entries("small", "cpu")) == [1, 2]
+    assert result.serving_cost.source == "measured" and result.serving_cost.per_call_s > 0
     assert list((tmp_path / "tritongen" / "profile").glob("*.json"))
+    assert list((tmp_path / "tritongen" / "serving_cost").glob("*.json"))
 
 
 def test_cli_corrupt_model_is_one_line_and_exit_2(tmp_path: Path) -> None:
