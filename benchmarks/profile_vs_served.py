@@ -93,9 +93,7 @@ def write_report(
         )
     overheads = [r[4] for r in rows]
     lines += ["", f"Median overhead per call: **{statistics.median(overheads):.2f} ms** of wall "
-              f"time. serving_cost ({serving.source}): {1000 * serving.per_call_s:.3f} ms CPU per "
-              f"call + {1000 * serving.per_sample_s:.4f} ms per sample, and "
-              f"{1000 * serving.per_request_s:.3f} ms per ensemble request.", ""]  # fmt: skip
+              f"time. The profile's {serving.describe()}.", ""]  # fmt: skip
     (OUT / f"profile_vs_served_{args.example}.md").write_text("\n".join(lines))
     print("\n".join(lines))
 

@@ -19,12 +19,10 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import re
 import subprocess
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +38,7 @@ from tritongen.models import Ensemble
 from tritongen.perf import perf_analyzer_binary, perf_environment
 from tritongen.pipeline import build
 from tritongen.render import Combiner
-from tritongen.server import EmbeddedServer
+from tritongen.server import EmbeddedServer, model_counters
 
 SWEEP = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 RISE = 1.10  # a doubling of concurrency that gains less than 10% means saturation
@@ -207,13 +205,12 @@ def check_sample(
 
 def server_counts(metrics_url: str, model: str) -> tuple[int, int]:
     """(successful, failed) requests of `model` according to Triton's own counters."""
-    with urllib.request.urlopen(f"http://{metrics_url}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    values = []
-    for metric in ("nv_inference_request_success", "nv_inference_request_failure"):
-        match = re.search(rf'^{metric}{{model="{model}",version="1"}} (\S+)$', text, re.MULTILINE)
-        values.append(int(float(match.group(1))) if match else 0)
-    return values[0], values[1]
+    counters = model_counters(metrics_url)
+    success, failure = (
+        int(counters.get((f"nv_inference_request_{kind}", model), 0))
+        for kind in ("success", "failure")
+    )
+    return success, failure
 
 
 def watch(

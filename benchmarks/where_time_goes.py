@@ -23,7 +23,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,10 +37,10 @@ from tritongen.perf import perf_analyzer_binary, perf_environment
 from tritongen.planner import make_plan
 from tritongen.profile import profile_ensemble
 from tritongen.render import render_repository
-from tritongen.server import EmbeddedServer
+from tritongen.server import EmbeddedServer, model_counters
 from tritongen.serving_cost import serving_cost
 from tritongen.spec import load_spec
-from tritongen.watchdog import STUB
+from tritongen.watchdog import stub_processes
 
 
 @dataclass
@@ -56,24 +55,8 @@ class Process:
 
 def server_processes(server_pid: int) -> list[Process]:
     """tritonserver and its Python-backend stubs, each stub labelled with its model."""
-    server = psutil.Process(server_pid)
-    found = [Process(server, "tritonserver (C++: gRPC, schedulers, ensemble)")]
-    for child in server.children(recursive=True):
-        command = child.cmdline()
-        if len(command) > 1 and command[0].endswith(STUB):
-            found.append(Process(child, f"stub: {Path(command[1]).parent.parent.name}"))
-    return found
-
-
-def metrics(url: str) -> dict[tuple[str, str], float]:
-    """(metric, model) -> value for Triton's per-model counters."""
-    text = urllib.request.urlopen(url, timeout=10).read().decode()
-    values = {}
-    for name, model, value in re.findall(
-        r'^(nv_inference_\w+)\{model="([^"]+)",[^}]*\} (\S+)$', text, re.M
-    ):
-        values[(name, model)] = float(value)
-    return values
+    server = Process(psutil.Process(server_pid), "tritonserver (C++: gRPC, schedulers, ensemble)")
+    return [server, *(Process(p, f"stub: {model}") for model, p in stub_processes(server_pid))]
 
 
 def drive(server: EmbeddedServer, model: str, concurrency: int, seconds: float) -> float:
@@ -161,16 +144,15 @@ def main() -> None:
     repository = render_repository(ensemble, plan, inventory, workdir / "repo", force=True)
 
     with EmbeddedServer(repository) as server:
-        metrics_url = f"http://127.0.0.1:{server.metrics_port}/metrics"
         drive(server, spec.name, args.concurrency, 3)  # warm-up
         processes = server_processes(server.pid)
         before = [p.cpu_seconds() for p in processes]
-        counts_before = metrics(metrics_url)
+        counts_before = model_counters(server.metrics_url)
         started = time.perf_counter()
         client_s = drive(server, spec.name, args.concurrency, args.seconds)
         wall_s = time.perf_counter() - started
         after = [p.cpu_seconds() for p in processes]
-        counts_after = metrics(metrics_url)
+        counts_after = model_counters(server.metrics_url)
         sampling = None if args.no_sampling else sample(server, processes, ensemble, args)
 
     delta = {k: counts_after[k] - counts_before.get(k, 0) for k in counts_after}

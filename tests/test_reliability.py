@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import onnx
@@ -376,24 +377,26 @@ def test_rendered_files_are_not_world_writable_even_with_umask_0(
 # --- requests that do not fit the model -----------------------------------------------------
 
 
-def _http_error(url: str, model: str, array: np.ndarray, datatype: str) -> tuple[str, str]:
-    client = httpclient.InferenceServerClient(url)
-    tensor = httpclient.InferInput("INPUT", list(array.shape), datatype)
+def _error(
+    protocol: ModuleType, url: str, model: str, array: np.ndarray, datatype: str
+) -> tuple[str, str]:
+    """(status, message) of the error the server answers, through tritonclient's `protocol`
+    module (http or grpc)."""
+    client = protocol.InferenceServerClient(url)
+    tensor = protocol.InferInput("INPUT", list(array.shape), datatype)
     tensor.set_data_from_numpy(array)
     with pytest.raises(InferenceServerException) as error:
         client.infer(model, [tensor])
     client.close()
     return str(error.value.status()), error.value.message()
+
+
+def _http_error(url: str, model: str, array: np.ndarray, datatype: str) -> tuple[str, str]:
+    return _error(httpclient, url, model, array, datatype)
 
 
 def _grpc_error(url: str, model: str, array: np.ndarray, datatype: str) -> tuple[str, str]:
-    client = grpcclient.InferenceServerClient(url)
-    tensor = grpcclient.InferInput("INPUT", list(array.shape), datatype)
-    tensor.set_data_from_numpy(array)
-    with pytest.raises(InferenceServerException) as error:
-        client.infer(model, [tensor])
-    client.close()
-    return str(error.value.status()), error.value.message()
+    return _error(grpcclient, url, model, array, datatype)
 
 
 BAD_REQUESTS = {

@@ -111,13 +111,7 @@ def profile(
     )
     result.save(output)
     console.print(profile_table(result))
-    console.print(
-        f"serving cost ({serving.source}): {1000 * serving.per_call_s:.3f} ms CPU per call "
-        f"+ {1000 * serving.per_sample_s:.4f} ms per sample, "
-        f"{1000 * serving.per_request_s:.3f} ms per ensemble request",
-        markup=False,
-        highlight=False,
-    )
+    console.print(serving.describe(), markup=False, highlight=False)
     for line in skipped_lines(result):
         console.print(line, markup=False, highlight=False)
     console.print(f"wrote {output}")

@@ -24,7 +24,6 @@ from tritongen.render import (
     NODES_DIR,
     TRT_CACHE_DIR,
     parse_config,
-    served_nodes,
     templates_dir,
 )
 
@@ -91,12 +90,11 @@ def render_manifests(repository: str | Path, output: str | Path, options: K8sOpt
     """Write the Deployment, Service, HPA and Prometheus adapter rule into `output`; for a
     repository built across nodes, one set per node into `output/<node>/` (see `_node_pods`)."""
     repo = read_repository(Path(repository))
-    nodes = served_nodes(repo.path)
-    if not nodes:
+    if not repo.plan.spans_nodes:
         return _write_pod(repo, Path(output), options)
     return [
         path
-        for node_repo, node_options in _node_pods(repo, nodes, options)
+        for node_repo, node_options in _node_pods(repo, repo.plan.node_names, options)
         for path in _write_pod(node_repo, Path(output) / node_repo.path.name, node_options)
     ]
 

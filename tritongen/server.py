@@ -184,6 +184,10 @@ class EmbeddedServer:
         return f"{self._client_host}:{self.grpc_port}"
 
     @property
+    def metrics_url(self) -> str:
+        return f"{self._client_host}:{self.metrics_port}"
+
+    @property
     def pid(self) -> int:
         if self.process is None:
             raise ServerError("the server is not running")
@@ -346,6 +350,15 @@ class EmbeddedServer:
 
 _MODEL_ERROR = re.compile(r"failed to load '([^']+)' version \d+: (.*)")
 _ERROR_LINE = re.compile(r"^E\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] (.*)$", re.MULTILINE)
+
+
+def model_counters(metrics_url: str) -> dict[tuple[str, str], float]:
+    """Triton's per-model counters and totals, (metric, model) -> value, read from the metrics
+    endpoint at host:port (nv_inference_count, nv_inference_exec_count, ..._request_success)."""
+    with urllib.request.urlopen(f"http://{metrics_url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    pattern = r'^(nv_inference_\w+)\{model="([^"]+)",[^}]*\} (\S+)$'
+    return {(m, model): float(v) for m, model, v in re.findall(pattern, text, re.MULTILINE)}
 
 
 def summarize_log(log: str) -> str:

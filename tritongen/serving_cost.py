@@ -17,9 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import tempfile
-import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -35,7 +33,7 @@ from tritongen.models import Ensemble, TensorSignature, load_ensemble
 from tritongen.perf import measure
 from tritongen.plan import Plan
 from tritongen.render import render_repository
-from tritongen.server import EmbeddedServer, cache_dir, find_tritonserver
+from tritongen.server import EmbeddedServer, cache_dir, find_tritonserver, model_counters
 from tritongen.spec import load_spec
 
 # Used when nothing was measured (a profile read from an older file, or no embedded server):
@@ -59,6 +57,13 @@ class ServingCost:
 
     def to_json(self) -> dict[str, float | str]:
         return asdict(self)
+
+    def describe(self) -> str:
+        return (
+            f"serving cost ({self.source}): {1000 * self.per_call_s:.3f} ms CPU per call + "
+            f"{1000 * self.per_sample_s:.4f} ms per sample, {1000 * self.per_request_s:.3f} ms "
+            "per ensemble request"
+        )
 
 
 def default_cost(reason: str) -> ServingCost:
@@ -105,7 +110,8 @@ def _cpu_s_per_call(
 ) -> float:
     """tritonserver + stubs CPU seconds per request of `batch` samples to `model`, one at a
     time (concurrency 1: the batcher has nothing to merge, so a request is one call)."""
-    processes = [psutil.Process(server.pid), *psutil.Process(server.pid).children(recursive=True)]
+    root = psutil.Process(server.pid)
+    processes = [root, *root.children(recursive=True)]
     cpu_before, requests_before = _cpu_seconds(processes), _requests(server, model)
     measure(
         server.grpc_url,
@@ -124,16 +130,12 @@ def _cpu_s_per_call(
 
 
 def _cpu_seconds(processes: list[psutil.Process]) -> float:
-    return sum(p.cpu_times().user + p.cpu_times().system for p in processes)
+    return sum(sum(p.cpu_times()[:2]) for p in processes)  # user + system
 
 
 def _requests(server: EmbeddedServer, model: str) -> float:
     """Requests `model` has answered so far, from Triton's metrics."""
-    url = f"http://127.0.0.1:{server.metrics_port}/metrics"
-    text = urllib.request.urlopen(url, timeout=10).read().decode()
-    pattern = rf'^nv_inference_request_success\{{model="{model}",[^}}]*\}} (\S+)$'
-    found = re.search(pattern, text, re.M)
-    return float(found.group(1)) if found else 0.0
+    return model_counters(server.metrics_url).get(("nv_inference_request_success", model), 0.0)
 
 
 def _stand_in_repository(

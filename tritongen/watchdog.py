@@ -116,7 +116,12 @@ class Watchdog:
 
 def live_stubs(server_pid: int) -> Counter[str]:
     """Model name -> running (not zombie) Python-backend stub processes of `server_pid`."""
-    counts: Counter[str] = Counter()
+    return Counter(model for model, _ in stub_processes(server_pid))
+
+
+def stub_processes(server_pid: int) -> list[tuple[str, psutil.Process]]:
+    """(model name, process) of each running Python-backend stub of `server_pid`."""
+    stubs = []
     for child in psutil.Process(server_pid).children(recursive=True):
         try:
             if child.status() == psutil.STATUS_ZOMBIE:
@@ -125,8 +130,8 @@ def live_stubs(server_pid: int) -> Counter[str]:
         except psutil.Error:
             continue
         if len(command) > 1 and command[0].endswith(STUB):
-            counts[Path(command[1]).parent.parent.name] += 1  # .../MODEL/VERSION/model.py
-    return counts
+            stubs.append((Path(command[1]).parent.parent.name, child))  # MODEL/VERSION/model.py
+    return stubs
 
 
 def main() -> None:
