@@ -23,16 +23,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tritongen.bench import ServedMeasurer, run_bench
-from tritongen.devices import detect_devices
+from tritongen.bench.compare import ServedMeasurer, run_bench
+from tritongen.bench.hillclimb import hill_climb
+from tritongen.bench.plots import allocation_heatmap, throughput_plot
+from tritongen.bench.serving_cost import serving_cost
 from tritongen.examples.vision import write_example
-from tritongen.hillclimb import hill_climb
-from tritongen.models import load_ensemble
-from tritongen.planner import PlanEvaluator, make_plan
-from tritongen.plots import allocation_heatmap, throughput_plot
-from tritongen.profile import profile_ensemble
-from tritongen.serving_cost import serving_cost
-from tritongen.spec import load_spec
+from tritongen.plan.search import PlanEvaluator, make_plan
+from tritongen.profile.profiler import profile_ensemble
+from tritongen.spec.devices import detect_devices
+from tritongen.spec.ensemble import load_spec
+from tritongen.spec.members import load_ensemble
 
 OUT = Path(__file__).resolve().parent
 SEARCH_CONCURRENCY = 8

@@ -14,11 +14,11 @@ import statistics
 import tempfile
 from pathlib import Path
 
+from tritongen.bench.perf import PerfPoint, measure
 from tritongen.examples.digits import write_example
-from tritongen.perf import PerfPoint, measure
 from tritongen.pipeline import build
-from tritongen.render import Combiner
-from tritongen.server import EmbeddedServer
+from tritongen.render.repository import Combiner
+from tritongen.serve.server import EmbeddedServer
 
 CONCURRENCIES = [1, 8]
 

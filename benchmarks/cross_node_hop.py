@@ -19,11 +19,11 @@ from pathlib import Path
 
 import yaml
 
+from tritongen.bench.perf import PerfPoint, measure
 from tritongen.examples.digits import write_example
-from tritongen.perf import PerfPoint, measure
 from tritongen.pipeline import build
-from tritongen.render import Combiner
-from tritongen.server import EmbeddedServer
+from tritongen.render.repository import Combiner
+from tritongen.serve.server import EmbeddedServer
 
 
 def write_variant(spec: Path, name: str, edit) -> Path:

@@ -4,7 +4,7 @@
 
 Scenarios (synthetic, see tests/synthetic.py): the paper's twelve ImageNet CNNs on 4 and on
 16 GPUs of 16 GB, one CNN over 16 GPUs, and random small CPU+GPU instances. "Best" is the
-exact optimum of the base model, found by mixed-integer programming (tritongen.optimum);
+exact optimum of the base model, found by mixed-integer programming (tritongen.plan.optimum);
 where the solver's time limit stops it first, both its best placement (a lower bound of the
 optimum) and its proven upper bound are given. The LP bound with every member allowed on
 every device and memory ignored (DESIGN's GPU bound) is shown too.
@@ -25,8 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.synthetic import IMAGENET, gpus, imagenet_profile, random_problem_inputs
 from tritongen.errors import PlanError
-from tritongen.optimum import best_placement
-from tritongen.planner import build_problem, make_plan
+from tritongen.plan.optimum import best_placement
+from tritongen.plan.problem import build_problem
+from tritongen.plan.search import make_plan
 
 
 def timed_plan(members, inventory, profile, repeats=3):  # type: ignore[no-untyped-def]
@@ -93,7 +94,7 @@ def report(rows: list[dict], randoms: dict[str, float], milp_seconds: float) -> 
         "CPU (the process's own), and drift with the load.",
         "`python benchmarks/plan_scaling.py` regenerates this file.",
         "",
-        "Best placement: exact optimum of the base model by MILP (`tritongen.optimum`, HiGHS, "
+        "Best placement: exact optimum of the base model by MILP (`tritongen.plan.optimum`, HiGHS, "
         f"{milp_seconds:.0f} s limit). *best found* is the solver's best placement (a lower "
         "bound of the optimum), *proven ≤* its dual bound (an upper bound), equal when proven. "
         "*LP bound* is DESIGN's bound: every member on every device, memory ignored.",

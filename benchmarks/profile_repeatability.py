@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tritongen.devices import detect_devices
-from tritongen.models import MemberModel, load_ensemble
-from tritongen.profile import Profile, profile_ensemble
-from tritongen.profile_worker import build_session, session_settings
-from tritongen.spec import load_spec
+from tritongen.profile.profile import Profile
+from tritongen.profile.profiler import profile_ensemble
+from tritongen.profile.worker import build_session, session_settings
+from tritongen.spec.devices import detect_devices
+from tritongen.spec.ensemble import load_spec
+from tritongen.spec.members import MemberModel, load_ensemble
 
 TOLERANCE = 0.10
 TRACE_BATCH = 8

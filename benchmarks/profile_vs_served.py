@@ -4,7 +4,7 @@ server (one instance, perf_analyzer at concurrency 1, requests of batch b), in o
 The difference, per call, is what serving through the Python backend costs beyond the
 member's own run, in wall time at concurrency 1: overhead_s = b / served − b / profiled.
 Beside it: the CPU seconds per call that the profile's `serving_cost` (measured by
-`tritongen.serving_cost` with a stand-in member) charges in the planner's CPU model.
+`tritongen.bench.serving_cost` with a stand-in member) charges in the planner's CPU model.
 
     .venv/bin/python benchmarks/profile_vs_served.py [--example vision|digits] [--batches 1,4,16]
 """
@@ -17,15 +17,16 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from tritongen.devices import detect_devices
-from tritongen.models import load_ensemble
-from tritongen.perf import measure
-from tritongen.plan import Plan
-from tritongen.profile import profile_ensemble
-from tritongen.render import render_repository
-from tritongen.server import EmbeddedServer
-from tritongen.serving_cost import ServingCost, serving_cost
-from tritongen.spec import load_spec
+from tritongen.bench.perf import measure
+from tritongen.bench.serving_cost import serving_cost
+from tritongen.plan.plan import Plan
+from tritongen.profile.profile import ServingCost
+from tritongen.profile.profiler import profile_ensemble
+from tritongen.render.repository import render_repository
+from tritongen.serve.server import EmbeddedServer
+from tritongen.spec.devices import detect_devices
+from tritongen.spec.ensemble import load_spec
+from tritongen.spec.members import load_ensemble
 
 OUT = Path(__file__).resolve().parent
 

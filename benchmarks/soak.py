@@ -31,14 +31,14 @@ import numpy as np
 import onnxruntime as ort
 import psutil
 
-from tritongen.client import EnsembleClient
+from tritongen.bench.perf import perf_analyzer_binary, perf_environment
 from tritongen.errors import TritongenError
 from tritongen.examples.digits import load_digits_split, write_example
-from tritongen.models import Ensemble
-from tritongen.perf import perf_analyzer_binary, perf_environment
 from tritongen.pipeline import build
-from tritongen.render import Combiner
-from tritongen.server import EmbeddedServer, model_counters
+from tritongen.render.repository import Combiner
+from tritongen.serve.client import EnsembleClient
+from tritongen.serve.server import EmbeddedServer, model_counters
+from tritongen.spec.members import Ensemble
 
 SWEEP = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 RISE = 1.10  # a doubling of concurrency that gains less than 10% means saturation

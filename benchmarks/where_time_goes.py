@@ -29,18 +29,18 @@ from pathlib import Path
 
 import psutil
 
-from tritongen.bench import cpu_bound
-from tritongen.devices import detect_devices
+from tritongen.bench.compare import cpu_bound
+from tritongen.bench.perf import perf_analyzer_binary, perf_environment
+from tritongen.bench.serving_cost import serving_cost
 from tritongen.examples.vision import write_example
-from tritongen.models import load_ensemble
-from tritongen.perf import perf_analyzer_binary, perf_environment
-from tritongen.planner import make_plan
-from tritongen.profile import profile_ensemble
-from tritongen.render import render_repository
-from tritongen.server import EmbeddedServer, model_counters
-from tritongen.serving_cost import serving_cost
-from tritongen.spec import load_spec
-from tritongen.watchdog import stub_processes
+from tritongen.plan.search import make_plan
+from tritongen.profile.profiler import profile_ensemble
+from tritongen.render.repository import render_repository
+from tritongen.serve.server import EmbeddedServer, model_counters
+from tritongen.serve.watchdog import stub_processes
+from tritongen.spec.devices import detect_devices
+from tritongen.spec.ensemble import load_spec
+from tritongen.spec.members import load_ensemble
 
 
 @dataclass

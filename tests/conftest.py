@@ -3,7 +3,10 @@ serves every rule × transform in both combiner modes."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,17 +14,40 @@ import pytest
 import yaml
 
 from tests.onnx_factory import three_members
-from tritongen.devices import detect_devices
-from tritongen.models import load_ensemble
-from tritongen.plan import default_plan
-from tritongen.render import Combiner, render_repository
-from tritongen.server import EmbeddedServer
-from tritongen.spec import load_spec
+from tritongen.plan.plan import default_plan
+from tritongen.render.repository import Combiner, render_repository
+from tritongen.serve.server import EmbeddedServer
+from tritongen.spec.devices import detect_devices
+from tritongen.spec.ensemble import load_spec
+from tritongen.spec.members import load_ensemble
 
+ROOT = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, "-c", "from tritongen.cli import main; main()"]
 RULES = ["mean", "weighted_mean", "geometric_mean", "majority_vote", "max"]
 TRANSFORMS = ["softmax", "none"]
 WEIGHTS = [1.0, 2.0, 0.5]
 MAX_BATCH = 8
+
+
+def run_cli(
+    *args: str, cwd: Path | None = None, cache: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`tritongen ARGS` as a user runs it; `cache` isolates its cache folder."""
+    env = {**os.environ, "COLUMNS": "160"}
+    if cache is not None:
+        env["XDG_CACHE_HOME"] = str(cache)
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd or ROOT, env=env
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    """Exit code 2, one line on stderr holding every fragment, no traceback."""
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
 
 
 def write_spec(folder: Path, data: dict, name: str = "ensemble.yaml") -> Path:

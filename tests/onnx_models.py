@@ -12,7 +12,7 @@ import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
 from tests.onnx_factory import save_graph
-from tritongen.profile_worker import Point, Started
+from tritongen.profile.worker import Point, Started
 
 
 def mlp(path: Path, widths: list[int], *, batch: int | str = "batch", seed: int = 0) -> Path:

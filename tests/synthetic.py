@@ -6,10 +6,10 @@ import itertools
 
 import numpy as np
 
-from tritongen.costmodel import solve_time_sharing
-from tritongen.devices import Device, Inventory
-from tritongen.profile import Profile, ProfileEntry
-from tritongen.search_space import Problem
+from tritongen.plan.base_model import solve_time_sharing
+from tritongen.plan.problem import Problem
+from tritongen.profile.profile import Profile, ProfileEntry
+from tritongen.spec.devices import Device, Inventory
 
 GB = 10**9
 GIB = 2**30

@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import spec_data, write_spec
-from tritongen.bench import BenchReport, batch_only_plan, cpu_bound, naive_plan
-from tritongen.devices import Device, Inventory
+from tritongen.bench.compare import BenchReport, batch_only_plan, cpu_bound, naive_plan
+from tritongen.bench.hillclimb import MAX_INSTANCES, hill_climb, neighbours
+from tritongen.bench.perf import PerfPoint
 from tritongen.errors import TritongenError
-from tritongen.hillclimb import MAX_INSTANCES, hill_climb, neighbours
-from tritongen.models import Ensemble, load_ensemble
-from tritongen.perf import PerfPoint
-from tritongen.plan import Plan
-from tritongen.profile import Profile, ProfileEntry
-from tritongen.spec import load_spec
+from tritongen.plan.plan import Plan
+from tritongen.profile.profile import Profile, ProfileEntry
+from tritongen.spec.devices import Device, Inventory
+from tritongen.spec.ensemble import load_spec
+from tritongen.spec.members import Ensemble, load_ensemble
 
 CPU4 = Inventory((Device("cpu", "cpu", "cpu", 16 * 2**30, cores=4),))
 
@@ -122,7 +122,7 @@ def test_hill_climb_reaches_the_peak_and_counts_every_measurement(ensemble: Ense
 
 
 def test_perf_analyzer_csv_is_parsed_in_milliseconds() -> None:
-    from tritongen.perf import parse_report
+    from tritongen.bench.perf import parse_report
 
     csv = (
         "Concurrency,Inferences/Second,Client Send,Network+Server Send/Recv,Server Queue,"

@@ -3,32 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import spec_data, write_spec
-
-CLI = [sys.executable, "-c", "from tritongen.cli import main; main()"]
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CLI, *args], capture_output=True, text=True, timeout=120, cwd=cwd or ROOT
-    )
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
+from tests.conftest import ROOT, assert_one_line_error, run_cli, spec_data, write_spec
 
 
 def test_build_writes_repository_and_plan(tmp_path: Path, member_models: list[Path]) -> None:

@@ -6,19 +6,18 @@ import numpy as np
 import pytest
 
 from tests.synthetic import GIB, cpu, gpu, gpus, imagenet_profile
-from tritongen.costmodel import (
+from tritongen.errors import PlanError
+from tritongen.plan.base_model import (
     base_solution,
     base_throughput,
-    cpu_bound,
     dual_bound,
     fits,
     memory_used,
     solve_time_sharing,
     upper_bound,
 )
-from tritongen.devices import Inventory
-from tritongen.errors import PlanError
-from tritongen.profile import Profile, ProfileEntry
+from tritongen.profile.profile import Profile, ProfileEntry
+from tritongen.spec.devices import Inventory
 
 
 def test_throughput_is_harmonic_share_when_every_member_is_on_every_device() -> None:
@@ -102,7 +101,3 @@ def test_upper_bound_ignores_memory_and_lets_members_use_every_profiled_device()
     )
 
     assert upper_bound(["a", "b"], inventory, profile) == pytest.approx(100.0)
-
-
-def test_cpu_bound_is_cores_over_summed_cpu_seconds() -> None:
-    assert cpu_bound(2, {"a": 0.01, "b": 0.03}) == pytest.approx(50.0)

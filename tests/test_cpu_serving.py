@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from tritongen.cpu_serving import served_cpu_throughput, spread_on_cpus
-from tritongen.devices import Device, Inventory
-from tritongen.plan import Plan
-from tritongen.profile import Profile, ProfileEntry
-from tritongen.serving_cost import ServingCost
+from tritongen.plan.cpu_serving import served_cpu_throughput, spread_on_cpus
+from tritongen.plan.plan import Plan
+from tritongen.profile.profile import Profile, ProfileEntry, ServingCost
+from tritongen.spec.devices import Device, Inventory
 
 CPU = Inventory((Device("cpu", "cpu", "cpu", 8 * 2**30, cores=4),))
 

@@ -16,14 +16,14 @@ from tests.conftest import spec_data, write_spec
 from tests.onnx_factory import FEATURES, member_outputs, reference_combine
 from tests.test_cli import assert_one_line_error, run_cli
 from tests.test_production import _imported_modules
-from tritongen.devices import detect_devices
 from tritongen.errors import ServerError, SpecError
 from tritongen.examples.digits import write_example
-from tritongen.models import load_ensemble
-from tritongen.plan import default_plan
-from tritongen.render import Combiner, render_repository
-from tritongen.server import EmbeddedServer, free_port
-from tritongen.spec import load_spec
+from tritongen.plan.plan import default_plan
+from tritongen.render.repository import Combiner, render_repository
+from tritongen.serve.server import EmbeddedServer, free_port
+from tritongen.spec.devices import detect_devices
+from tritongen.spec.ensemble import load_spec
+from tritongen.spec.members import load_ensemble
 
 pytestmark = pytest.mark.server
 DIGITS = ["mlp", "cnn", "resmlp"]  # the members of tritongen.examples.digits

@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.conftest import WEIGHTS, spec_data, write_spec
+from tests.conftest import CLI, WEIGHTS, spec_data, write_spec
 from tests.faults import (
     NAN_COLUMN,
     RAISE_COLUMN,
@@ -34,12 +33,12 @@ from tests.faults import (
     write_slow_wrapper,
 )
 from tests.onnx_factory import linear_model, member_outputs, mlp_model, reference_combine
-from tritongen.devices import detect_devices
-from tritongen.models import load_ensemble
-from tritongen.plan import default_plan
-from tritongen.render import Combiner, render_repository
-from tritongen.server import POLL_SECONDS, EmbeddedServer
-from tritongen.spec import load_spec
+from tritongen.plan.plan import default_plan
+from tritongen.render.repository import Combiner, render_repository
+from tritongen.serve.server import POLL_SECONDS, EmbeddedServer
+from tritongen.spec.devices import detect_devices
+from tritongen.spec.ensemble import load_spec
+from tritongen.spec.members import load_ensemble
 
 pytestmark = pytest.mark.server
 
@@ -292,7 +291,7 @@ def test_background_server_has_a_watchdog_that_reloads_a_killed_member(
     ensemble = load_ensemble(load_spec(write_spec(tmp_path, spec_data(members[:1], name="solo"))))
     inventory = detect_devices()
     repo = render_repository(ensemble, default_plan(ensemble, inventory), inventory, tmp_path / "r")
-    command = [sys.executable, "-c", "from tritongen.cli import main; main()", "serve", str(repo)]
+    command = [*CLI, "serve", str(repo)]
     started = subprocess.run(
         [*command, "--background"], capture_output=True, text=True, timeout=180
     )
@@ -319,7 +318,7 @@ def test_background_server_has_a_watchdog_that_reloads_a_killed_member(
 
 def _watches(process: psutil.Process, server_pid: int) -> bool:
     command = process.info["cmdline"] or []
-    return "tritongen.watchdog" in command and str(server_pid) in command
+    return "tritongen.serve.watchdog" in command and str(server_pid) in command
 
 
 def _stubs_of(server: psutil.Process, model: str) -> list[int]:

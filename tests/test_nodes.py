@@ -11,11 +11,11 @@ import pytest
 
 from tests.synthetic import gpu
 from tests.test_planner import assert_valid, entry
-from tritongen.devices import Inventory, load_inventory
 from tritongen.errors import PlanError, SpecError
-from tritongen.plan import Plan
-from tritongen.planner import make_plan
-from tritongen.profile import Profile
+from tritongen.plan.plan import Plan
+from tritongen.plan.search import make_plan
+from tritongen.profile.profile import Profile
+from tritongen.spec.devices import Inventory, load_inventory
 
 MEMBERS = ["a", "b", "c"]
 

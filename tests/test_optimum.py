@@ -6,9 +6,9 @@ import pytest
 
 from tests.synthetic import exhaustive_best, random_problem_inputs
 from tritongen.errors import PlanError
-from tritongen.optimum import best_placement
-from tritongen.planner import candidate_plan
-from tritongen.search_space import build_problem
+from tritongen.plan.optimum import best_placement
+from tritongen.plan.problem import build_problem
+from tritongen.plan.search import candidate_plan
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3, 5, 8])

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from tests.conftest import run_cli
 from tests.synthetic import (
     GIB,
     IMAGENET,
@@ -22,21 +21,14 @@ from tests.synthetic import (
     random_problem_inputs,
 )
 from tritongen.cli import app
-from tritongen.costmodel import base_solution, fits, memory_used
-from tritongen.devices import Inventory
 from tritongen.errors import PlanError
-from tritongen.plan import Plan, dynamic_batching, instance_groups
-from tritongen.planner import (
-    Candidate,
-    CostModelEvaluator,
-    Problem,
-    best_batch,
-    build_problem,
-    greedy,
-    make_plan,
-    worst_fit,
-)
-from tritongen.profile import Profile, ProfileEntry
+from tritongen.plan.base_model import base_solution, fits, memory_used
+from tritongen.plan.placement import best_batch, worst_fit
+from tritongen.plan.plan import Plan
+from tritongen.plan.problem import Candidate, Problem, build_problem
+from tritongen.plan.search import CostModelEvaluator, greedy, make_plan
+from tritongen.profile.profile import Profile, ProfileEntry
+from tritongen.spec.devices import Inventory
 
 
 def entry(throughput: float, gib: float) -> ProfileEntry:
@@ -176,15 +168,18 @@ def test_cpu_time_goes_to_the_member_that_needs_it_when_gpu_memory_is_short() ->
 
 
 def test_plans_never_exceed_device_memory_on_random_inventories() -> None:
+    planned = 0
     for seed in range(20):
         names, inventory, profile = random_problem_inputs(seed, members=4, devices=3)
         try:
             plan = make_plan(names, inventory, profile)
         except PlanError:
             continue  # a member that fits nowhere (or no profiled class): the error is the plan
+        planned += 1
         assert_valid(plan, inventory, profile)
         used = memory_used(plan.allocation, plan.batch_size, inventory, profile)
         assert all(used[d.id] <= d.memory_bytes for d in inventory.devices)
+    assert planned >= 10  # most random inventories can hold their members
 
 
 def test_greedy_reaches_95_percent_of_exhaustive_best_on_small_instances() -> None:
@@ -286,24 +281,6 @@ def test_plan_json_carries_design_keys_and_round_trips(tmp_path: Path) -> None:
     assert Plan.from_json(data).allocation == plan.allocation
 
 
-def test_instance_groups_name_gpu_indices_and_cpu_counts() -> None:
-    inventory = Inventory((gpu(0), gpu(3), cpu()))
-    plan = Plan(
-        allocation={"a": {"gpu3": 2, "cpu": 1}},
-        batch_size={"a": 16},
-        queue_delay_us={"a": 500},
-    )
-
-    assert instance_groups(plan, "a", inventory) == [
-        {"kind": "KIND_GPU", "count": 2, "gpus": [3]},
-        {"kind": "KIND_CPU", "count": 1},
-    ]
-    assert dynamic_batching(plan, "a") == {
-        "preferred_batch_size": [16],
-        "max_queue_delay_microseconds": 500,
-    }
-
-
 # ----------------------------------------------------------------------------- CLI
 
 
@@ -340,13 +317,6 @@ def test_cli_plan_writes_plan_json_from_devices_and_profile_files(tmp_path: Path
     for shown in ("Allocation", "gpu0", "gpu1", "batch size", "predicted throughput"):
         assert shown in result.output
     assert "baseline" in result.output and "bottleneck" in result.output
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    code = "from tritongen.cli import main; main()"
-    return subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, check=False
-    )
 
 
 def test_cli_plan_exits_2_naming_a_member_that_fits_no_device(tmp_path: Path) -> None:

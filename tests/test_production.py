@@ -20,17 +20,21 @@ import yaml
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from tests.conftest import spec_data, write_spec
-from tests.test_cli import assert_one_line_error, run_cli
-from tritongen.devices import Device, Inventory
+from tests.conftest import ROOT, assert_one_line_error, run_cli, spec_data, write_spec
 from tritongen.errors import DeployError, SpecError
-from tritongen.k8s import MANIFESTS, K8sOptions, RepositorySource, default_name, render_manifests
-from tritongen.models import Ensemble, load_ensemble
-from tritongen.plan import Plan
-from tritongen.render import TRT_CACHE_DIR, Combiner, Target, render_repository
-from tritongen.spec import load_spec
+from tritongen.plan.plan import Plan
+from tritongen.render.k8s import (
+    MANIFESTS,
+    K8sOptions,
+    RepositorySource,
+    default_name,
+    render_manifests,
+)
+from tritongen.render.repository import TRT_CACHE_DIR, Combiner, Target, render_repository
+from tritongen.spec.devices import Device, Inventory
+from tritongen.spec.ensemble import load_spec
+from tritongen.spec.members import Ensemble, load_ensemble
 
-ROOT = Path(__file__).resolve().parent.parent
 SCHEMAS = Path(__file__).resolve().parent / "schemas"
 GPUS = Inventory(
     (
@@ -53,6 +57,22 @@ def _ensemble(tmp_path: Path, member_models: list[Path], **overrides: object) ->
 
 def _config(path: Path) -> model_config_pb2.ModelConfig:
     return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+ONNXRUNTIME_TRT_KEYS = {
+    "precision_mode",
+    "max_workspace_size_bytes",
+    "trt_engine_cache_enable",
+    "trt_engine_cache_path",
+    "max_cached_engines",
+    "minimum_segment_size",
+    "trt_timing_cache_enable",
+}
+
+
+def _compose_volumes() -> list[str]:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return list(compose["services"]["tritonserver"]["volumes"])
 
 
 def _accelerators(config: model_config_pb2.ModelConfig) -> list[tuple[str, dict[str, str]]]:
@@ -86,12 +106,13 @@ def test_tensorrt_fp16_renders_the_onnxruntime_accelerator_on_gpu_members_only(
     for gpu_member in ("linear", "mlp"):
         ((name, parameters),) = _accelerators(_config(repo / gpu_member / "config.pbtxt"))
         assert name == "tensorrt"
-        assert parameters == {
-            "precision_mode": "FP16",
-            "max_workspace_size_bytes": str(2**30),
-            "trt_engine_cache_enable": "1",
-            "trt_engine_cache_path": TRT_CACHE_DIR,
-        }
+        # Keys the onnxruntime backend reads for its TensorRT accelerator (its README).
+        assert set(parameters) <= ONNXRUNTIME_TRT_KEYS
+        assert parameters["precision_mode"] == "FP16"
+        assert int(parameters["max_workspace_size_bytes"]) == 1024 * 2**20  # the 1 GiB default
+        # Engines go where the compose file mounts a named volume, so a restart reuses them.
+        assert parameters["trt_engine_cache_enable"] == "1"
+        assert f"trt-engines:{parameters['trt_engine_cache_path']}" in _compose_volumes()
     assert _accelerators(_config(repo / "tanh" / "config.pbtxt")) == []  # CPU instances only
 
 

@@ -4,9 +4,6 @@ here. Budgets are small, so figures are coarse; the tests check what must hold a
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -15,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import run_cli
 from tests.onnx_models import (
     child_killed_at_batch_8,
     even_batches_only,
@@ -23,21 +21,18 @@ from tests.onnx_models import (
     unrunnable,
     write_spec,
 )
-from tritongen.devices import Device, Inventory
 from tritongen.errors import ProfileError, SpecError
-from tritongen.models import Ensemble, load_ensemble
-from tritongen.profile import (
-    Profile,
+from tritongen.profile.cache import PointCache, PointKey
+from tritongen.profile.profile import Profile, load_profile
+from tritongen.profile.profiler import (
     default_batch_sizes,
-    load_profile,
     parse_batch_sizes,
     point_seconds,
     profile_ensemble,
     require_measured,
     run_in_child,
 )
-from tritongen.profile_cache import PointCache, PointKey
-from tritongen.profile_worker import (
+from tritongen.profile.worker import (
     Failure,
     GpuProcessMemory,
     Job,
@@ -48,7 +43,9 @@ from tritongen.profile_worker import (
     run_job,
     session_settings,
 )
-from tritongen.spec import load_spec
+from tritongen.spec.devices import Device, Inventory
+from tritongen.spec.ensemble import load_spec
+from tritongen.spec.members import Ensemble, load_ensemble
 
 ROOT = Path(__file__).resolve().parents[1]
 BUDGET_S = 1.0  # whole profile: a few ms of timing per point
@@ -256,18 +253,6 @@ def test_killed_child_fails_its_batch_and_larger_and_keeps_the_smaller() -> None
 # ------------------------------------------------------------------ the CLI
 
 
-def run_cli(*args: str, cache: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "XDG_CACHE_HOME": str(cache), "COLUMNS": "160"}
-    return subprocess.run(
-        [sys.executable, "-c", "from tritongen.cli import main; main()", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 @pytest.mark.slow
 def test_cli_writes_profile_and_prints_the_table(models: dict[str, Path], tmp_path: Path) -> None:
     spec = write_spec(tmp_path, {"small": models["small"]}, max_batch_size=4)
@@ -416,7 +401,7 @@ def test_cache_treats_a_damaged_file_as_a_miss(tmp_path: Path) -> None:
 
 
 def test_cache_dir_follows_xdg_cache_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from tritongen.profile_cache import default_cache_dir
+    from tritongen.profile.cache import default_cache_dir
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert default_cache_dir() == tmp_path / "tritongen" / "profile"

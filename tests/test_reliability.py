@@ -7,8 +7,6 @@ import hashlib
 import os
 import socket
 import stat
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -26,30 +24,22 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 from tritonclient.utils import InferenceServerException
 
-from tests.conftest import MAX_BATCH, combined_name, spec_data, write_spec
+from tests.conftest import (
+    MAX_BATCH,
+    assert_one_line_error,
+    combined_name,
+    run_cli,
+    spec_data,
+    write_spec,
+)
 from tests.onnx_factory import CLASSES, FEATURES, linear_model
-from tritongen.devices import detect_devices
 from tritongen.errors import SpecError
-from tritongen.models import load_ensemble
-from tritongen.plan import default_plan
-from tritongen.render import Combiner, parse_config, render_repository, templates_dir
-from tritongen.server import EmbeddedServer
-from tritongen.spec import load_spec
-
-CLI = [sys.executable, "-c", "from tritongen.cli import main; main()"]
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=120, cwd=ROOT)
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
+from tritongen.plan.plan import default_plan
+from tritongen.render.repository import Combiner, parse_config, render_repository, templates_dir
+from tritongen.serve.server import EmbeddedServer
+from tritongen.spec.devices import detect_devices
+from tritongen.spec.ensemble import load_spec
+from tritongen.spec.members import load_ensemble
 
 
 def tree(folder: Path) -> dict[str, str]:

@@ -11,12 +11,18 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from tests.conftest import spec_data, write_spec
-from tritongen.devices import Device, Inventory, detect_devices
 from tritongen.errors import RenderError, SpecError
-from tritongen.models import Ensemble, load_ensemble
-from tritongen.plan import Plan, default_plan
-from tritongen.render import Combiner, Target, instance_groups, pbtxt_string, render_repository
-from tritongen.spec import load_spec
+from tritongen.plan.plan import Plan, default_plan
+from tritongen.render.repository import (
+    Combiner,
+    Target,
+    instance_groups,
+    pbtxt_string,
+    render_repository,
+)
+from tritongen.spec.devices import Device, Inventory, detect_devices
+from tritongen.spec.ensemble import load_spec
+from tritongen.spec.members import Ensemble, load_ensemble
 
 GPUS = Inventory(
     (

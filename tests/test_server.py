@@ -8,22 +8,19 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import spec_data, write_spec
-from tritongen.devices import detect_devices
+from tests.conftest import CLI, spec_data, write_spec
 from tritongen.errors import ServerError
-from tritongen.models import load_ensemble
-from tritongen.plan import default_plan
-from tritongen.render import render_repository
-from tritongen.server import EmbeddedServer, find_tritonserver, summarize_log
-from tritongen.spec import load_spec
-
-CLI = [sys.executable, "-c", "from tritongen.cli import main; main()"]
+from tritongen.plan.plan import default_plan
+from tritongen.render.repository import render_repository
+from tritongen.serve.server import EmbeddedServer, find_tritonserver, summarize_log
+from tritongen.spec.devices import detect_devices
+from tritongen.spec.ensemble import load_spec
+from tritongen.spec.members import load_ensemble
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ import tritonclient.http as httpclient
 
 from tests.conftest import MAX_BATCH, RULES, TRANSFORMS, WEIGHTS, combined_name
 from tests.onnx_factory import FEATURES, member_outputs, reference_combine
-from tritongen.client import EnsembleClient, Protocol
-from tritongen.server import EmbeddedServer
+from tritongen.serve.client import EnsembleClient, Protocol
+from tritongen.serve.server import EmbeddedServer
 
 pytestmark = pytest.mark.server
 

@@ -9,10 +9,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from tritongen.devices import Device, Inventory, detect_devices
-from tritongen.models import TensorSignature
-from tritongen.profile import Profile
-from tritongen.serving_cost import ServingCost, _stand_in_onnx, measure_serving_cost, serving_cost
+from tritongen.bench.serving_cost import _stand_in_onnx, measure_serving_cost, serving_cost
+from tritongen.profile.profile import Profile, ServingCost
+from tritongen.spec.devices import Device, Inventory, detect_devices
+from tritongen.spec.members import TensorSignature
 
 SIGNATURE = TensorSignature("x", "float32", (3, 8, 8), None)
 

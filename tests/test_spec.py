@@ -10,8 +10,8 @@ from onnx import TensorProto
 from tests.conftest import spec_data, write_spec
 from tests.onnx_factory import linear_model
 from tritongen.errors import SpecError
-from tritongen.models import load_ensemble
-from tritongen.spec import load_spec
+from tritongen.spec.ensemble import load_spec
+from tritongen.spec.members import load_ensemble
 
 
 def _load(path: Path):

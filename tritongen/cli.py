@@ -13,21 +13,21 @@ import numpy as np
 import typer
 from rich.console import Console
 
-from tritongen.client import ModelSignature, Protocol
+from tritongen.bench.perf import PerfPoint
 from tritongen.errors import TritongenError
-from tritongen.k8s import NGC_IMAGE, RepositorySource
-from tritongen.perf import PerfPoint
-from tritongen.render import Combiner, Target
-from tritongen.server import LOOPBACK, EmbeddedServer
+from tritongen.render.k8s import NGC_IMAGE, RepositorySource
+from tritongen.render.repository import Combiner, Target
+from tritongen.serve.client import ModelSignature, Protocol
+from tritongen.serve.server import LOOPBACK, EmbeddedServer
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from tritongen.devices import Inventory
     from tritongen.pipeline import Planned
-    from tritongen.plan import Plan
-    from tritongen.planner import PlanEvaluator
-    from tritongen.search_space import Problem
+    from tritongen.plan.plan import Plan
+    from tritongen.plan.problem import Problem
+    from tritongen.plan.search import PlanEvaluator
+    from tritongen.spec.devices import Inventory
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
 console = Console()
@@ -53,8 +53,8 @@ def devices(
     ] = None,
 ) -> None:
     """Show the CPU and GPUs of this machine."""
-    from tritongen.devices import detect_devices
     from tritongen.report import inventory_table
+    from tritongen.spec.devices import detect_devices
 
     inventory = detect_devices()
     console.print(inventory_table(inventory))
@@ -89,12 +89,12 @@ def profile(
     ] = False,
 ) -> None:
     """Measure each member's throughput and memory per device class and batch size."""
-    from tritongen.models import load_ensemble
+    from tritongen.bench.serving_cost import serving_cost
     from tritongen.pipeline import resolve_inventory
-    from tritongen.profile import parse_batch_sizes, profile_ensemble, require_measured
+    from tritongen.profile.profiler import parse_batch_sizes, profile_ensemble, require_measured
     from tritongen.report import profile_table, skipped_lines
-    from tritongen.serving_cost import serving_cost
-    from tritongen.spec import load_spec
+    from tritongen.spec.ensemble import load_spec
+    from tritongen.spec.members import load_ensemble
 
     loaded = load_spec(spec)
     ensemble = load_ensemble(loaded)
@@ -136,10 +136,10 @@ def plan(
 ) -> None:
     """Decide how many instances of each member go on which device, at which batch size."""
     from tritongen.pipeline import plan_ensemble, resolve_inventory
-    from tritongen.planner import make_plan
-    from tritongen.profile import load_profile
+    from tritongen.plan.search import make_plan
+    from tritongen.profile.profile import load_profile
     from tritongen.report import plan_table
-    from tritongen.spec import load_spec
+    from tritongen.spec.ensemble import load_spec
 
     if measure:
         planned = plan_ensemble(spec, devices_file=devices_file, profile_file=profile_file)
@@ -171,8 +171,8 @@ def _measured_evaluator(planned: Planned) -> Callable[[Problem], PlanEvaluator]:
     """Serve each shortlisted candidate on the embedded server; perf_analyzer measures it."""
     import tempfile
 
-    from tritongen.bench import ServedMeasurer
-    from tritongen.planner import PlanEvaluator
+    from tritongen.bench.compare import ServedMeasurer
+    from tritongen.plan.search import PlanEvaluator
 
     workdir = Path(tempfile.mkdtemp(prefix="tritongen-plan-"))
     measurer = ServedMeasurer(planned.ensemble, planned.inventory, workdir)
@@ -213,7 +213,7 @@ def build(
 ) -> None:
     """Render a Triton model repository that serves the ensemble as one model."""
     from tritongen.pipeline import build as build_repository
-    from tritongen.render import choose_combiner
+    from tritongen.render.repository import choose_combiner
 
     planned, repository = build_repository(
         spec,
@@ -238,7 +238,7 @@ def build(
 
 def _node_lines(plan: Plan, inventory: Inventory, repository: Path) -> list[str]:
     """Where each node's repository is and at which gRPC url the combiner expects it."""
-    from tritongen.render import NODES_DIR
+    from tritongen.render.repository import NODES_DIR
 
     if not plan.spans_nodes:
         return []
@@ -326,8 +326,8 @@ def infer(
     top: Annotated[int, typer.Option("--top", "-k", help="Classes shown per row.")] = 3,
 ) -> None:
     """Send inputs to a served ensemble and print the top-k classes per row."""
-    from tritongen.client import EnsembleClient, top_k
     from tritongen.report import top_k_table
+    from tritongen.serve.client import EnsembleClient, top_k
 
     if not model:
         raise TritongenError("infer: --model is required (the ensemble's name in the spec)")
@@ -383,9 +383,9 @@ def bench(
     ] = None,
 ) -> None:
     """Serve naive, batch_only and tritongen side by side; measure them against the bound."""
-    from tritongen.bench import run_bench
+    from tritongen.bench.compare import run_bench
+    from tritongen.bench.plots import allocation_heatmap, throughput_plot
     from tritongen.pipeline import plan_ensemble
-    from tritongen.plots import allocation_heatmap, throughput_plot
 
     levels = _int_list("--concurrency", concurrency)
     planned = plan_ensemble(spec, devices_file=devices_file, profile_file=profile_file)
@@ -460,7 +460,7 @@ def k8s(
     ] = 50_000,
 ) -> None:
     """Render Kubernetes manifests (Deployment, Service, HPA, Prometheus adapter rule)."""
-    from tritongen.k8s import K8sOptions, render_manifests
+    from tritongen.render.k8s import K8sOptions, render_manifests
 
     options = K8sOptions(
         name=name,

@@ -5,14 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tritongen.devices import Inventory, detect_devices, load_inventory
-from tritongen.models import Ensemble, load_ensemble
-from tritongen.plan import Plan, default_plan, load_plan
-from tritongen.planner import make_plan
-from tritongen.profile import Profile, load_profile, profile_ensemble
-from tritongen.render import Combiner, Target, check_destination, render_repository
-from tritongen.serving_cost import serving_cost
-from tritongen.spec import Spec, load_spec
+from tritongen.bench.serving_cost import serving_cost
+from tritongen.plan.plan import Plan, default_plan, load_plan
+from tritongen.plan.search import make_plan
+from tritongen.profile.profile import Profile, load_profile
+from tritongen.profile.profiler import profile_ensemble
+from tritongen.render.repository import Combiner, Target, check_destination, render_repository
+from tritongen.spec.devices import Inventory, detect_devices, load_inventory
+from tritongen.spec.ensemble import Spec, load_spec
+from tritongen.spec.members import Ensemble, load_ensemble
 
 
 def resolve_inventory(spec: Spec, devices_file: Path | None = None) -> Inventory:

@@ -8,10 +8,11 @@ import numpy as np
 from rich.console import Group
 from rich.table import Table
 
-from tritongen.costmodel import memory_used
-from tritongen.devices import Inventory
-from tritongen.plan import Plan
-from tritongen.profile import Profile
+from tritongen.plan.base_model import memory_used
+from tritongen.plan.plan import Plan
+from tritongen.profile.profile import Profile
+from tritongen.spec.devices import Inventory
+from tritongen.units import gib
 
 
 def inventory_table(inventory: Inventory) -> Table:
@@ -21,10 +22,6 @@ def inventory_table(inventory: Inventory) -> Table:
     for d in inventory.devices:
         table.add_row(d.id, d.kind, d.device_class, gib(d.memory_bytes), str(d.cores or ""))
     return table
-
-
-def gib(n: float) -> str:
-    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
 def top_k_table(classes: np.ndarray, scores: np.ndarray) -> Table:

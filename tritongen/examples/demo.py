@@ -15,13 +15,13 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from tritongen.client import EnsembleClient
 from tritongen.errors import TritongenError
 from tritongen.examples.digits import load_digits_split, write_example
 from tritongen.pipeline import build
-from tritongen.render import Combiner
+from tritongen.render.repository import Combiner
 from tritongen.report import plan_table
-from tritongen.server import EmbeddedServer
+from tritongen.serve.client import EnsembleClient
+from tritongen.serve.server import EmbeddedServer
 
 console = Console()
 

@@ -25,9 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from tritongen.errors import ServerError
-from tritongen.render import NODES_DIR, served_nodes
-from tritongen.watchdog import Watchdog, live_stubs
+from tritongen.paths import cache_dir
+from tritongen.render.repository import NODES_DIR, served_nodes
+from tritongen.serve.health import server_ready
+from tritongen.serve.watchdog import Watchdog, live_stubs
 
 LOOPBACK = "127.0.0.1"
 POLL_SECONDS = 2  # repository poll period: how soon a model marked by the watchdog reloads
@@ -62,11 +66,6 @@ def find_tritonserver(package: Path | None = None) -> TritonInstall:
     if not install.binary.is_file():
         raise ServerError(f"tritonserver not found at {install.binary}; {INSTALL_HINT}")
     return install
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "tritongen"
 
 
 def prepare_backends(install: TritonInstall) -> Path:
@@ -239,7 +238,7 @@ class EmbeddedServer:
     def _spawn_watchdog(self) -> None:
         """The watchdog as a detached process: this one is about to exit (`--background`)."""
         command = [
-            sys.executable, "-m", "tritongen.watchdog", "--pid", str(self.pid),
+            sys.executable, "-m", "tritongen.serve.watchdog", "--pid", str(self.pid),
             "--http-url", self.http_url, "--repository", str(self.repository),
             "--expected", json.dumps(live_stubs(self.pid)),
             *(["--explicit"] if self.model_control else []),
@@ -278,12 +277,7 @@ class EmbeddedServer:
         self.stop()
 
     def is_ready(self) -> bool:
-        url = f"http://{self._client_host}:{self.http_port}/v2/health/ready"
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
+        return server_ready(self.http_url)
 
     def log_text(self) -> str:
         if self.log_path is None or not self.log_path.exists():
@@ -357,8 +351,13 @@ def model_counters(metrics_url: str) -> dict[tuple[str, str], float]:
     endpoint at host:port (nv_inference_count, nv_inference_exec_count, ..._request_success)."""
     with urllib.request.urlopen(f"http://{metrics_url}/metrics", timeout=10) as response:
         text = response.read().decode()
-    pattern = r'^(nv_inference_\w+)\{model="([^"]+)",[^}]*\} (\S+)$'
-    return {(m, model): float(v) for m, model, v in re.findall(pattern, text, re.MULTILINE)}
+    return {
+        (family.name, sample.labels["model"]): sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name.startswith("nv_inference_") and family.type in ("counter", "gauge")
+        for sample in family.samples
+        if "model" in sample.labels  # the parser names a counter's sample <family>_total
+    }
 
 
 def summarize_log(log: str) -> str:

@@ -18,8 +18,8 @@ import jinja2
 from tritonclient.grpc import model_config_pb2
 
 from tritongen.errors import DeployError, SpecError
-from tritongen.plan import Plan, load_plan
-from tritongen.render import (
+from tritongen.plan.plan import Plan, load_plan
+from tritongen.render.repository import (
     MARKER,
     NODES_DIR,
     TRT_CACHE_DIR,

@@ -11,7 +11,7 @@ import onnx
 from onnx import helper
 
 from tritongen.errors import SpecError
-from tritongen.spec import Spec
+from tritongen.spec.ensemble import Spec
 
 # numpy dtype name -> Triton data type
 TRITON_TYPES = {

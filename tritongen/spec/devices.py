@@ -12,7 +12,7 @@ from typing import Any, Literal
 import psutil
 
 from tritongen.errors import SpecError
-from tritongen.spec import NAME_PATTERN, NAME_RULE, URL_PATTERN
+from tritongen.spec.ensemble import NAME_PATTERN, NAME_RULE, URL_PATTERN
 
 CPU_ID = "cpu"
 GRPC_PORT = 8001  # Triton's default gRPC port: a node's url when DEVICES.json gives none
@@ -178,14 +178,20 @@ def detect_devices() -> Inventory:
     return Inventory((detect_cpu(), *detect_gpus()))
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity), which a container may limit."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def detect_cpu() -> Device:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return Device(
         id=CPU_ID,
         kind="cpu",
         device_class="cpu",
         memory_bytes=psutil.virtual_memory().total,
-        cores=cores or 1,
+        cores=usable_cores(),
     )
 
 

@@ -27,11 +27,11 @@ import jinja2
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from tritongen.devices import Inventory
 from tritongen.errors import RenderError, SpecError
-from tritongen.models import Ensemble, MemberModel
-from tritongen.plan import Plan
-from tritongen.spec import Accelerator, ExecutionSpec
+from tritongen.plan.plan import Plan
+from tritongen.spec.devices import Inventory
+from tritongen.spec.ensemble import Accelerator, ExecutionSpec
+from tritongen.spec.members import Ensemble, MemberModel
 
 MARKER = ".tritongen"
 NODES_DIR = "nodes"  # DIR/nodes/<node>/: one repository per node of a multi-node plan

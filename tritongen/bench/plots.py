@@ -12,7 +12,7 @@ matplotlib.use("Agg")  # files only; no display on servers
 import matplotlib.pyplot as plt
 import numpy as np
 
-from tritongen.plan import Plan
+from tritongen.plan.plan import Plan
 
 
 def throughput_plot(report: dict[str, Any], path: Path, title: str) -> Path:

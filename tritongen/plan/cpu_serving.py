@@ -16,10 +16,10 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
-from tritongen.costmodel import allocation_rates, base_throughput, fits, solve_time_sharing
-from tritongen.devices import Inventory
-from tritongen.plan import Plan
-from tritongen.profile import Profile
+from tritongen.plan.base_model import allocation_rates, base_throughput, fits, solve_time_sharing
+from tritongen.plan.plan import Plan
+from tritongen.profile.profile import Profile
+from tritongen.spec.devices import Inventory
 
 
 def spread_on_cpus(plan: Plan, inventory: Inventory, profile: Profile) -> Plan:

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from tritongen.costmodel import EPS, TimeSharing
-from tritongen.search_space import Candidate, Problem
+from tritongen.plan.base_model import EPS, TimeSharing
+from tritongen.plan.problem import Candidate, Problem
 
 
 def neighbours(

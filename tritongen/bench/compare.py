@@ -19,14 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tritongen.devices import Device, Inventory
+from tritongen.bench.perf import PerfPoint, measure
 from tritongen.errors import TritongenError
-from tritongen.models import Ensemble
-from tritongen.perf import PerfPoint, measure
-from tritongen.plan import Plan
-from tritongen.profile import Profile
-from tritongen.render import Combiner, render_repository
-from tritongen.server import EmbeddedServer
+from tritongen.plan.plan import Plan
+from tritongen.profile.profile import Profile
+from tritongen.render.repository import Combiner, render_repository
+from tritongen.serve.server import EmbeddedServer
+from tritongen.spec.devices import Device, Inventory
+from tritongen.spec.members import Ensemble
 
 CONFIGS = ("naive", "batch_only", "tritongen")
 

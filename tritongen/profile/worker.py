@@ -1,6 +1,6 @@
 """What runs inside a profiling child process: one member, one device, one thread count.
 
-The parent (`tritongen.profile`) starts one fresh process per job so that a member's allocator
+The parent (`tritongen.profile.profiler`) starts one fresh process per job so that a member's allocator
 (onnxruntime's arena, glibc's heap, a CUDA context) never pollutes another member's memory
 figure. Inside the job, batch sizes run in ascending order: after batch b the process holds
 what a fresh instance at batch b would hold (arenas keep their high-water mark, and b is the

@@ -4,7 +4,7 @@ on this machine: the CPU seconds tritonserver and a Python-backend stub spend pe
 The profile times onnxruntime alone; served, every call also pays the request's trip through
 tritonserver and the stub's IPC (semaphores, tensors copied through shared memory). On a CPU
 that time comes out of the same cores as the members' compute, so the planner's CPU model
-(`cpu_serving`) charges it per call. We measure it with a stand-in member that reads its input
+(`tritongen.plan.cpu_serving`) charges it per call. We measure it with a stand-in member that reads its input
 and computes almost nothing (a mean, tiled to the output shape), served alone with one
 instance, driven by perf_analyzer at concurrency 1 at batch 1 and at the largest batch; the
 client passes tensors through system shared memory so that the wire protocol's copies, paid
@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,47 +26,20 @@ import psutil
 import yaml
 from onnx import TensorProto, helper
 
-from tritongen.devices import Inventory
+from tritongen.bench.perf import measure
 from tritongen.errors import TritongenError
-from tritongen.models import Ensemble, TensorSignature, load_ensemble
-from tritongen.perf import measure
-from tritongen.plan import Plan
-from tritongen.render import render_repository
-from tritongen.server import EmbeddedServer, cache_dir, find_tritonserver, model_counters
-from tritongen.spec import load_spec
+from tritongen.paths import cache_dir
+from tritongen.plan.plan import Plan
+from tritongen.profile.profile import ServingCost, default_cost
+from tritongen.render.repository import render_repository
+from tritongen.serve.server import EmbeddedServer, find_tritonserver, model_counters
+from tritongen.spec.devices import Inventory, usable_cores
+from tritongen.spec.ensemble import load_spec
+from tritongen.spec.members import Ensemble, TensorSignature, load_ensemble
 
-# Used when nothing was measured (a profile read from an older file, or no embedded server):
-# what this project's 2-core machine showed.
-DEFAULT_PER_CALL_S = 0.0005
 STAND_IN = "stand_in"
 ENSEMBLE = "serving_cost"  # the stand-in as a one-member ensemble
 MEASURE_INTERVAL_MS = 1500
-
-
-@dataclass(frozen=True)
-class ServingCost:
-    per_call_s: float  # CPU seconds each call costs, whatever its batch
-    per_sample_s: float  # and per sample in it (tensor copies)
-    per_request_s: float  # once per ensemble request: the wire, the scheduler, the combine step
-    source: str  # "measured" or why the default is used
-
-    def call_s(self, batch: int) -> float:
-        """CPU seconds one served call of `batch` samples adds to the member's compute."""
-        return self.per_call_s + self.per_sample_s * batch
-
-    def to_json(self) -> dict[str, float | str]:
-        return asdict(self)
-
-    def describe(self) -> str:
-        return (
-            f"serving cost ({self.source}): {1000 * self.per_call_s:.3f} ms CPU per call + "
-            f"{1000 * self.per_sample_s:.4f} ms per sample, {1000 * self.per_request_s:.3f} ms "
-            "per ensemble request"
-        )
-
-
-def default_cost(reason: str) -> ServingCost:
-    return ServingCost(DEFAULT_PER_CALL_S, 0.0, 0.0, f"default ({reason})")
 
 
 def serving_cost(
@@ -194,7 +166,7 @@ def _cache_path(signature: TensorSignature, largest: int) -> Path:
         "dtype": signature.dtype,
         "dims": list(signature.dims),
         "largest": largest,
-        "cores": len(os.sched_getaffinity(0)),
+        "cores": usable_cores(),
         "tritonserver": str(find_tritonserver().binary.stat().st_mtime),
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]

@@ -1,7 +1,7 @@
 """The plan: how many instances of each member go on which device, at which batch size.
 
 This module holds the `Plan` value and its file format (`plan.json`). The search that fills it
-(worst-fit placement, then greedy) lives in `tritongen.planner`.
+(worst-fit placement, then greedy) lives in `tritongen.plan.search`.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tritongen.devices import Inventory
 from tritongen.errors import SpecError
-from tritongen.models import Ensemble
+from tritongen.spec.devices import Inventory
+from tritongen.spec.members import Ensemble
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ def default_plan(ensemble: Ensemble, inventory: Inventory) -> Plan:
     if cpu is None:
         raise SpecError("the device inventory has no CPU; add one to DEVICES.json")
     members = ensemble.members
-    threads = max(1, (cpu.cores or 1) // len(members))
+    threads = even_threads(cpu.cores, len(members))
     return Plan(
         allocation={m.name: {cpu.id: 1} for m in members},
         batch_size={
@@ -109,29 +109,11 @@ def default_plan(ensemble: Ensemble, inventory: Inventory) -> Plan:
     )
 
 
+def even_threads(cores: int | None, instances: int) -> int:
+    """Intra-op threads per instance when `instances` share `cores` evenly (at least one), so
+    that concurrent instances do not oversubscribe the CPU."""
+    return max(1, (cores or 1) // max(1, instances))
+
+
 def _batch_size(wanted: int, limit: int | None) -> int:
     return min(wanted, limit) if limit else wanted
-
-
-def instance_groups(plan: Plan, member: str, inventory: Inventory) -> list[dict[str, Any]]:
-    """The member's `instance_group` entries: one per device (KIND_GPU with `gpus: [index]`,
-    KIND_CPU with its count), as dicts for `json_format.ParseDict(..., ModelConfig())`."""
-    groups = []
-    for device_id, count in plan.allocation.get(member, {}).items():
-        if count <= 0:
-            continue
-        device = inventory[device_id]
-        if device.kind == "gpu":
-            groups.append({"kind": "KIND_GPU", "count": count, "gpus": [device.gpu_index]})
-        else:
-            groups.append({"kind": "KIND_CPU", "count": count})
-    return groups
-
-
-def dynamic_batching(plan: Plan, member: str) -> dict[str, Any]:
-    """The member's `dynamic_batching` block: its planned batch size preferred, and the
-    planned queue delay (DESIGN: readers accept plans without one)."""
-    block: dict[str, Any] = {"preferred_batch_size": [plan.batch_size[member]]}
-    if member in plan.queue_delay_us:
-        block["max_queue_delay_microseconds"] = plan.queue_delay_us[member]
-    return block

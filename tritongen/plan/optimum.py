@@ -18,7 +18,7 @@ import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import lil_matrix
 
-from tritongen.search_space import Candidate, Problem
+from tritongen.plan.problem import Candidate, Problem
 
 
 @dataclass(frozen=True)

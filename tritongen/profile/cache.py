@@ -13,7 +13,8 @@ import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from tritongen.profile_worker import Point
+from tritongen.paths import cache_dir
+from tritongen.profile.worker import Point
 
 
 @dataclass(frozen=True)
@@ -31,8 +32,7 @@ class PointKey:
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "tritongen" / "profile"
+    return cache_dir() / "profile"
 
 
 class PointCache:

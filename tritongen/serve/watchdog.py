@@ -14,7 +14,6 @@ and, when one has fewer than it started with, has Triton reload that model:
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import threading
@@ -22,8 +21,12 @@ import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
+from typing import Annotated
 
 import psutil
+import typer
+
+from tritongen.serve.health import server_ready
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +73,9 @@ class Watchdog:
         """Ask Triton to reload every model with fewer live stubs than at start."""
         now, alive = time.monotonic(), live_stubs(self.server_pid)
         reloaded: list[str] = []
-        if all(alive[m] >= n for m, n in self.expected.items()) or not self._server_ready():
+        if all(alive[m] >= n for m, n in self.expected.items()) or not server_ready(
+            self.http_url, timeout_s=5
+        ):
             return reloaded  # nothing died, or the server is stopping (it unloads everything)
         for model, count in self.expected.items():
             recent = now - self._asked.get(model, -RELOAD_GRACE_S) < RELOAD_GRACE_S
@@ -88,14 +93,6 @@ class Watchdog:
                 return
             except Exception:  # the watchdog must outlive any surprise
                 log.exception("watchdog check failed")
-
-    def _server_ready(self) -> bool:
-        try:
-            url = f"http://{self.http_url}/v2/health/ready"
-            with urllib.request.urlopen(url, timeout=5) as response:
-                return bool(response.status == 200)
-        except OSError:
-            return False
 
     def _reload(self, model: str) -> bool:
         log.warning("a Python-backend process of model %s died: reloading the model", model)
@@ -134,22 +131,20 @@ def stub_processes(server_pid: int) -> list[tuple[str, psutil.Process]]:
     return stubs
 
 
-def main() -> None:
-    """`python -m tritongen.watchdog`: the watchdog of a server started with --background,
-    as a process of its own; it ends when the server does."""
-    parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--pid", type=int, required=True)
-    parser.add_argument("--http-url", required=True)
-    parser.add_argument("--repository", type=Path, required=True)
-    parser.add_argument("--explicit", action="store_true")
-    parser.add_argument("--expected", type=json.loads, help='{"model": stubs} when ready')
-    args = parser.parse_args()
+def main(
+    pid: Annotated[int, typer.Option(help="tritonserver's PID.")],
+    http_url: Annotated[str, typer.Option(help="host:port of its HTTP endpoint.")],
+    repository: Annotated[Path, typer.Option(help="The repository it serves.")],
+    expected: Annotated[str, typer.Option(help='{"model": stubs} once it was ready.')] = "",
+    explicit: Annotated[bool, typer.Option(help="The server runs in explicit mode.")] = False,
+) -> None:
+    """The watchdog of a server started with --background, as a process of its own; it ends
+    when the server does."""
     logging.basicConfig(format="%(asctime)s tritongen-watchdog %(levelname)s %(message)s")
-    watchdog = Watchdog(
-        args.pid, args.http_url, args.repository, explicit=args.explicit, expected=args.expected
-    )
+    counts = json.loads(expected) if expected else None
+    watchdog = Watchdog(pid, http_url, repository, explicit=explicit, expected=counts)
     watchdog.start()._thread.join()
 
 
 if __name__ == "__main__":
-    main()
+    typer.run(main)

@@ -1,9 +1,9 @@
-"""Profiles: how fast one instance of each member runs, and how much memory it takes,
-per device class and batch size (`profile.json`), and `profile_ensemble`, which measures them.
+"""`profile_ensemble`: measure how fast one instance of each member runs, and how much memory
+it takes, per device class and batch size (the `Profile` of `tritongen.profile.profile`).
 
 How a profile is taken:
 - one child process (spawned, so nothing is inherited) per member x device class x thread
-  count runs every batch size of that member in ascending order; `tritongen.profile_worker`
+  count runs every batch size of that member in ascending order; `tritongen.profile.worker`
   explains why that gives each batch a clean memory figure;
 - a CPU class is measured with intra-op threads = its cores (how it is served) and again with
   one thread, which gives each member's per-sample CPU cost (the bound in DESIGN);
@@ -12,21 +12,19 @@ How a profile is taken:
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from tritongen.devices import Device, Inventory, detect_gpus
 from tritongen.errors import ProfileError, SpecError
-from tritongen.models import Ensemble, MemberModel
-from tritongen.profile_cache import PointCache, PointKey
-from tritongen.profile_worker import (
+from tritongen.profile.cache import PointCache, PointKey
+from tritongen.profile.profile import Profile, ProfileEntry, ServingCost, default_cost
+from tritongen.profile.worker import (
     Failure,
     Job,
     JobFailure,
@@ -36,97 +34,13 @@ from tritongen.profile_worker import (
     child_main,
     session_settings,
 )
-from tritongen.serving_cost import ServingCost, default_cost
+from tritongen.spec.devices import Device, Inventory, detect_gpus, usable_cores
+from tritongen.spec.members import Ensemble, MemberModel
 
-PROFILE_VERSION = 1
 DEFAULT_POINT_S = 0.6  # timed seconds per (member, device class, batch, threads)
 MIN_POINT_S = 0.02  # --budget-s never goes below this (nor below the worker's minimum runs)
 ROUNDS = 3
 SILENCE_LIMIT_S = 300.0  # a child that sends nothing for this long is stuck: stop it
-
-
-@dataclass(frozen=True)
-class ProfileEntry:
-    throughput: float  # samples/s of ONE instance alone on one device of the class
-    memory_bytes: int  # memory that instance takes at this batch size
-    extra: dict[str, Any] = field(default_factory=dict)  # threads, latency percentiles, spread...
-
-    def to_json(self) -> dict[str, Any]:
-        return {"throughput": self.throughput, "memory_bytes": self.memory_bytes, **self.extra}
-
-
-@dataclass(frozen=True)
-class Profile:
-    # member -> device class -> batch size -> entry
-    members: dict[str, dict[str, dict[int, ProfileEntry]]]
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def entries(self, member: str, device_class: str) -> dict[int, ProfileEntry]:
-        return self.members.get(member, {}).get(device_class, {})
-
-    @property
-    def skipped(self) -> list[dict[str, Any]]:
-        """[{member, device_class, batch, reason}] for what could not be measured."""
-        return list(self.extra.get("skipped", []))
-
-    @property
-    def serving_cost(self) -> ServingCost:
-        """What serving adds to the members' compute (measured by `serving_cost`, else the
-        default); profiles from other tools carry none."""
-        data = self.extra.get("serving_cost")
-        if not isinstance(data, dict):
-            return default_cost("the profile carries no serving_cost")
-        try:
-            return ServingCost(**data)
-        except TypeError:
-            return default_cost("the profile's serving_cost is malformed")
-
-    @property
-    def cpu_cost_s_per_sample(self) -> dict[str, float]:
-        return dict(self.extra.get("cpu_cost_s_per_sample", {}))
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "version": PROFILE_VERSION,
-            "members": {
-                m: {
-                    c: {str(b): e.to_json() for b, e in sorted(by_b.items())}
-                    for c, by_b in by_c.items()
-                }
-                for m, by_c in self.members.items()
-            },
-            **self.extra,
-        }
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n")
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Profile:
-        members = {
-            m: {c: {int(b): _entry(e) for b, e in by_b.items()} for c, by_b in by_c.items()}
-            for m, by_c in data["members"].items()
-        }
-        extra = {k: v for k, v in data.items() if k not in {"version", "members"}}
-        return cls(members=members, extra=extra)
-
-
-def _entry(data: dict[str, Any]) -> ProfileEntry:
-    extra = {k: v for k, v in data.items() if k not in {"throughput", "memory_bytes"}}
-    return ProfileEntry(float(data["throughput"]), int(data["memory_bytes"]), extra)
-
-
-def load_profile(path: str | Path) -> Profile:
-    path = Path(path)
-    try:
-        return Profile.from_json(json.loads(path.read_text()))
-    except FileNotFoundError:
-        raise SpecError(f"{path}: file not found; create it with `tritongen profile`") from None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise SpecError(f"{path}: not a valid profile.json ({type(exc).__name__}: {exc})") from None
-
-
-# ---------------------------------------------------------------------------- measuring
 
 
 @dataclass(frozen=True)
@@ -269,8 +183,8 @@ def measurable_targets(
 
 
 def _cpu_target(device: Device, notes: list[str]) -> Target:
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cores = min(device.cores or 1, usable or 1)
+    usable = usable_cores()
+    cores = min(device.cores or 1, usable)
     if cores < (device.cores or 1):
         notes.append(
             f"{device.id}: the inventory says {device.cores} cores but this process may use "

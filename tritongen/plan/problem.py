@@ -7,9 +7,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from tritongen.devices import Device, Inventory
 from tritongen.errors import PlanError
-from tritongen.profile import Profile
+from tritongen.profile.profile import Profile
+from tritongen.spec.devices import Device, Inventory
 
 
 @dataclass(frozen=True, eq=False)

@@ -13,10 +13,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from tritongen.devices import Inventory
 from tritongen.errors import TritongenError
-from tritongen.models import Ensemble
-from tritongen.plan import Plan
+from tritongen.plan.plan import Plan, even_threads
+from tritongen.spec.devices import Inventory
+from tritongen.spec.members import Ensemble
 
 MAX_INSTANCES = 5  # Model Analyzer's default max_instance_count
 
@@ -85,7 +85,7 @@ def neighbours(point: Point, max_log_batch: int) -> Iterator[Point]:
 def to_plan(ensemble: Ensemble, cpu_id: str, cores: int, point: Point) -> Plan:
     """All instances on the CPU; the cores shared evenly so instances do not oversubscribe."""
     total = sum(instances for instances, _ in point)
-    threads = max(1, cores // total)
+    threads = even_threads(cores, total)
     names = [m.name for m in ensemble.members]
     return Plan(
         allocation={n: {cpu_id: i} for n, (i, _) in zip(names, point, strict=True)},

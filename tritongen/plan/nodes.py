@@ -24,13 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from tritongen.costmodel import base_solution, upper_bound
-from tritongen.devices import Inventory
 from tritongen.errors import PlanError
-from tritongen.plan import Plan
-from tritongen.planner import best_batch, worst_fit
-from tritongen.profile import Profile
-from tritongen.search_space import build_problem
+from tritongen.plan.base_model import base_solution, upper_bound
+from tritongen.plan.placement import best_batch, worst_fit
+from tritongen.plan.plan import Plan
+from tritongen.plan.problem import build_problem
+from tritongen.profile.profile import Profile
+from tritongen.spec.devices import Inventory
 
 # Plans `members` on the devices of one node (the planner's worst-fit and greedy search).
 PlanOnDevices = Callable[[Sequence[str], Inventory], Plan]

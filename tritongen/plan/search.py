@@ -1,8 +1,9 @@
-"""Plan the allocation matrix: worst-fit placement, then a greedy search for throughput.
+"""Plan the allocation matrix: from worst-fit placements (`tritongen.plan.placement`), a greedy
+search for throughput.
 
 The search is kept apart from the evaluation (STYLE 7): `greedy` proposes candidates and asks
 an `Evaluator` for each one's throughput. `CostModelEvaluator` answers with DESIGN's base
-model (the time-sharing LP of `tritongen.costmodel`); a measured evaluator (serve the candidate,
+model (the time-sharing LP of `tritongen.plan.base_model`); a measured evaluator (serve the candidate,
 run perf_analyzer) plugs into the same protocol and re-ranks the model's best candidates
 (`make_plan(..., refine_with=...)`).
 
@@ -24,29 +25,16 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from tritongen.costmodel import EPS, TimeSharing, dual_bound, solve_time_sharing, upper_bound
-from tritongen.cpu_serving import spread_on_cpus
-from tritongen.devices import Inventory
 from tritongen.errors import PlanError
-from tritongen.moves import neighbours
-from tritongen.plan import Plan
-from tritongen.profile import Profile
-from tritongen.search_space import Candidate, Problem, build_problem
-from tritongen.spec import Spec
-
-__all__ = [
-    "Candidate",
-    "CostModelEvaluator",
-    "Evaluator",
-    "PlanEvaluator",
-    "Problem",
-    "best_batch",
-    "build_problem",
-    "candidate_plan",
-    "greedy",
-    "make_plan",
-    "worst_fit",
-]
+from tritongen.plan.base_model import EPS, TimeSharing, dual_bound, solve_time_sharing, upper_bound
+from tritongen.plan.cpu_serving import spread_on_cpus
+from tritongen.plan.moves import neighbours
+from tritongen.plan.placement import best_batch, relaxed_fit, worst_fit
+from tritongen.plan.plan import Plan, even_threads
+from tritongen.plan.problem import Candidate, Problem, build_problem
+from tritongen.profile.profile import Profile
+from tritongen.spec.devices import Inventory
+from tritongen.spec.ensemble import Spec
 
 MAX_STEPS = 500
 TIE_BREAK = 1e-5  # see CostModelEvaluator
@@ -96,95 +84,6 @@ class CostModelEvaluator:
             self.calls += 1
             self._cache[key] = solve_time_sharing(self.rates(candidate))
         return self._cache[key]
-
-
-# ---------------------------------------------------------------------------- worst-fit
-
-
-def best_batch(problem: Problem) -> tuple[int, ...]:
-    """Per member, the batch size of its highest single-instance throughput on any device."""
-    return tuple(
-        int(np.unravel_index(np.argmax(problem.rate[m]), problem.rate[m].shape)[1])
-        for m in range(len(problem.members))
-    )
-
-
-def smallest_batch(problem: Problem) -> tuple[int, ...]:
-    """Per member, the batch size of its smallest footprint on any device."""
-    return tuple(
-        int(np.unravel_index(np.argmin(problem.memory[m]), problem.memory[m].shape)[1])
-        for m in range(len(problem.members))
-    )
-
-
-def worst_fit(problem: Problem, batch: Sequence[int]) -> Candidate:
-    """One instance per member, largest member first, onto the device with most free memory.
-
-    When the members do not all fit at the wanted batch sizes, every member steps down one
-    batch size and the packing starts again; a member that fits nowhere at its smallest batch
-    size is a PlanError. GPUs are tried before CPUs: a CPU's memory is host RAM, far larger
-    and far slower, and would otherwise take every member; the greedy search adds CPU
-    instances where they help.
-    """
-    wanted = list(batch)
-    while True:
-        try:
-            return _pack(problem, wanted)
-        except PlanError:
-            if not any(wanted):
-                raise
-            wanted = [max(0, b - 1) for b in wanted]
-
-
-def _pack(problem: Problem, batch: Sequence[int]) -> Candidate:
-    n_members, n_devices = len(problem.members), len(problem.devices)
-    candidate = Candidate(
-        counts=tuple((0,) * n_devices for _ in range(n_members)),
-        batch=tuple(batch),
-        threads=(0,) * n_members,
-    )
-    free = problem.capacity.copy()
-    for m in sorted(range(n_members), key=lambda m: -_footprint(problem, m, batch[m])):
-        b, d = _worst_fit_slot(problem, m, batch[m], free)
-        candidate = candidate.with_batch(m, b).with_count(m, d, 1)
-        free[d] -= problem.memory[m, d, b]
-    return candidate
-
-
-def _footprint(problem: Problem, m: int, b: int) -> float:
-    sizes = problem.memory[m, :, b]
-    return float(sizes[np.isfinite(sizes)].max(initial=0.0))
-
-
-def _worst_fit_slot(problem: Problem, m: int, wanted: int, free: np.ndarray) -> tuple[int, int]:
-    """(batch, device) for member m: the wanted batch or the next smaller that fits somewhere."""
-    kinds_first = sorted({d.kind for d in problem.devices}, key=lambda k: k != "gpu")
-    for b in range(wanted, -1, -1):
-        for kind in kinds_first:
-            slots = [
-                d
-                for d, device in enumerate(problem.devices)
-                if device.kind == kind
-                and problem.allowed(m, d, b)
-                and problem.memory[m, d, b] <= free[d]
-            ]
-            if slots:
-                return b, max(slots, key=lambda d: free[d])
-    raise _does_not_fit(problem, m, free)
-
-
-def _does_not_fit(problem: Problem, m: int, free: np.ndarray) -> PlanError:
-    from tritongen.report import gib
-
-    smallest = float(problem.memory[m].min())
-    d = int(np.argmax(free))
-    device = problem.devices[d]
-    empty = "" if free[d] == problem.capacity[d] else " after placing the larger members"
-    return PlanError(
-        f"{problem.members[m]}: needs at least {gib(smallest)} per instance (its smallest batch "
-        f"size) but the largest free device, {device.id}, has {gib(free[d])} free{empty}; "
-        "add a larger device or profile a smaller batch size"
-    )
 
 
 # ---------------------------------------------------------------------------- greedy search
@@ -316,7 +215,7 @@ def make_plan(
     Evaluator class whose constructor takes the problem is one). With `refine_with`, the
     `refine_top` best distinct candidates of the search are re-ranked by it (e.g. measured).
     Searches from further starting points run until `budget` LPs have been solved.
-    When the devices name nodes, `tritongen.nodes` decides which node serves each member and
+    When the devices name nodes, `tritongen.plan.nodes` decides which node serves each member and
     this search runs on each node's devices.
     """
     names, max_batch_size = _member_names(members, max_batch_size)
@@ -327,7 +226,7 @@ def make_plan(
         )
 
     if inventory.nodes:
-        from tritongen.nodes import plan_across_nodes  # it builds on this module's worst-fit
+        from tritongen.plan.nodes import plan_across_nodes  # it builds on this module's worst-fit
 
         return plan_across_nodes(names, inventory, profile, plan_on_devices, max_batch_size)
     return plan_on_devices(names, inventory)
@@ -412,24 +311,6 @@ def _starts(problem: Problem, baseline: Candidate, model: CostModelEvaluator) ->
     return [baseline, *sorted(others, key=model.evaluate, reverse=True)]
 
 
-def relaxed_fit(problem: Problem, batch: Sequence[int]) -> Candidate:
-    """Pack the placements that the memory-free LP (every member everywhere) works hardest,
-    while they fit; members left without a device then go where worst-fit puts them."""
-    n_members, n_devices = len(problem.members), len(problem.devices)
-    c = Candidate(tuple((0,) * n_devices for _ in range(n_members)), tuple(batch), (0,) * n_members)
-    rates = problem.rate[np.arange(n_members), :, list(batch)]
-    work = solve_time_sharing(rates).fractions * rates
-    for flat in np.argsort(-work, axis=None):
-        m, d = divmod(int(flat), n_devices)
-        if work[m, d] > EPS and problem.fits(grown := c.with_count(m, d, 1)):
-            c = grown
-    for m in range(n_members):
-        if not any(c.counts[m]):
-            b, d = _worst_fit_slot(problem, m, c.batch[m], problem.free_memory(c))
-            c = c.with_batch(m, b).with_count(m, d, 1)
-    return c
-
-
 def _refine(
     problem: Problem, results: list[SearchResult], refiner: Evaluator, top: int
 ) -> tuple[Candidate, dict[str, Any]]:
@@ -489,7 +370,7 @@ def _threads(problem: Problem, c: Candidate) -> dict[str, int]:
         instances = sum(row[d] for row in c.counts)
         for m, member in enumerate(problem.members):
             if c.counts[m][d]:
-                even = max(1, (device.cores or 1) // instances)
+                even = even_threads(device.cores, instances)
                 chosen = c.threads[m] or even
                 threads[member] = min(threads.get(member, chosen), chosen)
     return threads

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linprog
 
-from tritongen.devices import Inventory
 from tritongen.errors import PlanError
-from tritongen.profile import Profile, ProfileEntry
+from tritongen.profile.profile import Profile, ProfileEntry
+from tritongen.spec.devices import Inventory
 
 EPS = 1e-9
 
@@ -166,12 +166,6 @@ def fits(
     """True when the instances on every device fit its `memory_bytes`."""
     used = memory_used(allocation, batch_size, inventory, profile)
     return all(used[d.id] <= d.memory_bytes for d in inventory.devices)
-
-
-def cpu_bound(cores: int, cpu_seconds_per_sample: Mapping[str, float]) -> float:
-    """DESIGN's CPU bound `cores / Σ_m c_m` (c_m: core-seconds per sample, one thread)."""
-    total = sum(cpu_seconds_per_sample.values())
-    return cores / total if total > 0 else float("inf")
 
 
 def _entry(
