@@ -166,7 +166,7 @@ def thread_trace(member: MemberModel, cores: int) -> dict[int, list[float]]:
     whether a figure moves within a single run, with nothing else running."""
     import numpy as np
 
-    feed = {member.input.name: np.ones((TRACE_BATCH, *member.input.dims), member.input.dtype)}
+    feed = {i.name: np.ones((TRACE_BATCH, *i.dims), i.dtype) for i in member.inputs}
     trace = {}
     for threads in sorted({cores, 1}, reverse=True):
         session = build_session(str(member.path), session_settings("cpu", threads))

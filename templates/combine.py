@@ -18,10 +18,13 @@ def softmax(logits):
     return shifted
 
 
-def make_combiner(rule, transform, weights):
+def make_combiner(rule, transform, weights, dtype="float32"):
     """Return `combine(outputs) -> combined` for outputs stacked as (members, rows, ...classes).
 
     Weights are normalised once here so that the per-request path is a few numpy calls.
+    `dtype` is the combined output's: the arithmetic runs in float32 (float64 for a 64-bit
+    or int32 output, which float32 cannot hold exactly); max without softmax keeps the
+    members' own dtype, exact for integers.
     """
     if rule not in RULES or transform not in TRANSFORMS:
         raise ValueError(f"unknown rule {rule!r} or transform {transform!r}")
@@ -30,14 +33,23 @@ def make_combiner(rule, transform, weights):
         weights = np.ones_like(weights)
     normalised = (weights / weights.sum()).astype(np.float32)
     reduce = _REDUCERS[rule]
+    compute = compute_dtype(dtype)
+    exact = rule == "max" and transform == "none"
 
     def combine(outputs):
-        outputs = outputs.astype(np.float32, copy=False)
+        if not exact:
+            outputs = outputs.astype(compute, copy=False)
         if transform == "softmax":
             outputs = softmax(outputs)
         return reduce(outputs, normalised)
 
     return combine
+
+
+def compute_dtype(dtype):
+    """float64 where float32 would round the combined dtype's values, else float32."""
+    dtype = np.dtype(dtype)
+    return np.float64 if dtype.itemsize == 8 or dtype == np.int32 else np.float32
 
 
 def _weighted_mean(outputs, weights):

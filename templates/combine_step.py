@@ -21,9 +21,11 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         weights = json.loads(params["weights"])
-        self.combine = make_combiner(params["rule"], params["transform"], weights)
         self.names = [f"MEMBER_{i}" for i in range(len(weights))]
         self.output_dtype = pb_utils.triton_string_to_numpy(config["output"][0]["data_type"])
+        self.combine = make_combiner(
+            params["rule"], params["transform"], weights, self.output_dtype
+        )
 
     def execute(self, requests):
         per_member = [

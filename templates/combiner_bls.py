@@ -14,7 +14,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from combine import make_combiner, non_finite_rows
+from combine import compute_dtype, make_combiner, non_finite_rows
 
 
 class MemberFailed(Exception):
@@ -30,13 +30,13 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         self.members = json.loads(params["members"])
-        self.combine = make_combiner(
-            params["rule"], params["transform"], [m["weight"] for m in self.members]
-        )
+        self.input_names = [i["name"] for i in config["input"]]
+        self.output_dtype = pb_utils.triton_string_to_numpy(config["output"][0]["data_type"])
+        self.stack_dtype = compute_dtype(self.output_dtype)  # NaN marks a missing member
         self.rule, self.transform = params["rule"], params["transform"]
+        self.combine = self._make_combiner([m["weight"] for m in self.members])
         self.min_members = int(params.get("min_members") or len(self.members))
         self.timeout_ms = int(params.get("member_timeout_ms") or 0)
-        self.output_dtype = pb_utils.triton_string_to_numpy(config["output"][0]["data_type"])
         self.subset_combiners = {}
         self.remote = None
         if any(m.get("url") for m in self.members):
@@ -45,33 +45,46 @@ class TritonPythonModel:
 
             self.remote = RemoteMembers()
 
+    def _make_combiner(self, weights):
+        return make_combiner(self.rule, self.transform, weights, self.output_dtype)
+
     async def execute(self, requests):
-        arrays = [pb_utils.get_input_tensor_by_name(r, "INPUT").as_numpy() for r in requests]
-        batch = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+        feeds = [
+            {n: pb_utils.get_input_tensor_by_name(r, n).as_numpy() for n in self.input_names}
+            for r in requests
+        ]
+        batch = feeds[0] if len(feeds) == 1 else self._concatenate(feeds)
         results = await self._ask_members(batch)
-        if len(arrays) > 1 and any(isinstance(r, MemberFailed) for r in results):
+        if len(feeds) > 1 and any(isinstance(r, MemberFailed) for r in results):
             # One request may have made a member fail: ask again for each request alone.
-            retried = await asyncio.gather(*(self._ask_members(a) for a in arrays))
-            return [self._responses([a], r)[0] for a, r in zip(arrays, retried, strict=True)]
-        return self._responses(arrays, results)
+            retried = await asyncio.gather(*(self._ask_members(f) for f in feeds))
+            return [self._responses([f], r)[0] for f, r in zip(feeds, retried, strict=True)]
+        return self._responses(feeds, results)
+
+    def _concatenate(self, feeds):
+        return {n: np.concatenate([f[n] for f in feeds]) for n in self.input_names}
+
+    def _rows(self, feed):
+        return len(feed[self.input_names[0]])
 
     async def _ask_members(self, batch):
-        """Each member's output for `batch`, or the exception that stands for its failure."""
+        """Each member's output for `batch` (combined input name -> array), or the exception
+        that stands for its failure."""
         calls = (self._infer(member, batch) for member in self.members)
         return await asyncio.gather(*calls, return_exceptions=True)
 
-    def _responses(self, arrays, results):
+    def _responses(self, feeds, results):
         """One response per request: the combination of the members that answered its rows
         (`ANSWERED` says which), or an error naming the members that did not."""
         if all(isinstance(r, BaseException) for r in results):
             error = pb_utils.TritonError(self._failure(results, None))
-            return [pb_utils.InferenceResponse(error=error) for _ in arrays]
+            return [pb_utils.InferenceResponse(error=error) for _ in feeds]
         outputs, answered = self._member_rows(results)
         combined = self._combine_rows(outputs, answered).astype(self.output_dtype, copy=False)
         bad = non_finite_rows(combined)
         responses, start = [], 0
-        for array in arrays:
-            stop = start + len(array)
+        for feed in feeds:
+            stop = start + self._rows(feed)
             if bad[start:stop].any():
                 error = pb_utils.TritonError(self._failure(results, answered[start:stop]))
                 responses.append(pb_utils.InferenceResponse(error=error))
@@ -84,17 +97,16 @@ class TritonPythonModel:
             start = stop
         return responses
 
-    @staticmethod
-    def _member_rows(results):
+    def _member_rows(self, results):
         """Outputs stacked as (members, rows, ...) with NaN for a failed member, and a
         (rows, members) mask of the members whose output for that row is finite."""
         shape = next(r for r in results if not isinstance(r, BaseException)).shape
         outputs = np.stack(
             [
-                np.full(shape, np.nan, np.float32) if isinstance(r, BaseException) else r
+                np.full(shape, np.nan, self.stack_dtype) if isinstance(r, BaseException) else r
                 for r in results
             ]
-        ).astype(np.float32, copy=False)
+        ).astype(self.stack_dtype, copy=False)
         answered = np.isfinite(outputs.reshape(len(outputs), shape[0], -1)).all(axis=2).T
         return outputs, np.ascontiguousarray(answered)
 
@@ -102,7 +114,7 @@ class TritonPythonModel:
         """Combine each row from its answering members; NaN where fewer than min_members."""
         if answered.all():
             return self.combine(outputs)
-        combined = np.full(outputs.shape[1:], np.nan, np.float32)
+        combined = np.full(outputs.shape[1:], np.nan, self.stack_dtype)
         patterns, inverse = np.unique(answered, axis=0, return_inverse=True)
         for index, pattern in enumerate(patterns):
             if pattern.sum() >= self.min_members:
@@ -114,7 +126,7 @@ class TritonPythonModel:
         key = tuple(pattern.tolist())
         if key not in self.subset_combiners:
             weights = [m["weight"] for m, ok in zip(self.members, key, strict=True) if ok]
-            self.subset_combiners[key] = make_combiner(self.rule, self.transform, weights)
+            self.subset_combiners[key] = self._make_combiner(weights)
         return self.subset_combiners[key]
 
     def _failure(self, results, answered):
@@ -136,9 +148,12 @@ class TritonPythonModel:
     async def _infer(self, member, batch):
         """The member's output for `batch`, in chunks of at most its max_batch_size."""
         step = member["max_batch_size"]
-        chunks = [batch[i : i + step] for i in range(0, len(batch), step)]
-        if member.get("url"):
-            calls = asyncio.gather(*(self.remote.infer(member, c) for c in chunks))
+        feed = {mine: batch[combined] for mine, combined in member["inputs"].items()}
+        rows = self._rows(batch)
+        chunks = [{n: a[i : i + step] for n, a in feed.items()} for i in range(0, rows, step)]
+        if member.get("url"):  # one input (tritongen refuses more for a remote member)
+            one = member["input"]
+            calls = asyncio.gather(*(self.remote.infer(member, c[one]) for c in chunks))
         else:
             calls = asyncio.gather(*(self._request(member, c).async_exec() for c in chunks))
         try:
@@ -158,5 +173,5 @@ class TritonPythonModel:
         return pb_utils.InferenceRequest(
             model_name=member["name"],
             requested_output_names=[member["output"]],
-            inputs=[pb_utils.Tensor(member["input"], chunk)],
+            inputs=[pb_utils.Tensor(name, array) for name, array in chunk.items()],
         )

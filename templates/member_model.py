@@ -1,4 +1,5 @@
-"""A member of a tritongen ensemble: runs one ONNX file with onnxruntime.
+"""A member of a tritongen ensemble: runs one ONNX file with onnxruntime, on every input its
+config.pbtxt declares, and returns the one output it declares (the one that is combined).
 
 Rendered by tritongen; imports only numpy, onnxruntime and the Python backend's utilities.
 Settings come from this model's config.pbtxt `parameters`, never from code generation.
@@ -25,31 +26,38 @@ class TritonPythonModel:
             providers = [("CUDAExecutionProvider", device), "CPUExecutionProvider"]
         path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
         self.session = ort.InferenceSession(path, options, providers=providers)
-        self.input_name = config["input"][0]["name"]
+        self.input_names = [i["name"] for i in config["input"]]
         self.output_name = config["output"][0]["name"]
 
     def execute(self, requests):
-        arrays = [
-            pb_utils.get_input_tensor_by_name(r, self.input_name).as_numpy() for r in requests
-        ]
-        batch = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+        feeds = [self._feed(r) for r in requests]
+        batch = feeds[0] if len(feeds) == 1 else self._concatenate(feeds)
         try:
-            (output,) = self.session.run([self.output_name], {self.input_name: batch})
+            (output,) = self.session.run([self.output_name], batch)
         except Exception as exc:  # report to the callers; the instance stays up
-            if len(arrays) > 1:  # one request may be the cause: run each alone
-                return [self._respond_alone(array) for array in arrays]
+            if len(feeds) > 1:  # one request may be the cause: run each alone
+                return [self._respond_alone(feed) for feed in feeds]
             return [self._error(exc)]
-        if len(arrays) == 1:
+        if len(feeds) == 1:
             return [pb_utils.InferenceResponse([pb_utils.Tensor(self.output_name, output)])]
-        bounds = np.cumsum([len(a) for a in arrays[:-1]])
+        first = self.input_names[0]
+        bounds = np.cumsum([len(f[first]) for f in feeds[:-1]])
         return [
             pb_utils.InferenceResponse([pb_utils.Tensor(self.output_name, part)])
             for part in np.split(output, bounds)
         ]
 
-    def _respond_alone(self, array):
+    def _feed(self, request):
+        return {
+            n: pb_utils.get_input_tensor_by_name(request, n).as_numpy() for n in self.input_names
+        }
+
+    def _concatenate(self, feeds):
+        return {n: np.concatenate([f[n] for f in feeds]) for n in self.input_names}
+
+    def _respond_alone(self, feed):
         try:
-            (output,) = self.session.run([self.output_name], {self.input_name: array})
+            (output,) = self.session.run([self.output_name], feed)
         except Exception as exc:
             return self._error(exc)
         return pb_utils.InferenceResponse([pb_utils.Tensor(self.output_name, output)])

@@ -104,7 +104,7 @@ from member_model import TritonPythonModel as Member
 class TritonPythonModel(Member):
     def execute(self, requests):
         for request in requests:
-            x = pb_utils.get_input_tensor_by_name(request, self.input_name).as_numpy()
+            x = pb_utils.get_input_tensor_by_name(request, self.input_names[0]).as_numpy()
             if (x[:, {column}] > {threshold}).any():
                 time.sleep({seconds})
         return super().execute(requests)

@@ -35,6 +35,7 @@ from tritongen.profile.profiler import (
 from tritongen.profile.worker import (
     Failure,
     GpuProcessMemory,
+    InputFeed,
     Job,
     JobFailure,
     Message,
@@ -220,9 +221,7 @@ def test_gpu_job_on_onnxruntime_without_cuda_fails_with_the_fix(
 ) -> None:
     job = Job(
         model_path=str(models["small"]),
-        input_name="x",
-        input_dtype="float32",
-        sample_shape=(64,),
+        inputs=(InputFeed("x", "float32", (64,)),),
         batches=(1,),
         settings=session_settings("gpu", 1, gpu_index=0),
         kind="gpu",
@@ -240,7 +239,9 @@ def test_gpu_job_on_onnxruntime_without_cuda_fails_with_the_fix(
 
 
 def test_killed_child_fails_its_batch_and_larger_and_keeps_the_smaller() -> None:
-    job = Job("unused.onnx", "x", "float32", (4,), (1, 2, 8, 16), session_settings("cpu", 1))
+    job = Job(
+        "unused.onnx", (InputFeed("x", "float32", (4,)),), (1, 2, 8, 16), session_settings("cpu", 1)
+    )
     messages: list[Message] = []
     run_in_child(job, messages.append, target=child_killed_at_batch_8)
     points = {m.batch for m in messages if isinstance(m, Point)}

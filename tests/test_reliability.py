@@ -331,7 +331,7 @@ def test_hostile_tensor_names_stay_data_and_python_is_never_generated(
     repo = render_repository(ensemble, plan, inventory, tmp_path / "r", combiner=combiner)
     for member in ensemble.members:
         config = parse_config((repo / member.name / "config.pbtxt").read_text(), member.name)
-        assert config.input[0].name == member.input.name
+        assert config.input[0].name == member.inputs[0].name
         assert config.output[0].name == member.output.name
     for source in repo.rglob("*.py"):  # copied byte for byte: no user string can be in them
         assert source.read_bytes() == (templates_dir() / _template_of(source)).read_bytes()

@@ -14,14 +14,14 @@ from tritongen.profile.profile import Profile, ServingCost
 from tritongen.spec.devices import Device, Inventory, detect_devices
 from tritongen.spec.members import TensorSignature
 
-SIGNATURE = TensorSignature("x", "float32", (3, 8, 8), None)
+SIGNATURE = (TensorSignature("x", "float32", (3, 8, 8), None),)
 
 
 def test_stand_in_reads_every_input_value_and_has_the_output_shape(tmp_path: Path) -> None:
     _stand_in_onnx(tmp_path / "s.onnx", SIGNATURE, num_classes=5)
     session = ort.InferenceSession(str(tmp_path / "s.onnx"), providers=["CPUExecutionProvider"])
     x = np.random.default_rng(0).normal(size=(4, 3, 8, 8)).astype(np.float32)
-    (y,) = session.run(None, {"x": x})
+    (y,) = session.run(None, {"input_0": x})
     expected = np.repeat(x.reshape(4, -1).mean(axis=1, keepdims=True), 5, axis=1)
     np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-6)
 

@@ -26,7 +26,7 @@ def test_valid_spec_resolves_model_paths_relative_to_the_file(
     linear_model(tmp_path / "m" / "linear.onnx", 1)
     ensemble = _load(write_spec(tmp_path, data))
     assert ensemble.members[0].path == (tmp_path / "m" / "linear.onnx").resolve()
-    assert ensemble.input.dims == (16,) and ensemble.output.dims == (5,)
+    assert ensemble.inputs[0].dims == (16,) and ensemble.output.dims == (5,)
     assert [m.weight for m in ensemble.members] == [1.0, 2.0, 0.5]
 
 

@@ -315,14 +315,23 @@ def _wait_until_interrupted(server: EmbeddedServer) -> None:
 @app.command()
 def infer(
     data: Annotated[
-        Path | None, typer.Argument(help="A .npy file of inputs, first axis = rows.")
+        Path | None,
+        typer.Argument(
+            help="A .npy file of inputs (first axis = rows), or an .npz file with one array "
+            "per input name for a model with several inputs."
+        ),
     ] = None,
     model: Annotated[str, typer.Option(help="The ensemble's name (the spec's `name`).")] = "",
     url: Annotated[str, typer.Option(help="host:port of the server.")] = "127.0.0.1:8000",
     protocol: Annotated[
         Protocol, typer.Option(help="http or grpc (give the matching port).")
     ] = Protocol.http,
-    random: Annotated[int, typer.Option("--random", help="Send N random rows instead.")] = 0,
+    random: Annotated[
+        int,
+        typer.Option(
+            "--random", help="Send N random rows instead (integer masks get ones, other ints 0)."
+        ),
+    ] = 0,
     top: Annotated[int, typer.Option("--top", "-k", help="Classes shown per row.")] = 3,
 ) -> None:
     """Send inputs to a served ensemble and print the top-k classes per row."""
@@ -338,24 +347,54 @@ def infer(
     console.print(top_k_table(classes, scores))
 
 
-def _load_rows(data: Path | None, random: int, signature: ModelSignature) -> np.ndarray:
+def _load_rows(data: Path | None, random: int, signature: ModelSignature) -> dict[str, np.ndarray]:
+    """Input name -> rows, from a .npy (one input) or .npz (arrays named after the inputs)
+    file, or `random` rows with the values tritongen feeds by default (spec/values.py)."""
+    from tritongen.spec.values import default_fill
+
     if data is None and random <= 0:
-        raise TritongenError("infer: give a .npy file or --random N")
+        raise TritongenError("infer: give a .npy or .npz file, or --random N")
     if data is None:
-        dims = [d if d > 0 else 1 for d in signature.input_dims]
-        return (
-            np.random.default_rng(0).standard_normal((random, *dims)).astype(signature.input_dtype)
-        )
+        rng = np.random.default_rng(0)
+        return {
+            i.name: default_fill(i.name, i.dtype.name).sample(
+                rng, i.dtype.name, (random, *(d if d > 0 else 1 for d in i.dims))
+            )
+            for i in signature.inputs
+        }
+    arrays = _read_arrays(data, signature)
+    for i in signature.inputs:
+        shape = arrays[i.name].shape[1:]
+        if len(shape) != len(i.dims) or any(
+            d > 0 and d != s for d, s in zip(i.dims, shape, strict=True)
+        ):
+            raise TritongenError(
+                f"{data}: rows of {i.name} have shape {list(shape)}, the model takes "
+                f"{list(i.dims)}; reshape the array"
+            )
+    return arrays
+
+
+def _read_arrays(data: Path, signature: ModelSignature) -> dict[str, np.ndarray]:
+    names = [i.name for i in signature.inputs]
     try:
-        batch = np.load(data, allow_pickle=False)
+        loaded = np.load(data, allow_pickle=False)
     except (OSError, ValueError) as exc:
-        raise TritongenError(f"{data}: not a readable .npy file ({exc})") from None
-    if batch.shape[1:] != signature.input_dims and -1 not in signature.input_dims:
-        raise TritongenError(
-            f"{data}: rows have shape {list(batch.shape[1:])}, the model takes "
-            f"{list(signature.input_dims)}; reshape the array"
-        )
-    return batch
+        raise TritongenError(f"{data}: not a readable .npy or .npz file ({exc})") from None
+    if isinstance(loaded, np.ndarray):
+        if len(names) != 1:
+            raise TritongenError(
+                f"{data}: the model takes {len(names)} inputs ({', '.join(names)}); give an "
+                ".npz file with one array per input (numpy.savez(path, name=array, ...))"
+            )
+        return {names[0]: loaded}
+    with loaded:
+        missing = [n for n in names if n not in loaded.files]
+        if missing:
+            raise TritongenError(
+                f"{data}: has no array named {missing[0]!r}; the model takes {', '.join(names)}"
+            )
+        return {n: loaded[n] for n in names}
 
 
 @app.command()

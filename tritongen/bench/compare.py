@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tritongen.bench.perf import PerfPoint, measure
+from tritongen.bench.perf import PerfPoint, input_data_for, measure
 from tritongen.errors import TritongenError
 from tritongen.plan.plan import Plan
 from tritongen.profile.profile import Profile
@@ -65,6 +65,7 @@ class ServedMeasurer:
                     self.ensemble.spec.name,
                     list(self.concurrencies),
                     interval_ms=self.interval_ms,
+                    input_data=input_data_for(self.ensemble, self.workdir),
                 )
         finally:
             self.seconds += time.perf_counter() - started

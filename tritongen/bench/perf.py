@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tritongen.errors import TritongenError
+from tritongen.spec.members import Ensemble
 
 
 @dataclass(frozen=True)
@@ -73,11 +75,13 @@ def measure(
     max_trials: int = 6,
     shape: str | None = None,
     shared_memory: str | None = None,
+    input_data: str = "zero",
     timeout_s: float = 600,
 ) -> list[PerfPoint]:
     """Throughput and latency percentiles of `model` at each concurrency, one run each.
     `shared_memory="system"` passes tensors through POSIX shared memory instead of the wire
-    (client and server on one host)."""
+    (client and server on one host). `input_data` is perf_analyzer's: "zero", or a JSON file
+    (`input_data_for`)."""
     options = [
         "-m", model,
         "-u", url,
@@ -86,9 +90,9 @@ def measure(
         "--measurement-interval", str(interval_ms),
         "--max-trials", str(max_trials),
         "--percentile", "99",
-        # Zeros, not perf_analyzer's random bytes: as float32 those include NaN and Inf, which
-        # the combiner rightly refuses. The members' compute does not depend on the values.
-        "--input-data", "zero",
+        # Not perf_analyzer's random bytes: as float32 those include NaN and Inf, which the
+        # combiner rightly refuses. Zeros, or a file where zeros are wrong (input_data_for).
+        "--input-data", input_data,
         *(["--shape", shape] if shape else []),
         *(["--shared-memory", shared_memory] if shared_memory else []),
     ]  # fmt: skip
@@ -100,6 +104,21 @@ def measure(
             point = _run(options, concurrency, UNCHECKED_STABILITY, timeout_s)
             points.append(replace(point, stable=False))
     return points
+
+
+def input_data_for(ensemble: Ensemble, folder: Path) -> str:
+    """perf_analyzer's --input-data for the ensemble's combined model: "zero" for float inputs
+    (the members' compute does not depend on the values), else a JSON file with one sample of
+    the values tritongen feeds each input (an attention mask of zeros would give NaN, and an
+    id the spec bounds must stay in range). perf_analyzer repeats the sample for each row."""
+    if all(i.is_float for i in ensemble.inputs) and not ensemble.input_values:
+        return "zero"
+    sample = ensemble.sample_inputs(1)
+    data = {"data": [{name: array.reshape(-1).tolist() for name, array in sample.items()}]}
+    path = folder / "input_data.json"
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+    return str(path)
 
 
 class UnstableMeasurement(TritongenError):

@@ -6,10 +6,11 @@ tritonserver and the stub's IPC (semaphores, tensors copied through shared memor
 that time comes out of the same cores as the members' compute, so the planner's CPU model
 (`tritongen.plan.cpu_serving`) charges it per call. We measure it with a stand-in member that reads its input
 and computes almost nothing (a mean, tiled to the output shape), served alone with one
-instance, driven by perf_analyzer at concurrency 1 at batch 1 and at the largest batch; the
+instance, driven by perf_analyzer at concurrency 1 at batch 1 and at the largest batch (it
+takes the ensemble's inputs, so the tensors copied are the ensemble's); the
 client passes tensors through system shared memory so that the wire protocol's copies, paid
 once per ensemble request rather than per member call, are left out. Two batch sizes give a
-fixed cost per call and a cost per sample (the copies). Results are cached per input shape.
+fixed cost per call and a cost per sample (the copies). Results are cached per input signature.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -52,10 +54,10 @@ def serving_cost(
         return default_cost("no CPU in the inventory")
     largest = ensemble.spec.max_batch_size
     try:
-        path = _cache_path(ensemble.input, largest)
+        path = _cache_path(ensemble.inputs, largest)
         if use_cache and (cached := _read_cache(path)) is not None:
             return cached
-        cost = measure_serving_cost(ensemble.input, ensemble.num_classes, largest, inventory)
+        cost = measure_serving_cost(ensemble.inputs, ensemble.num_classes, largest, inventory)
     except TritongenError as exc:
         return default_cost(f"not measured: {exc}")
     _write_cache(path, cost)
@@ -63,11 +65,11 @@ def serving_cost(
 
 
 def measure_serving_cost(
-    signature: TensorSignature, num_classes: int, largest: int, inventory: Inventory
+    inputs: Sequence[TensorSignature], num_classes: int, largest: int, inventory: Inventory
 ) -> ServingCost:
     """Serve the stand-in member and fit CPU seconds per call = fixed + per-sample × batch."""
     with tempfile.TemporaryDirectory(prefix="tritongen-serving-cost-") as tmp:
-        repository = _stand_in_repository(Path(tmp), signature, num_classes, largest, inventory)
+        repository = _stand_in_repository(Path(tmp), inputs, num_classes, largest, inventory)
         with EmbeddedServer(repository) as server:
             small = _cpu_s_per_call(server, STAND_IN, 1, shared_memory="system")
             large = _cpu_s_per_call(server, STAND_IN, largest, shared_memory="system")
@@ -111,11 +113,15 @@ def _requests(server: EmbeddedServer, model: str) -> float:
 
 
 def _stand_in_repository(
-    root: Path, signature: TensorSignature, num_classes: int, largest: int, inventory: Inventory
+    root: Path,
+    inputs: Sequence[TensorSignature],
+    num_classes: int,
+    largest: int,
+    inventory: Inventory,
 ) -> Path:
     """A repository serving the stand-in the way tritongen serves members (Python backend,
     one single-threaded instance, no queue delay)."""
-    _stand_in_onnx(root / "stand_in.onnx", signature, num_classes)
+    _stand_in_onnx(root / "stand_in.onnx", inputs, num_classes)
     spec_path = root / "stand_in.yaml"
     spec = {
         "name": ENSEMBLE,
@@ -136,20 +142,34 @@ def _stand_in_repository(
     return render_repository(ensemble, plan, inventory, root / "repository", force=True)
 
 
-def _stand_in_onnx(path: Path, signature: TensorSignature, num_classes: int) -> None:
-    """[N, *dims] → mean over each sample, tiled to [N, num_classes] (float32)."""
-    dims = [d if d > 0 else 1 for d in signature.dims]
-    elem_type = helper.np_dtype_to_tensor_dtype(np.dtype(signature.dtype))
-    nodes = [
-        helper.make_node("Cast", ["x"], ["xf"], to=TensorProto.FLOAT),
-        helper.make_node("Reshape", ["xf", "flat"], ["rows"]),
-        helper.make_node("ReduceMean", ["rows"], ["mean"], axes=[1], keepdims=1),
-        helper.make_node("Tile", ["mean", "repeats"], ["y"]),
+def _stand_in_onnx(path: Path, inputs: Sequence[TensorSignature], num_classes: int) -> None:
+    """Inputs `input_0`, `input_1`... of the given dtypes and dims [N, *dims] → the sum of
+    their per-sample means, tiled to [N, num_classes] (float32): it reads every value of every
+    input and computes nothing else."""
+    nodes, means = [], []
+    for index in range(len(inputs)):
+        name = f"input_{index}"
+        nodes += [
+            helper.make_node("Cast", [name], [f"float_{index}"], to=TensorProto.FLOAT),
+            helper.make_node("Reshape", [f"float_{index}", "flat"], [f"rows_{index}"]),
+            helper.make_node("ReduceMean", [f"rows_{index}"], [f"mean_{index}"], axes=[1]),
+        ]
+        means.append(f"mean_{index}")
+    nodes += [
+        helper.make_node("Sum", means, ["total"]),
+        helper.make_node("Tile", ["total", "repeats"], ["y"]),
     ]
     graph = helper.make_graph(
         nodes,
         "stand_in",
-        [helper.make_tensor_value_info("x", elem_type, ["N", *dims])],
+        [
+            helper.make_tensor_value_info(
+                f"input_{index}",
+                helper.np_dtype_to_tensor_dtype(np.dtype(s.dtype)),
+                ["N", *(d if d > 0 else 1 for d in s.dims)],
+            )
+            for index, s in enumerate(inputs)
+        ],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", num_classes])],
         initializer=[
             helper.make_tensor("flat", TensorProto.INT64, [2], [0, -1]),
@@ -161,10 +181,9 @@ def _stand_in_onnx(path: Path, signature: TensorSignature, num_classes: int) -> 
     onnx.save(model, path)
 
 
-def _cache_path(signature: TensorSignature, largest: int) -> Path:
+def _cache_path(inputs: Sequence[TensorSignature], largest: int) -> Path:
     key = {
-        "dtype": signature.dtype,
-        "dims": list(signature.dims),
+        "inputs": [[s.dtype, list(s.dims)] for s in inputs],
         "largest": largest,
         "cores": usable_cores(),
         "tritonserver": str(find_tritonserver().binary.stat().st_mtime),

@@ -1,7 +1,8 @@
 """A cache of measured points, one JSON file per key, so that a second profile is instant.
 
 The key is what changes a measurement: the model file (its sha256), the device class, the
-onnxruntime version, the batch size and the intra-op thread count. A point measured for a
+onnxruntime version, the batch size, the intra-op thread count and the input shapes (a member
+with dynamic dims is measured at the shape the spec declares). A point measured for a
 shorter time than is asked now (a `--budget-s` run) is not reused.
 """
 
@@ -24,6 +25,7 @@ class PointKey:
     onnxruntime: str
     batch: int
     threads: int
+    shapes: str = ""  # JSON of input name -> per-sample dims
 
     @property
     def filename(self) -> str:

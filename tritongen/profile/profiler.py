@@ -12,6 +12,7 @@ How a profile is taken:
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -26,6 +27,7 @@ from tritongen.profile.cache import PointCache, PointKey
 from tritongen.profile.profile import Profile, ProfileEntry, ServingCost, default_cost
 from tritongen.profile.worker import (
     Failure,
+    InputFeed,
     Job,
     JobFailure,
     Message,
@@ -69,6 +71,7 @@ class Task:
     target: Target
     threads: int
     batches: tuple[int, ...]
+    inputs: tuple[InputFeed, ...]
 
 
 PointId = tuple[str, str, int, int]  # member, device class, threads, batch
@@ -106,7 +109,7 @@ def profile_ensemble(
     point_s = point_seconds(budget_s, sum(len(t.batches) for t in tasks))
     cache, version = PointCache(cache_dir), _onnxruntime_version()
     points = _cached_points(tasks, cache, version, point_s) if use_cache else {}
-    jobs = [j for t in tasks if (j := _job(t, points, point_s, notes)) is not None]
+    jobs = [j for t in tasks if (j := _job(t, points, point_s)) is not None]
     measured, failures = measure(jobs, runner or run_in_child, progress)
     for (task, _), by_batch in zip(jobs, measured, strict=True):
         for point in by_batch.values():
@@ -120,6 +123,7 @@ def profile_ensemble(
         "serving_cost": (serving or default_cost("not measured")).to_json(),
         **cpu_costs(ensemble, targets, points),
         "instance_overhead_bytes": _process_bytes(targets, points),
+        "input_shapes": {m.name: m.input_shapes for m in ensemble.members},
         "skipped": [asdict(s) for s in _unique(skipped + failures)],
         "warnings": notes,
         "measured_points": sum(len(m) for m in measured),
@@ -200,11 +204,20 @@ def plan_tasks(
     skipped: list[Skipped] = []
     for member in ensemble.members:
         runnable, refused = member_batches(member, batches)
+        feeds = input_feeds(ensemble, member)
         for target in targets:
             skipped += [Skipped(member.name, target.device_class, b, r) for b, r in refused]
             if runnable:
-                tasks += [Task(member, target, t, runnable) for t in target.threads]
+                tasks += [Task(member, target, t, runnable, feeds) for t in target.threads]
     return tasks, skipped
+
+
+def input_feeds(ensemble: Ensemble, member: MemberModel) -> tuple[InputFeed, ...]:
+    """Every input of the member at its served shape, with the values the spec asks for."""
+    return tuple(
+        InputFeed(i.name, i.dtype, i.dims, ensemble.member_fill(member, i.name))
+        for i in member.inputs
+    )
 
 
 def member_batches(
@@ -212,7 +225,7 @@ def member_batches(
 ) -> tuple[tuple[int, ...], list[tuple[int, str]]]:
     """The batches a member can run, and why it cannot run the others: a model exported with
     a fixed batch dimension runs that batch size only."""
-    fixed = member.input.batch_dim
+    fixed = member.max_batch_limit
     if fixed is None:
         return tuple(batches), []
     runnable = (fixed,) if fixed <= max(batches) else ()
@@ -233,19 +246,14 @@ def _settings(target: Target, threads: int) -> Any:
     return session_settings(target.kind, threads, target.gpu_index)
 
 
-def _job(task: Task, points: dict[PointId, Point], point_s: float, notes: list[str]) -> Any:
+def _job(task: Task, points: dict[PointId, Point], point_s: float) -> Any:
     """The Job for the batches of `task` the cache did not answer, paired with its task."""
     missing = tuple(b for b in task.batches if _point_id(task, b) not in points)
     if not missing:
         return None
-    signature = task.member.input
-    if -1 in signature.dims:
-        notes.append(f"{task.member.name}: dynamic input dims {signature.dims} measured as 1")
     job = Job(
         model_path=str(task.member.path),
-        input_name=signature.name,
-        input_dtype=signature.dtype,
-        sample_shape=tuple(d if d > 0 else 1 for d in signature.dims),
+        inputs=task.inputs,
         batches=missing,
         settings=_settings(task.target, task.threads),
         kind=task.target.kind,
@@ -261,7 +269,10 @@ def _point_id(task: Task, batch: int) -> PointId:
 
 
 def _key(task: Task, version: str, batch: int) -> PointKey:
-    return PointKey(task.member.sha256, task.target.device_class, version, batch, task.threads)
+    shapes = json.dumps(task.member.input_shapes, sort_keys=True)
+    return PointKey(
+        task.member.sha256, task.target.device_class, version, batch, task.threads, shapes
+    )
 
 
 def _cached_points(

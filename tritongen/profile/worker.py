@@ -10,8 +10,9 @@ Timing runs in several rounds over all batch sizes, and each point's runs are po
 taking the median: a burst of load from another process on a shared machine then hits a
 fraction of every point's runs instead of all runs of one point.
 
-This module imports only numpy, onnxruntime and psutil (lazily), never the rest of tritongen,
-so the child's baseline memory is what a served instance would carry before its session.
+This module imports only numpy, onnxruntime and psutil (lazily) and, of tritongen, the
+numpy-only `spec.values`, so the child's baseline memory is what a served instance would carry
+before its session.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
+
+from tritongen.spec.values import Fill
 
 # A round in which our threads waited for a core more than this share of the time was
 # disturbed by other processes (a shared machine) and is timed again.
@@ -67,13 +70,21 @@ def session_settings(
 
 
 @dataclass(frozen=True)
+class InputFeed:
+    """One input of the member and the values it is fed (spec/values.py)."""
+
+    name: str
+    dtype: str  # numpy dtype name
+    shape: tuple[int, ...]  # per-sample dims, all concrete
+    fill: Fill = field(default_factory=Fill)
+
+
+@dataclass(frozen=True)
 class Job:
     """One child process: a member on one device with one thread count, several batches."""
 
     model_path: str
-    input_name: str
-    input_dtype: str  # numpy dtype name
-    sample_shape: tuple[int, ...]  # per-sample dims, all concrete
+    inputs: tuple[InputFeed, ...]
     batches: tuple[int, ...]  # ascending
     settings: SessionSettings
     kind: Literal["cpu", "gpu"] = "cpu"
@@ -226,7 +237,7 @@ def _measure_rounds(
     import numpy as np
 
     rng = np.random.default_rng(0)
-    samples = {b: _Samples({job.input_name: sample_input(rng, job, b)}) for b in job.batches}
+    samples = {b: _Samples(sample_inputs(rng, job, b)) for b in job.batches}
     budget = _RetryBudget(job.point_s * len(job.batches))
     for round_ in range(job.rounds):
         for batch in [b for b in job.batches if b in samples]:
@@ -314,16 +325,9 @@ def check_providers(requested: Sequence[Any], active: Sequence[str]) -> None:
         )
 
 
-def sample_input(rng: Any, job: Job, batch: int) -> Any:
-    import numpy as np
-
-    shape = (batch, *job.sample_shape)
-    dtype = np.dtype(job.input_dtype)
-    if dtype.kind == "f":
-        return rng.standard_normal(shape).astype(dtype)
-    if dtype.kind == "b":
-        return rng.integers(0, 2, shape).astype(dtype)
-    return rng.integers(0, 10, shape).astype(dtype)  # ids/labels: small non-negative ints
+def sample_inputs(rng: Any, job: Job, batch: int) -> dict[str, Any]:
+    """A feed of `batch` rows for every input (ones for masks: zeros there give NaN)."""
+    return {f.name: f.fill.sample(rng, f.dtype, (batch, *f.shape)) for f in job.inputs}
 
 
 def _time_round(session: Any, feed: dict[str, Any], job: Job, first: bool) -> _Round:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import numpy as np
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
@@ -40,6 +41,7 @@ COMBINER_INSTANCES = 2  # an async BLS instance moves one batch at a time: keep 
 # Where TensorRT keeps built engines so that a restart skips the build; docker-compose.yml and
 # the Kubernetes manifests mount a volume here.
 TRT_CACHE_DIR = "/var/cache/trt-engines"
+WARMUP_DIR = "warmup"  # Triton reads model_warmup's input_data_file from <model>/warmup/
 
 
 class Combiner(str, Enum):
@@ -68,11 +70,14 @@ def render_repository(
     combiner: Combiner | None = None,
     target: Target = Target.embedded,
     force: bool = False,
+    warmup: bool = True,
 ) -> Path:
     """Write the repository for `ensemble` laid out by `plan` into `destination`.
 
     `combiner` None chooses: BLS when some member is served elsewhere (a spec `url`, or
-    another node of the plan), else Triton's ensemble."""
+    another node of the plan), else Triton's ensemble. `warmup` gives every member a
+    `model_warmup` at its planned batch sizes, run before the server reports ready (off only
+    to measure what it saves)."""
     destination = Path(destination).resolve()
     check_destination(destination, force)
     chosen = choose_combiner(ensemble, plan, combiner)
@@ -81,7 +86,7 @@ def render_repository(
     destination.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
     try:
-        _write_all(staging, ensemble, plan, inventory, chosen, Target(target))
+        _write_all(staging, ensemble, plan, inventory, chosen, Target(target), warmup)
         _carry_kept_files(destination, staging)
         _swap(staging, destination)
     finally:
@@ -96,6 +101,7 @@ def _write_all(
     inventory: Inventory,
     combiner: Combiner,
     target: Target,
+    warmup: bool,
 ) -> None:
     env = _environment()
     marker: dict[str, Any] = {
@@ -104,10 +110,10 @@ def _write_all(
         "target": target.value,
     }
     if plan.spans_nodes:
-        _write_nodes(root, env, ensemble, plan, inventory, target)
+        _write_nodes(root, env, ensemble, plan, inventory, target, warmup)
         marker |= {"nodes": plan.node_names, "primary_node": plan.primary_node}
     else:
-        _write_repository(root, env, ensemble, plan, inventory, combiner, target)
+        _write_repository(root, env, ensemble, plan, inventory, combiner, target, warmup)
     plan.save(root / "plan.json")
     (root / MARKER).write_text(json.dumps(marker) + "\n")
     _restrict_permissions(root)
@@ -121,12 +127,13 @@ def _write_repository(
     inventory: Inventory,
     combiner: Combiner,
     target: Target,
+    warmup: bool,
 ) -> None:
     """The members served here (those without a url) and the combiner."""
     remote = ensemble.spec.remote_urls
     for member in ensemble.members:
         if member.name not in remote:
-            _write_member(root, env, ensemble, member, plan, inventory, target)
+            _write_member(root, env, ensemble, member, plan, inventory, target, warmup)
     if combiner is Combiner.bls:
         _write_bls(root, env, ensemble, plan)
     else:
@@ -140,6 +147,7 @@ def _write_nodes(
     plan: Plan,
     inventory: Inventory,
     target: Target,
+    warmup: bool,
 ) -> None:
     """`nodes/<primary>/`: the BLS combiner and the primary's members, calling the others at
     their node's url; `nodes/<other>/`: that node's members alone."""
@@ -148,11 +156,11 @@ def _write_nodes(
         folder.mkdir(parents=True)
         if node == plan.primary_node:
             calling = calling_other_nodes(ensemble, plan, inventory)
-            _write_repository(folder, env, calling, plan, inventory, Combiner.bls, target)
+            _write_repository(folder, env, calling, plan, inventory, Combiner.bls, target, warmup)
             continue
         for member in ensemble.members:
             if plan.nodes[member.name] == node and member.name not in ensemble.spec.remote_urls:
-                _write_member(folder, env, ensemble, member, plan, inventory, target)
+                _write_member(folder, env, ensemble, member, plan, inventory, target, warmup)
 
 
 def calling_other_nodes(ensemble: Ensemble, plan: Plan, inventory: Inventory) -> Ensemble:
@@ -192,6 +200,7 @@ def _write_member(
     plan: Plan,
     inventory: Inventory,
     target: Target,
+    warmup: bool,
 ) -> None:
     batch = plan.batch_size[member.name]
     groups = instance_groups(plan.allocation[member.name], inventory)
@@ -200,6 +209,7 @@ def _write_member(
         member=member,
         target=target.value,
         batch_size=batch,
+        warmup_batches=warmup_batches(member, batch) if warmup else [],
         instance_groups=groups,
         tensorrt=_tensorrt_parameters(ensemble.spec.execution_of(member.name), groups, target),
         preferred_batch_sizes=[batch] if batch > 1 else [],
@@ -208,9 +218,40 @@ def _write_member(
         threads=plan.threads.get(member.name, 1),
     )
     version = _model_dir(root, member.name, config)
-    shutil.copyfile(member.path, version / "model.onnx")
+    _copy_model(member, version)
+    if warmup:
+        _write_warmup_data(ensemble, member, root / member.name / WARMUP_DIR)
     if target is Target.embedded:
         _copy_template(env, "member_model.py", version / "model.py")
+
+
+def _copy_model(member: MemberModel, version: Path) -> None:
+    """model.onnx, and its external data files at the same places relative to it."""
+    shutil.copyfile(member.path, version / "model.onnx")
+    for location in member.external_data:
+        target = version / location
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(member.path.parent / location, target)
+
+
+def warmup_batches(member: MemberModel, batch: int) -> list[int]:
+    """1 (a lone request) and the planned batch; a model with a fixed batch runs only that."""
+    return [batch] if member.max_batch_limit is not None else sorted({1, batch})
+
+
+def warmup_file(index: int) -> str:
+    return f"input_{index}"
+
+
+def _write_warmup_data(ensemble: Ensemble, member: MemberModel, folder: Path) -> None:
+    """One sample per input, raw and row-major (Triton repeats it for each row), with the
+    values tritongen feeds that input: ones for an attention mask, not NaN-making zeros."""
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for index, signature in enumerate(member.inputs):
+        fill = ensemble.member_fill(member, signature.name)
+        sample = fill.sample(rng, signature.dtype, signature.dims)
+        (folder / warmup_file(index)).write_bytes(np.ascontiguousarray(sample).tobytes())
 
 
 def _tensorrt_parameters(
@@ -231,10 +272,12 @@ def _tensorrt_parameters(
 
 def _write_bls(root: Path, env: jinja2.Environment, ensemble: Ensemble, plan: Plan) -> None:
     spec = ensemble.spec
+    _check_remote_inputs(ensemble)
     members = [
         {
             "name": m.name,
-            "input": m.input.name,
+            "inputs": dict(m.input_map),  # member input -> combined input
+            "input": m.inputs[0].name,  # a remote member's one input (remote.py)
             "output": m.output.name,
             "weight": m.weight,
             "max_batch_size": plan.batch_size[m.name],
@@ -244,7 +287,7 @@ def _write_bls(root: Path, env: jinja2.Environment, ensemble: Ensemble, plan: Pl
     ]
     config = env.get_template("combiner_bls.pbtxt.j2").render(
         name=spec.name,
-        input=ensemble.input,
+        inputs=ensemble.inputs,
         output=ensemble.output,
         max_batch_size=spec.max_batch_size,
         instances=COMBINER_INSTANCES,
@@ -262,6 +305,17 @@ def _write_bls(root: Path, env: jinja2.Environment, ensemble: Ensemble, plan: Pl
         _copy_template(env, "remote.py", version / "remote.py")
 
 
+def _check_remote_inputs(ensemble: Ensemble) -> None:
+    """The call to a member on another server (templates/remote.py) sends one tensor."""
+    for member in ensemble.members:
+        if member.name in ensemble.spec.remote_urls and len(member.inputs) > 1:
+            raise SpecError(
+                f"{ensemble.spec.source}: member {member.name} takes {len(member.inputs)} "
+                "inputs and is served on another server; members with several inputs must be "
+                "served beside the combiner for now (give no url, or plan for one node)"
+            )
+
+
 def _write_native_ensemble(
     root: Path, env: jinja2.Environment, ensemble: Ensemble, plan: Plan
 ) -> None:
@@ -273,7 +327,7 @@ def _write_native_ensemble(
         "name": spec.name,
         "combine_step": step,
         "members": ensemble.members,
-        "input": ensemble.input,
+        "inputs": ensemble.inputs,
         "output": ensemble.output,
         "max_batch_size": max_batch,
     }

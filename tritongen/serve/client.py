@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -20,12 +21,20 @@ class Protocol(str, Enum):
 
 
 @dataclass(frozen=True)
+class InputSignature:
+    name: str
+    dtype: np.dtype[Any]
+    dims: tuple[int, ...]  # per sample, -1 where any size goes
+
+
+@dataclass(frozen=True)
 class ModelSignature:
-    input_name: str
-    input_dtype: np.dtype[Any]
-    input_dims: tuple[int, ...]
+    inputs: tuple[InputSignature, ...]
     output_name: str
     max_batch_size: int
+
+
+Inputs = np.ndarray | Mapping[str, np.ndarray]
 
 
 class EnsembleClient:
@@ -39,28 +48,49 @@ class EnsembleClient:
         self.client: Any = module.InferenceServerClient(url)
         self.signature = self._signature()
 
-    def infer(self, batch: np.ndarray, outputs: tuple[str, ...] | None = None) -> np.ndarray:
-        """The model's output for `batch` (rows beyond max_batch_size go in several calls)."""
-        batch = np.ascontiguousarray(batch, dtype=self.signature.input_dtype)
+    def infer(self, inputs: Inputs, outputs: tuple[str, ...] | None = None) -> np.ndarray:
+        """The model's output for `inputs`: one array when the model takes one input, else
+        input name -> array (rows beyond max_batch_size go in several calls)."""
+        feed = self._feed(inputs)
+        rows = len(next(iter(feed.values())))
         step = max(1, self.signature.max_batch_size)
-        parts = [self._infer_once(batch[i : i + step]) for i in range(0, len(batch), step)]
+        parts = [
+            self._infer_once({n: a[i : i + step] for n, a in feed.items()})
+            for i in range(0, rows, step)
+        ]
         return np.concatenate(parts) if len(parts) > 1 else parts[0]
 
     def close(self) -> None:
         self.client.close()
 
-    def _infer_once(self, batch: np.ndarray) -> np.ndarray:
-        sig = self.signature
-        tensor = self._module.InferInput(
-            sig.input_name, list(batch.shape), np_to_triton_dtype(batch.dtype)
-        )
-        tensor.set_data_from_numpy(batch)
-        requested = [self._module.InferRequestedOutput(sig.output_name)]
+    def _feed(self, inputs: Inputs) -> dict[str, np.ndarray]:
+        wanted = self.signature.inputs
+        if isinstance(inputs, np.ndarray):
+            if len(wanted) != 1:
+                names = ", ".join(i.name for i in wanted)
+                raise TritongenError(f"{self.model} takes {len(wanted)} inputs ({names})")
+            inputs = {wanted[0].name: inputs}
+        missing = [i.name for i in wanted if i.name not in inputs]
+        if missing or len(inputs) != len(wanted):
+            names = ", ".join(i.name for i in wanted)
+            raise TritongenError(f"{self.model} takes the inputs {names}; got {', '.join(inputs)}")
+        return {i.name: np.ascontiguousarray(inputs[i.name], dtype=i.dtype) for i in wanted}
+
+    def _infer_once(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        tensors = []
+        for name, array in feed.items():
+            tensor = self._module.InferInput(
+                name, list(array.shape), np_to_triton_dtype(array.dtype)
+            )
+            tensor.set_data_from_numpy(array)
+            tensors.append(tensor)
+        output = self.signature.output_name
+        requested = [self._module.InferRequestedOutput(output)]
         try:
-            result = self.client.infer(self.model, [tensor], outputs=requested)
+            result = self.client.infer(self.model, tensors, outputs=requested)
         except InferenceServerException as exc:
             raise TritongenError(f"{self.model}: inference failed: {exc.message()}") from None
-        return np.asarray(result.as_numpy(sig.output_name))
+        return np.asarray(result.as_numpy(output))
 
     def _signature(self) -> ModelSignature:
         try:
@@ -77,12 +107,16 @@ class EnsembleClient:
 
             metadata = MessageToDict(metadata, preserving_proto_field_name=True)
             config = MessageToDict(config, preserving_proto_field_name=True)["config"]
-        first_input, first_output = metadata["inputs"][0], metadata["outputs"][0]
         return ModelSignature(
-            input_name=first_input["name"],
-            input_dtype=np.dtype(triton_to_np_dtype(first_input["datatype"])),
-            input_dims=tuple(int(d) for d in first_input["shape"][1:]),
-            output_name=first_output["name"],
+            inputs=tuple(
+                InputSignature(
+                    name=i["name"],
+                    dtype=np.dtype(triton_to_np_dtype(i["datatype"])),
+                    dims=tuple(int(d) for d in i["shape"][1:]),
+                )
+                for i in metadata["inputs"]
+            ),
+            output_name=metadata["outputs"][0]["name"],
             max_batch_size=int(config.get("max_batch_size", 0)),
         )
 

@@ -7,9 +7,10 @@ and the fix; nothing downstream re-validates names, so they are safe in paths an
 from __future__ import annotations
 
 import math
+import re
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -23,11 +24,16 @@ from pydantic import (
 )
 
 from tritongen.errors import SpecError
+from tritongen.spec.values import Fill
 
 NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 NAME_RULE = "use 1-64 characters from A-Z a-z 0-9 _ -"
 URL_PATTERN = r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$"  # host:port (gRPC) of a tritonserver
 MAX_NODES = 10_000  # YAML values in one spec; far above any real ensemble, far below a bomb
+# `model: package.module:function`, a function that returns a torch.nn.Module
+MODULE_FUNCTION = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*")
+TORCHSCRIPT_SUFFIXES = (".pt", ".pth")
+DType = Literal["float32", "float16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool"]
 
 
 class Rule(str, Enum):
@@ -51,6 +57,7 @@ def _finite_positive(value: float) -> float:
 
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 Weight = Annotated[float, AfterValidator(_finite_positive)]
+Shape = Annotated[list[Annotated[int, Field(ge=1)]], Field(max_length=8)]  # per sample, no batch
 
 
 class _Strict(BaseModel):
@@ -84,14 +91,50 @@ class ExecutionSpec(_Strict):
         return self
 
 
+class TensorExample(_Strict):
+    """One input of a PyTorch member: its per-sample shape and dtype."""
+
+    shape: Shape
+    dtype: DType = "float32"
+
+
+class InputValues(_Strict):
+    """What tritongen feeds an input when it makes inputs itself (see spec/values.py)."""
+
+    value: float | None = None
+    range: tuple[float, float] | None = None  # uniform in [low, high); whole numbers for ints
+
+    @model_validator(mode="after")
+    def _one_of(self) -> InputValues:
+        if (self.value is None) == (self.range is None):
+            raise ValueError("give either value: V or range: [low, high]")
+        if self.range is not None and not self.range[0] < self.range[1]:
+            raise ValueError(f"range {list(self.range)} is empty; give [low, high] with low < high")
+        return self
+
+    def fill(self) -> Fill:
+        if self.range is not None:
+            return Fill(low=self.range[0], high=self.range[1])
+        return Fill(value=self.value)
+
+
 class MemberSpec(_Strict):
     name: Name
+    # an .onnx file, a TorchScript file (.pt), or `package.module:function` returning an
+    # nn.Module (PyTorch members are exported to ONNX, see spec/torch_export.py)
     model: Path
     weight: Weight = 1.0
     execution: ExecutionSpec | None = None  # overrides the ensemble's `execution`
     # host:port (gRPC) of another tritonserver that serves this member: the BLS combiner calls
     # it there (multi-node prototype); the model file still gives the member's signature.
     url: str | None = Field(default=None, pattern=URL_PATTERN)
+    output: str | None = None  # the output that is combined (default: see spec/members.py)
+    input_map: dict[str, str] | None = None  # member input -> the combined model's input
+    # per-sample shape for inputs with dynamic dims: one list, or one per input name
+    profile_shape: Shape | dict[str, Shape] | None = None
+    # PyTorch members: per-sample shape of the one float32 input, or name -> shape and dtype
+    # for each input, in the order forward() takes them
+    example_input: Shape | dict[str, TensorExample] | None = None
 
     @field_validator("model", mode="before")
     @classmethod
@@ -100,10 +143,31 @@ class MemberSpec(_Strict):
             raise ValueError("contains a NUL byte; give the path of an .onnx file")
         return value
 
+    @property
+    def kind(self) -> Literal["onnx", "torchscript", "function"]:
+        if MODULE_FUNCTION.fullmatch(str(self.model)):
+            return "function"
+        if self.model.suffix in TORCHSCRIPT_SUFFIXES:
+            return "torchscript"
+        return "onnx"
+
+    @model_validator(mode="after")
+    def _example_input_for_pytorch_only(self) -> MemberSpec:
+        if self.kind == "onnx" and self.example_input is not None:
+            raise ValueError("example_input is for PyTorch members (.pt or module:function)")
+        if self.kind != "onnx" and self.example_input is None:
+            raise ValueError(
+                f"{self.model} is a PyTorch model: give example_input, the per-sample shape "
+                "of its input (e.g. [3, 32, 32]), or {name: {shape: [...], dtype: int64}} "
+                "for each input"
+            )
+        return self
+
 
 class CombineSpec(_Strict):
     rule: Rule = Rule.mean
     transform: Transform = Transform.softmax
+    dtype: DType | None = None  # the combined output's dtype; default: the members' output dtype
 
 
 class Spec(_Strict):
@@ -119,6 +183,8 @@ class Spec(_Strict):
     # Defaults: every member must answer (min_members = all), and no timeout.
     min_members: int | None = Field(default=None, ge=1)
     member_timeout_ms: int | None = Field(default=None, ge=1)
+    # combined input (or member input) name -> the values tritongen feeds it itself
+    input_values: dict[str, InputValues] = Field(default_factory=dict)
     source: Path = Field(default=Path("ensemble.yaml"), exclude=True)
 
     @field_validator("members")
@@ -164,7 +230,10 @@ def load_spec(path: str | Path) -> Spec:
         spec = Spec.model_validate({**data, "source": path})
     except ValidationError as exc:
         raise SpecError(f"{path}: {_describe(exc)}") from None
-    members = [m.model_copy(update={"model": _resolve(path, m.model)}) for m in spec.members]
+    members = [
+        m if m.kind == "function" else m.model_copy(update={"model": _resolve(path, m.model)})
+        for m in spec.members
+    ]
     return spec.model_copy(update={"members": members})
 
 
