@@ -370,7 +370,8 @@ def map_inputs(
                 continue
             alone = len(member.inputs) == 1
             where = member_where(spec, index)
-            _check_same_input(where, signature, combined[theirs], owner[theirs], how, alone)
+            matched = "by input_map" if mine in (spec.members[index].input_map or {}) else how
+            _check_same_input(where, signature, combined[theirs], owner[theirs], matched, alone)
         mappings.append(mapping)
     served = _served_names(spec, list(combined))
     inputs = tuple(replace(s, name=served[n], batch_dim=None) for n, s in combined.items())
