@@ -301,6 +301,9 @@ def test_every_rendered_member_is_warmed_up_with_valid_data(served: Served) -> N
             assert sample.size == int(np.prod(signature.dims)), (member.name, index)
             if "mask" in signature.name:
                 assert (sample == 1).all()  # zeros would make the member answer NaN
+    step_config = (served.repository / "text_ensemble_combine" / "config.pbtxt").read_text()
+    step = parse_config(step_config, "text_ensemble_combine")
+    assert [w.batch_size for w in step.model_warmup] == [1, MAX_BATCH]
 
 
 def _tiny_modules(folder: Path) -> Any:

@@ -258,9 +258,9 @@ def _written(path: Path, content: bytes) -> Path:
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (two_input_model, "has 2 inputs and 1 outputs"),
+        (two_input_model, r"its inputs \(a, b\) match no input of the combined model \(x\)"),
         (lambda p: _written(p, b'{"not": "onnx"}'), "is not a valid ONNX model"),
-        (lambda p: _written(p, b""), "has 0 inputs"),
+        (lambda p: _written(p, b""), "has no inputs or no outputs"),
         (lambda p: p.mkdir() or p, "is a folder"),
     ],
     ids=["two-inputs", "json", "empty-file", "folder"],
@@ -274,11 +274,16 @@ def test_member_file_that_is_not_a_usable_model_is_named(
         load_ensemble(load_spec(write_spec(tmp_path, data)))
 
 
-def test_cli_build_with_two_input_member_exits_2(tmp_path: Path, member_models: list[Path]) -> None:
+def test_cli_build_with_inputs_that_match_no_member_exits_2(
+    tmp_path: Path, member_models: list[Path]
+) -> None:
     data = spec_data(member_models)
     data["members"][0]["model"] = str(two_input_model(tmp_path / "two.onnx"))
     spec = write_spec(tmp_path, data)
-    assert_one_line_error(run_cli("build", str(spec), "-o", str(tmp_path / "o")), "2 inputs")
+    result = run_cli("build", str(spec), "-o", str(tmp_path / "o"))
+    assert_one_line_error(
+        result, "members.1.model (mlp)", "match no input of the combined model (a, b)", "input_map"
+    )
     assert not (tmp_path / "o").exists()
 
 

@@ -137,7 +137,7 @@ def _write_repository(
     if combiner is Combiner.bls:
         _write_bls(root, env, ensemble, plan)
     else:
-        _write_native_ensemble(root, env, ensemble, plan)
+        _write_native_ensemble(root, env, ensemble, plan, warmup)
 
 
 def _write_nodes(
@@ -317,7 +317,7 @@ def _check_remote_inputs(ensemble: Ensemble) -> None:
 
 
 def _write_native_ensemble(
-    root: Path, env: jinja2.Environment, ensemble: Ensemble, plan: Plan
+    root: Path, env: jinja2.Environment, ensemble: Ensemble, plan: Plan, warmup: bool
 ) -> None:
     spec = ensemble.spec
     step = combine_step_name(ensemble)
@@ -339,10 +339,16 @@ def _write_native_ensemble(
         weights=spec.weights,
         rule=spec.combine.rule.value,
         transform=spec.combine.transform.value,
+        # zeros: the step only combines; Triton needs every dim known to make them
+        warmup_batches=sorted({1, max_batch}) if warmup and _static_outputs(ensemble) else [],
     )
     version = _model_dir(root, step, config)
     _copy_template(env, "combine_step.py", version / "model.py")
     _copy_template(env, "combine.py", version / "combine.py")
+
+
+def _static_outputs(ensemble: Ensemble) -> bool:
+    return all(d > 0 for m in ensemble.members for d in m.output.dims)
 
 
 def combine_step_name(ensemble: Ensemble) -> str:

@@ -282,9 +282,13 @@ def _resolve(spec_path: Path, model: Path) -> Path:
 
 
 def _describe(exc: ValidationError) -> str:
-    """The first validation error as `field: problem (fix)` on one line."""
-    error = exc.errors()[0]
-    field = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    """The first validation error as `field: problem (fix)` on one line. A field that takes
+    one of several forms (a shape, or name -> shape) fails once per form: the error that got
+    deepest names the form the user meant; pydantic's form tags leave the path."""
+    errors = exc.errors()
+    error = max(errors, key=lambda e: (len(e["loc"]), -errors.index(e)))
+    parts = [str(part) for part in error["loc"] if not _is_form_tag(part)]
+    field = ".".join(parts) or "(top level)"
     kind = error["type"]
     if kind == "extra_forbidden":
         return f"{field}: unknown key; remove it or check its spelling"
@@ -294,3 +298,7 @@ def _describe(exc: ValidationError) -> str:
         return f"{field}: {error['input']!r} is not a valid name; {NAME_RULE}"
     message = str(error["msg"]).removeprefix("Value error, ")
     return f"{field}: {message}".replace("\n", " ")
+
+
+def _is_form_tag(part: Any) -> bool:
+    return isinstance(part, str) and "[" in part

@@ -1,0 +1,105 @@
+"""`tritongen bench` on the text example (three transformer encoders, input_ids and
+attention_mask), in one run: profile + plan (timed), then naive, batch_only and tritongen served
+side by side against the CPU bound, perf_analyzer fed valid ids and masks (a JSON file).
+
+    .venv/bin/python benchmarks/bench_text.py [--rounds 2] [--duration-s 3] [--concurrency 1,4,16]
+
+Writes benchmarks/bench_text.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from tritongen.bench.compare import run_bench
+from tritongen.bench.serving_cost import serving_cost
+from tritongen.examples.text import write_example
+from tritongen.plan.search import make_plan
+from tritongen.profile.profiler import profile_ensemble
+from tritongen.spec.devices import detect_devices
+from tritongen.spec.ensemble import load_spec
+from tritongen.spec.members import load_ensemble
+
+OUT = Path(__file__).resolve().parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--duration-s", type=float, default=3.0)
+    parser.add_argument("--concurrency", default="1,4,16")
+    args = parser.parse_args()
+    load_before = os.getloadavg()
+    spec = load_spec(write_example(Path(tempfile.mkdtemp(prefix="bench-text-")) / "text"))
+    ensemble = load_ensemble(spec)
+    inventory = detect_devices()
+    started = time.perf_counter()
+    serving = serving_cost(ensemble, inventory, use_cache=False)
+    profile = profile_ensemble(
+        ensemble, inventory, use_cache=False, progress=False, serving=serving
+    )
+    profile_s = time.perf_counter() - started
+    started = time.perf_counter()
+    plan = make_plan(spec, inventory, profile)
+    plan_s = time.perf_counter() - started
+    report = run_bench(
+        ensemble, inventory, profile, plan,
+        concurrencies=[int(c) for c in args.concurrency.split(",")],
+        interval_ms=int(args.duration_s * 1000), rounds=args.rounds,
+        on_result=lambda r, name, points: print(f"round {r + 1} {name}: {[round(p.throughput, 1) for p in points]}", flush=True),
+    )  # fmt: skip
+    document = report.to_json() | {"profile_s": round(profile_s, 1), "plan_s": round(plan_s, 2)}
+    (OUT / "bench_text.json").write_text(json.dumps(document, indent=2) + "\n")
+    (OUT / "bench_text.md").write_text(markdown(document, args, load_before))
+    print((OUT / "bench_text.md").read_text())
+
+
+def markdown(doc: dict[str, Any], args: argparse.Namespace, load_before: Any) -> str:
+    bound = doc["bound"]["throughput"]
+    plan = doc["plans"]["tritongen"]
+    load = ", ".join(f"{v:.2f}" for v in load_before)
+    lines = [
+        "# tritongen bench: the text ensemble on this machine",
+        "",
+        f"Machine: {os.cpu_count()} CPU cores, no GPU, shared with other engineers' runs; load "
+        f"average (1, 5, 15 min) {load} before, {os.getloadavg()[0]:.2f} (1 min) at the end.",
+        f"Command: `.venv/bin/python benchmarks/bench_text.py --rounds {args.rounds} "
+        f"--duration-s {args.duration_s} --concurrency {args.concurrency}` ({doc['seconds']:.0f} s "
+        f"of serving; serving cost + profile {doc['profile_s']} s, plan {doc['plan_s']} s).",
+        "",
+        "Members: small, medium, deep (transformer encoders of 1, 2, 4 blocks, width 64, 96, "
+        "128; input_ids + attention_mask, 32 tokens, INT64 → 4 classes), mean of softmax. "
+        "perf_analyzer sends ids drawn from the vocabulary and masks of ones (a JSON input file).",
+        f"Bound (cores / Σ one-thread CPU seconds per sample): **{bound:.1f} samples/s**.",
+        "",
+        "| configuration | concurrency | samples/s | p50 ms | p99 ms | of bound | stable |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, config in doc["configs"].items():
+        for level, p in sorted(config["concurrency"].items(), key=lambda kv: int(kv[0])):
+            lines.append(
+                f"| {name} | {level} | {p['throughput']:.1f} | {p['p50_ms']:.1f} | "
+                f"{p['p99_ms']:.1f} | {p['throughput'] / bound:.0%} | "
+                f"{'yes' if p['stable'] else 'no'} |"
+            )
+    lines += [
+        "",
+        "Ratios (best concurrency of each): "
+        + ", ".join(f"{k} = **{v:.2f}**" for k, v in doc["ratios"].items()),
+        "",
+        f"tritongen's plan: allocation {plan['allocation']}, batch sizes {plan['batch_size']}, "
+        f"threads {plan['threads']}, predicted {plan['predicted_throughput']:.1f} samples/s "
+        "(base model).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
