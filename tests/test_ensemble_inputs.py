@@ -263,3 +263,18 @@ def test_profile_feeds_every_input_at_the_declared_shape(tmp_path: Path) -> None
         name = member["name"]
         assert profile.extra["input_shapes"] == shapes
         assert sorted(profile.entries(name, "cpu")) == [1, 4], profile.skipped
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"profile_shape": {"x": [-1]}}, "members.0.profile_shape.x.0: Input should be greater"),
+        ({"profile_shape": [0]}, "members.0.profile_shape.0: Input should be greater"),
+        ({"example_input": [4]}, "example_input is for PyTorch members"),
+    ],
+)
+def test_a_field_of_several_forms_is_described_in_the_form_meant(
+    tmp_path: Path, fields: dict, message: str
+) -> None:
+    path = linear_model(tmp_path / "a.onnx", 1)
+    assert message in _refused(tmp_path, [_member("a", path, **fields)])

@@ -75,7 +75,8 @@ class MemberModel:
     inputs: tuple[TensorSignature, ...]  # as served: dynamic dims resolved by profile_shape
     output: TensorSignature  # the output that is combined
     sha256: str  # of the model file and its external data
-    input_map: Mapping[str, str] = field(default_factory=dict)  # member input -> combined input
+    # member input -> combined input as served; filled by map_inputs
+    input_map: Mapping[str, str] = field(default_factory=dict)
     outputs: tuple[TensorSignature, ...] = ()  # every output of the model
     external_data: tuple[str, ...] = ()  # files beside `path` that hold its tensors
 
@@ -95,8 +96,8 @@ class MemberModel:
 class Ensemble:
     spec: Spec
     members: tuple[MemberModel, ...]
-    inputs: tuple[TensorSignature, ...] = ()  # the combined model's, as served
-    output: TensorSignature = TensorSignature(COMBINED_OUTPUT, "float32", (), None)
+    inputs: tuple[TensorSignature, ...]  # the combined model's, as served
+    output: TensorSignature  # OUTPUT, in the combined dtype
     input_values: Mapping[str, Fill] = field(default_factory=dict)  # combined input -> fill
 
     @property
