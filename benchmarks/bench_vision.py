@@ -99,7 +99,7 @@ def search_cost(
         spec,
         inventory,
         profile,
-        refine_with=lambda problem: PlanEvaluator(problem, refiner),
+        refine_with=lambda problem: PlanEvaluator(problem, refiner, profile.serving_cost),
     )
     refine_s = time.perf_counter() - started
     # The winners measured again by one evaluator, back to back and twice in alternation:

@@ -176,7 +176,9 @@ def _measured_evaluator(planned: Planned) -> Callable[[Problem], PlanEvaluator]:
 
     workdir = Path(tempfile.mkdtemp(prefix="tritongen-plan-"))
     measurer = ServedMeasurer(planned.ensemble, planned.inventory, workdir)
-    return lambda problem: PlanEvaluator(problem, measurer)
+    assert planned.profile is not None  # plan_ensemble profiles unless given a plan
+    cost = planned.profile.serving_cost
+    return lambda problem: PlanEvaluator(problem, measurer, cost)
 
 
 @app.command()

@@ -4,7 +4,7 @@ on this machine: the CPU seconds tritonserver and a Python-backend stub spend pe
 The profile times onnxruntime alone; served, every call also pays the request's trip through
 tritonserver and the stub's IPC (semaphores, tensors copied through shared memory). On a CPU
 that time comes out of the same cores as the members' compute, so the planner's CPU model
-(`tritongen.plan.cpu_serving`) charges it per call. We measure it with a stand-in member that reads its input
+(`tritongen.plan.serving_model`) charges it per call. We measure it with a stand-in member that reads its input
 and computes almost nothing (a mean, tiled to the output shape), served alone with one
 instance, driven by perf_analyzer at concurrency 1 at batch 1 and at the largest batch; the
 client passes tensors through system shared memory so that the wire protocol's copies, paid

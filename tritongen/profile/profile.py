@@ -23,8 +23,10 @@ class ServingCost:
     per_sample_s: float  # and per sample in it (tensor copies)
     per_request_s: float  # once per ensemble request: the wire, the scheduler, the combine step
     source: str  # "measured" or why the default is used
+    wire_s: float = 0.0  # once per request to one model (a group that combines): the wire
+    client_s: float = 0.0  # a load generator on the same machine (perf_analyzer), per request
 
-    def call_s(self, batch: int) -> float:
+    def call_s(self, batch: float) -> float:
         """CPU seconds one served call of `batch` samples adds to the member's compute."""
         return self.per_call_s + self.per_sample_s * batch
 
