@@ -119,7 +119,7 @@ def greedy(
     steps: list[str] = []
     prices = np.eye(len(problem.members))  # unit prices: each member's own capacity
     for _ in range(max_steps):
-        if budget is not None and guide.calls >= budget:
+        if budget is not None and _spent(guide, evaluator) >= budget:
             break  # out of LP solves: keep the best so far
         solution = guide.solve(current)
         moves = [(n, c) for n, c in neighbours(problem, current, solution, detailed)]
@@ -137,6 +137,11 @@ def greedy(
             current = without_idle(current, guide.solve(current))
             seen[current] = score
     return SearchResult(current, score, steps, _distinct_best(seen, keep))
+
+
+def _spent(guide: CostModelEvaluator, evaluator: Evaluator) -> int:
+    """Evaluations so far: the guide's LPs, and the evaluator's predictions if it counts them."""
+    return guide.calls + (0 if evaluator is guide else getattr(evaluator, "calls", 0))
 
 
 def _best_move(
@@ -289,9 +294,11 @@ def _scorer(
 ) -> Evaluator:
     """The evaluator asked for; else the serving model, or the base model's tie-broken LP
     where the two agree (no CPU, no concurrency entries) and its prices prune the search."""
+    if evaluator is CostModelEvaluator or serving.placement_only and evaluator is None:
+        return guide  # the base model, whose LP prices prune the search
     if evaluator is not None:
         return _bind(evaluator, problem)
-    return guide if serving.placement_only else serving
+    return serving
 
 
 def _member_names(

@@ -31,8 +31,8 @@ from tritongen.errors import PlanError
 from tritongen.plan.problem import Candidate, Problem
 from tritongen.profile.profile import ServingCost
 
-ITERATIONS = 20
-DAMPING = 0.5  # share of the newly computed batch taken at each iteration
+SOLVES = 3  # LPs solved while the batches reached settle (then one more)
+ITERATIONS = 10  # batch updates at a fixed throughput between two solves
 
 
 @dataclass(frozen=True)
@@ -94,13 +94,15 @@ class ServingModel:
             return Prediction(0.0, math.inf, 1)
         overhead = self._request_cpu_s(units)
         reached, stretch = [u.batch for u in units], 1.0
-        for _ in range(ITERATIONS):
-            solved = self._solve(units, reached, overhead)
-            new, stretch = self._reached_batches(units, reached, solved.throughput, stretch)
-            done = max(abs(a - b) for a, b in zip(new, reached, strict=True)) < 0.05
-            reached = [DAMPING * a + (1 - DAMPING) * b for a, b in zip(new, reached, strict=True)]
-            if done:
-                break
+        busiest = self._busiest(units)
+        for _ in range(SOLVES):
+            x = self._solve(units, reached, overhead).throughput
+            for _ in range(ITERATIONS):  # the batches that throughput x leads to
+                new, stretch = self._reached_batches(units, reached, x, stretch, busiest)
+                done = max(abs(a - b) for a, b in zip(new, reached, strict=True)) < 0.05
+                reached = new
+                if done:
+                    break
         solved = self._solve(units, reached, overhead)
         return Prediction(
             throughput=solved.throughput,
@@ -109,6 +111,16 @@ class ServingModel:
             batches={m: b for u, b in zip(units, reached, strict=True) for m in u.members},
             bottleneck=units[solved.binding].members[0],
         )
+
+    def _busiest(self, units: list[Unit]) -> int:
+        """The unit whose instances have the most work per ensemble sample at full batches:
+        with many requests in flight, they queue there and its batcher finds full batches."""
+        return max(range(len(units)), key=lambda u: self._instance_seconds(units[u]))
+
+    def _instance_seconds(self, unit: Unit) -> float:
+        """Seconds of its instances' time one ensemble sample takes, at full batches."""
+        instances = sum(unit.counts.values()) * max(1, unit.threads)
+        return self._call_wall_s(unit, unit.batch, 1.0) / unit.batch / instances
 
     # ------------------------------------------------------------------ costs
 
@@ -196,7 +208,7 @@ class ServingModel:
     # ------------------------------------------------------------------ batches and latency
 
     def _reached_batches(
-        self, units: list[Unit], reached: list[float], x: float, stretch: float
+        self, units: list[Unit], reached: list[float], x: float, stretch: float, busiest: int
     ) -> tuple[list[float], float]:
         """The batch each unit's batcher forms at throughput x, and how much slower a call runs
         because more threads want a CPU core than there are.
@@ -204,9 +216,6 @@ class ServingModel:
         With many requests in flight they queue somewhere: at the busiest unit, whose batcher
         then finds full batches. Every other unit batches the requests that arrive while one
         of its calls runs (b = λ·(a + c·b): a call's fixed cost a makes batches grow)."""
-        busiest = max(
-            range(len(units)), key=lambda u: self._utilisation(units[u], reached[u], x, stretch)
-        )
         batches, runnable = [], 0.0
         for u, (unit, batch) in enumerate(zip(units, reached, strict=True)):
             per_instance = x / sum(unit.counts.values())
@@ -218,11 +227,6 @@ class ServingModel:
                 runnable += sum(unit.counts.values()) * unit.threads * busy
         cores = next((d.cores or 1 for d in self.problem.devices if d.kind == "cpu"), 1)
         return batches, max(1.0, runnable / cores)
-
-    def _utilisation(self, unit: Unit, batch: float, x: float, stretch: float) -> float:
-        """Share of its time each instance of `unit` is busy at throughput x."""
-        per_instance = x / sum(unit.counts.values())
-        return per_instance * self._call_wall_s(unit, batch, stretch) / batch
 
     def _on_cpu(self, unit: Unit) -> bool:
         return self.problem.devices[min(unit.counts)].kind == "cpu"

@@ -36,8 +36,10 @@ class ServingCost:
     def describe(self) -> str:
         return (
             f"serving cost ({self.source}): {1000 * self.per_call_s:.3f} ms CPU per call + "
-            f"{1000 * self.per_sample_s:.4f} ms per sample, {1000 * self.per_request_s:.3f} ms "
-            "per ensemble request"
+            f"{1000 * self.per_sample_s:.4f} ms per sample; per request "
+            f"{1000 * self.per_request_s:.3f} ms through the ensemble scheduler, "
+            f"{1000 * self.wire_s:.3f} ms to one model, {1000 * self.client_s:.3f} ms for a "
+            "perf_analyzer client on this machine"
         )
 
 
