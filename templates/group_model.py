@@ -48,7 +48,9 @@ class TritonPythonModel:
             self.output_dtype = pb_utils.triton_string_to_numpy(config["output"][0]["data_type"])
 
     def execute(self, requests):
-        arrays = [pb_utils.get_input_tensor_by_name(r, self.input_name).as_numpy() for r in requests]
+        arrays = [
+            pb_utils.get_input_tensor_by_name(r, self.input_name).as_numpy() for r in requests
+        ]
         batch = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
         try:
             outputs = self._run(batch)
@@ -63,7 +65,7 @@ class TritonPythonModel:
         """Every member's output for `batch`, each member run in chunks of its own batch size
         (the one with the least CPU per sample): the batch crossed the process boundary once."""
         outputs = []
-        for member, session in zip(self.members, self.sessions):
+        for member, session in zip(self.members, self.sessions, strict=True):
             step = member["batch_size"]
             try:
                 parts = [
@@ -103,7 +105,7 @@ def _split_members(arrays, outputs, names):
     responses, start = [], 0
     for array in arrays:
         stop = start + len(array)
-        tensors = [pb_utils.Tensor(n, o[start:stop]) for n, o in zip(names, outputs)]
+        tensors = [pb_utils.Tensor(n, o[start:stop]) for n, o in zip(names, outputs, strict=True)]
         responses.append(pb_utils.InferenceResponse(tensors))
         start = stop
     return responses

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.synthetic import gpu
+from tritongen.errors import PlanError
 from tritongen.plan.plan import Plan
 from tritongen.plan.problem import Shape, build_problem
 from tritongen.plan.search import PlanEvaluator, make_plan
@@ -155,3 +156,23 @@ def test_without_cpu_or_concurrency_entries_the_model_is_the_base_lp() -> None:
     problem = build_problem(["net"], Inventory((gpu(0), gpu(1))), plain)
 
     assert ServingModel(problem, ServingCost(0.001, 0, 0, "measured")).placement_only
+
+
+def test_a_latency_budget_changes_the_plan_to_one_that_meets_it() -> None:
+    profile = cpu_profile(COSTS)
+    fastest = make_plan(list(COSTS), cpu(), profile)
+    budget = fastest.extra["predicted_p99_ms"] / 2
+
+    within = make_plan(list(COSTS), cpu(), profile, max_p99_ms=budget)
+
+    assert within.extra["predicted_p99_ms"] <= budget
+    assert within.extra["max_p99_ms"] == budget
+    assert within.predicted_throughput <= fastest.predicted_throughput
+    assert (within.allocation, within.groups) != (fastest.allocation, fastest.groups)
+
+
+def test_a_latency_budget_no_plan_meets_is_a_plan_error() -> None:
+    with pytest.raises(
+        PlanError, match=r"no plan of tiny, small, large meets a p99 latency of 0\.01 ms"
+    ):
+        make_plan(list(COSTS), cpu(), cpu_profile(COSTS), max_p99_ms=0.01)

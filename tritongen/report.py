@@ -59,6 +59,23 @@ def bench_table(report: dict[str, Any]) -> Table:
     return table
 
 
+def prediction_table(report: dict[str, Any]) -> Table:
+    """Each configuration's best measured throughput against the serving model's prediction
+    (made with the load generator on this machine)."""
+    table = Table(title="Predicted and served")
+    for column in ("configuration", "predicted samples/s", "served (best)", "served/predicted"):
+        table.add_column(column, justify="left" if column == "configuration" else "right")
+    for name, config in report["configs"].items():
+        if "predicted_throughput" in config:
+            table.add_row(
+                name,
+                f"{config['predicted_throughput']:.1f}",
+                f"{config['best_throughput']:.1f}",
+                f"{config['measured/predicted']:.2f}",
+            )
+    return table
+
+
 def profile_table(profile: Profile) -> Table:
     """One row per member x device class x batch size."""
     table = Table(title="Profile (one instance alone)")

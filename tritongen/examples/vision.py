@@ -123,14 +123,14 @@ ARCHITECTURES: dict[str, type[Classifier]] = {
 
 
 @torch.no_grad()
-def calibrate(model: Classifier, seed: int) -> Classifier:
+def calibrate(model: Classifier, seed: int, image: tuple[int, ...] = IMAGE) -> Classifier:
     """Rescale the head so that logits on random images are centred with std LOGIT_STD.
 
     The head sees standardised features: w' = w / std · k and b' = -w'·mean, with k chosen so
     that the logits' spread over the sample is LOGIT_STD.
     """
     model.eval()
-    images = torch.rand(64, *IMAGE, generator=torch.Generator().manual_seed(seed))
+    images = torch.rand(64, *image, generator=torch.Generator().manual_seed(seed))
     features = model.body(images)
     mean, std = features.mean(0), features.std(0) + 1e-6
     weight = model.head.weight / std

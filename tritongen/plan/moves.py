@@ -304,11 +304,18 @@ def _shape_moves(problem: Problem, c: Candidate) -> Iterator[tuple[str, Candidat
                         f"group on {device.id}: {count} instances",
                         _with_counts(c, members, d, count),
                     )
+            b = problem.batch_sizes.index(problem.group_batch_size(c, d))
+            for step in (b - 1, b + 1):
+                if 0 <= step < len(problem.batch_sizes):
+                    size = problem.batch_sizes[step]
+                    yield f"group on {device.id}: batches of {size}", c.with_group_batch(d, step)
             continue
         grouped = group_on(problem, c, d)
-        if grouped is not None:
-            names = ", ".join(problem.members[m] for m in problem.group_members(grouped, d))
-            yield f"group {names} on {device.id}", grouped
+        if grouped is None:
+            continue
+        names = ", ".join(problem.members[m] for m in problem.group_members(grouped, d))
+        for b, size in enumerate(problem.batch_sizes):  # smaller batches: lower latency
+            yield f"group {names} on {device.id}, batches of {size}", grouped.with_group_batch(d, b)
 
 
 def group_on(problem: Problem, c: Candidate, d: int) -> Candidate | None:

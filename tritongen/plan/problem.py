@@ -54,6 +54,11 @@ class Problem:
     def fits(self, candidate: Candidate) -> bool:
         return bool(np.all(self.free_memory(candidate) >= 0))
 
+    def group_batch_size(self, candidate: Candidate, d: int) -> int:
+        """The batch size the group on device d forms (the largest profiled unless set)."""
+        index = candidate.group_batch[d] if candidate.group_batch else -1
+        return self.batch_sizes[index]
+
     def group_members(self, candidate: Candidate, d: int) -> list[int]:
         """The members a grouped device d serves in one model: those placed on d alone. Empty
         when d is not grouped or fewer than two members qualify (one is served alone)."""
@@ -93,6 +98,8 @@ class Candidate:
     threads: tuple[int, ...]  # [member] intra-op threads per CPU instance; 0 = derive
     # [device] True: the members placed on this device alone are served in one model.
     grouped: tuple[bool, ...] = ()
+    # [device] the batch a group's batcher forms (index into Problem.batch_sizes; -1: largest)
+    group_batch: tuple[int, ...] = ()
 
     def with_count(self, m: int, d: int, delta: int) -> Candidate:
         row = list(self.counts[m])
@@ -104,6 +111,11 @@ class Candidate:
 
     def with_threads(self, m: int, t: int) -> Candidate:
         return replace(self, threads=(*self.threads[:m], t, *self.threads[m + 1 :]))
+
+    def with_group_batch(self, d: int, b: int) -> Candidate:
+        sizes = list(self.group_batch or (-1,) * len(self.counts[0]))
+        sizes[d] = b
+        return replace(self, group_batch=tuple(sizes))
 
     def with_grouped(self, d: int, grouped: bool) -> Candidate:
         flags = list(self.grouped or (False,) * len(self.counts[0]))

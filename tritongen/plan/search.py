@@ -28,6 +28,7 @@ import numpy as np
 from tritongen.errors import PlanError
 from tritongen.plan.base_model import EPS, TimeSharing, dual_bound, solve_time_sharing, upper_bound
 from tritongen.plan.moves import group_on, neighbours
+from tritongen.plan.nodes import plan_across_nodes
 from tritongen.plan.placement import best_batch, relaxed_fit, worst_fit
 from tritongen.plan.plan import Group, Plan
 from tritongen.plan.problem import Candidate, Problem, Shape, build_problem
@@ -214,9 +215,12 @@ def make_plan(
     max_batch_size: int | None = None,
     budget: int = LP_BUDGET,
     shape: Shape = Shape.auto,
+    max_p99_ms: float | None = None,
 ) -> Plan:
     """Worst-fit, then greedy search; the plan the evaluator (default: the serving model)
-    rates best. `shape` says whether CPU members may be served together in one model.
+    rates best. `shape` says whether CPU members may be served together in one model;
+    `max_p99_ms` keeps only plans whose predicted p99 latency, at the concurrency that reaches
+    their throughput, stays under it (a PlanError when none does).
 
     `evaluator` and `refine_with` are Evaluators or factories taking the `Problem` (an
     Evaluator class whose constructor takes the problem is one). With `refine_with`, the
@@ -231,13 +235,12 @@ def make_plan(
         subset: Sequence[str], devices: Inventory, node_shape: Shape | None = None
     ) -> Plan:
         problem = build_problem(subset, devices, profile, max_batch_size, node_shape or shape)
+        serving = ServingModel(problem, profile.serving_cost, max_p99_ms=max_p99_ms)
         return _plan_on_devices(
-            problem, devices, profile, evaluator, refine_with, refine_top, budget
+            problem, devices, profile, serving, evaluator, refine_with, refine_top, budget
         )
 
     if inventory.nodes:
-        from tritongen.plan.nodes import plan_across_nodes  # it builds on this module's worst-fit
-
         return plan_across_nodes(names, inventory, profile, plan_on_devices, max_batch_size)
     return plan_on_devices(names, inventory)
 
@@ -246,6 +249,7 @@ def _plan_on_devices(
     problem: Problem,
     inventory: Inventory,
     profile: Profile,
+    serving: ServingModel,
     evaluator: EvaluatorSource | None,
     refine_with: EvaluatorSource | None,
     refine_top: int,
@@ -254,7 +258,6 @@ def _plan_on_devices(
     started = time.perf_counter()
     base = CostModelEvaluator(problem)
     guide = CostModelEvaluator(problem, tie_break=TIE_BREAK)
-    serving = ServingModel(problem, profile.serving_cost)
     scorer = _scorer(evaluator, problem, serving, guide)
     baseline = worst_fit(problem, best_batch(problem))
     results = []
@@ -269,6 +272,7 @@ def _plan_on_devices(
     chosen, extra = best.best, dict[str, Any]()
     if refine_with is not None:
         chosen, extra = _refine(problem, results, _bind(refine_with, problem), refine_top)
+    _check_budget(problem, serving, chosen)
     extra |= {
         "baseline": serving.evaluate(baseline),
         "baseline_allocation": _allocation(problem, baseline),
@@ -294,11 +298,25 @@ def _scorer(
 ) -> Evaluator:
     """The evaluator asked for; else the serving model, or the base model's tie-broken LP
     where the two agree (no CPU, no concurrency entries) and its prices prune the search."""
-    if evaluator is CostModelEvaluator or serving.placement_only and evaluator is None:
+    plain = serving.placement_only and serving.max_p99_ms is None
+    if evaluator is CostModelEvaluator or (plain and evaluator is None):
         return guide  # the base model, whose LP prices prune the search
     if evaluator is not None:
         return _bind(evaluator, problem)
     return serving
+
+
+def _check_budget(problem: Problem, serving: ServingModel, chosen: Candidate) -> None:
+    """A PlanError naming the budget and the best p99 found when no plan meets it."""
+    prediction = serving.predict(chosen)
+    if serving.meets_budget(prediction):
+        return
+    raise PlanError(
+        f"no plan of {', '.join(problem.members)} meets a p99 latency of {serving.max_p99_ms:g} "
+        f"ms on {', '.join(d.id for d in problem.devices)}: the lowest predicted is "
+        f"{prediction.p99_ms:.1f} ms ({prediction.latency_ms:.1f} ms for a request alone); "
+        "raise the budget or add devices"
+    )
 
 
 def _member_names(
@@ -388,6 +406,8 @@ def candidate_plan(
             },
             "predicted_latency_ms": round(prediction.latency_ms, 3),
             "predicted_concurrency": prediction.concurrency,
+            "predicted_p99_ms": round(prediction.p99_ms, 3),
+            **({"max_p99_ms": model.max_p99_ms} if model.max_p99_ms is not None else {}),
             **(extra or {}),
         },
     )
@@ -402,7 +422,7 @@ def _groups(problem: Problem, c: Candidate) -> dict[str, Group]:
             groups[device.id] = Group(
                 members=tuple(problem.members[m] for m in members),
                 allocation={device.id: c.counts[members[0]][d]},
-                batch_size=problem.batch_sizes[-1],
+                batch_size=problem.group_batch_size(c, d),
                 threads=1,
                 queue_delay_us=0,
             )

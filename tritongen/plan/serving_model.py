@@ -28,10 +28,14 @@ import numpy as np
 from scipy.optimize import linprog
 
 from tritongen.errors import PlanError
-from tritongen.plan.problem import Candidate, Problem
-from tritongen.profile.profile import ServingCost
+from tritongen.plan.plan import Plan
+from tritongen.plan.problem import Candidate, Problem, build_problem
+from tritongen.profile.profile import Profile, ServingCost
+from tritongen.spec.devices import Inventory
 
 SOLVES = 3  # LPs solved while the batches reached settle (then one more)
+IN_FLIGHT = 2.0  # requests in flight per request queued at the busiest unit (measured)
+TAIL = 1.5  # p99 latency / mean latency at that concurrency (measured)
 ITERATIONS = 10  # batch updates at a fixed throughput between two solves
 
 
@@ -58,6 +62,14 @@ class Prediction:
     batches: dict[int, float] = field(default_factory=dict)  # member -> batch reached
     bottleneck: int = 0  # the member whose unit binds hardest
 
+    @property
+    def p99_ms(self) -> float:
+        """The 99th percentile latency at `concurrency`: Little's law gives the mean, C / X;
+        the tail is a fixed multiple of it (measured, docs/SERVING.md)."""
+        if self.throughput <= 0:
+            return math.inf
+        return max(self.latency_ms, 1000 * TAIL * self.concurrency / self.throughput)
+
 
 class ServingModel:
     """Predicts a candidate's served throughput (the search's `Evaluator`).
@@ -65,10 +77,18 @@ class ServingModel:
     `client_on_host`: the load generator shares this machine's cores (a benchmark); a plan
     for production serves clients elsewhere."""
 
-    def __init__(self, problem: Problem, cost: ServingCost, *, client_on_host: bool = False):
+    def __init__(
+        self,
+        problem: Problem,
+        cost: ServingCost,
+        *,
+        client_on_host: bool = False,
+        max_p99_ms: float | None = None,
+    ) -> None:
         self.problem = problem
         self.cost = cost
         self.client_on_host = client_on_host
+        self.max_p99_ms = max_p99_ms
         self.calls = 0
         self._cache: dict[Candidate, Prediction] = {}
 
@@ -80,7 +100,15 @@ class ServingModel:
         return not has_cpu and not self.problem.concurrent
 
     def evaluate(self, candidate: Candidate) -> float:
-        return self.predict(candidate).throughput
+        """The predicted throughput; under a latency budget, a plan that misses it scores
+        below every one that meets it, and the nearer it comes, the higher."""
+        prediction = self.predict(candidate)
+        if self.meets_budget(prediction):
+            return prediction.throughput
+        return -prediction.p99_ms
+
+    def meets_budget(self, prediction: Prediction) -> bool:
+        return self.max_p99_ms is None or prediction.p99_ms <= self.max_p99_ms
 
     def predict(self, candidate: Candidate) -> Prediction:
         if candidate not in self._cache:
@@ -246,11 +274,10 @@ class ServingModel:
         return overhead + max(max(times), sum(times) / cores)
 
     def _concurrency(self, units: list[Unit], reached: list[float]) -> int:
-        """Requests in flight that keep every unit's batches as large as predicted."""
-        return max(
-            1,
-            math.ceil(sum(sum(u.counts.values()) * b for u, b in zip(units, reached, strict=True))),
-        )
+        """Requests in flight that keep the busiest unit's batches full: its instances' batches,
+        and as many again on their way to it or back to their clients."""
+        queued = max(sum(u.counts.values()) * b for u, b in zip(units, reached, strict=True))
+        return max(1, math.ceil(IN_FLIGHT * queued))
 
 
 @dataclass(frozen=True)
@@ -318,7 +345,7 @@ def serving_units(problem: Problem, c: Candidate) -> list[Unit]:
                     members=tuple(members),
                     counts={d: c.counts[members[0]][d]},
                     threads=1,
-                    batch=float(problem.batch_sizes[-1]),
+                    batch=float(problem.group_batch_size(c, d)),
                     chunks=tuple(float(problem.batch_sizes[c.batch[m]]) for m in members),
                 )
             )
@@ -340,3 +367,48 @@ def interpolate(problem: Problem, values: np.ndarray, batch: float, inverse: boo
         raise PlanError("the profile has no CPU cost for a member placed on a CPU")
     y = 1.0 / values[known] if inverse else values[known]
     return float(np.interp(batch, sizes[known], y))
+
+
+def plan_candidate(problem: Problem, plan: Plan) -> Candidate:
+    """The candidate a plan.json stands for in `problem` (whose members and devices it uses).
+    A plan without dynamic batching runs every request alone: batch 1."""
+    index = {d.id: i for i, d in enumerate(problem.devices)}
+    counts, batch = [], []
+    for member in problem.members:
+        row = [0] * len(problem.devices)
+        for device_id, n in plan.allocation[member].items():
+            row[index[device_id]] = n
+        counts.append(tuple(row))
+        wanted = plan.batch_size[member] if plan.dynamic_batching else 1
+        batch.append(_batch_index(problem, member, wanted))
+    on_device = [
+        next((g for g in plan.groups.values() if device.id in g.allocation), None)
+        for device in problem.devices
+    ]
+    grouped = tuple(g is not None for g in on_device)
+    group_batch = tuple(
+        -1 if g is None else _batch_index(problem, ",".join(g.members), g.batch_size)
+        for g in on_device
+    )
+    threads = tuple(plan.threads.get(m, 0) for m in problem.members)
+    return Candidate(tuple(counts), tuple(batch), threads, grouped, group_batch)
+
+
+def _batch_index(problem: Problem, member: str, batch: int) -> int:
+    if batch not in problem.batch_sizes:
+        raise PlanError(
+            f"{member}: the plan's batch size {batch} is not in the profile "
+            f"({list(problem.batch_sizes)}); profile it or plan again"
+        )
+    return problem.batch_sizes.index(batch)
+
+
+def predict_plan(
+    plan: Plan, inventory: Inventory, profile: Profile, *, client_on_host: bool = False
+) -> Prediction:
+    """The serving model's prediction for a plan as written (e.g. a baseline's, or one read
+    from plan.json); `client_on_host` when the load generator shares this machine."""
+    members = list(plan.allocation)
+    problem = build_problem(members, inventory, profile)
+    model = ServingModel(problem, profile.serving_cost, client_on_host=client_on_host)
+    return model.predict(plan_candidate(problem, plan))
