@@ -10,13 +10,12 @@ Plain torch modules with random weights, calibrated like `tritongen.examples.vis
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-import torch
 from torch import nn
 
-from tritongen.examples.digits import export_onnx
-from tritongen.examples.vision import CLASSES, Classifier, _conv, _Residual, calibrate
+from tritongen.examples.vision import CLASSES, Classifier, _conv, _Residual, write_calibrated
 
 IMAGE = (3, 128, 128)
 
@@ -49,13 +48,12 @@ class Plain(Classifier):
         self.head = nn.Linear(cin, CLASSES)
 
 
-def architectures() -> dict[str, Classifier]:
-    return {
-        "res16": WideResNet(16),
-        "res32": WideResNet(32),
-        "plain8": Plain((8, 16, 32, 64)),
-        "plain16": Plain((16, 32, 64, 64)),
-    }
+ARCHITECTURES: dict[str, Callable[[], Classifier]] = {
+    "res16": lambda: WideResNet(16),
+    "res32": lambda: WideResNet(32),
+    "plain8": lambda: Plain((8, 16, 32, 64)),
+    "plain16": lambda: Plain((16, 32, 64, 64)),
+}
 
 
 SPEC = """\
@@ -78,14 +76,7 @@ max_batch_size: 16
 
 
 def write_example(out_dir: str | Path) -> Path:
-    out_dir = Path(out_dir)
-    for seed, (name, model) in enumerate(architectures().items()):
-        torch.manual_seed(seed)
-        calibrate(model, seed, IMAGE)
-        export_onnx(model, out_dir / "models" / f"{name}.onnx", example=torch.zeros(1, *IMAGE))
-    spec = out_dir / "ensemble.yaml"
-    spec.write_text(SPEC)
-    return spec
+    return write_calibrated(out_dir, ARCHITECTURES, IMAGE, SPEC)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ equality check meaningless.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -160,13 +161,24 @@ max_batch_size: 16
 
 
 def write_example(out_dir: str | Path) -> Path:
+    return write_calibrated(out_dir, dict(ARCHITECTURES), IMAGE, SPEC)
+
+
+def write_calibrated(
+    out_dir: str | Path,
+    architectures: dict[str, Callable[[], Classifier]],
+    image: tuple[int, ...],
+    spec_text: str,
+) -> Path:
+    """Build each model with seed = its position, calibrate it, export it to
+    `out_dir/models/<name>.onnx`, and write `out_dir/ensemble.yaml`."""
     out_dir = Path(out_dir)
-    for seed, (name, architecture) in enumerate(ARCHITECTURES.items()):
+    for seed, (name, make) in enumerate(architectures.items()):
         torch.manual_seed(seed)
-        model = calibrate(architecture(), seed)
-        export_onnx(model, out_dir / "models" / f"{name}.onnx", example=torch.zeros(1, *IMAGE))
+        model = calibrate(make(), seed, image)
+        export_onnx(model, out_dir / "models" / f"{name}.onnx", example=torch.zeros(1, *image))
     spec = out_dir / "ensemble.yaml"
-    spec.write_text(SPEC)
+    spec.write_text(spec_text)
     return spec
 
 
