@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tritongen.bench.compare import ServedMeasurer, run_bench
+from tritongen.bench.compare import ServedMeasurer, bench_plans, run_bench
 from tritongen.bench.hillclimb import hill_climb
 from tritongen.bench.plots import allocation_heatmap, throughput_plot
 from tritongen.bench.serving_cost import serving_cost
@@ -63,7 +63,7 @@ def main() -> None:
 
     levels = [int(c) for c in args.concurrency.split(",")]
     report = run_bench(
-        ensemble, inventory, profile, plan, concurrencies=levels,
+        ensemble, inventory, profile, bench_plans(ensemble, inventory, profile, plan), concurrencies=levels,
         interval_ms=int(args.duration_s * 1000), rounds=args.rounds,
         on_result=lambda r, name, points: print(f"round {r + 1} {name}: {[round(p.throughput, 1) for p in points]}", flush=True),
     )  # fmt: skip
@@ -99,7 +99,7 @@ def search_cost(
         spec,
         inventory,
         profile,
-        refine_with=lambda problem: PlanEvaluator(problem, refiner),
+        refine_with=lambda problem: PlanEvaluator(problem, refiner, profile.serving_cost),
     )
     refine_s = time.perf_counter() - started
     # The winners measured again by one evaluator, back to back and twice in alternation:

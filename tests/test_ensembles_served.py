@@ -1,11 +1,12 @@
 """Ensembles as users have them, served for real: one embedded tritonserver holds
 
-- `ids_<combiner>_<rule>`: two members taking input_ids and attention_mask (INT64, in
-  different orders) and returning two outputs, every rule in both combiner modes;
-- `half_<combiner>`: two FP16 members, FP16 end to end;
-- `mixed`: an external-data ONNX member, a dynamic-shape member served at its declared shape,
-  a TorchScript member and a `module:function` member;
-- `text_<combiner>`: the text example (three transformer encoders).
+- `ids_<mode>_<rule>`: two members taking input_ids and attention_mask (INT64, in
+  different orders) and returning two outputs, every rule in both combiner modes and served
+  as one group (`group`: every member inside one model);
+- `half_<mode>`: two FP16 members, FP16 end to end;
+- `mixed_<mode>`: an external-data ONNX member, a dynamic-shape member served at its declared
+  shape, a TorchScript member and a `module:function` member;
+- `text_<mode>`: the text example (three transformer encoders).
 
 Every answer, over HTTP and gRPC, is compared with onnxruntime (or torch) + numpy."""
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from tests.multi_models import (
 from tests.onnx_factory import FEATURES, reference_combine
 from tritongen.bench.perf import input_data_for, measure
 from tritongen.examples import text
-from tritongen.plan.plan import default_plan
+from tritongen.plan.plan import Group, default_plan
 from tritongen.render.repository import Combiner, parse_config, render_repository
 from tritongen.serve.client import EnsembleClient, Protocol
 from tritongen.serve.server import EmbeddedServer
@@ -56,8 +57,11 @@ class Served:
     models: Path
 
 
-def _specs(models: Path) -> dict[str, tuple[dict, list[Combiner]]]:
-    """Combined model name -> (spec data, combiners to render it with)."""
+MODES = ["ensemble", "bls", "group"]  # the two combiners, and every member in one model
+
+
+def _specs(models: Path) -> dict[str, tuple[dict, str]]:
+    """Combined model name -> (spec data, the mode to render it in)."""
     token_model(models / "ids_a.onnx", 1)
     token_model(models / "ids_b.onnx", 2, reversed_inputs=True)
     cast_model(models / "half_a.onnx", 3)
@@ -70,32 +74,39 @@ def _specs(models: Path) -> dict[str, tuple[dict, list[Combiner]]]:
         {"name": "ids_a", "model": "ids_a.onnx", "weight": ID_WEIGHTS[0]},
         {"name": "ids_b", "model": "ids_b.onnx", "weight": ID_WEIGHTS[1]},
     ]
-    specs: dict[str, tuple[dict, list[Combiner]]] = {}
+    specs: dict[str, tuple[dict, str]] = {}
     for rule in RULES:
-        for combiner in Combiner:
+        for mode in MODES:
             combine = {"rule": rule, "transform": "softmax"}
-            specs[f"ids_{combiner.value}_{rule}"] = (
-                {"members": ids, "combine": combine},
-                [combiner],
-            )
+            specs[f"ids_{mode}_{rule}"] = ({"members": ids, "combine": combine}, mode)
     half = [{"name": f"half_{m}", "model": f"half_{m}.onnx"} for m in "ab"]
-    for combiner in Combiner:
-        specs[f"half_{combiner.value}"] = ({"members": half}, [combiner])
+    for mode in MODES:
+        specs[f"half_{mode}"] = ({"members": half}, mode)
     mixed = [
         {"name": "ext", "model": "ext.onnx"},
         {"name": "dyn", "model": "dyn.onnx", "profile_shape": [FEATURES]},
         {"name": "script", "model": "scripted.pt", "example_input": [FEATURES]},
         {"name": "func", "model": f"{module}:mlp", "example_input": [FEATURES]},
     ]
-    specs["mixed"] = ({"members": mixed}, [Combiner.ensemble])
+    for mode in ("ensemble", "group"):
+        specs[f"mixed_{mode}"] = ({"members": mixed}, mode)
     text_members = [{"name": n, "model": f"text/models/{n}.onnx"} for n in text.ARCHITECTURES]
     values = {"input_ids": {"range": [0, text.VOCAB]}}
-    for combiner in Combiner:
-        specs[f"text_{combiner.value}"] = (
-            {"members": text_members, "input_values": values},
-            [combiner],
-        )
+    for mode in MODES:
+        specs[f"text_{mode}"] = ({"members": text_members, "input_values": values}, mode)
     return specs
+
+
+def _render(ensemble: Ensemble, mode: str, destination: Path) -> Path:
+    """`ensemble` on this machine's CPU, one instance of each member or of the group."""
+    inventory = detect_devices()
+    plan = default_plan(ensemble, inventory)
+    if mode == "group":
+        cpu = next(iter(plan.allocation[ensemble.members[0].name]))
+        group = Group(tuple(plan.allocation), {cpu: 1}, max(plan.batch_size.values()))
+        plan = replace(plan, groups={cpu: group})
+        return render_repository(ensemble, plan, inventory, destination)
+    return render_repository(ensemble, plan, inventory, destination, combiner=Combiner(mode))
 
 
 @pytest.fixture(scope="module")
@@ -105,20 +116,14 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     models.mkdir()
     repository = root / "repository"
     repository.mkdir()
-    inventory = detect_devices()
     ensembles = {}
     with pytest.MonkeyPatch.context() as patch:  # PyTorch exports into a cache of our own
         patch.setenv("XDG_CACHE_HOME", str(root / "cache"))
-        for name, (data, combiners) in _specs(models).items():
+        for name, (data, mode) in _specs(models).items():
             data = {"name": name, "max_batch_size": MAX_BATCH, **data}
             spec = write_spec(models, data, f"{name}.yaml")
             ensemble = load_ensemble(load_spec(spec))
-            for combiner in combiners:
-                plan = default_plan(ensemble, inventory)
-                rendered = render_repository(
-                    ensemble, plan, inventory, root / f"r_{name}", combiner=combiner
-                )
-                _merge(rendered, repository)
+            _merge(_render(ensemble, mode, root / f"r_{name}"), repository)
             ensembles[name] = ensemble
     with EmbeddedServer(repository, ready_timeout_s=300) as server:
         yield Served(server, repository, ensembles, models)
@@ -146,7 +151,7 @@ def _member_outputs(served: Served, name: str, feed: dict[str, np.ndarray]) -> n
 # ------------------------------------------------------------- two INT64 inputs, every rule
 
 
-@pytest.mark.parametrize("combiner", ["ensemble", "bls"])
+@pytest.mark.parametrize("combiner", MODES)
 @pytest.mark.parametrize("rule", RULES)
 def test_two_int64_inputs_match_the_reference_for_every_rule(
     served: Served, combiner: str, rule: str
@@ -163,7 +168,7 @@ def test_two_int64_inputs_match_the_reference_for_every_rule(
 
 
 def test_the_combined_model_exposes_the_shared_inputs_by_name(served: Served) -> None:
-    for combiner in ("ensemble", "bls"):
+    for combiner in MODES:
         client = EnsembleClient(served.server.grpc_url, f"ids_{combiner}_mean", Protocol.grpc)
         assert [(i.name, i.dtype.name, i.dims) for i in client.signature.inputs] == [
             ("input_ids", "int64", (6,)),
@@ -226,7 +231,7 @@ def test_infer_cli_reads_an_npz_of_named_inputs(served: Served, tmp_path: Path) 
 # ------------------------------------------------------------------------------------ FP16
 
 
-@pytest.mark.parametrize("combiner", ["ensemble", "bls"])
+@pytest.mark.parametrize("combiner", MODES)
 def test_fp16_ensemble_end_to_end(served: Served, combiner: str) -> None:
     name = f"half_{combiner}"
     client = EnsembleClient(served.server.http_url, name)
@@ -245,9 +250,10 @@ def test_fp16_ensemble_end_to_end(served: Served, combiner: str) -> None:
 # ----------------------------------------- external data, dynamic shape, PyTorch members
 
 
-def test_mixed_members_are_served_and_answer_like_their_sources(served: Served) -> None:
+@pytest.mark.parametrize("mode", ["ensemble", "group"])
+def test_mixed_members_are_served_and_answer_like_their_sources(served: Served, mode: str) -> None:
     x = np.random.default_rng(2).standard_normal((3, FEATURES)).astype(np.float32)
-    got = EnsembleClient(served.server.grpc_url, "mixed", Protocol.grpc).infer(x)
+    got = EnsembleClient(served.server.grpc_url, f"mixed_{mode}", Protocol.grpc).infer(x)
     models = served.models
     with torch.no_grad():
         scripted = torch.jit.load(str(models / "scripted.pt"))(torch.from_numpy(x)).numpy()
@@ -265,12 +271,13 @@ def test_mixed_members_are_served_and_answer_like_their_sources(served: Served) 
     dyn = parse_config((served.repository / "dyn" / "config.pbtxt").read_text(), "dyn")
     assert list(dyn.input[0].dims) == [FEATURES]  # served at the declared shape
     assert (served.repository / "ext" / "1" / "ext.weights").is_file()
+    assert (served.repository / "mixed_group" / "1" / "ext" / "ext.weights").is_file()
 
 
 # ------------------------------------------------------------------------- the text example
 
 
-@pytest.mark.parametrize("combiner", ["ensemble", "bls"])
+@pytest.mark.parametrize("combiner", MODES)
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_text_example_matches_onnxruntime(served: Served, combiner: str, protocol: str) -> None:
     name = f"text_{combiner}"
@@ -304,6 +311,11 @@ def test_every_rendered_member_is_warmed_up_with_valid_data(served: Served) -> N
     step_config = (served.repository / "text_ensemble_combine" / "config.pbtxt").read_text()
     step = parse_config(step_config, "text_ensemble_combine")
     assert [w.batch_size for w in step.model_warmup] == [1, MAX_BATCH]
+    group = parse_config(
+        (served.repository / "text_group" / "config.pbtxt").read_text(), "text_group"
+    )
+    assert [w.batch_size for w in group.model_warmup] == [1, MAX_BATCH]
+    assert set(group.model_warmup[0].inputs) == {"input_ids", "attention_mask"}
 
 
 def _tiny_modules(folder: Path) -> Any:

@@ -25,4 +25,4 @@ def test_milp_optimum_equals_exhaustive_search_on_tiny_instances(seed: int) -> N
     assert optimum.throughput == pytest.approx(exhaustive_best(problem), rel=1e-6)
     assert optimum.candidate is not None and problem.fits(optimum.candidate)
     plan = candidate_plan(problem, optimum.candidate)
-    assert plan.predicted_throughput == pytest.approx(optimum.throughput, rel=1e-6)
+    assert plan.extra["base_lp_throughput"] == pytest.approx(optimum.throughput, rel=1e-6)

@@ -60,8 +60,8 @@ def test_plan_becomes_one_instance_group_per_device(tmp_path: Path, ensemble: En
         (model_config_pb2.ModelInstanceGroup.KIND_GPU, 2, [0]),
         (model_config_pb2.ModelInstanceGroup.KIND_GPU, 1, [1]),
     ]
-    assert linear.max_batch_size == 16
-    assert list(linear.dynamic_batching.preferred_batch_size) == [16]
+    assert linear.max_batch_size == ensemble.spec.max_batch_size  # the API: the spec's
+    assert list(linear.dynamic_batching.preferred_batch_size) == [16]  # the plan's batch
     assert linear.dynamic_batching.max_queue_delay_microseconds == 100
     mlp = _config(repo / "mlp" / "config.pbtxt")
     assert mlp.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
@@ -71,11 +71,16 @@ def test_plan_becomes_one_instance_group_per_device(tmp_path: Path, ensemble: En
     assert (repo / "mlp" / "1" / "model.onnx").is_file()
 
 
-def test_ensemble_max_batch_is_at_most_every_members(tmp_path: Path, ensemble: Ensemble) -> None:
+def test_a_smaller_planned_batch_goes_to_the_batcher_not_to_the_api(
+    tmp_path: Path, ensemble: Ensemble
+) -> None:
     plan = default_plan(ensemble, detect_devices())
     plan.batch_size["mlp"] = 4
     repo = render_repository(ensemble, plan, detect_devices(), tmp_path / "repo")
-    assert _config(repo / "ens" / "config.pbtxt").max_batch_size == 4
+    assert _config(repo / "ens" / "config.pbtxt").max_batch_size == ensemble.spec.max_batch_size
+    mlp = _config(repo / "mlp" / "config.pbtxt")
+    assert mlp.max_batch_size == ensemble.spec.max_batch_size
+    assert list(mlp.dynamic_batching.preferred_batch_size) == [4]
     assert _config(repo / "ens" / "config.pbtxt").platform == "ensemble"
     assert (repo / "ens" / "1").is_dir()
 

@@ -15,6 +15,7 @@ from rich.console import Console
 
 from tritongen.bench.perf import PerfPoint
 from tritongen.errors import TritongenError
+from tritongen.plan.problem import Shape
 from tritongen.render.k8s import NGC_IMAGE, RepositorySource
 from tritongen.render.repository import Combiner, Target
 from tritongen.serve.client import ModelSignature, Protocol
@@ -43,6 +44,22 @@ def _root() -> None:
 
 DevicesOpt = Annotated[
     Path | None, typer.Option("--devices", help="DEVICES.json to plan for (default: detect).")
+]
+LatencyOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--max-p99-ms",
+        min=0.001,
+        help="The fastest plan whose predicted p99 latency, at the concurrency that reaches its "
+        "throughput, stays under this (default: the spec's slo.p99_ms, else none).",
+    ),
+]
+ShapeOpt = Annotated[
+    Shape,
+    typer.Option(
+        help="How members on a CPU are served: auto (the faster as predicted), grouped (in one "
+        "model: one call per batch), separate (one model each: lower latency alone).",
+    ),
 ]
 
 
@@ -133,6 +150,8 @@ def plan(
         bool,
         typer.Option("--measure", help="Re-rank the best candidates by serving and measuring."),
     ] = False,
+    shape: ShapeOpt = Shape.auto,
+    max_p99_ms: LatencyOpt = None,
 ) -> None:
     """Decide how many instances of each member go on which device, at which batch size."""
     from tritongen.pipeline import plan_ensemble, resolve_inventory
@@ -142,13 +161,21 @@ def plan(
     from tritongen.spec.ensemble import load_spec
 
     if measure:
-        planned = plan_ensemble(spec, devices_file=devices_file, profile_file=profile_file)
+        planned = plan_ensemble(
+            spec,
+            devices_file=devices_file,
+            profile_file=profile_file,
+            shape=shape,
+            max_p99_ms=max_p99_ms,
+        )
         assert planned.profile is not None  # plan_ensemble keeps the profile it planned from
         result = make_plan(
             planned.ensemble.spec,
             planned.inventory,
             planned.profile,
-            refine_with=_measured_evaluator(planned),
+            refine_with=_measured_evaluator(planned, max_p99_ms),
+            shape=shape,
+            max_p99_ms=max_p99_ms,
         )
         inventory, member_profile = planned.inventory, planned.profile
     elif profile_file is not None:  # plan for hardware we may not have: open no model file
@@ -157,9 +184,9 @@ def plan(
             resolve_inventory(loaded, devices_file),
             load_profile(profile_file),
         )
-        result = make_plan(loaded, inventory, member_profile)
+        result = make_plan(loaded, inventory, member_profile, shape=shape, max_p99_ms=max_p99_ms)
     else:
-        planned = plan_ensemble(spec, devices_file=devices_file)
+        planned = plan_ensemble(spec, devices_file=devices_file, shape=shape, max_p99_ms=max_p99_ms)
         assert planned.profile is not None
         result, inventory, member_profile = planned.plan, planned.inventory, planned.profile
     result.save(output)
@@ -167,7 +194,9 @@ def plan(
     console.print(f"wrote {output}")
 
 
-def _measured_evaluator(planned: Planned) -> Callable[[Problem], PlanEvaluator]:
+def _measured_evaluator(
+    planned: Planned, max_p99_ms: float | None
+) -> Callable[[Problem], PlanEvaluator]:
     """Serve each shortlisted candidate on the embedded server; perf_analyzer measures it."""
     import tempfile
 
@@ -175,8 +204,10 @@ def _measured_evaluator(planned: Planned) -> Callable[[Problem], PlanEvaluator]:
     from tritongen.plan.search import PlanEvaluator
 
     workdir = Path(tempfile.mkdtemp(prefix="tritongen-plan-"))
-    measurer = ServedMeasurer(planned.ensemble, planned.inventory, workdir)
-    return lambda problem: PlanEvaluator(problem, measurer)
+    measurer = ServedMeasurer(planned.ensemble, planned.inventory, workdir, max_p99_ms=max_p99_ms)
+    assert planned.profile is not None  # plan_ensemble profiles unless given a plan
+    cost = planned.profile.serving_cost
+    return lambda problem: PlanEvaluator(problem, measurer, cost)
 
 
 @app.command()
@@ -210,6 +241,8 @@ def build(
     force: Annotated[
         bool, typer.Option("--force", help="Replace a folder that tritongen did not write.")
     ] = False,
+    shape: ShapeOpt = Shape.auto,
+    max_p99_ms: LatencyOpt = None,
 ) -> None:
     """Render a Triton model repository that serves the ensemble as one model."""
     from tritongen.pipeline import build as build_repository
@@ -225,6 +258,8 @@ def build(
         plan_file=plan_file,
         quick=quick,
         force=force,
+        shape=shape,
+        max_p99_ms=max_p99_ms,
     )
     ensemble, plan = planned.ensemble, planned.plan
     chosen = choose_combiner(ensemble, plan, combiner)
@@ -405,7 +440,7 @@ def bench(
     ] = False,
     concurrency: Annotated[
         str, typer.Option(help="Concurrency levels, comma-separated.")
-    ] = "1,4,16",
+    ] = "1,4,16,64",
     duration_s: Annotated[
         float, typer.Option(help="perf_analyzer measurement window per point (seconds).")
     ] = 3.0,
@@ -420,21 +455,27 @@ def bench(
     plots: Annotated[
         Path | None, typer.Option(help="Folder for throughput.png and allocation.png.")
     ] = None,
+    shape: ShapeOpt = Shape.auto,
 ) -> None:
     """Serve naive, batch_only and tritongen side by side; measure them against the bound."""
-    from tritongen.bench.compare import run_bench
+    from tritongen.bench.compare import bench_plans, run_bench
     from tritongen.bench.plots import allocation_heatmap, throughput_plot
-    from tritongen.pipeline import plan_ensemble
+    from tritongen.pipeline import plan_ensemble, shape_for
 
     levels = _int_list("--concurrency", concurrency)
-    planned = plan_ensemble(spec, devices_file=devices_file, profile_file=profile_file)
+    planned = plan_ensemble(
+        spec,
+        devices_file=devices_file,
+        profile_file=profile_file,
+        shape=shape_for(combiner, shape),
+    )
     ensemble, plan = planned.ensemble, planned.plan
     assert planned.profile is not None  # plan_ensemble profiles unless given a plan
     report = run_bench(
         ensemble,
         planned.inventory,
         planned.profile,
-        plan,
+        bench_plans(ensemble, planned.inventory, planned.profile, plan),
         concurrencies=levels,
         interval_ms=int(duration_s * 1000),
         rounds=rounds,
@@ -449,9 +490,10 @@ def bench(
     if json_output:
         print(json.dumps(document, indent=2))
     else:
-        from tritongen.report import bench_table
+        from tritongen.report import bench_table, prediction_table
 
         console.print(bench_table(document))
+        console.print(prediction_table(document))
 
 
 def _print_bench_point(round_index: int, name: str, points: list[PerfPoint]) -> None:

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tritongen.bench.serving_cost import serving_cost
+from tritongen.errors import SpecError
 from tritongen.plan.plan import Plan, default_plan, load_plan
+from tritongen.plan.problem import Shape
 from tritongen.plan.search import make_plan
 from tritongen.profile.profile import Profile, load_profile
 from tritongen.profile.profiler import profile_ensemble
@@ -43,9 +45,11 @@ def plan_ensemble(
     profile_file: Path | None = None,
     plan_file: Path | None = None,
     quick: bool = False,
+    shape: Shape = Shape.auto,
+    max_p99_ms: float | None = None,
 ) -> Planned:
-    """The plan from `plan_file`, or one CPU instance per member (`quick`), or planned from the
-    profile in `profile_file` or measured now (measurements are cached)."""
+    """The plan from `plan_file`, or one CPU instance per member (`quick`), or planned (in
+    `shape`) from the profile in `profile_file` or measured now (measurements are cached)."""
     spec = load_spec(spec_path)
     ensemble = load_ensemble(spec)
     inventory = resolve_inventory(spec, devices_file)
@@ -57,7 +61,8 @@ def plan_ensemble(
         profile = load_profile(profile_file)
     else:
         profile = profile_ensemble(ensemble, inventory, serving=serving_cost(ensemble, inventory))
-    return Planned(ensemble, inventory, make_plan(spec, inventory, profile), profile)
+    plan = make_plan(spec, inventory, profile, shape=shape, max_p99_ms=max_p99_ms)
+    return Planned(ensemble, inventory, plan, profile)
 
 
 def build(
@@ -71,6 +76,8 @@ def build(
     plan_file: Path | None = None,
     quick: bool = False,
     force: bool = False,
+    shape: Shape = Shape.auto,
+    max_p99_ms: float | None = None,
 ) -> tuple[Planned, Path]:
     """`tritongen build`: plan (see `plan_ensemble`), then render the repository (one per
     node under `output/nodes/` when the plan spans nodes; `combiner` None: see
@@ -82,6 +89,8 @@ def build(
         profile_file=profile_file,
         plan_file=plan_file,
         quick=quick,
+        shape=shape_for(combiner, shape),
+        max_p99_ms=max_p99_ms,
     )
     repository = render_repository(
         planned.ensemble,
@@ -93,3 +102,15 @@ def build(
         force=force,
     )
     return planned, repository
+
+
+def shape_for(combiner: Combiner | None, shape: Shape) -> Shape:
+    """The BLS combiner calls members one by one: asked for, it plans them separate."""
+    if combiner is not Combiner.bls or shape is Shape.separate:
+        return shape
+    if shape is Shape.grouped:
+        raise SpecError(
+            "--shape grouped serves members inside one model, which the BLS combiner cannot "
+            "call; use --combiner ensemble, or --shape separate"
+        )
+    return Shape.separate

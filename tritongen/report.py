@@ -59,6 +59,23 @@ def bench_table(report: dict[str, Any]) -> Table:
     return table
 
 
+def prediction_table(report: dict[str, Any]) -> Table:
+    """Each configuration's best measured throughput against the serving model's prediction
+    (made with the load generator on this machine)."""
+    table = Table(title="Predicted and served")
+    for column in ("configuration", "predicted samples/s", "served (best)", "served/predicted"):
+        table.add_column(column, justify="left" if column == "configuration" else "right")
+    for name, config in report["configs"].items():
+        if "predicted_throughput" in config:
+            table.add_row(
+                name,
+                f"{config['predicted_throughput']:.1f}",
+                f"{config['best_throughput']:.1f}",
+                f"{config['measured/predicted']:.2f}",
+            )
+    return table
+
+
 def profile_table(profile: Profile) -> Table:
     """One row per member x device class x batch size."""
     table = Table(title="Profile (one instance alone)")
@@ -110,25 +127,50 @@ def plan_table(plan: Plan, inventory: Inventory, profile: Profile) -> Group:
 
 
 def _summary(plan: Plan) -> Table:
+    """One predicted throughput (the serving model's) and what it rests on."""
     summary = Table.grid(padding=(0, 2))
     summary.add_column(style="bold")
     summary.add_column()
+    summary.add_row("served as", shape_line(plan))
     summary.add_row(
-        "predicted throughput", f"{plan.predicted_throughput:,.1f} samples/s (base model)"
+        "predicted throughput",
+        f"{plan.predicted_throughput:,.1f} samples/s (serving model; clients elsewhere)",
     )
-    if plan.extra.get("cpu_serving_model"):
-        served = plan.extra["cpu_serving_model"]
+    cost = plan.extra.get("serving_cost")
+    if isinstance(cost, dict) and "per_call_s" in cost:
         summary.add_row(
-            "served on the CPU", f"{served:,.1f} samples/s (one-thread instances, call overhead)"
+            "resting on",
+            f"the profile and a served call costing {1000 * cost['per_call_s']:.2f} ms CPU "
+            f"({cost.get('source', '?')})",
         )
     baseline = plan.extra.get("baseline")
     if baseline:
         ratio = plan.predicted_throughput / baseline
-        summary.add_row("baseline (batch only)", f"{baseline:,.1f} samples/s  (×{ratio:.2f})")
+        summary.add_row(
+            "one instance per member", f"{baseline:,.1f} samples/s predicted  (plan ×{ratio:.2f})"
+        )
     bound = plan.extra.get("bound")
     if bound:
         share = plan.predicted_throughput / bound
-        summary.add_row("bound (memory ignored)", f"{bound:,.1f} samples/s  ({share:.0%})")
+        summary.add_row("hardware bound", f"{bound:,.1f} samples/s  (plan at {share:.0%})")
     if plan.extra.get("bottleneck"):
         summary.add_row("bottleneck", str(plan.extra["bottleneck"]))
     return summary
+
+
+def shape_line(plan: Plan) -> str:
+    """How Triton serves the plan: members alone, or groups of co-located members."""
+    if not plan.groups:
+        return "each member as a model of its own, Triton's scheduler fanning requests out"
+    parts = []
+    for group in plan.groups.values():
+        instances = sum(group.allocation.values())
+        where = ", ".join(group.allocation)
+        parts.append(
+            f"{', '.join(group.members)} in one model on {where} ({instances} instances, "
+            f"batches up to {group.batch_size})"
+        )
+    alone = [m for m in plan.allocation if plan.group_of(m) is None]
+    if alone:
+        parts.append(f"{', '.join(alone)} alone")
+    return "; ".join(parts)

@@ -22,13 +22,12 @@ from typing import Any
 from tritongen.bench.perf import PerfPoint, input_data_for, measure
 from tritongen.errors import TritongenError
 from tritongen.plan.plan import Plan
+from tritongen.plan.serving_model import Prediction, predict_plan
 from tritongen.profile.profile import Profile
 from tritongen.render.repository import Combiner, render_repository
 from tritongen.serve.server import EmbeddedServer
 from tritongen.spec.devices import Device, Inventory
 from tritongen.spec.members import Ensemble
-
-CONFIGS = ("naive", "batch_only", "tritongen")
 
 
 @dataclass
@@ -42,14 +41,17 @@ class ServedMeasurer:
     ensemble: Ensemble
     inventory: Inventory
     workdir: Path
-    concurrencies: Sequence[int] = (8,)
+    concurrencies: Sequence[int] = (16, 64)
     interval_ms: int = 2000
     combiner: Combiner = Combiner.ensemble
+    max_p99_ms: float | None = None  # a latency budget: only points within it count
     served: int = 0
     seconds: float = 0.0
 
     def __call__(self, plan: Plan) -> float:
-        return max(p.throughput for p in self.points(plan))
+        points = self.points(plan)
+        within = [p for p in points if self.max_p99_ms is None or p.p99_ms <= self.max_p99_ms]
+        return max((p.throughput for p in within), default=0.0)
 
     def points(self, plan: Plan) -> list[PerfPoint]:
         started = time.perf_counter()
@@ -118,6 +120,8 @@ class BenchReport:
     rounds: list[dict[str, list[PerfPoint]]] = field(default_factory=list)
     bound: float = 0.0
     seconds: float = 0.0
+    # config -> the serving model's prediction with the load generator on this machine
+    predicted: dict[str, Prediction] = field(default_factory=dict)
 
     def median_points(self, config: str) -> list[PerfPoint]:
         """Per concurrency, the median over rounds of each figure."""
@@ -150,29 +154,60 @@ class BenchReport:
                     for p in self.median_points(name)
                 },
                 "best_throughput": self.best_throughput(name),
+                **self._predicted(name),
             }
             for name in self.plans
         }
         ours = self.best_throughput("tritongen")
+        baselines = {
+            f"tritongen/{n}": ours / self.best_throughput(n) for n in self.plans if n != "tritongen"
+        }
         return {
             "configs": configs,
             "bound": {"throughput": self.bound},
-            "ratios": {
-                "tritongen/naive": ours / self.best_throughput("naive"),
-                "tritongen/batch_only": ours / self.best_throughput("batch_only"),
-                "tritongen/bound": ours / self.bound,
-            },
+            "ratios": {**baselines, "tritongen/bound": ours / self.bound},
             "rounds": len(self.rounds),
             "seconds": round(self.seconds, 1),
             "plans": {name: plan.to_json() for name, plan in self.plans.items()},
         }
+
+    def _predicted(self, config: str) -> dict[str, float]:
+        prediction = self.predicted.get(config)
+        if prediction is None:
+            return {}
+        return {
+            "predicted_throughput": prediction.throughput,
+            "measured/predicted": self.best_throughput(config) / prediction.throughput,
+            "predicted_latency_ms": prediction.latency_ms,
+        }
+
+
+def predictions(
+    plans: dict[str, Plan], inventory: Inventory, profile: Profile
+) -> dict[str, Prediction]:
+    """The serving model's prediction for each configuration, perf_analyzer on this machine."""
+    return {
+        name: predict_plan(plan, inventory, profile, client_on_host=True)
+        for name, plan in plans.items()
+    }
+
+
+def bench_plans(
+    ensemble: Ensemble, inventory: Inventory, profile: Profile, tritongen_plan: Plan
+) -> dict[str, Plan]:
+    """DESIGN's configurations: naive, batch_only and tritongen's plan."""
+    return {
+        "naive": naive_plan(ensemble, inventory),
+        "batch_only": batch_only_plan(ensemble, inventory, profile),
+        "tritongen": tritongen_plan,
+    }
 
 
 def run_bench(
     ensemble: Ensemble,
     inventory: Inventory,
     profile: Profile,
-    tritongen_plan: Plan,
+    plans: dict[str, Plan],
     *,
     concurrencies: Sequence[int] = (1, 4, 16),
     interval_ms: int = 3000,
@@ -180,19 +215,20 @@ def run_bench(
     combiner: Combiner = Combiner.ensemble,
     on_result: Callable[[int, str, list[PerfPoint]], None] | None = None,
 ) -> BenchReport:
+    """Serve each plan (one must be named `tritongen`) and measure it with perf_analyzer at each
+    concurrency, alternating the order round by round so that drift cancels."""
     started = time.perf_counter()
-    plans = {
-        "naive": naive_plan(ensemble, inventory),
-        "batch_only": batch_only_plan(ensemble, inventory, profile),
-        "tritongen": tritongen_plan,
-    }
-    report = BenchReport(plans=plans, bound=cpu_bound(profile, inventory))
+    report = BenchReport(
+        plans=plans,
+        bound=cpu_bound(profile, inventory),
+        predicted=predictions(plans, inventory, profile),
+    )
     with tempfile.TemporaryDirectory(prefix="tritongen-bench-") as tmp:
         measurer = ServedMeasurer(
             ensemble, inventory, Path(tmp), concurrencies, interval_ms, combiner
         )
         for round_index in range(rounds):
-            order = CONFIGS if round_index % 2 == 0 else tuple(reversed(CONFIGS))
+            order = list(plans) if round_index % 2 == 0 else list(reversed(plans))
             results: dict[str, list[PerfPoint]] = {}
             for name in order:
                 results[name] = measurer.points(plans[name])

@@ -4,7 +4,7 @@ on this machine: the CPU seconds tritonserver and a Python-backend stub spend pe
 The profile times onnxruntime alone; served, every call also pays the request's trip through
 tritonserver and the stub's IPC (semaphores, tensors copied through shared memory). On a CPU
 that time comes out of the same cores as the members' compute, so the planner's CPU model
-(`tritongen.plan.cpu_serving`) charges it per call. We measure it with a stand-in member that reads its input
+(`tritongen.plan.serving_model`) charges it per call. We measure it with a stand-in member that reads its input
 and computes almost nothing (a mean, tiled to the output shape), served alone with one
 instance, driven by perf_analyzer at concurrency 1 at batch 1 and at the largest batch (it
 takes the ensemble's inputs, so the tensors copied are the ensemble's); the
@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import resource
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -71,22 +72,31 @@ def measure_serving_cost(
     with tempfile.TemporaryDirectory(prefix="tritongen-serving-cost-") as tmp:
         repository = _stand_in_repository(Path(tmp), inputs, num_classes, largest, inventory)
         with EmbeddedServer(repository) as server:
-            small = _cpu_s_per_call(server, STAND_IN, 1, shared_memory="system")
-            large = _cpu_s_per_call(server, STAND_IN, largest, shared_memory="system")
-            whole = _cpu_s_per_call(server, ENSEMBLE, 1, shared_memory=None)
+            small, _ = _cpu_s_per_call(server, STAND_IN, 1, shared_memory="system")
+            large, _ = _cpu_s_per_call(server, STAND_IN, largest, shared_memory="system")
+            direct, client = _cpu_s_per_call(server, STAND_IN, 1, shared_memory=None)
+            whole, _ = _cpu_s_per_call(server, ENSEMBLE, 1, shared_memory=None)
     per_sample = max(0.0, (large - small) / max(largest - 1, 1))
-    per_request = max(0.0, whole - small)
-    return ServingCost(max(0.0, small - per_sample), per_sample, per_request, "measured")
+    return ServingCost(
+        per_call_s=max(0.0, small - per_sample),
+        per_sample_s=per_sample,
+        per_request_s=max(0.0, whole - small),
+        source="measured",
+        wire_s=max(0.0, direct - small),
+        client_s=client,
+    )
 
 
 def _cpu_s_per_call(
     server: EmbeddedServer, model: str, batch: int, shared_memory: str | None
-) -> float:
+) -> tuple[float, float]:
     """tritonserver + stubs CPU seconds per request of `batch` samples to `model`, one at a
-    time (concurrency 1: the batcher has nothing to merge, so a request is one call)."""
+    time (concurrency 1: the batcher has nothing to merge, so a request is one call), and the
+    client's (perf_analyzer's, its start-up included) per request."""
     root = psutil.Process(server.pid)
     processes = [root, *root.children(recursive=True)]
     cpu_before, requests_before = _cpu_seconds(processes), _requests(server, model)
+    client_before = _children_cpu_seconds()
     measure(
         server.grpc_url,
         model,
@@ -100,11 +110,18 @@ def _cpu_s_per_call(
     requests = _requests(server, model) - requests_before
     if requests <= 0:
         raise TritongenError(f"the stand-in {model} answered no request")
-    return (_cpu_seconds(processes) - cpu_before) / requests
+    client = (_children_cpu_seconds() - client_before) / requests
+    return (_cpu_seconds(processes) - cpu_before) / requests, client
 
 
 def _cpu_seconds(processes: list[psutil.Process]) -> float:
     return sum(sum(p.cpu_times()[:2]) for p in processes)  # user + system
+
+
+def _children_cpu_seconds() -> float:
+    """CPU seconds of this process's children that have ended (perf_analyzer runs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _requests(server: EmbeddedServer, model: str) -> float:
@@ -200,6 +217,8 @@ def _read_cache(path: Path) -> ServingCost | None:
             float(data["per_sample_s"]),
             float(data["per_request_s"]),
             "measured",
+            float(data["wire_s"]),
+            float(data["client_s"]),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None

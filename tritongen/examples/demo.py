@@ -15,15 +15,17 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from tritongen.bench.compare import naive_plan, run_bench
 from tritongen.errors import TritongenError
 from tritongen.examples.digits import load_digits_split, write_example
-from tritongen.pipeline import build
+from tritongen.pipeline import Planned, build
 from tritongen.render.repository import Combiner
-from tritongen.report import plan_table
+from tritongen.report import plan_table, prediction_table
 from tritongen.serve.client import EnsembleClient
 from tritongen.serve.server import EmbeddedServer
 
 console = Console()
+DEMO_CONCURRENCY = 64  # enough requests in flight for a grouped plan's full batches
 
 
 def run_demo(workdir: Path, repository: Path, combiner: Combiner) -> dict[str, float]:
@@ -51,7 +53,26 @@ def run_demo(workdir: Path, repository: Path, combiner: Combiner) -> dict[str, f
         with console.status("stopping tritonserver"):
             server.stop()
     _show(accuracies, len(digits.test_y), elapsed, ensemble.spec.name)
+    if planned.profile is not None:
+        _side_by_side(planned)
     return accuracies
+
+
+def _side_by_side(planned: Planned) -> None:
+    """Serve the naive configuration and the plan one after the other; measure both."""
+    ensemble, inventory, profile = planned.ensemble, planned.inventory, planned.profile
+    assert profile is not None
+    plans = {"naive": naive_plan(ensemble, inventory), "tritongen": planned.plan}
+    with console.status(f"measuring naive and tritongen at {DEMO_CONCURRENCY} requests in flight"):
+        report = run_bench(
+            ensemble, inventory, profile, plans, concurrencies=[DEMO_CONCURRENCY], rounds=1
+        ).to_json()
+    console.print(prediction_table(report))
+    ratio = report["ratios"]["tritongen/naive"]
+    console.print(
+        f"tritongen served {ratio:.2f}x the naive configuration (perf_analyzer, "
+        f"{DEMO_CONCURRENCY} requests in flight, on this machine's {inventory.cpu and inventory.cpu.cores} cores)"
+    )
 
 
 def _accuracy(url: str, model: str, x: np.ndarray, y: np.ndarray) -> float:

@@ -11,6 +11,7 @@ equality check meaningless.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -123,14 +124,14 @@ ARCHITECTURES: dict[str, type[Classifier]] = {
 
 
 @torch.no_grad()
-def calibrate(model: Classifier, seed: int) -> Classifier:
+def calibrate(model: Classifier, seed: int, image: tuple[int, ...] = IMAGE) -> Classifier:
     """Rescale the head so that logits on random images are centred with std LOGIT_STD.
 
     The head sees standardised features: w' = w / std · k and b' = -w'·mean, with k chosen so
     that the logits' spread over the sample is LOGIT_STD.
     """
     model.eval()
-    images = torch.rand(64, *IMAGE, generator=torch.Generator().manual_seed(seed))
+    images = torch.rand(64, *image, generator=torch.Generator().manual_seed(seed))
     features = model.body(images)
     mean, std = features.mean(0), features.std(0) + 1e-6
     weight = model.head.weight / std
@@ -160,13 +161,24 @@ max_batch_size: 16
 
 
 def write_example(out_dir: str | Path) -> Path:
+    return write_calibrated(out_dir, dict(ARCHITECTURES), IMAGE, SPEC)
+
+
+def write_calibrated(
+    out_dir: str | Path,
+    architectures: dict[str, Callable[[], Classifier]],
+    image: tuple[int, ...],
+    spec_text: str,
+) -> Path:
+    """Build each model with seed = its position, calibrate it, export it to
+    `out_dir/models/<name>.onnx`, and write `out_dir/ensemble.yaml`."""
     out_dir = Path(out_dir)
-    for seed, (name, architecture) in enumerate(ARCHITECTURES.items()):
+    for seed, (name, make) in enumerate(architectures.items()):
         torch.manual_seed(seed)
-        model = calibrate(architecture(), seed)
-        export_onnx(model, out_dir / "models" / f"{name}.onnx", example=torch.zeros(1, *IMAGE))
+        model = calibrate(make(), seed, image)
+        export_onnx(model, out_dir / "models" / f"{name}.onnx", example=torch.zeros(1, *image))
     spec = out_dir / "ensemble.yaml"
-    spec.write_text(SPEC)
+    spec.write_text(spec_text)
     return spec
 
 

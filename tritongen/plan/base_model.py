@@ -85,18 +85,28 @@ def solve_time_sharing(rates: np.ndarray) -> TimeSharing:
 
 
 def upper_bound_rates(members: Iterable[str], inventory: Inventory, profile: Profile) -> np.ndarray:
-    """Every member on every device its profile covers, at that class's fastest batch size."""
+    """Every member on every device its profile covers, at that class's fastest batch size;
+    on a CPU, its cores running one-thread instances at the cheapest batch where the profile
+    has one-thread costs (no instance can do better: threads scale sub-linearly)."""
     names = list(members)
     rates = np.zeros((len(names), len(inventory.devices)))
     for i, member in enumerate(names):
         for j, device in enumerate(inventory.devices):
-            entries = profile.entries(member, device.device_class)
-            rates[i, j] = max((e.throughput for e in entries.values()), default=0.0)
+            entries = profile.entries(member, device.device_class).values()
+            rates[i, j] = max((e.throughput for e in entries), default=0.0)
+            one_thread = [
+                e.extra["cpu_cost_s_per_sample"]
+                for e in entries
+                if "cpu_cost_s_per_sample" in e.extra
+            ]
+            if device.kind == "cpu" and one_thread:
+                rates[i, j] = max(rates[i, j], (device.cores or 1) / min(one_thread))
     return rates
 
 
 def upper_bound(members: Iterable[str], inventory: Inventory, profile: Profile) -> float:
-    """DESIGN's GPU bound: the LP with every member allowed everywhere, memory ignored."""
+    """The bound no plan can beat (docs/PLANNING.md): the LP with every member allowed on every
+    device and memory ignored; on a CPU alone, cores / Σ_m c_m."""
     return solve_time_sharing(upper_bound_rates(members, inventory, profile)).throughput
 
 

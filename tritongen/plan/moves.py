@@ -6,12 +6,13 @@ a placement whose reduced cost is ≤ 0 provably cannot raise the base model's t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import numpy as np
 
 from tritongen.plan.base_model import EPS, TimeSharing
-from tritongen.plan.problem import Candidate, Problem
+from tritongen.plan.problem import Candidate, Problem, Shape
 
 
 def neighbours(
@@ -29,10 +30,15 @@ def neighbours(
         _batch_moves(problem, current, solution),
     ]
     if detailed:
-        moves.append(_thread_moves(problem, current))
+        moves += [
+            _thread_moves(problem, current),
+            _shape_moves(problem, current),
+            _spread_moves(problem, current, solution),
+        ]
     for generator in moves:
         for name, candidate in generator:
-            if problem.fits(candidate):
+            candidate = problem.normalize(candidate)
+            if candidate != current and problem.fits(candidate):
                 yield name, candidate
 
 
@@ -277,3 +283,78 @@ def _thread_moves(problem: Problem, c: Candidate) -> Iterator[tuple[str, Candida
                 for t in choices:
                     if t != c.threads[m]:
                         yield f"threads {problem.members[m]} → {t}", c.with_threads(m, t)
+
+
+def _shape_moves(problem: Problem, c: Candidate) -> Iterator[tuple[str, Candidate]]:
+    """On a CPU: serve the members placed there alone in one model (a group of one-thread
+    instances, one per core), or separately again; a group's instances one more or one less."""
+    if problem.shape is Shape.separate:
+        return
+    for d, device in enumerate(problem.devices):
+        if device.kind != "cpu":
+            continue
+        members = problem.group_members(c, d)
+        if members:
+            if problem.shape is Shape.auto:
+                yield f"serve the members on {device.id} separately", c.with_grouped(d, False)
+            n = c.counts[members[0]][d]
+            for count in (n - 1, n + 1):
+                if count >= 1:
+                    yield (
+                        f"group on {device.id}: {count} instances",
+                        _with_counts(c, members, d, count),
+                    )
+            b = problem.batch_sizes.index(problem.group_batch_size(c, d))
+            for step in (b - 1, b + 1):
+                if 0 <= step < len(problem.batch_sizes):
+                    size = problem.batch_sizes[step]
+                    yield f"group on {device.id}: batches of {size}", c.with_group_batch(d, step)
+            continue
+        grouped = group_on(problem, c, d)
+        if grouped is None:
+            continue
+        names = ", ".join(problem.members[m] for m in problem.group_members(grouped, d))
+        for b, size in enumerate(problem.batch_sizes):  # smaller batches: lower latency
+            yield f"group {names} on {device.id}, batches of {size}", grouped.with_group_batch(d, b)
+
+
+def group_on(problem: Problem, c: Candidate, d: int) -> Candidate | None:
+    """c with the members placed on CPU d alone served in one model, one one-thread instance
+    per core; None when fewer than two members are placed there alone."""
+    grouped = c.with_grouped(d, True)
+    members = problem.group_members(grouped, d)
+    if not members:
+        return None
+    cores = problem.devices[d].cores or 1
+    return _with_threads(_with_counts(grouped, members, d, cores), members, 0)
+
+
+def _spread_moves(
+    problem: Problem, c: Candidate, s: TimeSharing
+) -> Iterator[tuple[str, Candidate]]:
+    """On a CPU whose members are served separately: each member gets one-thread instances,
+    as many as the cores the LP gives it (rounded up) — independent instances keep every core
+    busy where one instance's threads would scale sub-linearly."""
+    for d, device in enumerate(problem.devices):
+        if device.kind != "cpu" or problem.group_members(c, d):
+            continue
+        placed = [m for m in range(len(problem.members)) if c.counts[m][d]]
+        spread = c
+        for m in placed:
+            cores = float(s.fractions[m, d]) * (device.cores or 1)
+            spread = spread.with_count(m, d, max(1, math.ceil(cores - 1e-6)) - c.counts[m][d])
+        spread = _with_threads(spread, placed, 0)
+        if spread != c:
+            yield f"spread the members on {device.id} over one-thread instances", spread
+
+
+def _with_counts(c: Candidate, members: list[int], d: int, count: int) -> Candidate:
+    for m in members:
+        c = c.with_count(m, d, count - c.counts[m][d])
+    return c
+
+
+def _with_threads(c: Candidate, members: list[int], threads: int) -> Candidate:
+    for m in members:
+        c = c.with_threads(m, threads)
+    return c

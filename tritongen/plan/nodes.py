@@ -28,12 +28,13 @@ from tritongen.errors import PlanError
 from tritongen.plan.base_model import base_solution, upper_bound
 from tritongen.plan.placement import best_batch, worst_fit
 from tritongen.plan.plan import Plan
-from tritongen.plan.problem import build_problem
+from tritongen.plan.problem import Shape, build_problem
 from tritongen.profile.profile import Profile
 from tritongen.spec.devices import Inventory
 
-# Plans `members` on the devices of one node (the planner's worst-fit and greedy search).
-PlanOnDevices = Callable[[Sequence[str], Inventory], Plan]
+# Plans `members` on the devices of one node (the planner's worst-fit and greedy search), in
+# the shape given (None: the one asked for).
+PlanOnDevices = Callable[[Sequence[str], Inventory, Shape | None], Plan]
 
 
 def plan_across_nodes(
@@ -49,8 +50,9 @@ def plan_across_nodes(
         return whole
     assignment = assign_members(members, inventory, profile, max_batch_size)
     plans = {
+        # Members on other nodes are called one by one (the BLS combiner): no groups.
         node: plan_on_devices(
-            [m for m in members if assignment[m] == node], inventory.on_node(node)
+            [m for m in members if assignment[m] == node], inventory.on_node(node), Shape.separate
         )
         for node in inventory.nodes
         if node in assignment.values()
@@ -65,7 +67,7 @@ def best_single_node(
     best: Plan | None = None
     for node in inventory.nodes:
         try:
-            plan = plan_on_devices(members, inventory.on_node(node))
+            plan = plan_on_devices(members, inventory.on_node(node), None)
         except PlanError:  # does not fit there (or the profile does not cover its devices)
             continue
         if best is None or plan.predicted_throughput > best.predicted_throughput:
@@ -107,26 +109,29 @@ def merge_node_plans(
     inventory: Inventory,
     profile: Profile,
 ) -> Plan:
-    """One plan from the nodes' plans: their members' entries, and the base LP's throughput
-    of the whole allocation (the least of the nodes')."""
+    """One plan from the nodes' plans: their members' entries and groups; the ensemble runs at
+    the pace of its slowest node."""
 
     def union(field: str) -> dict[str, Any]:
         merged = {k: v for plan in plans.values() for k, v in getattr(plan, field).items()}
         return {m: merged[m] for m in members if m in merged}
 
     allocation, batch_size = union("allocation"), union("batch_size")
-    throughput, bottleneck = base_solution(allocation, batch_size, inventory, profile)
+    base_lp, bottleneck = base_solution(allocation, batch_size, inventory, profile)
+    slowest = min(plans.values(), key=lambda p: p.predicted_throughput)
     return Plan(
         allocation=allocation,
         batch_size=batch_size,
-        predicted_throughput=throughput,
+        predicted_throughput=slowest.predicted_throughput,
         threads=union("threads"),
         queue_delay_us=union("queue_delay_us"),
         nodes={m: assignment[m] for m in members},
         primary_node=primary_node(assignment, inventory),
+        groups={name: g for plan in plans.values() for name, g in plan.groups.items()},
         extra={
-            "model": "base-lp",
-            "bottleneck": bottleneck,
+            "model": "serving",
+            "base_lp_throughput": base_lp,
+            "bottleneck": slowest.extra.get("bottleneck", bottleneck),
             "bound": upper_bound(members, inventory, profile),
             "node_throughput": {n: p.predicted_throughput for n, p in plans.items()},
         },

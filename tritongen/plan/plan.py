@@ -17,6 +17,38 @@ from tritongen.spec.members import Ensemble
 
 
 @dataclass(frozen=True)
+class Group:
+    """Members served inside one Python-backend model: one process per instance, one dynamic
+    batcher, the members' ONNX sessions run one after another on each batch. A group that
+    holds every member also combines their outputs and is served as the ensemble itself."""
+
+    members: tuple[str, ...]
+    allocation: dict[str, int]  # device id -> instances of the whole group
+    batch_size: int  # the batcher's preferred batch
+    threads: int = 1  # intra-op threads of each member's session
+    queue_delay_us: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "members": list(self.members),
+            "allocation": self.allocation,
+            "batch_size": self.batch_size,
+            "threads": self.threads,
+            "queue_delay_us": self.queue_delay_us,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Group:
+        return cls(
+            members=tuple(str(m) for m in data["members"]),
+            allocation={str(d): int(n) for d, n in data["allocation"].items()},
+            batch_size=int(data["batch_size"]),
+            threads=int(data.get("threads", 1)),
+            queue_delay_us=int(data.get("queue_delay_us", 0)),
+        )
+
+
+@dataclass(frozen=True)
 class Plan:
     allocation: dict[str, dict[str, int]]  # member -> device id -> instances
     batch_size: dict[str, int]  # member -> max_batch_size shared by all its instances
@@ -28,7 +60,14 @@ class Plan:
     # serves the combiner. Empty and None otherwise.
     nodes: dict[str, str] = field(default_factory=dict)
     primary_node: str | None = None
+    # Co-located members (group name -> Group). A grouped member's `allocation`, `batch_size`
+    # and `threads` repeat its group's, so that readers of those fields keep working.
+    groups: dict[str, Group] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # baseline, bottleneck, model name...
+
+    def group_of(self, member: str) -> str | None:
+        """The name of the group that serves `member`, None when it is served alone."""
+        return next((name for name, g in self.groups.items() if member in g.members), None)
 
     @property
     def node_names(self) -> list[str]:
@@ -50,6 +89,7 @@ class Plan:
             "queue_delay_us": self.queue_delay_us,
             "dynamic_batching": self.dynamic_batching,
             **nodes,
+            **({"groups": {n: g.to_json() for n, g in self.groups.items()}} if self.groups else {}),
             **self.extra,
         }
 
@@ -67,6 +107,7 @@ class Plan:
             "dynamic_batching",
             "nodes",
             "primary_node",
+            "groups",
         }
         return cls(
             allocation={
@@ -79,6 +120,7 @@ class Plan:
             dynamic_batching=bool(data.get("dynamic_batching", True)),
             nodes={m: str(n) for m, n in data.get("nodes", {}).items()},
             primary_node=data.get("primary_node"),
+            groups={str(n): Group.from_json(g) for n, g in data.get("groups", {}).items()},
             extra={k: v for k, v in data.items() if k not in known},
         )
 

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from enum import Enum
 
 import numpy as np
 
 from tritongen.errors import PlanError
-from tritongen.profile.profile import Profile
+from tritongen.profile.profile import Profile, ProfileEntry
 from tritongen.spec.devices import Device, Inventory
+
+
+class Shape(str, Enum):
+    """How the members placed on a CPU may be served: each alone, together in one model, or
+    whichever the serving model predicts faster."""
+
+    auto = "auto"
+    separate = "separate"
+    grouped = "grouped"
 
 
 @dataclass(frozen=True, eq=False)
@@ -22,6 +32,12 @@ class Problem:
     rate: np.ndarray  # samples/s of one instance alone; 0 where the profile has no entry
     memory: np.ndarray  # bytes per instance; inf where the profile has no entry
     capacity: np.ndarray  # [devices] memory_bytes
+    # CPU devices: one-thread CPU seconds per sample (NaN elsewhere or where not measured).
+    cpu_cost: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0)))
+    # [member, device, batch] -> total samples/s of k = 1, 2, ... instances side by side on
+    # one device (one-thread instances on a CPU), where the profile measured it.
+    concurrent: dict[tuple[int, int, int], tuple[float, ...]] = field(default_factory=dict)
+    shape: Shape = Shape.auto
 
     def allowed(self, m: int, d: int, b: int) -> bool:
         return bool(self.rate[m, d, b] > 0)
@@ -38,6 +54,34 @@ class Problem:
     def fits(self, candidate: Candidate) -> bool:
         return bool(np.all(self.free_memory(candidate) >= 0))
 
+    def group_batch_size(self, candidate: Candidate, d: int) -> int:
+        """The batch size the group on device d forms (the largest profiled unless set)."""
+        index = candidate.group_batch[d] if candidate.group_batch else -1
+        return self.batch_sizes[index]
+
+    def group_members(self, candidate: Candidate, d: int) -> list[int]:
+        """The members a grouped device d serves in one model: those placed on d alone. Empty
+        when d is not grouped or fewer than two members qualify (one is served alone)."""
+        if not candidate.grouped or not candidate.grouped[d]:
+            return []
+        alone = [
+            m
+            for m, row in enumerate(candidate.counts)
+            if row[d] > 0 and sum(n > 0 for n in row) == 1
+        ]
+        return alone if len(alone) > 1 else []
+
+    def normalize(self, candidate: Candidate) -> Candidate:
+        """Every member of a group with the group's instance count (the largest of theirs)."""
+        for d in range(len(self.devices)):
+            members = self.group_members(candidate, d)
+            if not members:
+                continue
+            n = max(candidate.counts[m][d] for m in members)
+            for m in members:
+                candidate = candidate.with_count(m, d, n - candidate.counts[m][d])
+        return candidate
+
     def rates(self, candidate: Candidate) -> np.ndarray:
         """[members, devices] LP rates: the profile's throughput where an instance is placed."""
         counts = np.asarray(candidate.counts)
@@ -52,6 +96,10 @@ class Candidate:
     counts: tuple[tuple[int, ...], ...]  # [member][device] instances
     batch: tuple[int, ...]  # [member] index into Problem.batch_sizes (shared by its instances)
     threads: tuple[int, ...]  # [member] intra-op threads per CPU instance; 0 = derive
+    # [device] True: the members placed on this device alone are served in one model.
+    grouped: tuple[bool, ...] = ()
+    # [device] the batch a group's batcher forms (index into Problem.batch_sizes; -1: largest)
+    group_batch: tuple[int, ...] = ()
 
     def with_count(self, m: int, d: int, delta: int) -> Candidate:
         row = list(self.counts[m])
@@ -64,12 +112,23 @@ class Candidate:
     def with_threads(self, m: int, t: int) -> Candidate:
         return replace(self, threads=(*self.threads[:m], t, *self.threads[m + 1 :]))
 
+    def with_group_batch(self, d: int, b: int) -> Candidate:
+        sizes = list(self.group_batch or (-1,) * len(self.counts[0]))
+        sizes[d] = b
+        return replace(self, group_batch=tuple(sizes))
+
+    def with_grouped(self, d: int, grouped: bool) -> Candidate:
+        flags = list(self.grouped or (False,) * len(self.counts[0]))
+        flags[d] = grouped
+        return replace(self, grouped=tuple(flags))
+
 
 def build_problem(
     members: Sequence[str],
     inventory: Inventory,
     profile: Profile,
     max_batch_size: int | None = None,
+    shape: Shape = Shape.auto,
 ) -> Problem:
     """Arrays of the profile over the inventory; a member no device can take is a PlanError."""
     _check_profile_covers(members, inventory, profile)
@@ -84,14 +143,14 @@ def build_problem(
     )
     if not batch_sizes:
         raise PlanError(f"the profile has no batch size ≤ max_batch_size={max_batch_size}")
-    shape = (len(members), len(inventory.devices), len(batch_sizes))
-    rate, memory = np.zeros(shape), np.full(shape, np.inf)
-    for i, member in enumerate(members):
-        for j, device in enumerate(inventory.devices):
-            for k, b in enumerate(batch_sizes):
-                entry = profile.entries(member, device.device_class).get(b)
-                if entry is not None and entry.throughput > 0:
-                    rate[i, j, k], memory[i, j, k] = entry.throughput, entry.memory_bytes
+    dims = (len(members), len(inventory.devices), len(batch_sizes))
+    rate, memory, cpu_cost = np.zeros(dims), np.full(dims, np.inf), np.full(dims, np.nan)
+    concurrent: dict[tuple[int, int, int], tuple[float, ...]] = {}
+    for (i, j, k), entry in _entries(members, inventory, profile, batch_sizes):
+        rate[i, j, k], memory[i, j, k] = entry.throughput, entry.memory_bytes
+        cpu_cost[i, j, k] = one_thread_seconds(entry, inventory.devices[j])
+        if "concurrency" in entry.extra:
+            concurrent[i, j, k] = concurrency_curve(entry.extra["concurrency"])
     capacity = np.array([d.memory_bytes for d in inventory.devices], dtype=float)
     for i, member in enumerate(members):
         if not np.any(rate[i] > 0):
@@ -99,7 +158,50 @@ def build_problem(
                 f"{member}: the profile has no throughput for it at batch size ≤ "
                 f"{max_batch_size}; profile it or raise max_batch_size"
             )
-    return Problem(tuple(members), inventory.devices, tuple(batch_sizes), rate, memory, capacity)
+    return Problem(
+        tuple(members),
+        inventory.devices,
+        tuple(batch_sizes),
+        rate,
+        memory,
+        capacity,
+        cpu_cost,
+        concurrent,
+        Shape(shape),
+    )
+
+
+def _entries(
+    members: Sequence[str], inventory: Inventory, profile: Profile, batch_sizes: Sequence[int]
+) -> Iterator[tuple[tuple[int, int, int], ProfileEntry]]:
+    for i, member in enumerate(members):
+        for j, device in enumerate(inventory.devices):
+            by_batch = profile.entries(member, device.device_class)
+            for k, b in enumerate(batch_sizes):
+                if b in by_batch and by_batch[b].throughput > 0:
+                    yield (i, j, k), by_batch[b]
+
+
+def one_thread_seconds(entry: ProfileEntry, device: Device) -> float:
+    """CPU seconds per sample of one single-threaded instance (NaN on a GPU): measured, else
+    from the one-thread throughput, else all cores perfectly parallel (the optimistic guess)."""
+    if device.kind != "cpu":
+        return float("nan")
+    if "cpu_cost_s_per_sample" in entry.extra:
+        return float(entry.extra["cpu_cost_s_per_sample"])
+    by_threads = entry.extra.get("throughput_by_threads", {})
+    if "1" in by_threads:
+        return 1.0 / float(by_threads["1"])
+    return (device.cores or 1) / entry.throughput
+
+
+def concurrency_curve(data: dict[str, float]) -> tuple[float, ...]:
+    """{"1": x1, "2": x2, ...} -> (x1, x2, ...): total samples/s of k instances side by side,
+    up to the first k not measured."""
+    curve: list[float] = []
+    while str(len(curve) + 1) in data:
+        curve.append(float(data[str(len(curve) + 1)]))
+    return tuple(curve)
 
 
 def _check_profile_covers(members: Sequence[str], inventory: Inventory, profile: Profile) -> None:

@@ -27,12 +27,13 @@ import numpy as np
 
 from tritongen.errors import PlanError
 from tritongen.plan.base_model import EPS, TimeSharing, dual_bound, solve_time_sharing, upper_bound
-from tritongen.plan.cpu_serving import spread_on_cpus
-from tritongen.plan.moves import neighbours
+from tritongen.plan.moves import group_on, neighbours
+from tritongen.plan.nodes import plan_across_nodes
 from tritongen.plan.placement import best_batch, relaxed_fit, worst_fit
-from tritongen.plan.plan import Plan, even_threads
-from tritongen.plan.problem import Candidate, Problem, build_problem
-from tritongen.profile.profile import Profile
+from tritongen.plan.plan import Group, Plan
+from tritongen.plan.problem import Candidate, Problem, Shape, build_problem
+from tritongen.plan.serving_model import ServingModel
+from tritongen.profile.profile import Profile, ServingCost, default_cost
 from tritongen.spec.devices import Inventory
 from tritongen.spec.ensemble import Spec
 
@@ -119,7 +120,7 @@ def greedy(
     steps: list[str] = []
     prices = np.eye(len(problem.members))  # unit prices: each member's own capacity
     for _ in range(max_steps):
-        if budget is not None and guide.calls >= budget:
+        if budget is not None and _spent(guide, evaluator) >= budget:
             break  # out of LP solves: keep the best so far
         solution = guide.solve(current)
         moves = [(n, c) for n, c in neighbours(problem, current, solution, detailed)]
@@ -137,6 +138,11 @@ def greedy(
             current = without_idle(current, guide.solve(current))
             seen[current] = score
     return SearchResult(current, score, steps, _distinct_best(seen, keep))
+
+
+def _spent(guide: CostModelEvaluator, evaluator: Evaluator) -> int:
+    """Evaluations so far: the guide's LPs, and the evaluator's predictions if it counts them."""
+    return guide.calls + (0 if evaluator is guide else getattr(evaluator, "calls", 0))
 
 
 def _best_move(
@@ -190,10 +196,10 @@ class PlanMeasurer(Protocol):
 class PlanEvaluator:
     """Adapts a `PlanMeasurer` to the `Evaluator` protocol: candidate → Plan → measurement."""
 
-    def __init__(self, problem: Problem, measure: PlanMeasurer) -> None:
+    def __init__(self, problem: Problem, measure: PlanMeasurer, cost: ServingCost) -> None:
         self.problem = problem
         self.measure = measure
-        self._model = CostModelEvaluator(problem)
+        self._model = ServingModel(problem, cost)
 
     def evaluate(self, candidate: Candidate) -> float:
         return self.measure(candidate_plan(self.problem, candidate, self._model))
@@ -208,8 +214,13 @@ def make_plan(
     refine_top: int = 2,
     max_batch_size: int | None = None,
     budget: int = LP_BUDGET,
+    shape: Shape = Shape.auto,
+    max_p99_ms: float | None = None,
 ) -> Plan:
-    """Worst-fit, then greedy search; the plan the evaluator (default: base model) rates best.
+    """Worst-fit, then greedy search; the plan the evaluator (default: the serving model)
+    rates best. `shape` says whether CPU members may be served together in one model;
+    `max_p99_ms` keeps only plans whose predicted p99 latency, at the concurrency that reaches
+    their throughput, stays under it (a PlanError when none does).
 
     `evaluator` and `refine_with` are Evaluators or factories taking the `Problem` (an
     Evaluator class whose constructor takes the problem is one). With `refine_with`, the
@@ -219,62 +230,95 @@ def make_plan(
     this search runs on each node's devices.
     """
     names, max_batch_size = _member_names(members, max_batch_size)
+    if max_p99_ms is None and isinstance(members, Spec) and members.slo is not None:
+        max_p99_ms = members.slo.p99_ms
 
-    def plan_on_devices(subset: Sequence[str], devices: Inventory) -> Plan:
+    def plan_on_devices(
+        subset: Sequence[str], devices: Inventory, node_shape: Shape | None = None
+    ) -> Plan:
+        problem = build_problem(subset, devices, profile, max_batch_size, node_shape or shape)
+        serving = ServingModel(problem, profile.serving_cost, max_p99_ms=max_p99_ms)
         return _plan_on_devices(
-            subset, devices, profile, evaluator, refine_with, refine_top, max_batch_size, budget
+            problem, devices, profile, serving, evaluator, refine_with, refine_top, budget
         )
 
     if inventory.nodes:
-        from tritongen.plan.nodes import plan_across_nodes  # it builds on this module's worst-fit
-
         return plan_across_nodes(names, inventory, profile, plan_on_devices, max_batch_size)
     return plan_on_devices(names, inventory)
 
 
 def _plan_on_devices(
-    names: Sequence[str],
+    problem: Problem,
     inventory: Inventory,
     profile: Profile,
+    serving: ServingModel,
     evaluator: EvaluatorSource | None,
     refine_with: EvaluatorSource | None,
     refine_top: int,
-    max_batch_size: int | None,
     budget: int,
 ) -> Plan:
     started = time.perf_counter()
-    problem = build_problem(names, inventory, profile, max_batch_size)
-    model = CostModelEvaluator(problem)
+    base = CostModelEvaluator(problem)
     guide = CostModelEvaluator(problem, tie_break=TIE_BREAK)
-    scorer = _bind(evaluator, problem) if evaluator is not None else guide
+    scorer = _scorer(evaluator, problem, serving, guide)
     baseline = worst_fit(problem, best_batch(problem))
     results = []
-    for start in _starts(problem, baseline, model):
+    for start in _starts(problem, baseline, base):
         results.append(greedy(problem, start, scorer, guide, budget=budget))
-        if guide.calls >= budget:
+        if guide.calls + serving.calls >= budget:
             break
     # The search's own scores when it used another evaluator; else the unperturbed model.
     best = max(
-        results, key=lambda r: r.throughput if scorer is not guide else model.evaluate(r.best)
+        results, key=lambda r: r.throughput if scorer is not guide else base.evaluate(r.best)
     )
     chosen, extra = best.best, dict[str, Any]()
     if refine_with is not None:
         chosen, extra = _refine(problem, results, _bind(refine_with, problem), refine_top)
+    _check_budget(problem, serving, chosen)
     extra |= {
-        "baseline": model.evaluate(baseline),
+        "baseline": serving.evaluate(baseline),
         "baseline_allocation": _allocation(problem, baseline),
         "baseline_batch_size": _batch_sizes(problem, baseline),
-        "bound": upper_bound(names, inventory, profile),
+        "bound": upper_bound(problem.members, inventory, profile),
         "search": {
             "steps": best.steps,
             "starts": len(results),
-            "lp_solves": guide.calls + model.calls,
+            "evaluations": guide.calls + base.calls + serving.calls,
             "seconds": round(time.perf_counter() - started, 3),
         },
     }
-    if scorer is not guide:
+    if scorer not in (guide, serving):
         extra["evaluator_throughput"] = best.throughput
-    return spread_on_cpus(candidate_plan(problem, chosen, model, extra), inventory, profile)
+    return candidate_plan(problem, chosen, serving, extra)
+
+
+def _scorer(
+    evaluator: EvaluatorSource | None,
+    problem: Problem,
+    serving: ServingModel,
+    guide: CostModelEvaluator,
+) -> Evaluator:
+    """The evaluator asked for; else the serving model, or the base model's tie-broken LP
+    where the two agree (no CPU, no concurrency entries) and its prices prune the search."""
+    plain = serving.placement_only and serving.max_p99_ms is None
+    if evaluator is CostModelEvaluator or (plain and evaluator is None):
+        return guide  # the base model, whose LP prices prune the search
+    if evaluator is not None:
+        return _bind(evaluator, problem)
+    return serving
+
+
+def _check_budget(problem: Problem, serving: ServingModel, chosen: Candidate) -> None:
+    """A PlanError naming the budget and the best p99 found when no plan meets it."""
+    prediction = serving.predict(chosen)
+    if serving.meets_budget(prediction):
+        return
+    raise PlanError(
+        f"no plan of {', '.join(problem.members)} meets a p99 latency of {serving.max_p99_ms:g} "
+        f"ms on {', '.join(d.id for d in problem.devices)}: the lowest predicted is "
+        f"{prediction.p99_ms:.1f} ms ({prediction.latency_ms:.1f} ms for a request alone); "
+        "raise the budget or add devices"
+    )
 
 
 def _member_names(
@@ -308,7 +352,18 @@ def _starts(problem: Problem, baseline: Candidate, model: CostModelEvaluator) ->
             except PlanError:  # the baseline's packing found room; this one need not
                 continue
     others.discard(baseline)
-    return [baseline, *sorted(others, key=model.evaluate, reverse=True)]
+    starts = [baseline, *sorted(others, key=model.evaluate, reverse=True)]
+    if problem.shape is Shape.grouped:
+        return [_grouped(problem, s) for s in starts]
+    return starts
+
+
+def _grouped(problem: Problem, c: Candidate) -> Candidate:
+    """c with every CPU's members grouped, where two or more are placed on it alone."""
+    for d, device in enumerate(problem.devices):
+        if device.kind == "cpu":
+            c = group_on(problem, c, d) or c
+    return c
 
 
 def _refine(
@@ -329,24 +384,51 @@ def _refine(
 def candidate_plan(
     problem: Problem,
     candidate: Candidate,
-    model: CostModelEvaluator | None = None,
+    model: ServingModel | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Plan:
-    """The `Plan` of a candidate, its throughput and bottleneck under the base model."""
-    model = model or CostModelEvaluator(problem)
-    solution = model.solve(candidate)
+    """The `Plan` of a candidate, with the serving model's prediction for it exactly as
+    written (and the base model's LP figure beside it)."""
+    model = model or ServingModel(problem, default_cost("not given"))
+    prediction = model.predict(candidate)
     return Plan(
         allocation=_allocation(problem, candidate),
         batch_size=_batch_sizes(problem, candidate),
-        predicted_throughput=solution.throughput,
+        predicted_throughput=prediction.throughput,
         threads=_threads(problem, candidate),
         queue_delay_us=_queue_delays(problem, candidate),
+        groups=_groups(problem, candidate),
         extra={
-            "bottleneck": problem.members[solution.bottleneck],
-            "model": "base-lp",
+            "model": "serving",
+            "serving_cost": model.cost.to_json(),
+            "base_lp_throughput": CostModelEvaluator(problem).evaluate(candidate),
+            "bottleneck": problem.members[prediction.bottleneck],
+            "predicted_batches": {
+                problem.members[m]: round(b, 2) for m, b in sorted(prediction.batches.items())
+            },
+            "predicted_latency_ms": round(prediction.latency_ms, 3),
+            "predicted_concurrency": prediction.concurrency,
+            "predicted_p99_ms": round(prediction.p99_ms, 3),
+            **({"max_p99_ms": model.max_p99_ms} if model.max_p99_ms is not None else {}),
             **(extra or {}),
         },
     )
+
+
+def _groups(problem: Problem, c: Candidate) -> dict[str, Group]:
+    """One group per grouped device, named after it; its batcher forms the largest batch."""
+    groups = {}
+    for d, device in enumerate(problem.devices):
+        members = problem.group_members(c, d)
+        if members:
+            groups[device.id] = Group(
+                members=tuple(problem.members[m] for m in members),
+                allocation={device.id: c.counts[members[0]][d]},
+                batch_size=problem.group_batch_size(c, d),
+                threads=1,
+                queue_delay_us=0,
+            )
+    return groups
 
 
 def _allocation(problem: Problem, c: Candidate) -> dict[str, dict[str, int]]:
@@ -361,19 +443,13 @@ def _batch_sizes(problem: Problem, c: Candidate) -> dict[str, int]:
 
 
 def _threads(problem: Problem, c: Candidate) -> dict[str, int]:
-    """Threads per CPU instance: the search's choice, else the cores shared evenly among the
-    instances on that CPU so that concurrent instances do not oversubscribe it."""
-    threads: dict[str, int] = {}
-    for d, device in enumerate(problem.devices):
-        if device.kind != "cpu":
-            continue
-        instances = sum(row[d] for row in c.counts)
-        for m, member in enumerate(problem.members):
-            if c.counts[m][d]:
-                even = even_threads(device.cores, instances)
-                chosen = c.threads[m] or even
-                threads[member] = min(threads.get(member, chosen), chosen)
-    return threads
+    """Threads per CPU instance: the search's choice, else one (independent one-thread
+    instances keep every core busy, as the serving model assumes)."""
+    return {
+        member: max(1, c.threads[m])
+        for m, member in enumerate(problem.members)
+        if any(c.counts[m][d] for d, dev in enumerate(problem.devices) if dev.kind == "cpu")
+    }
 
 
 def _queue_delays(problem: Problem, c: Candidate) -> dict[str, int]:
@@ -383,6 +459,11 @@ def _queue_delays(problem: Problem, c: Candidate) -> dict[str, int]:
     for m, member in enumerate(problem.members):
         b = c.batch[m]
         placed = np.nonzero(c.counts[m])[0]
+        if all(problem.devices[d].kind == "cpu" for d in placed):
+            # A busy one-thread instance lets requests queue on their own: waiting for a
+            # fuller batch would only add latency.
+            delays[member] = 0
+            continue
         fastest = max(problem.rate[m, d, b] for d in placed)
         batch_seconds = problem.batch_sizes[b] / fastest
         delay = round(batch_seconds * 1e6)

@@ -13,9 +13,12 @@ import json
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import TypeVar
 
 from tritongen.paths import cache_dir
-from tritongen.profile.worker import Point
+from tritongen.profile.worker import ConcurrencyPoint, Point
+
+P = TypeVar("P", Point, ConcurrencyPoint)
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,7 @@ class PointKey:
     batch: int
     threads: int
     shapes: str = ""  # JSON of input name -> per-sample dims
+    instances: int = 1  # instances side by side (ConcurrencyPoint), 1 for a Point
 
     @property
     def filename(self) -> str:
@@ -43,17 +47,17 @@ class PointCache:
     def __init__(self, directory: Path | None = None) -> None:
         self.directory = directory or default_cache_dir()
 
-    def get(self, key: PointKey, min_point_s: float) -> Point | None:
+    def get(self, key: PointKey, min_point_s: float, kind: type[P] = Point) -> P | None:  # type: ignore[assignment]
         try:
             data = json.loads((self.directory / key.filename).read_text())
             if data["key"] != asdict(key):
                 return None
-            point = Point(**{f.name: data["point"][f.name] for f in fields(Point)})
+            point = kind(**{f.name: data["point"][f.name] for f in fields(kind)})
         except (OSError, ValueError, KeyError, TypeError):
             return None
         return point if point.point_s >= min_point_s else None
 
-    def put(self, key: PointKey, point: Point) -> None:
+    def put(self, key: PointKey, point: Point | ConcurrencyPoint) -> None:
         """Write atomically: a profile interrupted mid-write leaves no half file behind."""
         try:
             self.directory.mkdir(parents=True, exist_ok=True)

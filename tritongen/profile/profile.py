@@ -23,8 +23,10 @@ class ServingCost:
     per_sample_s: float  # and per sample in it (tensor copies)
     per_request_s: float  # once per ensemble request: the wire, the scheduler, the combine step
     source: str  # "measured" or why the default is used
+    wire_s: float = 0.0  # once per request to one model (a group that combines): the wire
+    client_s: float = 0.0  # a load generator on the same machine (perf_analyzer), per request
 
-    def call_s(self, batch: int) -> float:
+    def call_s(self, batch: float) -> float:
         """CPU seconds one served call of `batch` samples adds to the member's compute."""
         return self.per_call_s + self.per_sample_s * batch
 
@@ -34,8 +36,10 @@ class ServingCost:
     def describe(self) -> str:
         return (
             f"serving cost ({self.source}): {1000 * self.per_call_s:.3f} ms CPU per call + "
-            f"{1000 * self.per_sample_s:.4f} ms per sample, {1000 * self.per_request_s:.3f} ms "
-            "per ensemble request"
+            f"{1000 * self.per_sample_s:.4f} ms per sample; per request "
+            f"{1000 * self.per_request_s:.3f} ms through the ensemble scheduler, "
+            f"{1000 * self.wire_s:.3f} ms to one model, {1000 * self.client_s:.3f} ms for a "
+            "perf_analyzer client on this machine"
         )
 
 

@@ -24,8 +24,10 @@ from typing import Any, Literal
 
 from tritongen.errors import ProfileError, SpecError
 from tritongen.profile.cache import PointCache, PointKey
+from tritongen.profile.concurrency import Measure, instance_levels, side_by_side
 from tritongen.profile.profile import Profile, ProfileEntry, ServingCost, default_cost
 from tritongen.profile.worker import (
+    ConcurrencyPoint,
     Failure,
     InputFeed,
     Job,
@@ -90,6 +92,8 @@ def profile_ensemble(
     serving: ServingCost | None = None,
     local_gpus: Sequence[Device] | None = None,
     runner: Runner | None = None,
+    concurrency: bool = True,
+    side_by_side_runner: Measure = side_by_side,
 ) -> Profile:
     """Measure every member on every device class of `inventory` that this machine has.
 
@@ -97,9 +101,10 @@ def profile_ensemble(
     scales down the time per point so the whole profile aims to take about that long;
     `use_cache=False` re-measures (and refreshes the cache). `serving` is what a served call
     costs beyond the member's compute (`serving_cost.serving_cost`; the default when None).
-    `local_gpus` and `runner` are
-    the GPUs found here and the function that runs a job in a child process (tests pass
-    fakes). What could not be measured is listed in `extra["skipped"]`, never raised."""
+    `concurrency` also measures k instances side by side (`tritongen.profile.concurrency`).
+    `local_gpus`, `runner` and `side_by_side_runner` are the GPUs found here and the functions
+    that run a job in child processes (tests pass fakes). What could not be measured is listed
+    in `extra["skipped"]`, never raised."""
     started, load_before = time.perf_counter(), _load_average()
     notes: list[str] = []
     batches = _candidate_batches(ensemble, batch_sizes)
@@ -131,7 +136,77 @@ def profile_ensemble(
         "wall_s": round(time.perf_counter() - started, 2),
         "load_average_1min": [load_before, _load_average()],
     }
-    return Profile(members=assemble(ensemble, targets, points), extra=extra)
+    members = assemble(ensemble, targets, points)
+    if concurrency:
+        side = _SideBySide(cache, version, point_s, notes, side_by_side_runner, use_cache)
+        for target in targets:
+            _add_concurrency(members, ensemble, target, points, side)
+    return Profile(members=members, extra=extra)
+
+
+def _add_concurrency(
+    members: dict[str, dict[str, dict[int, ProfileEntry]]],
+    ensemble: Ensemble,
+    target: Target,
+    points: dict[PointId, Point],
+    side: _SideBySide,
+) -> None:
+    """Each member's curve of k instances side by side (one thread each on a CPU), in the
+    entry of the batch it serves best, as `extra["concurrency"]`."""
+    for member in ensemble.members:
+        alone = {
+            b: p
+            for (name, cls, threads, b), p in points.items()
+            if (name, cls, threads) == (member.name, target.device_class, 1)
+        }
+        entries = members.get(member.name, {}).get(target.device_class, {})
+        if not alone or not entries:
+            continue
+        batch = _side_by_side_batch(target, alone)
+        task = Task(member, target, 1, (batch,), input_feeds(ensemble, member))
+        curve = side.curve(task, alone[batch])
+        if batch in entries:
+            entries[batch].extra["concurrency"] = curve
+
+
+def _side_by_side_batch(target: Target, alone: dict[int, Point]) -> int:
+    """Where instances side by side are measured: the cheapest one-thread batch on a CPU,
+    the fastest batch on a GPU."""
+    if target.kind == "cpu":
+        return min(alone, key=lambda b: alone[b].cpu_s_per_call / b)
+    return max(alone, key=lambda b: alone[b].throughput)
+
+
+@dataclass
+class _SideBySide:
+    """Measures (or reads from the cache) k instances side by side."""
+
+    cache: PointCache
+    version: str
+    point_s: float
+    notes: list[str]
+    run: Measure
+    use_cache: bool = True
+
+    def curve(self, task: Task, alone: Point) -> dict[str, float]:
+        """{"1": alone, "2": two together, ...}: total samples/s, up to the first failure."""
+        curve = {"1": round(alone.throughput, 3)}
+        cores = task.target.threads[0]
+        for k in instance_levels(task.target.kind, cores):
+            key = replace(_key(task, self.version, alone.batch), instances=k)
+            found = self.cache.get(key, self.point_s, ConcurrencyPoint) if self.use_cache else None
+            if found is None:
+                try:
+                    found = self.run(_job(task, {}, self.point_s)[1], alone.batch, k)
+                except RuntimeError as exc:
+                    self.notes.append(
+                        f"{task.member.name}: {k} instances side by side on "
+                        f"{task.target.device_class} not measured: {exc}"
+                    )
+                    break
+                self.cache.put(key, found)
+            curve[str(k)] = round(found.throughput, 3)
+        return curve
 
 
 def default_batch_sizes(max_batch_size: int) -> list[int]:

@@ -411,6 +411,48 @@ def describe_error(exc: BaseException) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
+@dataclass(frozen=True)
+class SideBySide:
+    """What one of k instances started together did in the timed window."""
+
+    batch: int
+    calls: int
+    elapsed_s: float
+    waited_s: float | None  # time runnable but waiting for a core (None: unknown)
+
+
+@dataclass(frozen=True)
+class ConcurrencyPoint:
+    """k instances of a member side by side on one device: their total samples/s."""
+
+    batch: int
+    instances: int
+    throughput: float
+    point_s: float
+
+
+def side_by_side_main(job: Job, batch: int, go: Any, conn: Any) -> None:
+    """Entry point of one of k processes started together: load the session, warm up, say
+    so, wait for the others, then run `batch` for `job.point_s` seconds and report."""
+    try:
+        import numpy as np
+
+        session = build_session(job.model_path, job.settings)
+        feed = sample_inputs(np.random.default_rng(0), job, batch)
+        _timed_calls(session, feed, min_s=job.point_s / 4, min_runs=3)
+        conn.send("ready")
+        go.wait()
+        waited, start = run_queue_delay_s(), time.perf_counter()
+        calls = len(_timed_calls(session, feed, min_s=job.point_s, min_runs=1))
+        elapsed, waited_after = time.perf_counter() - start, run_queue_delay_s()
+        delay = None if waited is None or waited_after is None else waited_after - waited
+        conn.send(SideBySide(batch, calls, elapsed, delay))
+    except Exception as exc:
+        conn.send(JobFailure(f"side-by-side run failed: {describe_error(exc)}"))
+    finally:
+        conn.close()
+
+
 def child_main(job: Job, conn: Any) -> None:
     """Entry point of the spawned process: stream messages, then close the pipe. Anything
     unexpected goes back as a JobFailure rather than a traceback over the progress bar."""

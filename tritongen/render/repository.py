@@ -129,15 +129,105 @@ def _write_repository(
     target: Target,
     warmup: bool,
 ) -> None:
-    """The members served here (those without a url) and the combiner."""
+    """The members served here (those without a url), alone or in groups, and the combiner
+    (none when one group holds every member: that group combines)."""
     remote = ensemble.spec.remote_urls
     for member in ensemble.members:
-        if member.name not in remote:
+        if member.name not in remote and plan.group_of(member.name) is None:
             _write_member(root, env, ensemble, member, plan, inventory, target, warmup)
+    for name in plan.groups:
+        _write_group(root, env, ensemble, plan, name, inventory, warmup)
+    if combining_group(ensemble, plan) is not None:
+        return
     if combiner is Combiner.bls:
         _write_bls(root, env, ensemble, plan)
     else:
         _write_native_ensemble(root, env, ensemble, plan, warmup)
+
+
+def combining_group(ensemble: Ensemble, plan: Plan) -> str | None:
+    """The group that holds every member, which is then the served ensemble; else None."""
+    everyone = {m.name for m in ensemble.members}
+    return next((n for n, g in plan.groups.items() if set(g.members) == everyone), None)
+
+
+def group_model_name(ensemble: Ensemble, plan: Plan, group: str) -> str:
+    """The served name of a group: the ensemble's when it combines, else `<ensemble>_<group>`."""
+    if combining_group(ensemble, plan) == group:
+        return ensemble.spec.name
+    return f"{ensemble.spec.name}_{group}"
+
+
+def group_output(member: str) -> str:
+    """The output under which a group that does not combine returns one member's rows."""
+    return f"OUT_{member}"
+
+
+def _write_group(
+    root: Path,
+    env: jinja2.Environment,
+    ensemble: Ensemble,
+    plan: Plan,
+    name: str,
+    inventory: Inventory,
+    warmup: bool,
+) -> None:
+    """One Python-backend model running `plan.groups[name]`'s members on every batch: it takes
+    the ensemble's inputs and returns the combined output (it holds every member) or each
+    member's output under `group_output`."""
+    group = plan.groups[name]
+    members = [m for m in ensemble.members if m.name in group.members]
+    combines = len(members) == len(ensemble.members)
+    model_name = group_model_name(ensemble, plan, name)
+    spec = ensemble.spec
+    config = env.get_template("group.pbtxt.j2").render(
+        ensemble_name=spec.name,
+        name=model_name,
+        combines=combines,
+        members=[_group_member(m, plan) for m in members],
+        inputs=ensemble.inputs,
+        output=ensemble.output,
+        max_batch_size=served_max_batch(ensemble),
+        instance_groups=instance_groups(group.allocation, inventory),
+        preferred_batch_sizes=[group.batch_size] if group.batch_size > 1 else [],
+        queue_delay_us=group.queue_delay_us,
+        rule=spec.combine.rule.value,
+        transform=spec.combine.transform.value,
+        threads=group.threads,
+        warmup_batches=sorted({1, group.batch_size}) if warmup else [],
+    )
+    version = _model_dir(root, model_name, config)
+    for member in members:
+        _copy_model(member, version / member.name)
+    if warmup:
+        samples = ensemble.sample_inputs(1)
+        _write_warmup_data(
+            [samples[i.name][0] for i in ensemble.inputs], root / model_name / WARMUP_DIR
+        )
+    _copy_template(env, "group_model.py", version / "model.py")
+    _copy_template(env, "combine.py", version / "combine.py")
+
+
+def _group_member(member: MemberModel, plan: Plan) -> dict[str, Any]:
+    """What the group's model.py needs of one member (its `members` parameter)."""
+    return {
+        "name": member.name,
+        "file": f"{member.name}/model.onnx",
+        "inputs": dict(member.input_map),  # member input -> the group's (combined) input
+        "output": member.output.name,
+        "served_as": group_output(member.name),
+        "batch_size": plan.batch_size[member.name],
+        "weight": member.weight,
+        "triton_type": member.output.triton_type,
+        "dims": list(member.output.dims),
+    }
+
+
+def served_max_batch(ensemble: Ensemble) -> int:
+    """The largest request the served ensemble accepts: the spec's, or less where a member's
+    ONNX file fixes its batch dimension. The plan's batch sizes go to the batchers, never here."""
+    limits = [m.max_batch_limit for m in ensemble.members if m.max_batch_limit]
+    return min([ensemble.spec.max_batch_size, *limits])
 
 
 def _write_nodes(
@@ -208,7 +298,7 @@ def _write_member(
         ensemble_name=ensemble.spec.name,
         member=member,
         target=target.value,
-        batch_size=batch,
+        batch_size=served_max_batch(ensemble),
         warmup_batches=warmup_batches(member, batch) if warmup else [],
         instance_groups=groups,
         tensorrt=_tensorrt_parameters(ensemble.spec.execution_of(member.name), groups, target),
@@ -220,16 +310,21 @@ def _write_member(
     version = _model_dir(root, member.name, config)
     _copy_model(member, version)
     if warmup:
-        _write_warmup_data(ensemble, member, root / member.name / WARMUP_DIR)
+        rng = np.random.default_rng(0)
+        samples = [
+            ensemble.member_fill(member, s.name).sample(rng, s.dtype, s.dims) for s in member.inputs
+        ]
+        _write_warmup_data(samples, root / member.name / WARMUP_DIR)
     if target is Target.embedded:
         _copy_template(env, "member_model.py", version / "model.py")
 
 
-def _copy_model(member: MemberModel, version: Path) -> None:
-    """model.onnx, and its external data files at the same places relative to it."""
-    shutil.copyfile(member.path, version / "model.onnx")
+def _copy_model(member: MemberModel, folder: Path) -> None:
+    """`folder/model.onnx`, and its external data files at the same places relative to it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(member.path, folder / "model.onnx")
     for location in member.external_data:
-        target = version / location
+        target = folder / location
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(member.path.parent / location, target)
 
@@ -243,14 +338,11 @@ def warmup_file(index: int) -> str:
     return f"input_{index}"
 
 
-def _write_warmup_data(ensemble: Ensemble, member: MemberModel, folder: Path) -> None:
-    """One sample per input, raw and row-major (Triton repeats it for each row), with the
+def _write_warmup_data(samples: list[np.ndarray], folder: Path) -> None:
+    """One sample per input, raw and row-major (Triton repeats it for each row), holding the
     values tritongen feeds that input: ones for an attention mask, not NaN-making zeros."""
     folder.mkdir()
-    rng = np.random.default_rng(0)
-    for index, signature in enumerate(member.inputs):
-        fill = ensemble.member_fill(member, signature.name)
-        sample = fill.sample(rng, signature.dtype, signature.dims)
+    for index, sample in enumerate(samples):
         (folder / warmup_file(index)).write_bytes(np.ascontiguousarray(sample).tobytes())
 
 
@@ -280,7 +372,7 @@ def _write_bls(root: Path, env: jinja2.Environment, ensemble: Ensemble, plan: Pl
             "input": m.inputs[0].name,  # a remote member's one input (remote.py)
             "output": m.output.name,
             "weight": m.weight,
-            "max_batch_size": plan.batch_size[m.name],
+            "max_batch_size": served_max_batch(ensemble),
             **({"url": spec.remote_urls[m.name]} if m.name in spec.remote_urls else {}),
         }
         for m in ensemble.members
@@ -321,15 +413,14 @@ def _write_native_ensemble(
 ) -> None:
     spec = ensemble.spec
     step = combine_step_name(ensemble)
-    # Triton requires an ensemble's max_batch_size to be at most each of its steps'.
-    max_batch = min([spec.max_batch_size, *plan.batch_size.values()])
     common = {
         "name": spec.name,
         "combine_step": step,
         "members": ensemble.members,
         "inputs": ensemble.inputs,
+        "steps": _ensemble_steps(ensemble, plan),
         "output": ensemble.output,
-        "max_batch_size": max_batch,
+        "max_batch_size": served_max_batch(ensemble),
     }
     _model_dir(root, spec.name, env.get_template("ensemble.pbtxt.j2").render(**common))
     config = env.get_template("combine_step.pbtxt.j2").render(
@@ -340,7 +431,9 @@ def _write_native_ensemble(
         rule=spec.combine.rule.value,
         transform=spec.combine.transform.value,
         # zeros: the step only combines; Triton needs every dim known to make them
-        warmup_batches=sorted({1, max_batch}) if warmup and _static_outputs(ensemble) else [],
+        warmup_batches=sorted({1, served_max_batch(ensemble)})
+        if warmup and _static_outputs(ensemble)
+        else [],
     )
     version = _model_dir(root, step, config)
     _copy_template(env, "combine_step.py", version / "model.py")
@@ -349,6 +442,27 @@ def _write_native_ensemble(
 
 def _static_outputs(ensemble: Ensemble) -> bool:
     return all(d > 0 for m in ensemble.members for d in m.output.dims)
+
+
+def _ensemble_steps(ensemble: Ensemble, plan: Plan) -> list[dict[str, Any]]:
+    """The scheduler's member steps: one per member served alone, one per group (mapping each
+    of its members' outputs); `member_<i>` is member i's output, in spec order."""
+    index = {m.name: i for i, m in enumerate(ensemble.members)}
+    steps = [
+        {
+            "model": m.name,
+            "inputs": dict(m.input_map),
+            "outputs": {m.output.name: f"member_{index[m.name]}"},
+        }
+        for m in ensemble.members
+        if plan.group_of(m.name) is None
+    ]
+    served_inputs = {i.name: i.name for i in ensemble.inputs}
+    for name, group in plan.groups.items():
+        outputs = {group_output(m): f"member_{index[m]}" for m in group.members}
+        model = group_model_name(ensemble, plan, name)
+        steps.append({"model": model, "inputs": served_inputs, "outputs": outputs})
+    return steps
 
 
 def combine_step_name(ensemble: Ensemble) -> str:
@@ -461,6 +575,7 @@ def _check_plan(ensemble: Ensemble, plan: Plan, inventory: Inventory) -> None:
                     f"plan: member {member.name} is placed on {device_id!r}, "
                     "which is not in the device inventory"
                 ) from None
+    _check_groups(ensemble, plan, inventory)
     _check_nodes(ensemble, plan, inventory)
 
 
@@ -474,6 +589,7 @@ def choose_combiner(ensemble: Ensemble, plan: Plan, asked: Combiner | None) -> C
 
 def _check_remote_members(ensemble: Ensemble, plan: Plan, combiner: Combiner) -> None:
     if combiner is Combiner.bls:
+        _check_bls_groups(ensemble, plan)
         return
     remote = ensemble.spec.remote_urls
     if remote:
@@ -489,6 +605,36 @@ def _check_remote_members(ensemble: Ensemble, plan: Plan, combiner: Combiner) ->
             f"{plan.primary_node}; only the BLS combiner calls members on other nodes: "
             "build with --combiner bls or leave --combiner out"
         )
+
+
+def _check_bls_groups(ensemble: Ensemble, plan: Plan) -> None:
+    """The BLS combiner calls members one by one: it cannot call co-located members."""
+    if not plan.groups:
+        return
+    shape = "every member in one model" if combining_group(ensemble, plan) else "grouped members"
+    raise SpecError(
+        f"plan: serves {shape} (groups: {', '.join(plan.groups)}); the BLS combiner needs "
+        "members served alone: plan with --shape separate, or leave out --combiner bls"
+    )
+
+
+def _check_groups(ensemble: Ensemble, plan: Plan, inventory: Inventory) -> None:
+    """Each grouped member is a member of the spec, in one group only, served here."""
+    names = {m.name for m in ensemble.members}
+    seen: set[str] = set()
+    for name, group in plan.groups.items():
+        for member in group.members:
+            if member not in names or member in seen or member in ensemble.spec.remote_urls:
+                raise SpecError(
+                    f"plan: group {name} lists {member!r}, which is not a member served here "
+                    "or is in another group too; re-run `tritongen plan`"
+                )
+            seen.add(member)
+        if not any(n > 0 for n in group.allocation.values()) or group.batch_size < 1:
+            raise SpecError(f"plan: group {name} has no instance or no batch size")
+        unknown = [d for d in group.allocation if d not in {x.id for x in inventory.devices}]
+        if unknown:
+            raise SpecError(f"plan: group {name} is placed on {unknown[0]!r}, not in the inventory")
 
 
 def _check_nodes(ensemble: Ensemble, plan: Plan, inventory: Inventory) -> None:

@@ -170,6 +170,13 @@ class CombineSpec(_Strict):
     dtype: DType | None = None  # the combined output's dtype; default: the members' output dtype
 
 
+class SloSpec(_Strict):
+    """What the served ensemble must keep to: a p99 latency at the concurrency that reaches
+    the plan's throughput (`tritongen plan --max-p99-ms` overrides it)."""
+
+    p99_ms: float = Field(gt=0, allow_inf_nan=False)
+
+
 class Spec(_Strict):
     """One ensemble: what the user wrote, with `model` paths made absolute."""
 
@@ -185,6 +192,7 @@ class Spec(_Strict):
     member_timeout_ms: int | None = Field(default=None, ge=1)
     # combined input (or member input) name -> the values tritongen feeds it itself
     input_values: dict[str, InputValues] = Field(default_factory=dict)
+    slo: SloSpec | None = None
     source: Path = Field(default=Path("ensemble.yaml"), exclude=True)
 
     @field_validator("members")

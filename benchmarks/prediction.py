@@ -1,0 +1,130 @@
+"""Predicted against served throughput for every configuration tritongen builds or considers,
+on three ensembles (digits, vision, heavy), in one run:
+
+- naive and batch_only (the baselines), tritongen's plan, and the plan of the other shape
+  (members served separately when the plan groups them, and grouped when it does not);
+- each predicted by the serving model with perf_analyzer on this machine, then served on the
+  embedded tritonserver and measured with perf_analyzer over gRPC at several concurrencies;
+- the ratio served/predicted at the best concurrency (target: 0.90–1.10).
+
+    .venv/bin/python benchmarks/prediction.py [--examples digits,vision,heavy] [--rounds 1]
+
+Writes benchmarks/prediction.md and benchmarks/prediction.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from tritongen.bench.compare import bench_plans, run_bench
+from tritongen.bench.serving_cost import serving_cost
+from tritongen.plan.problem import Shape
+from tritongen.plan.search import make_plan
+from tritongen.profile.profiler import profile_ensemble
+from tritongen.spec.devices import detect_devices
+from tritongen.spec.ensemble import load_spec
+from tritongen.spec.members import load_ensemble
+
+OUT = Path(__file__).resolve().parent
+LEVELS = [1, 8, 32, 64]
+
+
+def measure_example(name: str, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    example = importlib.import_module(f"tritongen.examples.{name}")
+    spec = load_spec(example.write_example(workdir / name))
+    ensemble, inventory = load_ensemble(spec), detect_devices()
+    started = time.perf_counter()
+    serving = serving_cost(ensemble, inventory, use_cache=False)
+    profile = profile_ensemble(ensemble, inventory, progress=False, serving=serving)
+    profile_s = time.perf_counter() - started
+    plan = make_plan(spec, inventory, profile)
+    other = Shape.separate if plan.groups else Shape.grouped
+    plans = bench_plans(ensemble, inventory, profile, plan)
+    plans[f"tritongen, {other.value}"] = make_plan(spec, inventory, profile, shape=other)
+    report = run_bench(
+        ensemble, inventory, profile, plans, concurrencies=LEVELS,
+        interval_ms=int(args.duration_s * 1000), rounds=args.rounds,
+        on_result=lambda r, config, points: print(
+            f"{name} round {r + 1} {config}: {[round(p.throughput, 1) for p in points]}", flush=True
+        ),
+    )  # fmt: skip
+    document = report.to_json()
+    document["profile_s"] = round(profile_s, 1)
+    document["serving_cost"] = serving.describe()
+    return document
+
+
+def table(name: str, document: dict[str, Any]) -> list[str]:
+    lines = [
+        f"### {name} (bound {document['bound']['throughput']:.1f} samples/s; profile "
+        f"{document['profile_s']} s)",
+        "",
+        document["serving_cost"],
+        "",
+        "| configuration | shape | predicted | served (best) | at concurrency | served/predicted "
+        "| predicted alone ms | served p50 at 1 ms |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for config, data in document["configs"].items():
+        plan = document["plans"][config]
+        shape = "grouped" if plan.get("groups") else "separate"
+        points = data["concurrency"]
+        best = max(points, key=lambda c: points[c]["throughput"])
+        lines.append(
+            f"| {config} | {shape} | {data['predicted_throughput']:.1f} | "
+            f"{data['best_throughput']:.1f} | {best} | **{data['measured/predicted']:.2f}** | "
+            f"{data['predicted_latency_ms']:.2f} | {points['1']['p50_ms']:.2f} |"
+        )
+    ratios = ", ".join(f"{k} = {v:.2f}" for k, v in document["ratios"].items())
+    return [*lines, "", f"Ratios (best concurrency of each): {ratios}", ""]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--examples", default="digits,vision,heavy")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--duration-s", type=float, default=3.0)
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="prediction-"))
+    load_before = os.getloadavg()[0]
+    started = time.perf_counter()
+    documents = {name: measure_example(name, workdir, args) for name in args.examples.split(",")}
+    command = (
+        "`.venv/bin/python benchmarks/prediction.py "
+        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items())
+        + "`"
+    )
+    ratios = [c["measured/predicted"] for d in documents.values() for c in d["configs"].values()]
+    lines = [
+        "# Predicted against served throughput",
+        "",
+        f"Machine: {os.cpu_count()} CPU cores, no GPU; load average {load_before:.1f} before, "
+        f"{os.getloadavg()[0]:.1f} after; {time.perf_counter() - started:.0f} s in all.",
+        f"Command: {command}.",
+        "",
+        "Each configuration is predicted by the serving model (docs/SERVING.md) with perf_analyzer "
+        "on this machine, then served on the embedded tritonserver and measured with perf_analyzer "
+        f"(gRPC, one sample per request, concurrency {', '.join(map(str, LEVELS))}). "
+        "*served/predicted* compares the best concurrency's throughput with the prediction.",
+        "",
+        f"served/predicted over all {len(ratios)} configurations: min {min(ratios):.2f}, "
+        f"max {max(ratios):.2f}; within 0.90–1.10: "
+        f"{sum(0.9 <= r <= 1.1 for r in ratios)} of {len(ratios)}.",
+        "",
+    ]
+    for name, document in documents.items():
+        lines += table(name, document)
+    (OUT / "prediction.md").write_text("\n".join(lines) + "\n")
+    (OUT / "prediction.json").write_text(json.dumps(documents, indent=2) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""Several members of a tritongen ensemble served inside one Python-backend model: each batch
+crosses the process boundary once and runs through every member's ONNX session in turn. A
+group that holds every member also combines their outputs (same rules as the combine step)
+and is the ensemble's served model; otherwise it returns each member's output.
+
+Rendered by tritongen; imports only numpy, onnxruntime, the standard library and the Python
+backend's utilities. Settings come from this model's config.pbtxt `parameters`.
+"""
+
+import json
+import os
+import sys
+
+import numpy as np
+import onnxruntime as ort
+import triton_python_backend_utils as pb_utils
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from combine import make_combiner, non_finite_rows
+
+
+class MemberFailed(Exception):
+    """A member's session raised on a batch."""
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
+        self.members = json.loads(params["members"])
+        self.input_names = [i["name"] for i in config["input"]]
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(params.get("intra_op_threads", "1"))
+        options.inter_op_num_threads = 1
+        providers = ["CPUExecutionProvider"]
+        if args.get("model_instance_kind") == "GPU":
+            device = {"device_id": int(args["model_instance_device_id"])}
+            providers = [("CUDAExecutionProvider", device), "CPUExecutionProvider"]
+        folder = os.path.join(args["model_repository"], args["model_version"])
+        self.sessions = [
+            ort.InferenceSession(os.path.join(folder, m["file"]), options, providers=providers)
+            for m in self.members
+        ]
+        self.combine = None
+        if params.get("combines") == "1":
+            output = config["output"][0]
+            self.output_name = output["name"]
+            self.output_dtype = pb_utils.triton_string_to_numpy(output["data_type"])
+            weights = [m["weight"] for m in self.members]
+            self.combine = make_combiner(
+                params["rule"], params["transform"], weights, self.output_dtype
+            )
+
+    def execute(self, requests):
+        feeds = [
+            {n: pb_utils.get_input_tensor_by_name(r, n).as_numpy() for n in self.input_names}
+            for r in requests
+        ]
+        batch = feeds[0] if len(feeds) == 1 else _concatenate(feeds)
+        rows = [_rows(f) for f in feeds]
+        try:
+            outputs = self._run(batch)
+        except MemberFailed as exc:
+            if len(feeds) == 1:
+                return [_error(str(exc))]
+            # One request may be the cause: run each alone so that only it fails.
+            return [self._respond_alone(feed) for feed in feeds]
+        return self._responses(rows, outputs)
+
+    def _run(self, batch):
+        """Every member's output for `batch`, each member run in chunks of its own batch size
+        (the one with the least CPU per sample): the batch crossed the process boundary once."""
+        outputs = []
+        for member, session in zip(self.members, self.sessions, strict=True):
+            step = member["batch_size"]
+            try:
+                parts = [
+                    session.run([member["output"]], _feed(member, batch, i, i + step))[0]
+                    for i in range(0, _rows(batch), step)
+                ]
+            except Exception as exc:
+                raise MemberFailed(f"{member['name']}: onnxruntime failed: {exc}") from None
+            outputs.append(parts[0] if len(parts) == 1 else np.concatenate(parts))
+        return outputs
+
+    def _respond_alone(self, feed):
+        try:
+            return self._responses([_rows(feed)], self._run(feed))[0]
+        except MemberFailed as exc:
+            return _error(str(exc))
+
+    def _responses(self, rows, outputs):
+        if self.combine is None:
+            return _split_members(rows, outputs, [m["served_as"] for m in self.members])
+        combined = self.combine(np.stack(outputs)).astype(self.output_dtype, copy=False)
+        bad = non_finite_rows(combined)
+        responses, start = [], 0
+        for count in rows:
+            stop = start + count
+            if bad[start:stop].any():
+                responses.append(_error("a member returned NaN or Inf for this request"))
+            else:
+                tensor = pb_utils.Tensor(self.output_name, combined[start:stop])
+                responses.append(pb_utils.InferenceResponse([tensor]))
+            start = stop
+        return responses
+
+
+def _rows(feed):
+    return len(next(iter(feed.values())))
+
+
+def _feed(member, batch, start, stop):
+    """Rows start:stop of the group's inputs, under the names the member's model takes."""
+    return {mine: batch[combined][start:stop] for mine, combined in member["inputs"].items()}
+
+
+def _concatenate(feeds):
+    return {name: np.concatenate([f[name] for f in feeds]) for name in feeds[0]}
+
+
+def _split_members(rows, outputs, names):
+    """One response per request holding each member's rows under the member's served name."""
+    responses, start = [], 0
+    for count in rows:
+        stop = start + count
+        tensors = [pb_utils.Tensor(n, o[start:stop]) for n, o in zip(names, outputs, strict=True)]
+        responses.append(pb_utils.InferenceResponse(tensors))
+        start = stop
+    return responses
+
+
+def _error(message):
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message))

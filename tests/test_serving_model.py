@@ -1,0 +1,178 @@
+"""The serving model as the search sees it: shapes, instances and what a plan predicts."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.synthetic import gpu
+from tritongen.errors import PlanError
+from tritongen.plan.plan import Plan
+from tritongen.plan.problem import Shape, build_problem
+from tritongen.plan.search import PlanEvaluator, make_plan
+from tritongen.plan.serving_model import ServingModel
+from tritongen.profile.profile import Profile, ProfileEntry, ServingCost
+from tritongen.spec.devices import Device, Inventory
+
+GIB = 2**30
+CALL_S = 0.0005  # a served call's CPU cost beyond the member's compute
+
+
+def cpu(cores: int = 4, gb: float = 8.0) -> Inventory:
+    return Inventory((Device("cpu", "cpu", "cpu", int(gb * GIB), cores=cores),))
+
+
+def cpu_entry(one_thread_s: float, batch: int, memory: float = 0.1) -> ProfileEntry:
+    # All cores run 3x faster than one thread (sub-linear, as onnxruntime does on small models);
+    # larger batches cost a little less per sample.
+    cost = one_thread_s * (1 + 0.5 / batch)
+    return ProfileEntry(3 / cost, int(memory * GIB), {"cpu_cost_s_per_sample": cost})
+
+
+def cpu_profile(costs: dict[str, float], memory: float = 0.1, call_s: float = CALL_S) -> Profile:
+    serving = ServingCost(call_s, 1e-5, 0.0003, "measured", wire_s=0.00005, client_s=0.0002)
+    return Profile(
+        members={
+            name: {"cpu": {b: cpu_entry(cost, b, memory) for b in (1, 2, 4, 8, 16)}}
+            for name, cost in costs.items()
+        },
+        extra={"serving_cost": serving.to_json()},
+    )
+
+
+COSTS = {"tiny": 0.0001, "small": 0.0005, "large": 0.002}
+
+
+def test_cpu_members_are_served_in_one_model_when_calls_cost_cpu() -> None:
+    plan = make_plan(list(COSTS), cpu(), cpu_profile(COSTS))
+
+    (group,) = plan.groups.values()
+    assert set(group.members) == set(COSTS)
+    assert group.allocation == {"cpu": 4}  # one one-thread instance per core
+    assert all(plan.allocation[m] == {"cpu": 4} for m in COSTS)  # readers of allocation
+    assert all(plan.threads[m] == 1 for m in COSTS)
+
+
+def test_the_grouped_plan_is_predicted_faster_than_the_best_separate_one() -> None:
+    profile = cpu_profile(COSTS)
+    grouped = make_plan(list(COSTS), cpu(), profile)
+    separate = make_plan(list(COSTS), cpu(), profile, shape=Shape.separate)
+
+    assert not separate.groups
+    assert grouped.predicted_throughput > separate.predicted_throughput
+
+
+def test_no_plan_is_predicted_above_the_hardware_bound() -> None:
+    for call_s in (0.0, CALL_S, 0.005):
+        profile = cpu_profile(COSTS, call_s=call_s)
+        for shape in Shape:
+            plan = make_plan(list(COSTS), cpu(), profile, shape=shape)
+            assert plan.predicted_throughput <= plan.extra["bound"] * (1 + 1e-9)
+
+
+def test_a_group_that_does_not_fit_in_memory_leaves_the_members_separate() -> None:
+    # Each member instance takes 1 GiB: four instances of all three (12 GiB) do not fit 5 GiB.
+    plan = make_plan(list(COSTS), cpu(gb=5.0), cpu_profile(COSTS, memory=1.0))
+
+    assert not plan.groups
+    used = sum(n for per_device in plan.allocation.values() for n in per_device.values())
+    assert used <= 5
+
+
+def test_separate_members_get_one_thread_instances_in_proportion_to_their_cost() -> None:
+    plan = make_plan(list(COSTS), cpu(cores=8), cpu_profile(COSTS), shape=Shape.separate)
+
+    instances = {m: plan.allocation[m]["cpu"] for m in COSTS}
+    assert instances["large"] > instances["small"] >= instances["tiny"] >= 1
+    assert all(plan.threads[m] == 1 for m in COSTS)
+
+
+def test_a_fast_members_batcher_forms_smaller_batches_than_the_bottlenecks() -> None:
+    plan = make_plan(list(COSTS), cpu(), cpu_profile(COSTS), shape=Shape.separate)
+
+    reached = plan.extra["predicted_batches"]
+    # Requests queue at the member whose instances have the most to do: full batches there.
+    assert reached["large"] == plan.batch_size["large"]
+    assert reached["tiny"] < plan.batch_size["tiny"] or plan.batch_size["tiny"] == 1
+
+
+def test_a_dearer_call_lowers_the_prediction() -> None:
+    cheap = make_plan(list(COSTS), cpu(), cpu_profile(COSTS, call_s=0.0001))
+    dear = make_plan(list(COSTS), cpu(), cpu_profile(COSTS, call_s=0.002))
+    assert dear.predicted_throughput < cheap.predicted_throughput
+
+
+def gpu_profile(two_instances: float) -> Profile:
+    """One member on a GPU whose two instances side by side run `two_instances` x one's."""
+    entries = {
+        b: ProfileEntry(
+            100.0 * b,
+            int(1 * GIB),
+            {"concurrency": {"1": 100.0 * b, "2": two_instances * 100.0 * b}},
+        )
+        for b in (1, 8)
+    }
+    return Profile({"net": {"V100-16GB": entries}})
+
+
+@pytest.mark.parametrize(("scaling", "instances"), [(1.6, 2), (1.0, 1)])
+def test_gpu_instances_follow_the_profiled_concurrency(scaling: float, instances: int) -> None:
+    plan = make_plan(["net"], Inventory((gpu(0),)), gpu_profile(scaling))
+
+    assert plan.allocation["net"] == {"gpu0": instances}
+    assert plan.predicted_throughput == pytest.approx(800.0 * max(1.0, scaling), rel=1e-6)
+
+
+def test_plan_measure_writes_the_plan_it_measured() -> None:
+    measured: list[Plan] = []
+
+    def measure(plan: Plan) -> float:
+        measured.append(plan)
+        return float(len(measured))  # the last one measured wins
+
+    profile = cpu_profile(COSTS)
+    written = make_plan(
+        list(COSTS),
+        cpu(),
+        profile,
+        refine_with=lambda problem: PlanEvaluator(problem, measure, profile.serving_cost),
+    )
+
+    last = measured[-1]
+    for field in ("allocation", "batch_size", "threads", "queue_delay_us", "groups"):
+        assert getattr(written, field) == getattr(last, field), field
+    assert written.extra["refined_throughput"] == len(measured)
+
+
+def test_without_cpu_or_concurrency_entries_the_model_is_the_base_lp() -> None:
+    profile = gpu_profile(1.0)
+    plain = Profile(
+        {
+            "net": {
+                c: {b: ProfileEntry(e.throughput, e.memory_bytes) for b, e in by.items()}
+                for c, by in profile.members["net"].items()
+            }
+        }
+    )
+    problem = build_problem(["net"], Inventory((gpu(0), gpu(1))), plain)
+
+    assert ServingModel(problem, ServingCost(0.001, 0, 0, "measured")).placement_only
+
+
+def test_a_latency_budget_changes_the_plan_to_one_that_meets_it() -> None:
+    profile = cpu_profile(COSTS)
+    fastest = make_plan(list(COSTS), cpu(), profile)
+    budget = fastest.extra["predicted_p99_ms"] / 2
+
+    within = make_plan(list(COSTS), cpu(), profile, max_p99_ms=budget)
+
+    assert within.extra["predicted_p99_ms"] <= budget
+    assert within.extra["max_p99_ms"] == budget
+    assert within.predicted_throughput <= fastest.predicted_throughput
+    assert (within.allocation, within.groups) != (fastest.allocation, fastest.groups)
+
+
+def test_a_latency_budget_no_plan_meets_is_a_plan_error() -> None:
+    with pytest.raises(
+        PlanError, match=r"no plan of tiny, small, large meets a p99 latency of 0\.01 ms"
+    ):
+        make_plan(list(COSTS), cpu(), cpu_profile(COSTS), max_p99_ms=0.01)

@@ -1,0 +1,414 @@
+"""The serving model: the throughput a candidate plan reaches when Triton serves it, as the
+search's evaluator. docs/SERVING.md derives it; in short:
+
+- Triton schedules *units*: a member served alone, or a group of co-located members served in
+  one Python-backend model (one process per instance, the members run one after another on
+  each batch, each in chunks of its own batch size).
+- On a CPU every instance is one thread. A unit costs, per sample, its members' one-thread
+  CPU seconds at the batch they actually run plus one served call spread over the batch the
+  batcher actually forms (`ServingCost.call_s`); it can use at most one core per instance.
+  Every request also costs the server CPU once: the wire and, unless one group serves every
+  member, the ensemble scheduler and the combine step; a load generator on the same machine
+  adds its own share.
+- On a GPU a unit gets the profile's throughput of k instances side by side (one instance's
+  when the profile has no concurrency entries: then this is DESIGN's base model).
+- Devices are time-shared as in the base model: the largest X such that every unit gets X
+  samples/s from its devices, each device's time summing to at most 1 — a small LP.
+- The batch a member's batcher forms is not the planned one when the member is not the
+  bottleneck: it holds the requests that arrive while one call runs. The model iterates
+  X → batches reached → costs → X to a fixed point.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import linprog
+
+from tritongen.errors import PlanError
+from tritongen.plan.plan import Plan
+from tritongen.plan.problem import Candidate, Problem, build_problem
+from tritongen.profile.profile import Profile, ServingCost
+from tritongen.spec.devices import Inventory
+
+SOLVES = 3  # LPs solved while the batches reached settle (then one more)
+IN_FLIGHT = 2.0  # requests in flight per request queued at the busiest unit (measured)
+TAIL = 1.5  # p99 latency / mean latency at that concurrency (measured)
+ITERATIONS = 10  # batch updates at a fixed throughput between two solves
+
+
+@dataclass(frozen=True)
+class Unit:
+    """What Triton schedules as one model: one member, or a group of co-located members."""
+
+    members: tuple[int, ...]
+    counts: dict[int, int]  # device -> instances
+    threads: int  # intra-op threads per instance (CPU)
+    batch: float  # the batcher's preferred batch size
+    chunks: tuple[float, ...]  # per member: the batch its session runs (a group splits)
+
+    @property
+    def grouped(self) -> bool:
+        return len(self.members) > 1
+
+
+@dataclass(frozen=True)
+class Prediction:
+    throughput: float  # ensemble samples/s once enough requests are in flight
+    latency_ms: float  # one request alone (concurrency 1)
+    concurrency: int  # requests in flight that reach `throughput` (about)
+    batches: dict[int, float] = field(default_factory=dict)  # member -> batch reached
+    bottleneck: int = 0  # the member whose unit binds hardest
+
+    @property
+    def p99_ms(self) -> float:
+        """The 99th percentile latency at `concurrency`: Little's law gives the mean, C / X;
+        the tail is a fixed multiple of it (measured, docs/SERVING.md)."""
+        if self.throughput <= 0:
+            return math.inf
+        return max(self.latency_ms, 1000 * TAIL * self.concurrency / self.throughput)
+
+
+class ServingModel:
+    """Predicts a candidate's served throughput (the search's `Evaluator`).
+
+    `client_on_host`: the load generator shares this machine's cores (a benchmark); a plan
+    for production serves clients elsewhere."""
+
+    def __init__(
+        self,
+        problem: Problem,
+        cost: ServingCost,
+        *,
+        client_on_host: bool = False,
+        max_p99_ms: float | None = None,
+    ) -> None:
+        self.problem = problem
+        self.cost = cost
+        self.client_on_host = client_on_host
+        self.max_p99_ms = max_p99_ms
+        self.calls = 0
+        self._cache: dict[Candidate, Prediction] = {}
+
+    @property
+    def placement_only(self) -> bool:
+        """True when the model is DESIGN's base model: no CPU and no concurrency entries, so
+        instance counts and threads do not matter and the LP's prices may prune moves."""
+        has_cpu = any(d.kind == "cpu" for d in self.problem.devices)
+        return not has_cpu and not self.problem.concurrent
+
+    def evaluate(self, candidate: Candidate) -> float:
+        """The predicted throughput; under a latency budget, a plan that misses it scores
+        below every one that meets it, and the nearer it comes, the higher."""
+        prediction = self.predict(candidate)
+        if self.meets_budget(prediction):
+            return prediction.throughput
+        return -prediction.p99_ms
+
+    def meets_budget(self, prediction: Prediction) -> bool:
+        return self.max_p99_ms is None or prediction.p99_ms <= self.max_p99_ms
+
+    def predict(self, candidate: Candidate) -> Prediction:
+        if candidate not in self._cache:
+            self.calls += 1
+            self._cache[candidate] = self._predict(candidate)
+        return self._cache[candidate]
+
+    def _predict(self, c: Candidate) -> Prediction:
+        units = serving_units(self.problem, c)
+        if any(not u.counts for u in units):
+            return Prediction(0.0, math.inf, 1)
+        overhead = self._request_cpu_s(units)
+        reached, stretch = [u.batch for u in units], 1.0
+        busiest = self._busiest(units)
+        for _ in range(SOLVES):
+            x = self._solve(units, reached, overhead).throughput
+            for _ in range(ITERATIONS):  # the batches that throughput x leads to
+                new, stretch = self._reached_batches(units, reached, x, stretch, busiest)
+                done = max(abs(a - b) for a, b in zip(new, reached, strict=True)) < 0.05
+                reached = new
+                if done:
+                    break
+        solved = self._solve(units, reached, overhead)
+        return Prediction(
+            throughput=solved.throughput,
+            latency_ms=1000 * self._alone_latency_s(units, overhead),
+            concurrency=self._concurrency(units, reached),
+            batches={m: b for u, b in zip(units, reached, strict=True) for m in u.members},
+            bottleneck=units[solved.binding].members[0],
+        )
+
+    def _busiest(self, units: list[Unit]) -> int:
+        """The unit whose instances have the most work per ensemble sample at full batches:
+        with many requests in flight, they queue there and its batcher finds full batches."""
+        return max(range(len(units)), key=lambda u: self._instance_seconds(units[u]))
+
+    def _instance_seconds(self, unit: Unit) -> float:
+        """Seconds of its instances' time one ensemble sample takes, at full batches."""
+        instances = sum(unit.counts.values()) * max(1, unit.threads)
+        return self._call_wall_s(unit, unit.batch, 1.0) / unit.batch / instances
+
+    # ------------------------------------------------------------------ costs
+
+    def _request_cpu_s(self, units: list[Unit]) -> float:
+        """Server CPU each ensemble request costs beyond its members' calls."""
+        one_model = len(units) == 1 and len(units[0].members) == len(self.problem.members)
+        seconds = self.cost.wire_s if one_model else self.cost.per_request_s
+        return seconds + (self.cost.client_s if self.client_on_host else 0.0)
+
+    def _cpu_seconds(self, unit: Unit, d: int, batch: float) -> float:
+        """CPU seconds per sample of `unit` on CPU device d when its batcher forms `batch`."""
+        compute = sum(
+            self._member_cpu_seconds(m, d, min(chunk, batch), unit.threads)
+            for m, chunk in zip(unit.members, unit.chunks, strict=True)
+        )
+        return compute + self.cost.call_s(max(1.0, batch)) / max(1.0, batch)
+
+    def _member_cpu_seconds(self, m: int, d: int, batch: float, threads: int) -> float:
+        """Core-seconds per sample of member m on CPU d at `batch`, with `threads` threads (the
+        profile's one-thread cost; all-core throughput for an all-core instance)."""
+        one_thread = interpolate(self.problem, self.problem.cpu_cost[m, d], batch)
+        if threads <= 1:
+            return one_thread / self._scaling(m, d)
+        cores = self.problem.devices[d].cores or 1
+        all_cores = interpolate(self.problem, self.problem.rate[m, d], batch, inverse=True)
+        share = (min(threads, cores) - 1) / max(1, cores - 1)
+        rate = 1 / one_thread + share * (1 / all_cores - 1 / one_thread)
+        return threads / rate
+
+    def _scaling(self, m: int, d: int) -> float:
+        """How much slower each one-thread instance runs when every core runs one (the profile's
+        concurrency entries on a CPU; 1 when it has none)."""
+        cores = self.problem.devices[d].cores or 1
+        for (mm, dd, _), curve in self.problem.concurrent.items():
+            if (mm, dd) == (m, d) and len(curve) >= 2:
+                k = min(cores, len(curve))
+                return min(1.0, curve[k - 1] / (k * curve[0]))
+        return 1.0
+
+    def _gpu_rate(self, unit: Unit, d: int) -> float:
+        """Samples/s of the unit's instances on GPU d: the profile's rate of k instances side
+        by side (of one, without concurrency entries); a group's members run one after another."""
+        seconds = 0.0
+        for m, chunk in zip(unit.members, unit.chunks, strict=True):
+            b = self.problem.batch_sizes.index(int(chunk))
+            curve = self.problem.concurrent.get((m, d, b))
+            k = unit.counts[d]
+            rate = curve[min(k, len(curve)) - 1] if curve else float(self.problem.rate[m, d, b])
+            seconds += 1.0 / rate
+        return 1.0 / seconds
+
+    # ------------------------------------------------------------------ the LP
+
+    def _solve(self, units: list[Unit], reached: list[float], overhead: float) -> _Solved:
+        pairs = [(u, d) for u, unit in enumerate(units) for d in sorted(unit.counts)]
+        rates, limits = [], []
+        for u, d in pairs:
+            rate, limit = self._rate_and_limit(units[u], d, reached[u])
+            rates.append(rate)
+            limits.append(limit)
+        return solve_units(
+            len(units), self._device_count(), pairs, rates, limits, self._cpu_load(overhead)
+        )
+
+    def _rate_and_limit(self, unit: Unit, d: int, batch: float) -> tuple[float, float]:
+        """Samples/s of `unit` given all of device d, and the share of d it can use."""
+        device = self.problem.devices[d]
+        if device.kind != "cpu":
+            return self._gpu_rate(unit, d), 1.0
+        cores = device.cores or 1
+        rate = cores / self._cpu_seconds(unit, d, batch)
+        return rate, min(1.0, unit.counts[d] * max(1, unit.threads) / cores)
+
+    def _device_count(self) -> int:
+        return len(self.problem.devices)
+
+    def _cpu_load(self, overhead: float) -> dict[int, float]:
+        """Share of each CPU's time one ensemble sample per second takes for its request (the
+        server's CPU: the first CPU device)."""
+        for d, device in enumerate(self.problem.devices):
+            if device.kind == "cpu":
+                return {d: overhead / (device.cores or 1)}
+        return {}
+
+    # ------------------------------------------------------------------ batches and latency
+
+    def _reached_batches(
+        self, units: list[Unit], reached: list[float], x: float, stretch: float, busiest: int
+    ) -> tuple[list[float], float]:
+        """The batch each unit's batcher forms at throughput x, and how much slower a call runs
+        because more threads want a CPU core than there are.
+
+        With many requests in flight they queue somewhere: at the busiest unit, whose batcher
+        then finds full batches. Every other unit batches the requests that arrive while one
+        of its calls runs (b = λ·(a + c·b): a call's fixed cost a makes batches grow)."""
+        batches, runnable = [], 0.0
+        for u, (unit, batch) in enumerate(zip(units, reached, strict=True)):
+            per_instance = x / sum(unit.counts.values())
+            call_s = self._call_wall_s(unit, batch, stretch)
+            arrived = unit.batch if u == busiest else per_instance * call_s
+            batches.append(float(np.clip(arrived, 1.0, unit.batch)))
+            if self._on_cpu(unit):
+                busy = 1.0 if u == busiest else min(1.0, per_instance * call_s / batch)
+                runnable += sum(unit.counts.values()) * unit.threads * busy
+        cores = next((d.cores or 1 for d in self.problem.devices if d.kind == "cpu"), 1)
+        return batches, max(1.0, runnable / cores)
+
+    def _on_cpu(self, unit: Unit) -> bool:
+        return self.problem.devices[min(unit.counts)].kind == "cpu"
+
+    def _call_wall_s(self, unit: Unit, batch: float, stretch: float) -> float:
+        """Wall seconds one call of `batch` samples takes on the unit's first device."""
+        d = min(unit.counts)
+        if self.problem.devices[d].kind != "cpu":
+            return batch / self._gpu_rate(unit, d)
+        return batch * self._cpu_seconds(unit, d, batch) * stretch / max(1, unit.threads)
+
+    def _alone_latency_s(self, units: list[Unit], overhead: float) -> float:
+        """One request alone: its own CPU overhead, then its units side by side (each unit runs
+        its members one after another); a CPU runs at most `cores` of them at once."""
+        times = [self._call_wall_s(unit, 1.0, 1.0) for unit in units]
+        cores = next((d.cores or 1 for d in self.problem.devices if d.kind == "cpu"), 1)
+        return overhead + max(max(times), sum(times) / cores)
+
+    def _concurrency(self, units: list[Unit], reached: list[float]) -> int:
+        """Requests in flight that keep the busiest unit's batches full: its instances' batches,
+        and as many again on their way to it or back to their clients."""
+        queued = max(sum(u.counts.values()) * b for u, b in zip(units, reached, strict=True))
+        return max(1, math.ceil(IN_FLIGHT * queued))
+
+
+@dataclass(frozen=True)
+class _Solved:
+    throughput: float
+    share: dict[tuple[int, int], float]  # (unit, device) -> share of the device's time
+    binding: int  # the unit whose constraint binds hardest
+
+
+def solve_units(
+    n_units: int,
+    n_devices: int,
+    pairs: list[tuple[int, int]],
+    rates: list[float],
+    limits: list[float],
+    request_load: dict[int, float],
+) -> _Solved:
+    """maximise X: Σ_d rate·f ≥ X per unit, Σ_u f + load_d·X ≤ 1 per device, 0 ≤ f ≤ limit."""
+    devices = {d for _, d in pairs}
+    if len(devices) == 1 and len(pairs) == n_units:
+        return _one_device(pairs, rates, limits, request_load.get(devices.pop(), 0.0))
+    n = len(pairs)
+    a_ub = np.zeros((n_units + n_devices, n + 1))
+    for i, ((u, d), rate) in enumerate(zip(pairs, rates, strict=True)):
+        a_ub[u, i] = -rate
+        a_ub[n_units + d, i] = 1.0
+    a_ub[:n_units, n] = 1.0
+    for d, load in request_load.items():
+        a_ub[n_units + d, n] = load
+    b_ub = np.concatenate([np.zeros(n_units), np.ones(n_devices)])
+    cost = np.zeros(n + 1)
+    cost[n] = -1.0
+    bounds = [(0.0, limit) for limit in limits] + [(0.0, None)]
+    result = linprog(cost, A_ub=a_ub, b_ub=b_ub, bounds=bounds, method="highs")
+    if result.status != 0:
+        raise PlanError(f"the serving model's LP failed: {result.message}")
+    marginals = -np.asarray(result.ineqlin.marginals)
+    share = {pair: float(result.x[i]) for i, pair in enumerate(pairs)}
+    return _Solved(float(result.x[n]), share, int(np.argmax(marginals[:n_units])))
+
+
+def _one_device(
+    pairs: list[tuple[int, int]], rates: list[float], limits: list[float], load: float
+) -> _Solved:
+    """The LP in closed form when every unit shares one device: its time split in proportion
+    to each unit's seconds per sample, each unit also held to its own share limit."""
+    seconds = [1.0 / r for r in rates]
+    x = min(1.0 / (sum(seconds) + load), *(lim / s for lim, s in zip(limits, seconds, strict=True)))
+    share = {pair: x * s for pair, s in zip(pairs, seconds, strict=True)}
+    binding = max(range(len(pairs)), key=lambda i: seconds[i] / limits[i])
+    return _Solved(x, share, pairs[binding][0])
+
+
+def serving_units(problem: Problem, c: Candidate) -> list[Unit]:
+    """The units Triton schedules for candidate c: each grouped device's group, then every
+    other member alone. A group's batcher forms batches up to the largest profiled size."""
+    grouped: set[int] = set()
+    units = []
+    for d in range(len(problem.devices)):
+        members = problem.group_members(c, d)
+        if members:
+            grouped.update(members)
+            units.append(
+                Unit(
+                    members=tuple(members),
+                    counts={d: c.counts[members[0]][d]},
+                    threads=1,
+                    batch=float(problem.group_batch_size(c, d)),
+                    chunks=tuple(float(problem.batch_sizes[c.batch[m]]) for m in members),
+                )
+            )
+    for m in range(len(problem.members)):
+        if m in grouped:
+            continue
+        batch = float(problem.batch_sizes[c.batch[m]])
+        counts = {d: n for d, n in enumerate(c.counts[m]) if n > 0}
+        units.append(Unit((m,), counts, max(1, c.threads[m]), batch, (batch,)))
+    return units
+
+
+def interpolate(problem: Problem, values: np.ndarray, batch: float, inverse: bool = False) -> float:
+    """`values` (per profiled batch size) at a fractional `batch`, linear between the profiled
+    sizes around it and flat beyond them; `inverse` reads rates as seconds per sample."""
+    sizes = np.asarray(problem.batch_sizes, dtype=float)
+    known = np.isfinite(values) & (values > 0)
+    if not known.any():
+        raise PlanError("the profile has no CPU cost for a member placed on a CPU")
+    y = 1.0 / values[known] if inverse else values[known]
+    return float(np.interp(batch, sizes[known], y))
+
+
+def plan_candidate(problem: Problem, plan: Plan) -> Candidate:
+    """The candidate a plan.json stands for in `problem` (whose members and devices it uses).
+    A plan without dynamic batching runs every request alone: batch 1."""
+    index = {d.id: i for i, d in enumerate(problem.devices)}
+    counts, batch = [], []
+    for member in problem.members:
+        row = [0] * len(problem.devices)
+        for device_id, n in plan.allocation[member].items():
+            row[index[device_id]] = n
+        counts.append(tuple(row))
+        wanted = plan.batch_size[member] if plan.dynamic_batching else 1
+        batch.append(_batch_index(problem, member, wanted))
+    on_device = [
+        next((g for g in plan.groups.values() if device.id in g.allocation), None)
+        for device in problem.devices
+    ]
+    grouped = tuple(g is not None for g in on_device)
+    group_batch = tuple(
+        -1 if g is None else _batch_index(problem, ",".join(g.members), g.batch_size)
+        for g in on_device
+    )
+    threads = tuple(plan.threads.get(m, 0) for m in problem.members)
+    return Candidate(tuple(counts), tuple(batch), threads, grouped, group_batch)
+
+
+def _batch_index(problem: Problem, member: str, batch: int) -> int:
+    if batch not in problem.batch_sizes:
+        raise PlanError(
+            f"{member}: the plan's batch size {batch} is not in the profile "
+            f"({list(problem.batch_sizes)}); profile it or plan again"
+        )
+    return problem.batch_sizes.index(batch)
+
+
+def predict_plan(
+    plan: Plan, inventory: Inventory, profile: Profile, *, client_on_host: bool = False
+) -> Prediction:
+    """The serving model's prediction for a plan as written (e.g. a baseline's, or one read
+    from plan.json); `client_on_host` when the load generator shares this machine."""
+    members = list(plan.allocation)
+    problem = build_problem(members, inventory, profile)
+    model = ServingModel(problem, profile.serving_cost, client_on_host=client_on_host)
+    return model.predict(plan_candidate(problem, plan))
