@@ -9,10 +9,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from tritongen.errors import SpecError
+from tritongen.files import read_json, validate
 from tritongen.spec.devices import Inventory
+from tritongen.spec.ensemble import Name
 from tritongen.spec.members import Ensemble
 
 
@@ -28,6 +32,8 @@ class Plan:
     # serves the combiner. Empty and None otherwise.
     nodes: dict[str, str] = field(default_factory=dict)
     primary_node: str | None = None
+    # What was assumed because something could not be measured (one line each)
+    warnings: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)  # baseline, bottleneck, model name...
 
     @property
@@ -50,6 +56,7 @@ class Plan:
             "queue_delay_us": self.queue_delay_us,
             "dynamic_batching": self.dynamic_batching,
             **nodes,
+            **({"warnings": list(self.warnings)} if self.warnings else {}),
             **self.extra,
         }
 
@@ -57,40 +64,50 @@ class Plan:
         Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n")
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Plan:
-        known = {
-            "allocation",
-            "batch_size",
-            "predicted_throughput",
-            "threads",
-            "queue_delay_us",
-            "dynamic_batching",
-            "nodes",
-            "primary_node",
-        }
+    def from_json(cls, data: Any, source: Path = Path("plan.json")) -> Plan:
+        """A plan from a plan.json document, checked by type and range (`SpecError` naming
+        `source` otherwise). Keys it does not know are kept in `extra`."""
+        checked = validate(_PlanFile, data, source)
+        known = set(_PlanFile.model_fields)
         return cls(
-            allocation={
-                m: {d: int(n) for d, n in a.items()} for m, a in data["allocation"].items()
-            },
-            batch_size={m: int(b) for m, b in data["batch_size"].items()},
-            predicted_throughput=float(data.get("predicted_throughput", 0.0)),
-            threads={m: int(t) for m, t in data.get("threads", {}).items()},
-            queue_delay_us={m: int(t) for m, t in data.get("queue_delay_us", {}).items()},
-            dynamic_batching=bool(data.get("dynamic_batching", True)),
-            nodes={m: str(n) for m, n in data.get("nodes", {}).items()},
-            primary_node=data.get("primary_node"),
+            allocation=checked.allocation,
+            batch_size=checked.batch_size,
+            predicted_throughput=checked.predicted_throughput,
+            threads=checked.threads,
+            queue_delay_us=checked.queue_delay_us,
+            dynamic_batching=checked.dynamic_batching,
+            nodes=checked.nodes,
+            primary_node=checked.primary_node,
+            warnings=tuple(checked.warnings),
             extra={k: v for k, v in data.items() if k not in known},
         )
 
 
+Count = Annotated[int, Field(strict=True, ge=0, le=4096)]
+Batch = Annotated[int, Field(strict=True, ge=1, le=4096)]
+
+
+class _PlanFile(BaseModel):
+    """plan.json. `allocation` and `batch_size` are required (and `predicted_throughput`
+    written); other tools and later versions add keys of their own, which are kept as they
+    are."""
+
+    model_config = ConfigDict(extra="allow")
+
+    allocation: dict[Name, dict[Name, Count]]  # member -> device id -> instances
+    batch_size: dict[Name, Batch]
+    predicted_throughput: Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)] = 0.0
+    threads: dict[Name, Annotated[int, Field(strict=True, ge=1, le=1024)]] = {}
+    queue_delay_us: dict[Name, Annotated[int, Field(strict=True, ge=0, le=10**7)]] = {}
+    dynamic_batching: Annotated[bool, Field(strict=True)] = True
+    nodes: dict[Name, Name] = {}  # member -> node
+    primary_node: Name | None = None
+    warnings: list[Annotated[str, Field(max_length=2000)]] = []
+
+
 def load_plan(path: str | Path) -> Plan:
     path = Path(path)
-    try:
-        return Plan.from_json(json.loads(path.read_text()))
-    except FileNotFoundError:
-        raise SpecError(f"{path}: file not found; create it with `tritongen plan`") from None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise SpecError(f"{path}: not a valid plan.json ({type(exc).__name__}: {exc})") from None
+    return Plan.from_json(read_json(path, "create it with `tritongen plan`"), path)
 
 
 def default_plan(ensemble: Ensemble, inventory: Inventory) -> Plan:

@@ -30,7 +30,7 @@ from tritonclient.grpc import model_config_pb2
 from tritongen.errors import RenderError, SpecError
 from tritongen.plan.plan import Plan
 from tritongen.spec.devices import Inventory
-from tritongen.spec.ensemble import Accelerator, ExecutionSpec
+from tritongen.spec.ensemble import NAME_RULE, Accelerator, ExecutionSpec
 from tritongen.spec.members import Ensemble, MemberModel
 
 MARKER = ".tritongen"
@@ -144,7 +144,7 @@ def _write_nodes(
     """`nodes/<primary>/`: the BLS combiner and the primary's members, calling the others at
     their node's url; `nodes/<other>/`: that node's members alone."""
     for node in plan.node_names:
-        folder = root / NODES_DIR / node
+        folder = inside(root, NODES_DIR, node)
         folder.mkdir(parents=True)
         if node == plan.primary_node:
             calling = calling_other_nodes(ensemble, plan, inventory)
@@ -312,10 +312,21 @@ def instance_groups(allocation: dict[str, int], inventory: Inventory) -> list[In
 def _model_dir(root: Path, name: str, config: str) -> Path:
     """Create `root/name/` with its config.pbtxt (checked) and return the version folder."""
     parse_config(config, name)
-    model = root / name
+    model = inside(root, name)
     (model / "1").mkdir(parents=True, mode=0o755)
     (model / "config.pbtxt").write_text(config)
     return model / "1"
+
+
+def inside(root: Path, *parts: str) -> Path:
+    """`root/parts...`, refused unless it resolves to a folder strictly inside `root`: names
+    from a plan.json or a spec must never make the build write elsewhere."""
+    path = root.joinpath(*parts).resolve()
+    if root.resolve() not in path.parents:
+        raise RenderError(
+            f"{'/'.join(parts)!r} would be written outside the repository folder; {NAME_RULE}"
+        )
+    return path
 
 
 def parse_config(text: str, name: str) -> model_config_pb2.ModelConfig:
