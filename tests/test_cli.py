@@ -56,13 +56,15 @@ def test_build_with_missing_spec_exits_2(tmp_path: Path) -> None:
     assert_one_line_error(run_cli("build", str(tmp_path / "none.yaml")), "file not found")
 
 
-def test_build_refuses_foreign_folder_and_keeps_it(
-    tmp_path: Path, member_models: list[Path]
+@pytest.mark.parametrize("force", [[], ["--force"]])
+def test_build_refuses_foreign_folder_and_keeps_it_even_with_force(
+    tmp_path: Path, member_models: list[Path], force: list[str]
 ) -> None:
     spec = write_spec(tmp_path, spec_data(member_models))
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "notes.txt").write_text("mine")
-    assert_one_line_error(run_cli("build", str(spec), "-o", str(tmp_path / "out")), "--force")
+    result = run_cli("build", str(spec), "-o", str(tmp_path / "out"), "--quick", *force)
+    assert_one_line_error(result, "was not written by tritongen", "choose another -o")
     assert (tmp_path / "out" / "notes.txt").read_text() == "mine"
 
 

@@ -208,7 +208,12 @@ def build(
         bool, typer.Option("--quick", help="No profiling: one CPU instance per member.")
     ] = False,
     force: Annotated[
-        bool, typer.Option("--force", help="Replace a folder that tritongen did not write.")
+        bool,
+        typer.Option(
+            "--force",
+            help="Also replace a repository tritongen wrote that files were added to since "
+            "(never a folder tritongen did not write).",
+        ),
     ] = False,
 ) -> None:
     """Render a Triton model repository that serves the ensemble as one model."""

@@ -109,6 +109,7 @@ def _write_all(
     else:
         _write_repository(root, env, ensemble, plan, inventory, combiner, target)
     plan.save(root / "plan.json")
+    marker["entries"] = sorted(p.name for p in root.iterdir())  # what --force may replace
     (root / MARKER).write_text(json.dumps(marker) + "\n")
     _restrict_permissions(root)
 
@@ -169,11 +170,7 @@ def calling_other_nodes(ensemble: Ensemble, plan: Plan, inventory: Inventory) ->
 
 def served_nodes(repository: Path) -> list[str]:
     """The nodes of a multi-node build (`DIR/nodes/<node>/`); empty for one repository."""
-    try:
-        marker = json.loads((repository / MARKER).read_text())
-    except (OSError, ValueError):
-        return []
-    nodes = marker.get("nodes") if isinstance(marker, dict) else None
+    nodes = (read_marker(repository) or {}).get("nodes")
     return [str(n) for n in nodes] if isinstance(nodes, list) else []
 
 
@@ -381,16 +378,40 @@ def _copy_template(env: jinja2.Environment, name: str, target: Path) -> None:
 
 
 def check_destination(destination: Path, force: bool) -> None:
-    if not destination.exists() or force:
+    """Refuse to replace what tritongen did not write. An empty folder, or a repository that
+    tritongen wrote (its marker), is replaced; `force` is needed when files were added to
+    such a repository since, and a non-empty folder without the marker is refused whatever
+    `force` says (`build -o ~ --force` must not remove a home folder)."""
+    if not destination.exists():
         return
     if not destination.is_dir():
         raise RenderError(f"{destination}: exists and is not a folder; choose another -o")
-    foreign = [p.name for p in destination.iterdir() if p.name not in (*KEPT_FILES, MARKER)]
-    if foreign and not (destination / MARKER).exists():
+    present = sorted(p.name for p in destination.iterdir() if p.name not in KEPT_FILES)
+    if not present:
+        return
+    marker = read_marker(destination)
+    if marker is None:
         raise RenderError(
             f"{destination}: is not empty and was not written by tritongen "
-            f"(holds {', '.join(sorted(foreign)[:3])}); choose another -o or pass --force"
+            f"(holds {', '.join(present[:3])}); choose another -o (--force replaces only "
+            "a folder that tritongen wrote)"
         )
+    written = marker.get("entries")
+    added = [n for n in present if n != MARKER and n not in written] if written else []
+    if added and not force:
+        raise RenderError(
+            f"{destination}: holds {', '.join(added[:3])}, which tritongen did not write; "
+            "move it away, or pass --force to replace the whole folder"
+        )
+
+
+def read_marker(repository: Path) -> dict[str, Any] | None:
+    """The `.tritongen` marker of a repository that tritongen wrote; None for any other."""
+    try:
+        marker = json.loads((repository / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) else None
 
 
 def _check_plan(ensemble: Ensemble, plan: Plan, inventory: Inventory) -> None:
