@@ -285,13 +285,21 @@ def test_killed_member_process_fails_in_flight_requests_only_and_is_restarted(
         assert_healthy(fault_server, members, model)
 
 
+@pytest.mark.parametrize(
+    "control",
+    [[], ["--model-control", "--api-key", "watchdog-key-0123456789"]],
+    ids=["poll", "explicit-with-key"],
+)
 def test_background_server_has_a_watchdog_that_reloads_a_killed_member(
-    members: list[Path], tmp_path: Path
+    members: list[Path], tmp_path: Path, control: list[str]
 ) -> None:
+    """In explicit mode behind a key, the watchdog (a process of its own) asks for the
+    reload with the key, which reaches it through its environment, not its command line."""
     ensemble = load_ensemble(load_spec(write_spec(tmp_path, spec_data(members[:1], name="solo"))))
     inventory = detect_devices()
     repo = render_repository(ensemble, default_plan(ensemble, inventory), inventory, tmp_path / "r")
-    command = [*CLI, "serve", str(repo)]
+    free = ["--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"]
+    command = [*CLI, "serve", str(repo), *free, *control]
     started = subprocess.run(
         [*command, "--background"], capture_output=True, text=True, timeout=180
     )

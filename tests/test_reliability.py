@@ -303,7 +303,8 @@ def test_cli_serve_on_a_taken_port_exits_2(tmp_path: Path, member_models: list[P
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = str(taken.getsockname()[1])
-        result = run_cli("serve", str(tmp_path / "repo"), "--grpc-port", port)
+        others = ["--http-port", "0", "--metrics-port", "0"]
+        result = run_cli("serve", str(tmp_path / "repo"), "--grpc-port", port, *others)
     assert_one_line_error(result, f"port {port} on 127.0.0.1 is in use", "--grpc-port")
 
 

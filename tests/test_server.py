@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -11,13 +12,19 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
 
-from tests.conftest import CLI, spec_data, write_spec
+from tests.conftest import CLI, assert_one_line_error, run_cli, spec_data, write_spec
 from tritongen.errors import ServerError
 from tritongen.plan.plan import default_plan
 from tritongen.render.repository import render_repository
+from tritongen.serve.client import EnsembleClient, Protocol
 from tritongen.serve.server import EmbeddedServer, find_tritonserver, summarize_log
+from tritongen.serve.watchdog import API_KEY_HEADER, GRPC_API_KEY_HEADER
 from tritongen.spec.devices import detect_devices
 from tritongen.spec.ensemble import load_spec
 from tritongen.spec.members import load_ensemble
@@ -68,10 +75,79 @@ def test_broken_member_stops_start_and_its_error_is_quoted(repository: Path) -> 
         EmbeddedServer(repository, ready_timeout_s=120).start()
 
 
+def test_serve_defaults_to_tritons_ports_and_names_the_busy_one(repository: Path) -> None:
+    """The README's `serve` then `infer --url 127.0.0.1:8000` must meet: 8000 is the default,
+    and when it is taken the command says so (we hold it, or someone else already does)."""
+    with socket.socket() as holder:
+        with contextlib.suppress(OSError):
+            holder.bind(("127.0.0.1", 8000))
+            holder.listen()
+        result = run_cli("serve", str(repository))
+    assert_one_line_error(result, "port 8000 on 127.0.0.1 is in use", "--http-port")
+
+
+def test_model_control_beyond_loopback_needs_a_second_flag(repository: Path) -> None:
+    result = run_cli("serve", str(repository), "--host", "0.0.0.0", "--model-control")
+    assert_one_line_error(
+        result, "--model-control on --host 0.0.0.0", "--allow-remote-model-control"
+    )
+
+
+def test_only_a_key_of_the_safe_alphabet_is_accepted(repository: Path) -> None:
+    result = run_cli("serve", str(repository), "--api-key", "short,=:")
+    assert_one_line_error(result, "--api-key: use 16-256 characters")
+
+
+KEY = "test-key-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def restricted(member_models: list[Path], tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("restricted")
+    ensemble = load_ensemble(load_spec(write_spec(root, spec_data(member_models))))
+    inventory = detect_devices()
+    repo = render_repository(ensemble, default_plan(ensemble, inventory), inventory, root / "r")
+    with EmbeddedServer(repo, model_control=True, api_key=KEY) as running:
+        yield running
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_model_repository_and_shared_memory_apis_need_the_key(
+    restricted: EmbeddedServer, protocol: str
+) -> None:
+    module = httpclient if protocol == "http" else grpcclient
+    url = restricted.http_url if protocol == "http" else restricted.grpc_url
+    header = API_KEY_HEADER if protocol == "http" else GRPC_API_KEY_HEADER
+    client = module.InferenceServerClient(url)
+    for call in (client.get_model_repository_index, client.get_system_shared_memory_status):
+        with pytest.raises(InferenceServerException, match="restricted"):
+            call()
+        with pytest.raises(InferenceServerException, match="restricted"):
+            call(headers={header: "not-the-key-0123456789"})
+        call(headers={header: KEY})
+    with pytest.raises(InferenceServerException, match="restricted"):
+        client.unload_model("ens")
+    assert client.is_model_ready("ens")  # health and metadata stay open
+    rows = np.random.default_rng(0).random((2, 16), dtype=np.float32)
+    assert EnsembleClient(url, "ens", Protocol(protocol)).infer(rows).shape == (2, 5)
+
+
+@pytest.mark.server
+def test_model_control_with_the_key_unloads_and_loads(restricted: EmbeddedServer) -> None:
+    client = grpcclient.InferenceServerClient(restricted.grpc_url)
+    headers = {GRPC_API_KEY_HEADER: KEY}
+    client.unload_model("mlp", headers=headers)
+    assert not client.is_model_ready("mlp")
+    client.load_model("mlp", headers=headers)
+    assert client.is_model_ready("mlp")
+
+
 @pytest.mark.server
 def test_serve_background_prints_json_binds_loopback_and_stops_on_sigterm(repository: Path) -> None:
+    free = ["--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"]
     result = subprocess.run(
-        [*CLI, "serve", str(repository), "--background"],
+        [*CLI, "serve", str(repository), "--background", *free, "--api-key", KEY],
         capture_output=True,
         text=True,
         timeout=180,
@@ -79,7 +155,12 @@ def test_serve_background_prints_json_binds_loopback_and_stops_on_sigterm(reposi
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout.strip().splitlines()[-1])
     assert set(info) >= {"pid", "http_port", "grpc_port", "metrics_port"}
+    assert all(info[f"{p}_port"] > 0 for p in ("http", "grpc", "metrics"))
     try:
+        assert info["api_key"] == KEY
+        client = httpclient.InferenceServerClient(f"127.0.0.1:{info['http_port']}")
+        with pytest.raises(InferenceServerException, match="restricted"):
+            client.get_model_repository_index()
         listening = subprocess.run(["ss", "-ltnp"], capture_output=True, text=True).stdout
         ours = [line for line in listening.splitlines() if f"pid={info['pid']}," in line]
         assert ours, listening

@@ -18,7 +18,14 @@ from tritongen.errors import TritongenError
 from tritongen.render.k8s import NGC_IMAGE, RepositorySource
 from tritongen.render.repository import Combiner, Target
 from tritongen.serve.client import ModelSignature, Protocol
-from tritongen.serve.server import LOOPBACK, EmbeddedServer
+from tritongen.serve.server import (
+    DEFAULT_PORTS,
+    LOOPBACK,
+    EmbeddedServer,
+    GrpcTls,
+    access_key,
+)
+from tritongen.serve.watchdog import API_KEY_HEADER, GRPC_API_KEY_HEADER
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -259,34 +266,68 @@ def _node_lines(plan: Plan, inventory: Inventory, repository: Path) -> list[str]
     return lines
 
 
+PortOpt = Annotated[int, typer.Option(min=0, max=65535, help="0: a free port.")]
+
+
 @app.command()
 def serve(
     repository: Annotated[Path, typer.Argument(help="A repository from `tritongen build`.")] = Path(
         "model_repository"
     ),
     host: Annotated[str, typer.Option(help="Address to bind; loopback unless you ask.")] = LOOPBACK,
-    http_port: Annotated[int | None, typer.Option(help="Default: a free port.")] = None,
-    grpc_port: Annotated[int | None, typer.Option(help="Default: a free port.")] = None,
-    metrics_port: Annotated[int | None, typer.Option(help="Default: a free port.")] = None,
+    http_port: PortOpt = DEFAULT_PORTS["http"],
+    grpc_port: PortOpt = DEFAULT_PORTS["grpc"],
+    metrics_port: PortOpt = DEFAULT_PORTS["metrics"],
     background: Annotated[
         bool, typer.Option("--background", help="Return once ready; print one JSON line.")
     ] = False,
     model_control: Annotated[
         bool, typer.Option("--model-control", help="Allow remote load/unload (off by default).")
     ] = False,
+    allow_remote_model_control: Annotated[
+        bool,
+        typer.Option(
+            "--allow-remote-model-control",
+            help="Confirm --model-control on a --host beyond loopback.",
+        ),
+    ] = False,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TRITONGEN_API_KEY",
+            help=f"Key that model-repository, shared-memory, trace and logging requests must "
+            f"carry in the `{API_KEY_HEADER}` header (default beyond loopback: a new one, "
+            "printed).",
+            show_default=False,
+        ),
+    ] = None,
+    grpc_tls_cert: Annotated[
+        Path | None, typer.Option(help="Serve gRPC over TLS with this certificate (PEM).")
+    ] = None,
+    grpc_tls_key: Annotated[
+        Path | None, typer.Option(help="... and this private key (PEM).")
+    ] = None,
+    grpc_tls_client_ca: Annotated[
+        Path | None, typer.Option(help="Require client certificates signed by this CA (PEM).")
+    ] = None,
     log_file: Annotated[
         Path | None, typer.Option(help="Server log (default: a temp file).")
     ] = None,
 ) -> None:
-    """Run the embedded Triton server on a repository."""
+    """Run the embedded Triton server on a repository (ports 8000, 8001, 8002 by default)."""
+    key = access_key(
+        host, model_control=model_control, confirmed=allow_remote_model_control, api_key=api_key
+    )
     server = EmbeddedServer(
         repository,
         host=host,
-        http_port=http_port,
-        grpc_port=grpc_port,
-        metrics_port=metrics_port,
+        http_port=http_port or None,
+        grpc_port=grpc_port or None,
+        metrics_port=metrics_port or None,
         model_control=model_control,
         log_path=log_file,
+        api_key=key,
+        grpc_tls=_grpc_tls(grpc_tls_cert, grpc_tls_key, grpc_tls_client_ca),
     )
     server.start(detach=background)
     ports = {
@@ -296,13 +337,31 @@ def serve(
         "metrics_port": server.metrics_port,
     }
     if background:
-        print(json.dumps({**ports, "log": str(server.log_path)}), flush=True)
+        restricted = {"api_key": key} if key else {}
+        print(json.dumps({**ports, "log": str(server.log_path), **restricted}), flush=True)
         return
     console.print(
         f"tritonserver ready (pid {server.pid}): http {server.http_url}, grpc {server.grpc_url}, "
-        f"metrics {server._client_host}:{server.metrics_port}; log {server.log_path}. Ctrl-C stops."
+        f"metrics {server.metrics_url}; log {server.log_path}. Ctrl-C stops.",
+        markup=False,
+        highlight=False,
     )
+    if key:
+        console.print(
+            f"model-repository, shared-memory, trace and logging requests need the key {key} "
+            f"in the header {API_KEY_HEADER} (HTTP) or {GRPC_API_KEY_HEADER} (gRPC)",
+            markup=False,
+            highlight=False,
+        )
     _wait_until_interrupted(server)
+
+
+def _grpc_tls(cert: Path | None, key: Path | None, client_ca: Path | None) -> GrpcTls | None:
+    if cert is None and key is None and client_ca is None:
+        return None
+    if cert is None or key is None:
+        raise TritongenError("--grpc-tls-cert and --grpc-tls-key go together")
+    return GrpcTls(cert.resolve(), key.resolve(), client_ca and client_ca.resolve())
 
 
 def _wait_until_interrupted(server: EmbeddedServer) -> None:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import compileall
 import contextlib
 import importlib.util
+import ipaddress
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -31,11 +33,40 @@ from tritongen.errors import ServerError
 from tritongen.paths import cache_dir
 from tritongen.render.repository import NODES_DIR, served_nodes
 from tritongen.serve.health import server_ready
-from tritongen.serve.watchdog import Watchdog, live_stubs
+from tritongen.serve.watchdog import API_KEY_ENV, API_KEY_HEADER, Watchdog, live_stubs
 
 LOOPBACK = "127.0.0.1"
+DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}  # Triton's own defaults
+# Beyond loopback, these APIs answer only requests that carry the key in this header:
+# model-repository loads models (with uploaded files), shared-memory maps a client's memory,
+# trace and logging change what the server writes.
+RESTRICTED_APIS = ("model-repository", "shared-memory", "trace", "logging")
+API_KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]{16,256}$")
 POLL_SECONDS = 2  # repository poll period: how soon a model marked by the watchdog reloads
 INSTALL_HINT = "install it with `pip install nvidia-pytriton==0.7.0` (Linux x86_64)"
+
+
+@dataclass(frozen=True)
+class GrpcTls:
+    """TLS on the server's gRPC endpoint (PEM files); `client_ca` also requires clients to
+    present a certificate it signed (mutual TLS)."""
+
+    certificate: Path
+    private_key: Path
+    client_ca: Path | None = None
+
+    def server_args(self) -> list[str]:
+        for path in (self.certificate, self.private_key, self.client_ca):
+            if path is not None and not path.is_file():
+                raise ServerError(f"{path}: no such file (gRPC TLS); give a PEM file")
+        args = [
+            "--grpc-use-ssl=true",
+            f"--grpc-server-cert={self.certificate}",
+            f"--grpc-server-key={self.private_key}",
+        ]
+        if self.client_ca is not None:
+            args += ["--grpc-use-ssl-mutual=true", f"--grpc-root-cert={self.client_ca}"]
+        return args
 
 
 @dataclass(frozen=True)
@@ -134,8 +165,39 @@ def server_environment(install: TritonInstall) -> dict[str, str]:
     return env
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name, or "" (every interface)
+        return False
+
+
+def access_key(
+    host: str, *, model_control: bool, confirmed: bool, api_key: str | None
+) -> str | None:
+    """The key that guards `RESTRICTED_APIS`: `api_key` when given, a new random one when
+    `host` is beyond loopback, else None. Remote model control beyond loopback lets anyone
+    who reaches the address run code on this machine, so it needs `confirmed` as well."""
+    if api_key is not None and not API_KEY_PATTERN.fullmatch(api_key):
+        raise ServerError("--api-key: use 16-256 characters from A-Z a-z 0-9 _ -")
+    if is_loopback(host):
+        return api_key
+    if model_control and not confirmed:
+        raise ServerError(
+            f"--model-control on --host {host} lets anyone who reaches it load models with "
+            "files they upload; add --allow-remote-model-control to confirm, or bind 127.0.0.1"
+        )
+    return api_key or secrets.token_urlsafe(24)
+
+
 class EmbeddedServer:
-    """Run tritonserver on `repository`; a context manager that waits for readiness."""
+    """Run tritonserver on `repository`; a context manager that waits for readiness.
+
+    Ports left None are chosen free. With `api_key`, the model-repository, shared-memory,
+    trace and logging APIs answer only requests that carry it: in the `API_KEY_HEADER` header
+    over HTTP, in the `GRPC_API_KEY_HEADER` metadata over gRPC (Triton prefixes the key)."""
 
     def __init__(
         self,
@@ -150,6 +212,8 @@ class EmbeddedServer:
         ready_timeout_s: float = 120.0,
         extra_args: tuple[str, ...] = (),
         watchdog: bool = True,
+        api_key: str | None = None,
+        grpc_tls: GrpcTls | None = None,
     ) -> None:
         self.repository = Path(repository).resolve()
         self.host = host
@@ -159,6 +223,8 @@ class EmbeddedServer:
         self.ready_timeout_s = ready_timeout_s
         self.extra_args = extra_args
         self.use_watchdog = watchdog
+        self.api_key = api_key
+        self.grpc_tls = grpc_tls
         self.watchdog: Watchdog | None = None
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -231,7 +297,7 @@ class EmbeddedServer:
         elif self.use_watchdog:
             explicit = self.model_control
             self.watchdog = Watchdog(
-                self.pid, self.http_url, self.repository, explicit=explicit
+                self.pid, self.http_url, self.repository, explicit=explicit, api_key=self.api_key
             ).start()
         return self
 
@@ -244,10 +310,11 @@ class EmbeddedServer:
             *(["--explicit"] if self.model_control else []),
         ]  # fmt: skip
         assert self.log_path is not None
+        env = {**os.environ, **({API_KEY_ENV: self.api_key} if self.api_key else {})}
         with open(self.log_path, "ab") as log:
             subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True,
+                start_new_session=True, env=env,
             )  # fmt: skip
 
     def stop(self, timeout_s: float = 30.0) -> None:
@@ -311,6 +378,8 @@ class EmbeddedServer:
             f"--grpc-port={self.grpc_port}",
             f"--metrics-port={self.metrics_port}",
             *self._model_control_args(),
+            *self._restricted_args(),
+            *(self.grpc_tls.server_args() if self.grpc_tls else []),
             "--strict-readiness=true",
             "--exit-on-error=true",
             "--log-verbose=0",
@@ -323,6 +392,12 @@ class EmbeddedServer:
         if self.model_control:
             return ["--model-control-mode=explicit", "--load-model=*"]
         return ["--model-control-mode=poll", f"--repository-poll-secs={POLL_SECONDS}"]
+
+    def _restricted_args(self) -> list[str]:
+        if self.api_key is None:
+            return []
+        rule = f"{','.join(RESTRICTED_APIS)}:{API_KEY_HEADER}={self.api_key}"
+        return [f"--http-restricted-api={rule}", f"--grpc-restricted-protocol={rule}"]
 
     def _wait_ready(self) -> None:
         assert self.process is not None

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 import urllib.request
@@ -33,6 +34,9 @@ log = logging.getLogger(__name__)
 RELOAD_GRACE_S = 30.0  # a reload in progress is not asked for again before this
 MARKER = ".tritongen-reload"
 STUB = "triton_python_backend_stub"
+API_KEY_ENV = "TRITONGEN_API_KEY"  # the restricted-API key, for a watchdog of its own process
+API_KEY_HEADER = "tritongen-api-key"  # over HTTP; Triton's gRPC prefixes the metadata key:
+GRPC_API_KEY_HEADER = f"triton-grpc-protocol-{API_KEY_HEADER}"
 
 
 class Watchdog:
@@ -47,12 +51,14 @@ class Watchdog:
         explicit: bool,
         expected: dict[str, int] | None = None,
         interval_s: float = 1.0,
+        api_key: str | None = None,
     ) -> None:
         self.server_pid = server_pid
         self.http_url = http_url
         self.repository = repository
         self.explicit = explicit
         self.interval_s = interval_s
+        self.api_key = api_key  # sent with the load request when the API is restricted
         # model -> stub processes once the server was ready
         self.expected = Counter(expected) if expected is not None else live_stubs(server_pid)
         self.reloads: list[tuple[float, str]] = []  # (monotonic time, model) of each reload
@@ -102,7 +108,8 @@ class Watchdog:
                     (version / MARKER).write_text(f"{time.time()}\n")
             if self.explicit:
                 url = f"http://{self.http_url}/v2/repository/models/{model}/load"
-                request = urllib.request.Request(url, data=b"{}", method="POST")
+                headers = {API_KEY_HEADER: self.api_key} if self.api_key else {}
+                request = urllib.request.Request(url, data=b"{}", method="POST", headers=headers)
                 with urllib.request.urlopen(request, timeout=120):
                     pass
         except OSError as exc:
@@ -142,7 +149,8 @@ def main(
     when the server does."""
     logging.basicConfig(format="%(asctime)s tritongen-watchdog %(levelname)s %(message)s")
     counts = json.loads(expected) if expected else None
-    watchdog = Watchdog(pid, http_url, repository, explicit=explicit, expected=counts)
+    key = os.environ.get(API_KEY_ENV) or None
+    watchdog = Watchdog(pid, http_url, repository, explicit=explicit, expected=counts, api_key=key)
     watchdog.start()._thread.join()
 
 
