@@ -517,6 +517,14 @@ def k8s(
     repository_url: Annotated[
         str | None, typer.Option(help="init: URL of a .tar.gz of the repository.")
     ] = None,
+    repository_sha256: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="init: the archive's sha256, checked before it is unpacked "
+            "(node=<sha256> once per node for a repository across nodes).",
+            show_default=False,
+        ),
+    ] = None,
     min_replicas: Annotated[int, typer.Option(help="HPA lower bound.")] = 1,
     max_replicas: Annotated[int, typer.Option(help="HPA upper bound.")] = 4,
     queue_target_us: Annotated[
@@ -533,14 +541,21 @@ def k8s(
         source=repository_source,
         claim=claim,
         repository_url=repository_url,
+        repository_sha256=tuple(repository_sha256 or ()),
         min_replicas=min_replicas,
         max_replicas=max_replicas,
         queue_target_us=queue_target_us,
     )
     written = render_manifests(repository, output, options)
+    if repository_source is RepositorySource.init and not repository_sha256:
+        _warn("the init container unpacks the archive unchecked; pass --repository-sha256")
     console.print(
         f"wrote {', '.join(str(p) for p in written)}; apply with `kubectl apply -f {output}`"
     )
+
+
+def _warn(line: str) -> None:
+    err_console.print(f"warning: {line}", markup=False, highlight=False, soft_wrap=True)
 
 
 def main() -> None:

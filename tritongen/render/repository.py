@@ -30,7 +30,7 @@ from tritonclient.grpc import model_config_pb2
 from tritongen.errors import RenderError, SpecError
 from tritongen.plan.plan import Plan
 from tritongen.spec.devices import Inventory
-from tritongen.spec.ensemble import NAME_RULE, Accelerator, ExecutionSpec
+from tritongen.spec.ensemble import NAME_RULE, Accelerator, ExecutionSpec, TlsFiles
 from tritongen.spec.members import Ensemble, MemberModel
 
 MARKER = ".tritongen"
@@ -158,11 +158,16 @@ def _write_nodes(
 
 def calling_other_nodes(ensemble: Ensemble, plan: Plan, inventory: Inventory) -> Ensemble:
     """`ensemble` as the primary node sees it: members on other nodes get their node's url
-    (a `url` the spec gives already wins)."""
+    and TLS files (a `url` the spec gives already wins)."""
     members = [
         m
         if m.url or plan.nodes[m.name] == plan.primary_node
-        else m.model_copy(update={"url": inventory.node_url(plan.nodes[m.name])})
+        else m.model_copy(
+            update={
+                "url": inventory.node_url(plan.nodes[m.name]),
+                "tls": inventory.node_tls.get(plan.nodes[m.name]),
+            }
+        )
         for m in ensemble.spec.members
     ]
     return replace(ensemble, spec=ensemble.spec.model_copy(update={"members": members}))
@@ -236,6 +241,7 @@ def _write_bls(root: Path, env: jinja2.Environment, ensemble: Ensemble, plan: Pl
             "weight": m.weight,
             "max_batch_size": plan.batch_size[m.name],
             **({"url": spec.remote_urls[m.name]} if m.name in spec.remote_urls else {}),
+            **({"tls": _tls_files(spec.remote_tls[m.name])} if m.name in spec.remote_tls else {}),
         }
         for m in ensemble.members
     ]
@@ -257,6 +263,11 @@ def _write_bls(root: Path, env: jinja2.Environment, ensemble: Ensemble, plan: Pl
     _copy_template(env, "combine.py", version / "combine.py")
     if spec.remote_urls:
         _copy_template(env, "remote.py", version / "remote.py")
+
+
+def _tls_files(tls: TlsFiles) -> dict[str, str]:
+    """tritonclient's TLS options (file paths), as the combiner passes them."""
+    return {key: str(path) for key, path in tls.model_dump().items() if path is not None}
 
 
 def _write_native_ensemble(
