@@ -122,6 +122,8 @@ def profile(
     for line in skipped_lines(result):
         console.print(line, markup=False, highlight=False)
     console.print(f"wrote {output}")
+    for line in result.warnings:
+        _warn(line)
     require_measured(result, str(output))
 
 
@@ -142,8 +144,7 @@ def plan(
     ] = False,
 ) -> None:
     """Decide how many instances of each member go on which device, at which batch size."""
-    from tritongen.pipeline import plan_ensemble, resolve_inventory
-    from tritongen.plan.search import make_plan
+    from tritongen.pipeline import plan_ensemble, plan_from_profile, resolve_inventory
     from tritongen.profile.profile import load_profile
     from tritongen.report import plan_table
     from tritongen.spec.ensemble import load_spec
@@ -151,7 +152,7 @@ def plan(
     if measure:
         planned = plan_ensemble(spec, devices_file=devices_file, profile_file=profile_file)
         assert planned.profile is not None  # plan_ensemble keeps the profile it planned from
-        result = make_plan(
+        result = plan_from_profile(
             planned.ensemble.spec,
             planned.inventory,
             planned.profile,
@@ -164,7 +165,7 @@ def plan(
             resolve_inventory(loaded, devices_file),
             load_profile(profile_file),
         )
-        result = make_plan(loaded, inventory, member_profile)
+        result = plan_from_profile(loaded, inventory, member_profile)
     else:
         planned = plan_ensemble(spec, devices_file=devices_file)
         assert planned.profile is not None
@@ -172,6 +173,8 @@ def plan(
     result.save(output)
     console.print(plan_table(result, inventory, member_profile))
     console.print(f"wrote {output}")
+    for line in result.warnings:
+        _warn(line)
 
 
 def _measured_evaluator(planned: Planned) -> Callable[[Problem], PlanEvaluator]:
@@ -246,6 +249,8 @@ def build(
     )
     for line in _node_lines(plan, planned.inventory, repository):
         console.print(line, markup=False, highlight=False)
+    for line in plan.warnings:
+        _warn(line)
 
 
 def _node_lines(plan: Plan, inventory: Inventory, repository: Path) -> list[str]:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tritongen.bench.serving_cost import serving_cost
-from tritongen.plan.plan import Plan, default_plan, load_plan
-from tritongen.plan.search import make_plan
+from tritongen.plan.plan import Plan, default_plan, fallback_warnings, load_plan
+from tritongen.plan.search import EvaluatorSource, make_plan
 from tritongen.profile.profile import Profile, load_profile
 from tritongen.profile.profiler import profile_ensemble
 from tritongen.render.repository import Combiner, Target, check_destination, render_repository
@@ -57,7 +57,19 @@ def plan_ensemble(
         profile = load_profile(profile_file)
     else:
         profile = profile_ensemble(ensemble, inventory, serving=serving_cost(ensemble, inventory))
-    return Planned(ensemble, inventory, make_plan(spec, inventory, profile), profile)
+    return Planned(ensemble, inventory, plan_from_profile(spec, inventory, profile), profile)
+
+
+def plan_from_profile(
+    spec: Spec,
+    inventory: Inventory,
+    profile: Profile,
+    refine_with: EvaluatorSource | None = None,
+) -> Plan:
+    """The planner's plan, carrying what it rests on that was assumed (`plan.json`'s
+    `warnings`)."""
+    plan = make_plan(spec, inventory, profile, refine_with=refine_with)
+    return replace(plan, warnings=fallback_warnings(plan, inventory, profile))
 
 
 def build(

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tritongen.errors import SpecError
 from tritongen.files import read_json, validate
+from tritongen.profile.profile import Profile
 from tritongen.spec.devices import Inventory
 from tritongen.spec.ensemble import Name
 from tritongen.spec.members import Ensemble
@@ -108,6 +109,30 @@ class _PlanFile(BaseModel):
 def load_plan(path: str | Path) -> Plan:
     path = Path(path)
     return Plan.from_json(read_json(path, "create it with `tritongen plan`"), path)
+
+
+def fallback_warnings(plan: Plan, inventory: Inventory, profile: Profile) -> tuple[str, ...]:
+    """What `plan` rests on that was assumed rather than measured, one line each: the
+    inventory's and the profiler's assumptions, and for members on a CPU a serving cost or
+    a one-thread CPU cost that the profile lacks."""
+    lines = [*inventory.warnings, *profile.notes]
+    cpu = inventory.cpu
+    on_cpu = [m for m, by_device in plan.allocation.items() if cpu and by_device.get(cpu.id)]
+    if cpu is not None and on_cpu:
+        lines += [w for w in [profile.serving_cost.warning()] if w]
+        for member in on_cpu:
+            entry = profile.entries(member, cpu.device_class).get(plan.batch_size[member])
+            one_thread = entry and (
+                "cpu_cost_s_per_sample" in entry.extra
+                or "1" in entry.extra.get("throughput_by_threads", {})
+            )
+            if entry and not one_thread:
+                lines.append(
+                    f"{member}: the profile has no one-thread CPU cost at batch "
+                    f"{plan.batch_size[member]}; assumed its throughput scales perfectly "
+                    f"with {cpu.cores or 1} cores"
+                )
+    return tuple(dict.fromkeys(lines))
 
 
 def default_plan(ensemble: Ensemble, inventory: Inventory) -> Plan:

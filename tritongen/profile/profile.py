@@ -35,10 +35,14 @@ class ServingCost:
     def to_json(self) -> dict[str, float | str]:
         return asdict(self)
 
-    def assumed(self) -> str:
+    def warning(self) -> str | None:
+        """One line saying what was assumed, when this cost was not measured."""
+        if self.source == "measured":
+            return None
         return (
-            f"{1000 * self.per_call_s:.3f} ms CPU per call, {1000 * self.per_sample_s:.4f} ms "
-            f"per sample, {1000 * self.per_request_s:.3f} ms per ensemble request"
+            f"serving cost {self.source}; assumed {1000 * self.per_call_s:.3f} ms CPU per call, "
+            f"{1000 * self.per_sample_s:.4f} ms per sample, {1000 * self.per_request_s:.3f} ms "
+            "per ensemble request"
         )
 
     def describe(self) -> str:
@@ -100,13 +104,15 @@ class Profile:
             return default_cost("the profile's serving_cost is malformed")
 
     @property
+    def notes(self) -> list[str]:
+        """What the profiler assumed while measuring (dynamic dims, fewer cores), one line each."""
+        return [str(n) for n in self.extra.get("warnings", []) if isinstance(n, str)]
+
+    @property
     def warnings(self) -> list[str]:
         """What was assumed because something could not be measured, one line each."""
-        notes = [str(n) for n in self.extra.get("warnings", []) if isinstance(n, str)]
-        cost = self.serving_cost
-        if cost.source != "measured":
-            notes.append(f"serving cost {cost.source}; assumed {cost.assumed()}")
-        return notes
+        cost = self.serving_cost.warning()
+        return [*self.notes, *([cost] if cost else [])]
 
     @property
     def cpu_cost_s_per_sample(self) -> dict[str, float]:

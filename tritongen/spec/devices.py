@@ -53,6 +53,7 @@ class Inventory:
     devices: tuple[Device, ...] = field(default_factory=tuple)
     node_urls: dict[str, str] = field(default_factory=dict)  # node -> gRPC host:port
     node_tls: dict[str, TlsFiles] = field(default_factory=dict)  # node -> its TLS files
+    warnings: tuple[str, ...] = field(default=(), compare=False)  # what detection assumed
 
     def __getitem__(self, device_id: str) -> Device:
         for device in self.devices:
@@ -187,7 +188,14 @@ def load_inventory(path: str | Path) -> Inventory:
 
 def detect_devices() -> Inventory:
     """This machine: the CPU (cores from the process's affinity) and every NVIDIA GPU."""
-    return Inventory((detect_cpu(), *detect_gpus()))
+    gpus = detect_gpus()
+    warnings: tuple[str, ...] = ()
+    if not gpus and Path("/dev/nvidia0").exists():
+        warnings = (
+            "/dev/nvidia0 exists but NVML lists no GPU (no driver library, or no "
+            "nvidia-ml-py: pip install 'tritongen[gpu]'); assumed this machine has the CPU only",
+        )
+    return Inventory((detect_cpu(), *gpus), warnings=warnings)
 
 
 def usable_cores() -> int:
