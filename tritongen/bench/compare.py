@@ -1,4 +1,4 @@
-"""`tritongen bench`: serve DESIGN's configurations of one ensemble side by side and measure
+"""`tritongen bench`: serve the measured configurations (docs/PLANNING.md) of one ensemble side by side and measure
 them with perf_analyzer, against the hardware bound.
 
 - naive: one instance per member, no dynamic batching (what a user gets by hand);
@@ -98,7 +98,7 @@ def batch_only_plan(ensemble: Ensemble, inventory: Inventory, profile: Profile) 
 
 
 def cpu_bound(profile: Profile, inventory: Inventory) -> float:
-    """DESIGN's bound on a CPU: cores / Σ_m c_m."""
+    """The bound on a CPU (docs/PLANNING.md): cores / Σ_m c_m."""
     costs = profile.extra.get("cpu_cost_s_per_sample") or {}
     if not costs:
         raise TritongenError("the profile has no per-sample CPU costs; re-run `tritongen profile`")

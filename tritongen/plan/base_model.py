@@ -1,4 +1,4 @@
-"""The base planning model of DESIGN: devices time-shared among the members placed on them.
+"""The base planning model (docs/PLANNING.md): devices time-shared among the members placed on them.
 
 Member m on a device d of class c processes at most `thr[m][c][b_m]` samples per second of
 that device's time (on a CPU: one instance using all cores). The ensemble throughput of a
@@ -96,7 +96,7 @@ def upper_bound_rates(members: Iterable[str], inventory: Inventory, profile: Pro
 
 
 def upper_bound(members: Iterable[str], inventory: Inventory, profile: Profile) -> float:
-    """DESIGN's GPU bound: the LP with every member allowed everywhere, memory ignored."""
+    """The GPU bound (docs/PLANNING.md): the LP with every member allowed everywhere, memory ignored."""
     return solve_time_sharing(upper_bound_rates(members, inventory, profile)).throughput
 
 

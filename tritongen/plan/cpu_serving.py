@@ -1,14 +1,14 @@
 """How members placed on a CPU are served: single-threaded instances, as many per member as
 its share of the cores, and the throughput that predicts.
 
-The base model (DESIGN) sees a CPU as one device whose time its members share, each member one
+The base model (docs/PLANNING.md) sees a CPU as one device whose time its members share, each member one
 instance using all cores — how the profile measures it, not how a CPU serves best. onnxruntime
 scales sub-linearly with threads, and every call through the Python backend costs CPU of its
 own; independent single-threaded instances keep every core busy on useful work. A member that
 needs a fraction f of a C-core CPU gets ceil(f·C) instances of one thread. On a CPU-only
 machine the ensemble then runs at C / Σ_m s_m, s_m being member m's one-thread CPU seconds
 per sample at its batch size plus the per-call overhead spread over the batch — which reaches
-DESIGN's bound when batches are large.
+the CPU bound (docs/PLANNING.md) when batches are large.
 """
 
 from __future__ import annotations
