@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -154,7 +155,7 @@ def test_serve_background_prints_json_binds_loopback_and_stops_on_sigterm(reposi
     )
     assert result.returncode == 0, result.stderr
     info = json.loads(result.stdout.strip().splitlines()[-1])
-    assert set(info) >= {"pid", "http_port", "grpc_port", "metrics_port"}
+    assert set(info) >= {"pid", "server_pid", "http_port", "grpc_port", "metrics_port", "log"}
     assert all(info[f"{p}_port"] > 0 for p in ("http", "grpc", "metrics"))
     try:
         assert info["api_key"] == KEY
@@ -162,16 +163,49 @@ def test_serve_background_prints_json_binds_loopback_and_stops_on_sigterm(reposi
         with pytest.raises(InferenceServerException, match="restricted"):
             client.get_model_repository_index()
         listening = subprocess.run(["ss", "-ltnp"], capture_output=True, text=True).stdout
-        ours = [line for line in listening.splitlines() if f"pid={info['pid']}," in line]
+        ours = [line for line in listening.splitlines() if f"pid={info['server_pid']}," in line]
         assert ours, listening
         # gRPC listens on the IPv4-mapped form of the same loopback address.
         assert all(re.search(r"\s(\[::ffff:)?127\.0\.0\.1\]?:", line) for line in ours), ours
     finally:
         os.kill(info["pid"], signal.SIGTERM)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and _alive(info["pid"]):
+    _wait_until(lambda: not _alive(info["pid"]) and not _alive(info["server_pid"]), 60)
+
+
+@pytest.mark.server
+def test_a_crashed_tritonserver_is_restarted_on_its_ports_and_reported(
+    repository: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Triton 2.51's Python backend can take the whole server down (benchmarks/soak_bls.md):
+    the process that runs it starts it again, and says so."""
+    rows = np.random.default_rng(1).random((3, 16), dtype=np.float32)
+    with caplog.at_level("WARNING"), EmbeddedServer(repository) as server:
+        crashed, ports = server.pid, (server.http_port, server.grpc_port)
+        os.kill(crashed, signal.SIGSEGV)
+        _wait_until(lambda: bool(server.restarts) and server.is_ready(), 180)
+        assert server.restarts[0][1:] == (crashed, -signal.SIGSEGV, server.pid)
+        assert (server.http_port, server.grpc_port) == ports
+        assert EnsembleClient(server.grpc_url, "ens", Protocol.grpc).infer(rows).shape == (3, 5)
+    assert f"tritonserver (pid {crashed}) was killed by signal 11 (SIGSEGV); restarted" in (
+        caplog.text
+    )
+
+
+@pytest.mark.server
+def test_a_server_that_keeps_dying_is_given_up_with_the_reason(repository: Path) -> None:
+    with EmbeddedServer(repository, max_restarts=0) as server:
+        os.kill(server.pid, signal.SIGKILL)
+        assert server.gave_up.wait(60)
+    assert server.failure is not None
+    assert "was killed by signal 9 (SIGKILL)" in server.failure
+    assert "not restarting it" in server.failure
+
+
+def _wait_until(condition: Callable[[], bool], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "gave up waiting"
         time.sleep(0.2)
-    assert not _alive(info["pid"])
 
 
 def _alive(pid: int) -> bool:

@@ -4,8 +4,11 @@ prints the result. Every `TritongenError` becomes one line on stderr and exit co
 from __future__ import annotations
 
 import json
+import logging
+import os
 import signal
 import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -17,6 +20,7 @@ from tritongen.bench.perf import PerfPoint
 from tritongen.errors import TritongenError
 from tritongen.render.k8s import NGC_IMAGE, RepositorySource
 from tritongen.render.repository import Combiner, Target
+from tritongen.serve.background import report_ready, start_detached
 from tritongen.serve.client import ModelSignature, Protocol
 from tritongen.serve.server import (
     DEFAULT_PORTS,
@@ -318,11 +322,28 @@ def serve(
     log_file: Annotated[
         Path | None, typer.Option(help="Server log (default: a temp file).")
     ] = None,
+    ready_fd: Annotated[int | None, typer.Option(hidden=True)] = None,
 ) -> None:
-    """Run the embedded Triton server on a repository (ports 8000, 8001, 8002 by default)."""
+    """Run the embedded Triton server on a repository (ports 8000, 8001, 8002 by default).
+    It restarts tritonserver if it dies, and a watchdog reloads a model whose process died."""
     key = access_key(
         host, model_control=model_control, confirmed=allow_remote_model_control, api_key=api_key
     )
+    tls = _grpc_tls(grpc_tls_cert, grpc_tls_key, grpc_tls_client_ca)
+    if background:
+        log_path = log_file or _temp_log()
+        args = [
+            "serve", str(repository.resolve()), "--host", host, "--http-port", str(http_port),
+            "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port),
+            "--log-file", str(log_path.resolve()),
+            *(["--model-control"] if model_control else []),
+            *(["--allow-remote-model-control"] if allow_remote_model_control else []),
+            *(tls.cli_args() if tls else []),
+        ]  # fmt: skip
+        env = {**os.environ, **({"TRITONGEN_API_KEY": key} if key else {})}
+        print(json.dumps(start_detached(args, log_path, env)), flush=True)
+        return
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s tritongen: %(message)s")
     server = EmbeddedServer(
         repository,
         host=host,
@@ -332,33 +353,49 @@ def serve(
         model_control=model_control,
         log_path=log_file,
         api_key=key,
-        grpc_tls=_grpc_tls(grpc_tls_cert, grpc_tls_key, grpc_tls_client_ca),
-    )
-    server.start(detach=background)
-    ports = {
-        "pid": server.pid,
+        grpc_tls=tls,
+    ).start()
+    if ready_fd is not None:
+        report_ready(ready_fd, _ready_info(server))
+    else:
+        _print_ready(server)
+    _wait_until_interrupted(server)
+
+
+def _temp_log() -> Path:
+    handle, name = tempfile.mkstemp(prefix="tritonserver-", suffix=".log")
+    os.close(handle)
+    return Path(name)
+
+
+def _ready_info(server: EmbeddedServer) -> dict[str, object]:
+    """What `serve --background` prints: this process (SIGTERM stops it all), the ports."""
+    return {
+        "pid": os.getpid(),
+        "server_pid": server.pid,
         "http_port": server.http_port,
         "grpc_port": server.grpc_port,
         "metrics_port": server.metrics_port,
+        "log": str(server.log_path),
+        **({"api_key": server.api_key} if server.api_key else {}),
     }
-    if background:
-        restricted = {"api_key": key} if key else {}
-        print(json.dumps({**ports, "log": str(server.log_path), **restricted}), flush=True)
-        return
+
+
+def _print_ready(server: EmbeddedServer) -> None:
     console.print(
         f"tritonserver ready (pid {server.pid}): http {server.http_url}, grpc {server.grpc_url}, "
         f"metrics {server.metrics_url}; log {server.log_path}. Ctrl-C stops.",
         markup=False,
         highlight=False,
     )
-    if key:
+    if server.api_key:
         console.print(
-            f"model-repository, shared-memory, trace and logging requests need the key {key} "
-            f"in the header {API_KEY_HEADER} (HTTP) or {GRPC_API_KEY_HEADER} (gRPC)",
+            f"model-repository, shared-memory, trace and logging requests need the key "
+            f"{server.api_key} in the header {API_KEY_HEADER} (HTTP) or {GRPC_API_KEY_HEADER} "
+            "(gRPC)",
             markup=False,
             highlight=False,
         )
-    _wait_until_interrupted(server)
 
 
 def _grpc_tls(cert: Path | None, key: Path | None, client_ca: Path | None) -> GrpcTls | None:
@@ -370,11 +407,12 @@ def _grpc_tls(cert: Path | None, key: Path | None, client_ca: Path | None) -> Gr
 
 
 def _wait_until_interrupted(server: EmbeddedServer) -> None:
+    """Until SIGTERM or Ctrl-C, or until the server died too often to be restarted."""
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
-        assert server.process is not None
-        code = server.process.wait()
-        raise TritongenError(f"tritonserver exited with code {code}; see {server.log_path}")
+        while not server.gave_up.wait(1.0):
+            pass
+        raise TritongenError(server.failure or f"tritonserver stopped; see {server.log_path}")
     except KeyboardInterrupt:
         console.print("stopping tritonserver...")
     finally:

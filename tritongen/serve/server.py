@@ -11,7 +11,6 @@ import compileall
 import contextlib
 import importlib.util
 import ipaddress
-import json
 import os
 import re
 import secrets
@@ -21,6 +20,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -33,9 +33,11 @@ from tritongen.errors import ServerError
 from tritongen.paths import cache_dir
 from tritongen.render.repository import NODES_DIR, served_nodes
 from tritongen.serve.health import server_ready
-from tritongen.serve.watchdog import API_KEY_ENV, API_KEY_HEADER, Watchdog, live_stubs
+from tritongen.serve.watchdog import API_KEY_HEADER, Watchdog, report_given_up, report_restart
 
 LOOPBACK = "127.0.0.1"
+MAX_RESTARTS = 5  # deaths of tritonserver within RESTART_WINDOW_S that are restarted
+RESTART_WINDOW_S = 600.0
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}  # Triton's own defaults
 # Beyond loopback, these APIs answer only requests that carry the key in this header:
 # model-repository loads models (with uploaded files), shared-memory maps a client's memory,
@@ -67,6 +69,11 @@ class GrpcTls:
         if self.client_ca is not None:
             args += ["--grpc-use-ssl-mutual=true", f"--grpc-root-cert={self.client_ca}"]
         return args
+
+    def cli_args(self) -> list[str]:
+        """The same, as `tritongen serve` options."""
+        args = ["--grpc-tls-cert", str(self.certificate), "--grpc-tls-key", str(self.private_key)]
+        return args + (["--grpc-tls-client-ca", str(self.client_ca)] if self.client_ca else [])
 
 
 @dataclass(frozen=True)
@@ -214,6 +221,7 @@ class EmbeddedServer:
         watchdog: bool = True,
         api_key: str | None = None,
         grpc_tls: GrpcTls | None = None,
+        max_restarts: int = MAX_RESTARTS,
     ) -> None:
         self.repository = Path(repository).resolve()
         self.host = host
@@ -227,6 +235,16 @@ class EmbeddedServer:
         self.grpc_tls = grpc_tls
         self.watchdog: Watchdog | None = None
         self.process: subprocess.Popen[bytes] | None = None
+        self.max_restarts = max_restarts  # -1: never restart
+        # (monotonic time, pid that died, its exit code, pid that replaced it)
+        self.restarts: list[tuple[float, int, int, int]] = []
+        self.failure: str | None = None  # why the server is down for good
+        self.gave_up = threading.Event()
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._supervisor: threading.Thread | None = None
+        self._launch_command: list[str] = []
+        self._environment: dict[str, str] = {}
 
     @property
     def http_port(self) -> int:
@@ -258,11 +276,9 @@ class EmbeddedServer:
             raise ServerError("the server is not running")
         return self.process.pid
 
-    def start(self, *, detach: bool = False) -> EmbeddedServer:
-        """Start tritonserver and return once every model is ready.
-
-        `detach` lets the server outlive this Python process (`serve --background`).
-        """
+    def start(self) -> EmbeddedServer:
+        """Start tritonserver and return once every model is ready; from then on a thread
+        restarts it when it dies (see `_supervise`)."""
         if not self.repository.is_dir():
             raise ServerError(f"{self.repository}: no such model repository; run `tritongen build`")
         nodes = served_nodes(self.repository)
@@ -272,56 +288,100 @@ class EmbeddedServer:
                 f"serve {self.repository / NODES_DIR}/<node> on each node"
             )
         install = find_tritonserver()
-        command = self._command(install, prepare_backends(install))
+        self._launch_command = self._command(install, prepare_backends(install))
+        self._environment = server_environment(install)
         precompile(self.repository)
         if self.log_path is None:
             handle, name = tempfile.mkstemp(prefix="tritonserver-", suffix=".log")
             os.close(handle)
             self.log_path = Path(name)
+        self._stopping.clear()
+        self._launch()
+        if self.max_restarts >= 0:
+            self._supervisor = threading.Thread(
+                target=self._supervise, name="tritongen-supervisor", daemon=True
+            )
+            self._supervisor.start()
+        return self
+
+    def _launch(self) -> None:
+        """One tritonserver process, ready, with its watchdog."""
+        assert self.log_path is not None
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                command,
+                self._launch_command,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env=server_environment(install),
-                start_new_session=detach,
+                env=self._environment,
             )
         try:
             self._wait_ready()
         except BaseException:
-            self.stop()
+            self._terminate()
             raise
-        if self.use_watchdog and detach:
-            self._spawn_watchdog()
-        elif self.use_watchdog:
-            explicit = self.model_control
+        if self.use_watchdog:
             self.watchdog = Watchdog(
-                self.pid, self.http_url, self.repository, explicit=explicit, api_key=self.api_key
+                self.pid,
+                self.http_url,
+                self.repository,
+                explicit=self.model_control,
+                api_key=self.api_key,
             ).start()
-        return self
 
-    def _spawn_watchdog(self) -> None:
-        """The watchdog as a detached process: this one is about to exit (`--background`)."""
-        command = [
-            sys.executable, "-m", "tritongen.serve.watchdog", "--pid", str(self.pid),
-            "--http-url", self.http_url, "--repository", str(self.repository),
-            "--expected", json.dumps(live_stubs(self.pid)),
-            *(["--explicit"] if self.model_control else []),
-        ]  # fmt: skip
-        assert self.log_path is not None
-        env = {**os.environ, **({API_KEY_ENV: self.api_key} if self.api_key else {})}
-        with open(self.log_path, "ab") as log:
-            subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True, env=env,
-            )  # fmt: skip
+    def _supervise(self) -> None:
+        """Restart tritonserver whenever it dies without being asked to: Triton 2.51's Python
+        backend can crash the whole server under load (benchmarks/soak_bls.md). More than
+        `max_restarts` deaths within `RESTART_WINDOW_S` is a crash loop: give up."""
+        while True:
+            process = self.process
+            if process is None:
+                return
+            code = process.wait()
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                if self.watchdog is not None:
+                    self.watchdog.stop()
+                    self.watchdog = None
+                now = time.monotonic()
+                recent = [t for t, *_ in self.restarts if now - t < RESTART_WINDOW_S]
+                if len(recent) >= self.max_restarts:
+                    self.failure = (
+                        f"tritonserver {describe_exit(code)} and died {len(recent) + 1} times "
+                        f"within {RESTART_WINDOW_S / 60:.0f} minutes; not restarting it "
+                        f"(see {self.log_path})"
+                    )
+                    report_given_up(self.failure)
+                    self.gave_up.set()
+                    return
+                try:
+                    self._launch()
+                except ServerError as exc:
+                    self.failure = (
+                        f"tritonserver {describe_exit(code)} and did not come back: {exc}"
+                    )
+                    report_given_up(self.failure)
+                    self.gave_up.set()
+                    return
+                self.restarts.append((now, process.pid, code, self.pid))
+                report_restart(
+                    process.pid, describe_exit(code), self.pid, len(recent) + 1, RESTART_WINDOW_S
+                )
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """SIGTERM, wait for the models to unload, then SIGKILL if it will not go."""
-        if self.watchdog is not None:
-            self.watchdog.stop()
-            self.watchdog = None
+        self._stopping.set()
+        with self._lock:
+            if self.watchdog is not None:
+                self.watchdog.stop()
+                self.watchdog = None
+            self._terminate(timeout_s)
+        if self._supervisor is not None and self._supervisor is not threading.current_thread():
+            self._supervisor.join(timeout=10)
+            self._supervisor = None
+
+    def _terminate(self, timeout_s: float = 30.0) -> None:
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
             return
@@ -403,6 +463,8 @@ class EmbeddedServer:
         assert self.process is not None
         deadline = time.monotonic() + self.ready_timeout_s
         while time.monotonic() < deadline:
+            if self._stopping.is_set():
+                raise ServerError("tritonserver was stopped before it was ready")
             if self.process.poll() is not None:
                 raise ServerError(f"tritonserver exited before it was ready: {self._failure()}")
             if self.is_ready():
@@ -433,6 +495,15 @@ def model_counters(metrics_url: str) -> dict[tuple[str, str], float]:
         for sample in family.samples
         if "model" in sample.labels  # the parser names a counter's sample <family>_total
     }
+
+
+def describe_exit(code: int) -> str:
+    """`was killed by signal 11 (SIGSEGV)` or `exited with code 1`."""
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by signal {-code} ({signal.Signals(-code).name})"
+        return f"was killed by signal {-code}"
+    return f"exited with code {code}"
 
 
 def summarize_log(log: str) -> str:

@@ -10,22 +10,21 @@ and, when one has fewer than it started with, has Triton reload that model:
   into the model's version folder; Triton's repository poller sees the change and reloads the
   model (a touched config.pbtxt alone is applied in place, without new processes);
 - with `serve --model-control` (explicit mode) it writes the marker and asks for the load.
+
+When tritonserver itself dies, the process that runs it (`EmbeddedServer`) starts it again on
+the same ports and a new watchdog takes over; `report_restart` says so on the log.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import threading
 import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
-from typing import Annotated
 
 import psutil
-import typer
 
 from tritongen.serve.health import server_ready
 
@@ -34,7 +33,6 @@ log = logging.getLogger(__name__)
 RELOAD_GRACE_S = 30.0  # a reload in progress is not asked for again before this
 MARKER = ".tritongen-reload"
 STUB = "triton_python_backend_stub"
-API_KEY_ENV = "TRITONGEN_API_KEY"  # the restricted-API key, for a watchdog of its own process
 API_KEY_HEADER = "tritongen-api-key"  # over HTTP; Triton's gRPC prefixes the metadata key:
 GRPC_API_KEY_HEADER = f"triton-grpc-protocol-{API_KEY_HEADER}"
 
@@ -118,6 +116,18 @@ class Watchdog:
         return True
 
 
+def report_restart(dead_pid: int, how: str, new_pid: int, count: int, window_s: float) -> None:
+    """One line for each restart of tritonserver by the process that runs it."""
+    log.warning(
+        "tritonserver (pid %d) %s; restarted it as pid %d (restart %d in %.0f minutes)",
+        dead_pid, how, new_pid, count, window_s / 60,
+    )  # fmt: skip
+
+
+def report_given_up(reason: str) -> None:
+    log.error("%s", reason)
+
+
 def live_stubs(server_pid: int) -> Counter[str]:
     """Model name -> running (not zombie) Python-backend stub processes of `server_pid`."""
     return Counter(model for model, _ in stub_processes(server_pid))
@@ -136,23 +146,3 @@ def stub_processes(server_pid: int) -> list[tuple[str, psutil.Process]]:
         if len(command) > 1 and command[0].endswith(STUB):
             stubs.append((Path(command[1]).parent.parent.name, child))  # MODEL/VERSION/model.py
     return stubs
-
-
-def main(
-    pid: Annotated[int, typer.Option(help="tritonserver's PID.")],
-    http_url: Annotated[str, typer.Option(help="host:port of its HTTP endpoint.")],
-    repository: Annotated[Path, typer.Option(help="The repository it serves.")],
-    expected: Annotated[str, typer.Option(help='{"model": stubs} once it was ready.')] = "",
-    explicit: Annotated[bool, typer.Option(help="The server runs in explicit mode.")] = False,
-) -> None:
-    """The watchdog of a server started with --background, as a process of its own; it ends
-    when the server does."""
-    logging.basicConfig(format="%(asctime)s tritongen-watchdog %(levelname)s %(message)s")
-    counts = json.loads(expected) if expected else None
-    key = os.environ.get(API_KEY_ENV) or None
-    watchdog = Watchdog(pid, http_url, repository, explicit=explicit, expected=counts, api_key=key)
-    watchdog.start()._thread.join()
-
-
-if __name__ == "__main__":
-    typer.run(main)
