@@ -160,6 +160,7 @@ def drive_load(
         failure = run_perf(url, model, concurrency, WINDOW_MS, data)
         if failure:
             counts.perf_failures.append(failure)
+            time.sleep(1.0)  # the server may be restarting: one failure a second, not a spin
         counts.perf_runs += 1
 
 
