@@ -24,7 +24,12 @@ from tritongen.errors import ServerError
 from tritongen.plan.plan import default_plan
 from tritongen.render.repository import render_repository
 from tritongen.serve.client import EnsembleClient, Protocol
-from tritongen.serve.server import EmbeddedServer, find_tritonserver, summarize_log
+from tritongen.serve.server import (
+    EmbeddedServer,
+    access_key,
+    find_tritonserver,
+    summarize_log,
+)
 from tritongen.serve.watchdog import API_KEY_HEADER, GRPC_API_KEY_HEADER
 from tritongen.spec.devices import detect_devices
 from tritongen.spec.ensemble import load_spec
@@ -92,6 +97,20 @@ def test_model_control_beyond_loopback_needs_a_second_flag(repository: Path) -> 
     assert_one_line_error(
         result, "--model-control on --host 0.0.0.0", "--allow-remote-model-control"
     )
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "10.1.2.3", "", "node-a"])
+def test_beyond_loopback_the_restricted_apis_always_get_a_key(host: str) -> None:
+    generated = access_key(host, model_control=False, confirmed=False, api_key=None)
+    assert generated is not None and len(generated) >= 16
+    assert access_key(host, model_control=False, confirmed=False, api_key=KEY) == KEY
+    assert access_key(host, model_control=True, confirmed=True, api_key=None) is not None
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "localhost"])
+def test_on_loopback_the_apis_are_restricted_only_when_asked(host: str) -> None:
+    assert access_key(host, model_control=True, confirmed=False, api_key=None) is None
+    assert access_key(host, model_control=False, confirmed=False, api_key=KEY) == KEY
 
 
 def test_only_a_key_of_the_safe_alphabet_is_accepted(repository: Path) -> None:
