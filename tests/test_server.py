@@ -210,6 +210,51 @@ def test_a_crashed_tritonserver_is_restarted_on_its_ports_and_reported(
     )
 
 
+CRASHING_MODEL = """
+import os, signal, time
+from pathlib import Path
+import triton_python_backend_utils as pb_utils
+
+class TritonPythonModel:
+    def initialize(self, args):
+        marker = Path("{marker}")
+        if not marker.exists():  # the first time only: take the server down while loading
+            marker.write_text("crashed")
+            os.kill(os.getppid(), signal.SIGSEGV)
+            time.sleep(30)
+
+    def execute(self, requests):
+        return [
+            pb_utils.InferenceResponse([pb_utils.get_input_tensor_by_name(r, "X")])
+            for r in requests
+        ]
+"""
+CRASHING_CONFIG = """
+name: "crasher"
+backend: "python"
+max_batch_size: 0
+input [ { name: "X" data_type: TYPE_FP32 dims: [ 1 ] } ]
+output [ { name: "X" data_type: TYPE_FP32 dims: [ 1 ] } ]
+instance_group [ { count: 1 kind: KIND_CPU } ]
+"""
+
+
+@pytest.mark.server
+def test_a_server_that_crashes_while_loading_is_started_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Triton 2.51's Python backend can abort the server while loading models; `start`
+    tries again rather than fail (a model's own load error still fails at once)."""
+    marker = tmp_path / "crashed-once"
+    model = tmp_path / "repo" / "crasher"
+    (model / "1").mkdir(parents=True)
+    (model / "config.pbtxt").write_text(CRASHING_CONFIG)
+    (model / "1" / "model.py").write_text(CRASHING_MODEL.replace("{marker}", str(marker)))
+    with caplog.at_level("WARNING"), EmbeddedServer(tmp_path / "repo") as server:
+        assert marker.exists() and server.is_ready()
+    assert "tritonserver crashed while loading its models" in caplog.text
+
+
 @pytest.mark.server
 def test_a_server_that_keeps_dying_is_given_up_with_the_reason(repository: Path) -> None:
     with EmbeddedServer(repository, max_restarts=0) as server:

@@ -33,7 +33,13 @@ from tritongen.errors import ServerError
 from tritongen.paths import cache_dir
 from tritongen.render.repository import NODES_DIR, served_nodes
 from tritongen.serve.health import server_ready
-from tritongen.serve.watchdog import API_KEY_HEADER, Watchdog, report_given_up, report_restart
+from tritongen.serve.watchdog import (
+    API_KEY_HEADER,
+    Watchdog,
+    report_crash_while_loading,
+    report_given_up,
+    report_restart,
+)
 
 LOOPBACK = "127.0.0.1"
 MAX_RESTARTS = 5  # deaths of tritonserver within RESTART_WINDOW_S that are restarted
@@ -244,6 +250,7 @@ class EmbeddedServer:
         self._lock = threading.Lock()
         self._supervisor: threading.Thread | None = None
         self._launch_command: list[str] = []
+        self._crashed = False  # the last process was killed by a signal before it was ready
         self._environment: dict[str, str] = {}
 
     @property
@@ -296,13 +303,27 @@ class EmbeddedServer:
             os.close(handle)
             self.log_path = Path(name)
         self._stopping.clear()
-        self._launch()
+        self._launch_retrying(self.max_restarts)
         if self.max_restarts >= 0:
             self._supervisor = threading.Thread(
                 target=self._supervise, name="tritongen-supervisor", daemon=True
             )
             self._supervisor.start()
         return self
+
+    def _launch_retrying(self, retries: int) -> None:
+        """`_launch`, again (at most `retries` more times) while tritonserver is killed by a
+        signal before it is ready: Triton 2.51's Python backend can crash while loading models
+        (benchmarks/soak_bls.md). A model that fails to load is an error at once."""
+        while True:
+            self._crashed = False
+            try:
+                return self._launch()
+            except ServerError:
+                if not self._crashed or retries <= 0 or self._stopping.is_set():
+                    raise
+            retries -= 1
+            report_crash_while_loading(str(self.log_path))
 
     def _launch(self) -> None:
         """One tritonserver process, ready, with its watchdog."""
@@ -356,7 +377,7 @@ class EmbeddedServer:
                     self.gave_up.set()
                     return
                 try:
-                    self._launch()
+                    self._launch_retrying(self.max_restarts - len(recent) - 1)
                 except ServerError as exc:
                     self.failure = (
                         f"tritonserver {describe_exit(code)} and did not come back: {exc}"
@@ -466,7 +487,11 @@ class EmbeddedServer:
             if self._stopping.is_set():
                 raise ServerError("tritonserver was stopped before it was ready")
             if self.process.poll() is not None:
-                raise ServerError(f"tritonserver exited before it was ready: {self._failure()}")
+                self._crashed = self.process.returncode < 0  # a signal, not a model's error
+                raise ServerError(
+                    f"tritonserver {describe_exit(self.process.returncode)} before it was ready: "
+                    f"{self._failure()}"
+                )
             if self.is_ready():
                 return
             time.sleep(0.2)

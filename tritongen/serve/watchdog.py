@@ -124,6 +124,12 @@ def report_restart(dead_pid: int, how: str, new_pid: int, count: int, window_s: 
     )  # fmt: skip
 
 
+def report_crash_while_loading(log_path: str) -> None:
+    log.warning(
+        "tritonserver crashed while loading its models (see %s); starting it again", log_path
+    )
+
+
 def report_given_up(reason: str) -> None:
     log.error("%s", reason)
 
