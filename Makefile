@@ -33,4 +33,4 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache examples/digits/models
+	rm -rf $(VENV) .venv-ma build *.egg-info .pytest_cache .mypy_cache .ruff_cache examples/digits/models

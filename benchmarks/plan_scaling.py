@@ -7,7 +7,7 @@ Scenarios (synthetic, see tests/synthetic.py): the paper's twelve ImageNet CNNs 
 exact optimum of the base model, found by mixed-integer programming (tritongen.plan.optimum);
 where the solver's time limit stops it first, both its best placement (a lower bound of the
 optimum) and its proven upper bound are given. The LP bound with every member allowed on
-every device and memory ignored (DESIGN's GPU bound) is shown too.
+every device and memory ignored (the GPU bound, docs/PLANNING.md) is shown too.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def report(rows: list[dict], randoms: dict[str, float], milp_seconds: float) -> 
         "Best placement: exact optimum of the base model by MILP (`tritongen.plan.optimum`, HiGHS, "
         f"{milp_seconds:.0f} s limit). *best found* is the solver's best placement (a lower "
         "bound of the optimum), *proven ≤* its dual bound (an upper bound), equal when proven. "
-        "*LP bound* is DESIGN's bound: every member on every device, memory ignored.",
+        "*LP bound* is the GPU bound (docs/PLANNING.md): every member on every device, memory ignored.",
         "",
         "| scenario | plan time (wall / CPU) | LP solves | plan (samples/s) | baseline "
         "| plan/baseline | best found | proven ≤ | plan/best found | plan/proven ≤ "

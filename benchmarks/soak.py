@@ -8,7 +8,9 @@ which throughput stops rising, then keeps perf_analyzer running at twice that co
     reference computed here, independently of the server.
 Requests and errors are counted by the server itself (Triton's metrics endpoint); perf_analyzer
 runs that fail count as errors too. Memory growth compares the first sample after the warm-up
-with the last one, so start-up allocation is not counted as growth.
+with the last one, so start-up allocation is not counted as growth. If tritonserver dies,
+`EmbeddedServer` restarts it (as `tritongen serve` does): the report lists every restart, and
+the server's counters then cover only the time since the last one.
 
     PYTHONPATH=. .venv/bin/python benchmarks/soak.py [--duration-s 600] [--combiner ensemble|bls]
         [--workdir DIR]   # keeps (and reuses) the trained members in DIR
@@ -37,7 +39,7 @@ from tritongen.examples.digits import load_digits_split, write_example
 from tritongen.pipeline import build
 from tritongen.render.repository import Combiner
 from tritongen.serve.client import EnsembleClient
-from tritongen.serve.server import EmbeddedServer, model_counters
+from tritongen.serve.server import EmbeddedServer, describe_exit, model_counters
 from tritongen.spec.members import Ensemble
 
 SWEEP = [1, 2, 4, 8, 16, 32, 64, 128, 256]
@@ -67,6 +69,7 @@ class SoakResult:
     counts: Counts
     memory: dict[int, MemorySeries]
     ready_at_end: bool
+    restarts: list[str] = field(default_factory=list)  # one line per restart of tritonserver
 
 
 @dataclass
@@ -157,14 +160,18 @@ def drive_load(
         failure = run_perf(url, model, concurrency, WINDOW_MS, data)
         if failure:
             counts.perf_failures.append(failure)
+            time.sleep(1.0)  # the server may be restarting: one failure a second, not a spin
         counts.perf_runs += 1
 
 
 def backend_processes(server_pid: int) -> dict[int, str]:
     """pid -> label for tritonserver and each Python-backend stub (labelled by its model)."""
-    server = psutil.Process(server_pid)
+    try:
+        children = psutil.Process(server_pid).children(recursive=True)
+    except psutil.NoSuchProcess:  # it died: EmbeddedServer is starting another
+        return {}
     found = {server_pid: "tritonserver"}
-    for child in server.children(recursive=True):
+    for child in children:
         try:
             cmdline = child.cmdline()
         except psutil.Error:
@@ -215,7 +222,7 @@ def server_counts(metrics_url: str, model: str) -> tuple[int, int]:
 
 def watch(
     load: threading.Thread,
-    server_pid: int,
+    server_pid: Callable[[], int],
     sample_every_s: float,
     series: dict[int, MemorySeries],
     check: Callable[[], None],
@@ -225,12 +232,12 @@ def watch(
     while load.is_alive():
         now = time.monotonic()
         if now >= next_memory:
-            sample_memory(server_pid, series, now - started)
+            sample_memory(server_pid(), series, now - started)
             next_memory += sample_every_s
         check()
         time.sleep(1.0)
     load.join()
-    sample_memory(server_pid, series, time.monotonic() - started)
+    sample_memory(server_pid(), series, time.monotonic() - started)
 
 
 def soak(args: argparse.Namespace, root: Path) -> str:
@@ -257,14 +264,22 @@ def soak(args: argparse.Namespace, root: Path) -> str:
         load.start()
         client = EnsembleClient(server.http_url, model)
         check = functools.partial(check_sample, client, reference, pool, rng, counts)
-        watch(load, server.pid, args.sample_every_s, series, check)
+        watch(load, lambda: server.pid, args.sample_every_s, series, check)
         elapsed = time.monotonic() - started
         ready = server.is_ready()
         after = server_counts(metrics_url, model) if ready else before  # dead: counters lost
+        restarts = [
+            f"{time.monotonic() - at:.0f} s before the end: pid {dead} {describe_exit(code)}; "
+            f"restarted as pid {new}"
+            for at, dead, code, new in server.restarts
+        ]
+    if restarts:  # a restarted server counts from zero
+        before = (0, 0)
     served, failed = after[0] - before[0], after[1] - before[1]
     result = SoakResult(
-        model, sweep, saturating, concurrency, elapsed, served, failed, counts, series, ready
-    )
+        model, sweep, saturating, concurrency, elapsed, served, failed, counts, series, ready,
+        restarts,
+    )  # fmt: skip
     return render_report(args, result)
 
 
@@ -292,6 +307,8 @@ def render_report(args: argparse.Namespace, r: SoakResult) -> str:
         f"- sampled requests checked against the onnxruntime+numpy reference: **{counts.sampled}**,"
         f" wrong or failed: **{len(counts.sampled_wrong)}**",
         f"- errors in total: **{errors}**; server ready at the end: **{r.ready_at_end}**",
+        f"- tritonserver restarts (it died and was started again): **{len(r.restarts)}**"
+        + (" (requests counted since the last one)" if r.restarts else ""),
         f"- largest resident-memory growth after the {args.warmup_s:.0f} s warm-up: "
         f"**{worst:+.2f}%** (limit 5%)",
         "",
@@ -312,6 +329,7 @@ def render_report(args: argparse.Namespace, r: SoakResult) -> str:
             f"| {s.label} | {first / 2**20:.1f} | {last / 2**20:.1f} | {growth:+.2f}% | {len(s.samples)} |"
         )
     for title, items in (
+        ("tritonserver restarts", r.restarts),
         ("perf_analyzer failures", counts.perf_failures),
         ("wrong samples", counts.sampled_wrong),
     ):

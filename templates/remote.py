@@ -3,7 +3,9 @@ gRPC with tritonclient's asyncio client from inside the BLS combiner.
 
 Copied next to the combiner's model.py only when some member has a `url`; it needs
 `tritonclient[grpc]` in the server's Python environment (the NGC server image lacks it:
-`pip install tritonclient[grpc]` in an image built on it).
+`pip install tritonclient[grpc]` in an image built on it). A member with `tls` is called over
+TLS: `root_certificates` (the CA that signed the server's certificate) and, for mutual TLS,
+`private_key` and `certificate_chain`, all PEM files on this machine; plaintext otherwise.
 """
 
 import tritonclient.grpc.aio as grpcclient
@@ -22,12 +24,14 @@ class RemoteMembers:
         )
         tensor.set_data_from_numpy(chunk)
         requested = [grpcclient.InferRequestedOutput(member["output"])]
-        result = await self._client(member["url"]).infer(
-            member["name"], [tensor], outputs=requested
-        )
+        result = await self._client(member).infer(member["name"], [tensor], outputs=requested)
         return result.as_numpy(member["output"])
 
-    def _client(self, url):
-        if url not in self.clients:
-            self.clients[url] = grpcclient.InferenceServerClient(url)
-        return self.clients[url]
+    def _client(self, member):
+        url, tls = member["url"], member.get("tls")
+        key = (url, tuple(sorted(tls.items())) if tls is not None else None)
+        if key not in self.clients:
+            self.clients[key] = grpcclient.InferenceServerClient(
+                url, ssl=tls is not None, **(tls or {})
+            )
+        return self.clients[key]

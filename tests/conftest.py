@@ -97,11 +97,11 @@ def build_matrix_repository(members: list[Path], root: Path) -> Path:
                     root / name,
                     combiner=combiner,
                 )
-                _merge(rendered, repository)
+                merge_into(rendered, repository)
     return repository
 
 
-def _merge(source: Path, repository: Path) -> None:
+def merge_into(source: Path, repository: Path) -> None:
     for model in source.iterdir():
         if model.is_dir() and not (repository / model.name).exists():
             shutil.copytree(model, repository / model.name)

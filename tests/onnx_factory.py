@@ -161,7 +161,7 @@ def member_outputs(paths: list[Path], batch: np.ndarray) -> np.ndarray:
 def reference_combine(
     outputs: np.ndarray, rule: str, transform: str, weights: list[float]
 ) -> np.ndarray:
-    """DESIGN's formulas, written out plainly (independent of templates/combine.py)."""
+    """The combining rules of docs/FORMATS.md, written out plainly (independent of templates/combine.py)."""
     p = outputs
     if transform == "softmax":
         e = np.exp(p - p.max(axis=-1, keepdims=True))

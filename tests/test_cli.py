@@ -56,13 +56,15 @@ def test_build_with_missing_spec_exits_2(tmp_path: Path) -> None:
     assert_one_line_error(run_cli("build", str(tmp_path / "none.yaml")), "file not found")
 
 
-def test_build_refuses_foreign_folder_and_keeps_it(
-    tmp_path: Path, member_models: list[Path]
+@pytest.mark.parametrize("force", [[], ["--force"]])
+def test_build_refuses_foreign_folder_and_keeps_it_even_with_force(
+    tmp_path: Path, member_models: list[Path], force: list[str]
 ) -> None:
     spec = write_spec(tmp_path, spec_data(member_models))
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "notes.txt").write_text("mine")
-    assert_one_line_error(run_cli("build", str(spec), "-o", str(tmp_path / "out")), "--force")
+    result = run_cli("build", str(spec), "-o", str(tmp_path / "out"), "--quick", *force)
+    assert_one_line_error(result, "was not written by tritongen", "choose another -o")
     assert (tmp_path / "out" / "notes.txt").read_text() == "mine"
 
 
@@ -95,3 +97,51 @@ def test_docker_compose_serves_the_repository_on_gpus_with_a_healthcheck() -> No
 def test_every_command_has_help(command: str) -> None:
     result = run_cli(command, "--help")
     assert result.returncode == 0 and "Usage" in result.stdout
+
+
+def _profile_file(
+    folder: Path, names: list[str], entry: dict | None = None, **extra: object
+) -> Path:
+    entries = {
+        str(b): {"throughput": 1000.0 * b, "memory_bytes": 50_000_000, **(entry or {})}
+        for b in (1, 2, 4, 8)
+    }
+    profile = {"version": 1, "members": {n: {"cpu": entries} for n in names}, **extra}
+    path = folder / "profile.json"
+    path.write_text(json.dumps(profile))
+    return path
+
+
+def test_build_warns_of_each_assumption_and_plan_json_records_it(
+    tmp_path: Path, member_models: list[Path]
+) -> None:
+    spec = write_spec(tmp_path, spec_data(member_models))
+    profile = _profile_file(tmp_path, [p.stem for p in member_models])
+    result = run_cli("build", str(spec), "-o", str(tmp_path / "repo"), "--profile", str(profile))
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: ")]
+    recorded = json.loads((tmp_path / "repo" / "plan.json").read_text())["warnings"]
+    assert [f"warning: {w}" for w in recorded] == warnings
+    assert any(
+        "serving cost default (the profile carries no serving_cost); assumed 0.500 ms CPU per call"
+        in w
+        for w in warnings
+    )
+    assert any("linear: the profile has no one-thread CPU cost" in w for w in warnings)
+
+
+def test_build_from_a_complete_profile_warns_of_nothing(
+    tmp_path: Path, member_models: list[Path]
+) -> None:
+    spec = write_spec(tmp_path, spec_data(member_models))
+    cost = {"per_call_s": 4e-4, "per_sample_s": 1e-6, "per_request_s": 1e-4, "source": "measured"}
+    profile = _profile_file(
+        tmp_path,
+        [p.stem for p in member_models],
+        serving_cost=cost,
+        entry={"cpu_cost_s_per_sample": 1e-4},
+    )
+    result = run_cli("build", str(spec), "-o", str(tmp_path / "repo"), "--profile", str(profile))
+    assert result.returncode == 0, result.stderr
+    assert "warning" not in result.stderr
+    assert "warnings" not in json.loads((tmp_path / "repo" / "plan.json").read_text())

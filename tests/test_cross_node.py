@@ -4,6 +4,8 @@ gRPC. Two real embedded servers on loopback stand for two nodes."""
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,15 +14,15 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from tests.conftest import spec_data, write_spec
+from tests.conftest import merge_into, spec_data, write_spec
 from tests.onnx_factory import FEATURES, member_outputs, reference_combine
 from tests.test_cli import assert_one_line_error, run_cli
 from tests.test_production import _imported_modules
 from tritongen.errors import ServerError, SpecError
 from tritongen.examples.digits import write_example
 from tritongen.plan.plan import default_plan
-from tritongen.render.repository import Combiner, render_repository
-from tritongen.serve.server import EmbeddedServer, free_port
+from tritongen.render.repository import Combiner, parse_config, render_repository
+from tritongen.serve.server import EmbeddedServer, GrpcTls, free_port
 from tritongen.spec.devices import detect_devices
 from tritongen.spec.ensemble import load_spec
 from tritongen.spec.members import load_ensemble
@@ -108,7 +110,9 @@ def test_local_only_combiner_has_no_remote_code(member_models: list[Path], tmp_p
 NODE_MEMORY = 250_000_000  # two members of 100 MB fit one node, three do not
 
 
-def _two_node_build(folder: Path, ports: dict[str, int]) -> tuple[Path, dict]:
+def _two_node_build(
+    folder: Path, ports: dict[str, int], tls: dict[str, str] | None = None
+) -> tuple[Path, dict]:
     """The digits example built by the CLI for two "nodes" that are both this machine's CPU,
     from a hand-written profile (no profiling): members split, each node on its own port."""
     spec = write_example(folder / "digits", epochs=5)
@@ -118,7 +122,10 @@ def _two_node_build(folder: Path, ports: dict[str, int]) -> tuple[Path, dict]:
              "cores": 1, "node": n}
             for n in ports
         ],
-        "nodes": {n: {"grpc_url": f"127.0.0.1:{p}"} for n, p in ports.items()},
+        "nodes": {
+            n: {"grpc_url": f"127.0.0.1:{p}", **({"tls": tls} if tls else {})}
+            for n, p in ports.items()
+        },
     }  # fmt: skip
     entries = {str(b): {"throughput": 500.0 * b, "memory_bytes": 100_000_000} for b in (1, 8)}
     profile = {"version": 1, "members": {m: {"cpu": entries} for m in DIGITS}}
@@ -168,3 +175,100 @@ def test_multi_node_build_refuses_the_ensemble_combiner_and_serving_its_root(
     assert_one_line_error(refused, "only the BLS combiner calls members on other nodes")
     with pytest.raises(ServerError, match=r"one repository per node \(n\d, n\d\); serve .*/nodes/"):
         EmbeddedServer(out).start()
+
+
+# ------------------------------------------------------------------------------ TLS between nodes
+
+
+def _openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+def _signed(folder: Path, name: str, extensions: str) -> None:
+    """`name.key` and `name.pem`, signed by `ca.pem`."""
+    key, csr, pem = (folder / f"{name}.{ext}" for ext in ("key", "csr", "pem"))
+    ext = folder / f"{name}.ext"
+    ext.write_text(extensions)
+    _openssl(
+        "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}",
+    )  # fmt: skip
+    _openssl(
+        "x509", "-req", "-in", str(csr), "-CA", str(folder / "ca.pem"),
+        "-CAkey", str(folder / "ca.key"), "-CAcreateserial", "-days", "1",
+        "-out", str(pem), "-extfile", str(ext),
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CA made for this test, a server certificate for 127.0.0.1 and a client one."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make test certificates")
+    folder = tmp_path_factory.mktemp("pki")
+    _openssl(
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", str(folder / "ca.key"), "-out", str(folder / "ca.pem"), "-days", "1",
+        "-subj", "/CN=tritongen-test-ca", "-addext", "basicConstraints=critical,CA:TRUE",
+    )  # fmt: skip
+    _signed(folder, "server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    _signed(folder, "client", "extendedKeyUsage=clientAuth\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def node_a_tls(
+    member_models: list[Path], certificates: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[EmbeddedServer]:
+    """The other node, whose gRPC endpoint takes only mutual TLS with our CA's clients."""
+    folder = tmp_path_factory.mktemp("node_a_tls")
+    tls = GrpcTls(certificates / "server.pem", certificates / "server.key", certificates / "ca.pem")
+    repo = _render(folder, spec_data(member_models[:1], name="node_a"))
+    with EmbeddedServer(repo, ready_timeout_s=300, grpc_tls=tls) as server:
+        yield server
+
+
+def test_combiner_calls_a_member_over_mutual_tls_and_plaintext_is_refused(
+    node_a_tls: EmbeddedServer, member_models: list[Path], certificates: Path, tmp_path: Path
+) -> None:
+    client = {
+        "root_certificates": str(certificates / "ca.pem"),
+        "private_key": str(certificates / "client.key"),
+        "certificate_chain": str(certificates / "client.pem"),
+    }
+    variants = {
+        "mutual": client,
+        "no_client_cert": {"root_certificates": client["root_certificates"]},
+        "plaintext": None,
+    }
+    repository = tmp_path / "node_b"
+    repository.mkdir()
+    for name, tls in variants.items():
+        data = _with_remote_linear(member_models, node_a_tls.grpc_url, name=name, min_members=2)
+        if tls is not None:
+            data["members"][0]["tls"] = tls
+        merge_into(_render(tmp_path / name, data), repository)
+    batch = np.random.default_rng(13).standard_normal((4, FEATURES)).astype(np.float32)
+    with EmbeddedServer(repository, ready_timeout_s=300) as node_b:
+        answered = {n: _infer(node_b, n, batch).as_numpy("ANSWERED")[:, 0] for n in variants}
+        result = _infer(node_b, "mutual", batch)
+    assert answered["mutual"].all()
+    assert not answered["no_client_cert"].any() and not answered["plaintext"].any()
+    expected = reference_combine(member_outputs(member_models, batch), "mean", "softmax", [1.0] * 3)
+    np.testing.assert_allclose(result.as_numpy("OUTPUT"), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_tls_of_a_node_in_devices_json_reaches_the_combiners_calls(tmp_path: Path) -> None:
+    """The primary's combiner calls another node with the TLS files DEVICES.json gives it
+    (paths relative to DEVICES.json are made absolute)."""
+    out, _ = _two_node_build(
+        tmp_path, {"n1": 8001, "n2": 8001}, tls={"root_certificates": "ca.pem"}
+    )
+    plan = json.loads((out / "plan.json").read_text())
+    primary = out / "nodes" / plan["primary_node"]
+    config = parse_config((primary / "digits" / "config.pbtxt").read_text(), "digits")
+    members = json.loads(config.parameters["members"].string_value)
+    remote = [m for m in members if "url" in m]
+    assert remote and all(
+        m["tls"] == {"root_certificates": str(tmp_path / "ca.pem")} for m in remote
+    )

@@ -109,9 +109,9 @@ def test_node_urls_come_from_devices_json_or_default_to_the_node_name(tmp_path: 
     [
         ({"n3": {"grpc_url": "h:1"}}, "nodes.n3: no device has node 'n3'"),
         ({"n1": {"grpc_url": "no port"}}, "nodes.n1.grpc_url: 'no port' is not host:port"),
-        ({"n1": {"grpc_url": "h:1", "port": 2}}, 'nodes.n1: expected {"grpc_url"'),
-        ({"n1": "h:1"}, 'nodes.n1: expected {"grpc_url"'),
-        (["n1"], "nodes: expected"),
+        ({"n1": {"grpc_url": "h:1", "port": 2}}, "nodes.n1.port: unknown key"),
+        ({"n1": "h:1"}, "nodes.n1: expected an object"),
+        (["n1"], "nodes: expected an object"),
     ],
 )
 def test_bad_nodes_entry_is_one_line_naming_it(
@@ -128,7 +128,7 @@ def test_bad_nodes_entry_is_one_line_naming_it(
     ("devices", "fragment"),
     [
         ([device(0, "n1"), device(1, None)], "devices.1: has no node while other devices do"),
-        ([device(0, "../etc")], "devices.0: node '../etc' is not a valid name"),
+        ([device(0, "../etc")], "devices.0.node: '../etc' is not a valid name"),
     ],
 )
 def test_bad_device_node_is_one_line_naming_it(

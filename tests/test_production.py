@@ -8,9 +8,18 @@ No Docker engine, GPU or cluster is available here: these tests validate what is
 from __future__ import annotations
 
 import ast
+import dataclasses
+import functools
+import hashlib
 import json
+import os
 import re
+import shutil
+import subprocess
 import sys
+import tarfile
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import jsonschema
@@ -252,8 +261,16 @@ def _container(manifests: dict[str, dict]) -> dict:
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 @pytest.mark.parametrize(
     "options",
-    [K8sOptions(), K8sOptions(source=RepositorySource.init, repository_url="https://h/r.tgz")],
-    ids=["pvc", "init"],
+    [
+        K8sOptions(),
+        K8sOptions(source=RepositorySource.init, repository_url="https://h/r.tgz"),
+        K8sOptions(
+            source=RepositorySource.init,
+            repository_url="https://h/r.tgz",
+            repository_sha256=("0" * 64,),
+        ),
+    ],
+    ids=["pvc", "init", "init-sha256"],
 )
 def test_every_manifest_is_valid_against_the_kubernetes_schemas(
     tmp_path: Path, docker_repo: Path, options: K8sOptions, version: str
@@ -337,9 +354,78 @@ def test_init_container_downloads_the_repository_into_the_models_volume(
     manifests = _manifests(render_manifests(docker_repo, tmp_path / "d", options)[0].parent)
     pod = manifests["deployment.yaml"]["spec"]["template"]["spec"]
     (init,) = pod["initContainers"]
-    assert init["env"] == [{"name": "REPOSITORY_URL", "value": "https://h/repo.tar.gz"}]
+    assert {"name": "REPOSITORY_URL", "value": "https://h/repo.tar.gz"} in init["env"]
     assert init["volumeMounts"] == [{"name": "models", "mountPath": "/models"}]
     assert {v["name"]: v for v in pod["volumes"]}["models"] == {"name": "models", "emptyDir": {}}
+
+
+def _run_init_container(
+    deployment: dict, archive: Path, models: Path
+) -> subprocess.CompletedProcess[str]:
+    """The init container's command, run here by sh against a loopback HTTP server that
+    serves `archive` (wget and sha256sum stand in for busybox's)."""
+    (init,) = deployment["spec"]["template"]["spec"]["initContainers"]
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(archive.parent))
+    with ThreadingHTTPServer(("127.0.0.1", 0), handler) as http:
+        threading.Thread(target=http.serve_forever, daemon=True).start()
+        env = {e["name"]: e["value"] for e in init["env"]}
+        env |= {
+            "REPOSITORY_URL": f"http://127.0.0.1:{http.server_address[1]}/{archive.name}",
+            "MODELS_DIR": str(models),
+            "PATH": os.environ["PATH"],
+        }
+        try:
+            return subprocess.run(init["command"], env=env, capture_output=True, text=True)
+        finally:
+            http.shutdown()
+
+
+@pytest.mark.skipif(shutil.which("wget") is None, reason="needs wget to stand in for busybox's")
+def test_init_container_unpacks_only_the_archive_of_the_given_sha256(
+    tmp_path: Path, docker_repo: Path
+) -> None:
+    archive = tmp_path / "served" / "repository.tar.gz"
+    archive.parent.mkdir()
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(docker_repo, arcname=".")
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    options = K8sOptions(
+        source=RepositorySource.init, repository_url="https://h/r.tgz", repository_sha256=(digest,)
+    )
+    deployment = _manifests(render_manifests(docker_repo, tmp_path / "d", options)[0].parent)[
+        "deployment.yaml"
+    ]
+    good = tmp_path / "good"
+    good.mkdir()
+    assert _run_init_container(deployment, archive, good).returncode == 0
+    assert (good / "ens" / "config.pbtxt").is_file() and (good / "plan.json").is_file()
+    assert sorted(p.name for p in good.iterdir()) == sorted(p.name for p in docker_repo.iterdir())
+
+    with tarfile.open(archive, "w:gz") as tar:  # the same URL now serves something else
+        tar.add(docker_repo / "plan.json", arcname="plan.json")
+    tampered = tmp_path / "tampered"
+    tampered.mkdir()
+    result = _run_init_container(deployment, archive, tampered)
+    assert result.returncode != 0 and "sha256 differs" in result.stderr
+    assert list(tampered.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("hashes", "message"),
+    [
+        (("abc",), "give 64 hex digits"),
+        (("a" * 64, "b" * 64), "one repository, one hash"),
+        (("node-a=" + "a" * 64,), "one repository, one hash"),
+    ],
+)
+def test_bad_repository_sha256_is_one_deploy_error(
+    tmp_path: Path, docker_repo: Path, hashes: tuple[str, ...], message: str
+) -> None:
+    with pytest.raises(DeployError, match=message):
+        options = K8sOptions(
+            source=RepositorySource.init, repository_url="https://h/r.tgz", repository_sha256=hashes
+        )
+        render_manifests(docker_repo, tmp_path / "d", options)
 
 
 def test_cpu_only_plan_requests_no_gpu(tmp_path: Path, member_models: list[Path]) -> None:
@@ -456,3 +542,14 @@ def test_node_pods_refuse_one_name_and_a_shared_archive(
     render_manifests(two_node_repo, tmp_path / "d", per_node)
     deployment = _manifests(tmp_path / "d" / "node-a")["deployment.yaml"]
     assert "https://h/node-a.tgz" in json.dumps(deployment)
+    with pytest.raises(DeployError, match="node=<sha256 of its archive> once for each"):
+        one_hash = dataclasses.replace(per_node, repository_sha256=("node-a=" + "a" * 64,))
+        render_manifests(two_node_repo, tmp_path / "e", one_hash)
+    hashes = ("node-a=" + "a" * 64, "node-b=" + "b" * 64)
+    render_manifests(
+        two_node_repo, tmp_path / "f", dataclasses.replace(per_node, repository_sha256=hashes)
+    )
+    for node, digit in (("node-a", "a"), ("node-b", "b")):
+        init = _manifests(tmp_path / "f" / node)["deployment.yaml"]["spec"]["template"]["spec"]
+        env = {e["name"]: e["value"] for e in init["initContainers"][0]["env"]}
+        assert env["REPOSITORY_SHA256"] == digit * 64

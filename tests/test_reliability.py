@@ -57,8 +57,8 @@ MISSING_OR_MISTYPED = [
     ("members", None, "members: required field is missing"),
     ("name", None, "name: required field is missing"),
     ("members", "linear.onnx", "members: Input should be a valid list"),
-    ("members", [["linear.onnx"]], "members.0: Input should be a valid dictionary"),
-    ("combine", "mean", "combine: Input should be a valid dictionary"),
+    ("members", [["linear.onnx"]], "members.0: expected an object, got list"),
+    ("combine", "mean", "combine: expected an object, got str"),
     ("name", 12, "name: Input should be a valid string"),
     ("min_members", 0, "min_members: Input should be greater than or equal to 1"),
     ("member_timeout_ms", "soon", "member_timeout_ms: Input should be a valid integer"),
@@ -308,7 +308,8 @@ def test_cli_serve_on_a_taken_port_exits_2(tmp_path: Path, member_models: list[P
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = str(taken.getsockname()[1])
-        result = run_cli("serve", str(tmp_path / "repo"), "--grpc-port", port)
+        others = ["--http-port", "0", "--metrics-port", "0"]
+        result = run_cli("serve", str(tmp_path / "repo"), "--grpc-port", port, *others)
     assert_one_line_error(result, f"port {port} on 127.0.0.1 is in use", "--grpc-port")
 
 

@@ -118,19 +118,34 @@ def test_rendered_model_code_never_imports_tritongen(tmp_path: Path, ensemble: E
             assert "import tritongen" not in code and "from tritongen" not in code
 
 
-def test_folder_not_written_by_tritongen_is_refused_without_force(
-    tmp_path: Path, ensemble: Ensemble
+@pytest.mark.parametrize("force", [False, True])
+def test_folder_not_written_by_tritongen_is_refused_even_with_force(
+    tmp_path: Path, ensemble: Ensemble, force: bool
 ) -> None:
     destination = tmp_path / "mine"
     destination.mkdir()
     (destination / "thesis.tex").write_text("precious")
     inventory = detect_devices()
-    with pytest.raises(RenderError, match=r"not written by tritongen.*--force"):
-        render_repository(ensemble, default_plan(ensemble, inventory), inventory, destination)
+    with pytest.raises(RenderError, match=r"not written by tritongen"):
+        render_repository(
+            ensemble, default_plan(ensemble, inventory), inventory, destination, force=force
+        )
     assert (destination / "thesis.tex").read_text() == "precious"
-    render_repository(
-        ensemble, default_plan(ensemble, inventory), inventory, destination, force=True
-    )
+
+
+def test_files_added_to_a_repository_need_force_to_be_replaced(
+    tmp_path: Path, ensemble: Ensemble
+) -> None:
+    destination, inventory = tmp_path / "repo", detect_devices()
+    plan = default_plan(ensemble, inventory)
+    render_repository(ensemble, plan, inventory, destination)
+    render_repository(ensemble, plan, inventory, destination)  # a rebuild needs no flag
+    (destination / "notes.txt").write_text("mine")
+    with pytest.raises(RenderError, match=r"holds notes.txt, which tritongen did not write"):
+        render_repository(ensemble, plan, inventory, destination)
+    assert (destination / "notes.txt").is_file()
+    render_repository(ensemble, plan, inventory, destination, force=True)
+    assert not (destination / "notes.txt").exists()
     assert (destination / "ens" / "config.pbtxt").is_file()
 
 

@@ -1,4 +1,4 @@
-"""The served ensemble answers what DESIGN's formulas say, through real tritonclient calls."""
+"""The served ensemble answers what the combining rules (docs/FORMATS.md) say, through real tritonclient calls."""
 
 from __future__ import annotations
 

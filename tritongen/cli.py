@@ -4,8 +4,11 @@ prints the result. Every `TritongenError` becomes one line on stderr and exit co
 from __future__ import annotations
 
 import json
+import logging
+import os
 import signal
 import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -18,8 +21,16 @@ from tritongen.errors import TritongenError
 from tritongen.plan.problem import Shape
 from tritongen.render.k8s import NGC_IMAGE, RepositorySource
 from tritongen.render.repository import Combiner, Target
+from tritongen.serve.background import report_ready, start_detached
 from tritongen.serve.client import ModelSignature, Protocol
-from tritongen.serve.server import LOOPBACK, EmbeddedServer
+from tritongen.serve.server import (
+    DEFAULT_PORTS,
+    LOOPBACK,
+    EmbeddedServer,
+    GrpcTls,
+    access_key,
+)
+from tritongen.serve.watchdog import API_KEY_HEADER, GRPC_API_KEY_HEADER
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -132,6 +143,8 @@ def profile(
     for line in skipped_lines(result):
         console.print(line, markup=False, highlight=False)
     console.print(f"wrote {output}")
+    for line in result.warnings:
+        _warn(line)
     require_measured(result, str(output))
 
 
@@ -154,8 +167,7 @@ def plan(
     max_p99_ms: LatencyOpt = None,
 ) -> None:
     """Decide how many instances of each member go on which device, at which batch size."""
-    from tritongen.pipeline import plan_ensemble, resolve_inventory
-    from tritongen.plan.search import make_plan
+    from tritongen.pipeline import plan_ensemble, plan_from_profile, resolve_inventory
     from tritongen.profile.profile import load_profile
     from tritongen.report import plan_table
     from tritongen.spec.ensemble import load_spec
@@ -169,7 +181,7 @@ def plan(
             max_p99_ms=max_p99_ms,
         )
         assert planned.profile is not None  # plan_ensemble keeps the profile it planned from
-        result = make_plan(
+        result = plan_from_profile(
             planned.ensemble.spec,
             planned.inventory,
             planned.profile,
@@ -184,7 +196,9 @@ def plan(
             resolve_inventory(loaded, devices_file),
             load_profile(profile_file),
         )
-        result = make_plan(loaded, inventory, member_profile, shape=shape, max_p99_ms=max_p99_ms)
+        result = plan_from_profile(
+            loaded, inventory, member_profile, shape=shape, max_p99_ms=max_p99_ms
+        )
     else:
         planned = plan_ensemble(spec, devices_file=devices_file, shape=shape, max_p99_ms=max_p99_ms)
         assert planned.profile is not None
@@ -192,6 +206,8 @@ def plan(
     result.save(output)
     console.print(plan_table(result, inventory, member_profile))
     console.print(f"wrote {output}")
+    for line in result.warnings:
+        _warn(line)
 
 
 def _measured_evaluator(
@@ -239,7 +255,12 @@ def build(
         bool, typer.Option("--quick", help="No profiling: one CPU instance per member.")
     ] = False,
     force: Annotated[
-        bool, typer.Option("--force", help="Replace a folder that tritongen did not write.")
+        bool,
+        typer.Option(
+            "--force",
+            help="Also replace a repository tritongen wrote that files were added to since "
+            "(never a folder tritongen did not write).",
+        ),
     ] = False,
     shape: ShapeOpt = Shape.auto,
     max_p99_ms: LatencyOpt = None,
@@ -269,6 +290,8 @@ def build(
     )
     for line in _node_lines(plan, planned.inventory, repository):
         console.print(line, markup=False, highlight=False)
+    for line in plan.warnings:
+        _warn(line)
 
 
 def _node_lines(plan: Plan, inventory: Inventory, repository: Path) -> list[str]:
@@ -289,58 +312,144 @@ def _node_lines(plan: Plan, inventory: Inventory, repository: Path) -> list[str]
     return lines
 
 
+PortOpt = Annotated[int, typer.Option(min=0, max=65535, help="0: a free port.")]
+
+
 @app.command()
 def serve(
     repository: Annotated[Path, typer.Argument(help="A repository from `tritongen build`.")] = Path(
         "model_repository"
     ),
     host: Annotated[str, typer.Option(help="Address to bind; loopback unless you ask.")] = LOOPBACK,
-    http_port: Annotated[int | None, typer.Option(help="Default: a free port.")] = None,
-    grpc_port: Annotated[int | None, typer.Option(help="Default: a free port.")] = None,
-    metrics_port: Annotated[int | None, typer.Option(help="Default: a free port.")] = None,
+    http_port: PortOpt = DEFAULT_PORTS["http"],
+    grpc_port: PortOpt = DEFAULT_PORTS["grpc"],
+    metrics_port: PortOpt = DEFAULT_PORTS["metrics"],
     background: Annotated[
         bool, typer.Option("--background", help="Return once ready; print one JSON line.")
     ] = False,
     model_control: Annotated[
         bool, typer.Option("--model-control", help="Allow remote load/unload (off by default).")
     ] = False,
+    allow_remote_model_control: Annotated[
+        bool,
+        typer.Option(
+            "--allow-remote-model-control",
+            help="Confirm --model-control on a --host beyond loopback.",
+        ),
+    ] = False,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TRITONGEN_API_KEY",
+            help=f"Key that model-repository, shared-memory, trace and logging requests must "
+            f"carry in the `{API_KEY_HEADER}` header (default beyond loopback: a new one, "
+            "printed).",
+            show_default=False,
+        ),
+    ] = None,
+    grpc_tls_cert: Annotated[
+        Path | None, typer.Option(help="Serve gRPC over TLS with this certificate (PEM).")
+    ] = None,
+    grpc_tls_key: Annotated[
+        Path | None, typer.Option(help="... and this private key (PEM).")
+    ] = None,
+    grpc_tls_client_ca: Annotated[
+        Path | None, typer.Option(help="Require client certificates signed by this CA (PEM).")
+    ] = None,
     log_file: Annotated[
         Path | None, typer.Option(help="Server log (default: a temp file).")
     ] = None,
+    ready_fd: Annotated[int | None, typer.Option(hidden=True)] = None,
 ) -> None:
-    """Run the embedded Triton server on a repository."""
+    """Run the embedded Triton server on a repository (ports 8000, 8001, 8002 by default).
+    It restarts tritonserver if it dies, and a watchdog reloads a model whose process died."""
+    key = access_key(
+        host, model_control=model_control, confirmed=allow_remote_model_control, api_key=api_key
+    )
+    tls = _grpc_tls(grpc_tls_cert, grpc_tls_key, grpc_tls_client_ca)
+    if background:
+        log_path = log_file or _temp_log()
+        args = [
+            "serve", str(repository.resolve()), "--host", host, "--http-port", str(http_port),
+            "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port),
+            "--log-file", str(log_path.resolve()),
+            *(["--model-control"] if model_control else []),
+            *(["--allow-remote-model-control"] if allow_remote_model_control else []),
+            *(tls.cli_args() if tls else []),
+        ]  # fmt: skip
+        env = {**os.environ, **({"TRITONGEN_API_KEY": key} if key else {})}
+        print(json.dumps(start_detached(args, log_path, env)), flush=True)
+        return
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s tritongen: %(message)s")
     server = EmbeddedServer(
         repository,
         host=host,
-        http_port=http_port,
-        grpc_port=grpc_port,
-        metrics_port=metrics_port,
+        http_port=http_port or None,
+        grpc_port=grpc_port or None,
+        metrics_port=metrics_port or None,
         model_control=model_control,
         log_path=log_file,
-    )
-    server.start(detach=background)
-    ports = {
-        "pid": server.pid,
-        "http_port": server.http_port,
-        "grpc_port": server.grpc_port,
-        "metrics_port": server.metrics_port,
-    }
-    if background:
-        print(json.dumps({**ports, "log": str(server.log_path)}), flush=True)
-        return
-    console.print(
-        f"tritonserver ready (pid {server.pid}): http {server.http_url}, grpc {server.grpc_url}, "
-        f"metrics {server._client_host}:{server.metrics_port}; log {server.log_path}. Ctrl-C stops."
-    )
+        api_key=key,
+        grpc_tls=tls,
+    ).start()
+    if ready_fd is not None:
+        report_ready(ready_fd, _ready_info(server))
+    else:
+        _print_ready(server)
     _wait_until_interrupted(server)
 
 
+def _temp_log() -> Path:
+    handle, name = tempfile.mkstemp(prefix="tritonserver-", suffix=".log")
+    os.close(handle)
+    return Path(name)
+
+
+def _ready_info(server: EmbeddedServer) -> dict[str, object]:
+    """What `serve --background` prints: this process (SIGTERM stops it all), the ports."""
+    return {
+        "pid": os.getpid(),
+        "server_pid": server.pid,
+        "http_port": server.http_port,
+        "grpc_port": server.grpc_port,
+        "metrics_port": server.metrics_port,
+        "log": str(server.log_path),
+        **({"api_key": server.api_key} if server.api_key else {}),
+    }
+
+
+def _print_ready(server: EmbeddedServer) -> None:
+    console.print(
+        f"tritonserver ready (pid {server.pid}): http {server.http_url}, grpc {server.grpc_url}, "
+        f"metrics {server.metrics_url}; log {server.log_path}. Ctrl-C stops.",
+        markup=False,
+        highlight=False,
+    )
+    if server.api_key:
+        console.print(
+            f"model-repository, shared-memory, trace and logging requests need the key "
+            f"{server.api_key} in the header {API_KEY_HEADER} (HTTP) or {GRPC_API_KEY_HEADER} "
+            "(gRPC)",
+            markup=False,
+            highlight=False,
+        )
+
+
+def _grpc_tls(cert: Path | None, key: Path | None, client_ca: Path | None) -> GrpcTls | None:
+    if cert is None and key is None and client_ca is None:
+        return None
+    if cert is None or key is None:
+        raise TritongenError("--grpc-tls-cert and --grpc-tls-key go together")
+    return GrpcTls(cert.resolve(), key.resolve(), client_ca and client_ca.resolve())
+
+
 def _wait_until_interrupted(server: EmbeddedServer) -> None:
+    """Until SIGTERM or Ctrl-C, or until the server died too often to be restarted."""
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
-        assert server.process is not None
-        code = server.process.wait()
-        raise TritongenError(f"tritonserver exited with code {code}; see {server.log_path}")
+        while not server.gave_up.wait(1.0):
+            pass
+        raise TritongenError(server.failure or f"tritonserver stopped; see {server.log_path}")
     except KeyboardInterrupt:
         console.print("stopping tritonserver...")
     finally:
@@ -534,6 +643,14 @@ def k8s(
     repository_url: Annotated[
         str | None, typer.Option(help="init: URL of a .tar.gz of the repository.")
     ] = None,
+    repository_sha256: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="init: the archive's sha256, checked before it is unpacked "
+            "(node=<sha256> once per node for a repository across nodes).",
+            show_default=False,
+        ),
+    ] = None,
     min_replicas: Annotated[int, typer.Option(help="HPA lower bound.")] = 1,
     max_replicas: Annotated[int, typer.Option(help="HPA upper bound.")] = 4,
     queue_target_us: Annotated[
@@ -550,14 +667,21 @@ def k8s(
         source=repository_source,
         claim=claim,
         repository_url=repository_url,
+        repository_sha256=tuple(repository_sha256 or ()),
         min_replicas=min_replicas,
         max_replicas=max_replicas,
         queue_target_us=queue_target_us,
     )
     written = render_manifests(repository, output, options)
+    if repository_source is RepositorySource.init and not repository_sha256:
+        _warn("the init container unpacks the archive unchecked; pass --repository-sha256")
     console.print(
         f"wrote {', '.join(str(p) for p in written)}; apply with `kubectl apply -f {output}`"
     )
+
+
+def _warn(line: str) -> None:
+    err_console.print(f"warning: {line}", markup=False, highlight=False, soft_wrap=True)
 
 
 def main() -> None:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tritongen.bench.serving_cost import serving_cost
 from tritongen.errors import SpecError
-from tritongen.plan.plan import Plan, default_plan, load_plan
+from tritongen.plan.plan import Plan, default_plan, fallback_warnings, load_plan
 from tritongen.plan.problem import Shape
-from tritongen.plan.search import make_plan
+from tritongen.plan.search import EvaluatorSource, make_plan
 from tritongen.profile.profile import Profile, load_profile
 from tritongen.profile.profiler import profile_ensemble
 from tritongen.render.repository import Combiner, Target, check_destination, render_repository
@@ -61,8 +61,25 @@ def plan_ensemble(
         profile = load_profile(profile_file)
     else:
         profile = profile_ensemble(ensemble, inventory, serving=serving_cost(ensemble, inventory))
-    plan = make_plan(spec, inventory, profile, shape=shape, max_p99_ms=max_p99_ms)
+    plan = plan_from_profile(spec, inventory, profile, shape=shape, max_p99_ms=max_p99_ms)
     return Planned(ensemble, inventory, plan, profile)
+
+
+def plan_from_profile(
+    spec: Spec,
+    inventory: Inventory,
+    profile: Profile,
+    *,
+    refine_with: EvaluatorSource | None = None,
+    shape: Shape = Shape.auto,
+    max_p99_ms: float | None = None,
+) -> Plan:
+    """The planner's plan, carrying what it rests on that was assumed (`plan.json`'s
+    `warnings`)."""
+    plan = make_plan(
+        spec, inventory, profile, refine_with=refine_with, shape=shape, max_p99_ms=max_p99_ms
+    )
+    return replace(plan, warnings=fallback_warnings(plan, inventory, profile))
 
 
 def build(

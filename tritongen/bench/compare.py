@@ -1,4 +1,4 @@
-"""`tritongen bench`: serve DESIGN's configurations of one ensemble side by side and measure
+"""`tritongen bench`: serve the measured configurations (docs/PLANNING.md) of one ensemble side by side and measure
 them with perf_analyzer, against the hardware bound.
 
 - naive: one instance per member, no dynamic batching (what a user gets by hand);
@@ -101,7 +101,7 @@ def batch_only_plan(ensemble: Ensemble, inventory: Inventory, profile: Profile) 
 
 
 def cpu_bound(profile: Profile, inventory: Inventory) -> float:
-    """DESIGN's bound on a CPU: cores / Σ_m c_m."""
+    """The bound on a CPU (docs/PLANNING.md): cores / Σ_m c_m."""
     costs = profile.extra.get("cpu_cost_s_per_sample") or {}
     if not costs:
         raise TritongenError("the profile has no per-sample CPU costs; re-run `tritongen profile`")
@@ -195,7 +195,7 @@ def predictions(
 def bench_plans(
     ensemble: Ensemble, inventory: Inventory, profile: Profile, tritongen_plan: Plan
 ) -> dict[str, Plan]:
-    """DESIGN's configurations: naive, batch_only and tritongen's plan."""
+    """The configurations compared (docs/PLANNING.md): naive, batch_only and tritongen's plan."""
     return {
         "naive": naive_plan(ensemble, inventory),
         "batch_only": batch_only_plan(ensemble, inventory, profile),

@@ -1,10 +1,12 @@
-"""Model Analyzer's quick search, as a baseline for what tuning by measurement costs.
+"""tritongen's own re-implementation of Model Analyzer's quick-search method, as a baseline
+for what tuning by measurement costs. It is not Model Analyzer: `benchmarks/model_analyzer.py`
+runs the real one (triton-model-analyzer from PyPI) against the embedded server.
 
-Triton's Model Analyzer tunes an ensemble by a hill climb over each composing model's instance
-count and max batch size (dynamic batching on, at its defaults), measuring every candidate it
-visits with perf_analyzer. This reproduces that method on our measured evaluator: start at one
-instance and batch 1 for every member, measure every neighbour (one member's instance count
-±1 or batch size ×2 / ÷2), move to the best, stop when no neighbour improves.
+Model Analyzer's quick search tunes an ensemble by a hill climb over each composing model's
+instance count and max batch size (dynamic batching on, at its defaults), measuring every
+candidate it visits with perf_analyzer. This follows that method on our measured evaluator:
+start at one instance and batch 1 for every member, measure every neighbour (one member's
+instance count ±1 or batch size ×2 / ÷2), move to the best, stop when no neighbour improves.
 """
 
 from __future__ import annotations

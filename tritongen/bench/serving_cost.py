@@ -36,7 +36,7 @@ from tritongen.plan.plan import Plan
 from tritongen.profile.profile import ServingCost, default_cost
 from tritongen.render.repository import render_repository
 from tritongen.serve.server import EmbeddedServer, find_tritonserver, model_counters
-from tritongen.spec.devices import Inventory, usable_cores
+from tritongen.spec.devices import Inventory, detect_cpu
 from tritongen.spec.ensemble import load_spec
 from tritongen.spec.members import Ensemble, TensorSignature, load_ensemble
 
@@ -202,7 +202,7 @@ def _cache_path(inputs: Sequence[TensorSignature], largest: int) -> Path:
     key = {
         "inputs": [[s.dtype, list(s.dims)] for s in inputs],
         "largest": largest,
-        "cores": usable_cores(),
+        "cpu": detect_cpu().device_class,  # the CPU's model and usable cores
         "tritonserver": str(find_tritonserver().binary.stat().st_mtime),
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]

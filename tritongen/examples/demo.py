@@ -38,6 +38,8 @@ def run_demo(workdir: Path, repository: Path, combiner: Combiner) -> dict[str, f
     if planned.profile is not None:
         console.print(plan_table(planned.plan, planned.inventory, planned.profile))
     console.print(f"built {repository} ({combiner.value} combiner)")
+    for line in planned.plan.warnings:
+        console.print(f"warning: {line}", style="yellow", markup=False, highlight=False)
     digits = load_digits_split()
     with console.status("starting the embedded tritonserver"):
         server = EmbeddedServer(repository).start()

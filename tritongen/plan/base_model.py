@@ -1,4 +1,4 @@
-"""The base planning model of DESIGN: devices time-shared among the members placed on them.
+"""The base planning model (docs/PLANNING.md): devices time-shared among the members placed on them.
 
 Member m on a device d of class c processes at most `thr[m][c][b_m]` samples per second of
 that device's time (on a CPU: one instance using all cores). The ensemble throughput of a

@@ -1,4 +1,4 @@
-"""Initial placements: worst-fit into device memory (DESIGN's first step) and the LP
+"""Initial placements: worst-fit into device memory (the first step, docs/PLANNING.md) and the LP
 relaxation's packing, the starting points of the greedy search."""
 
 from __future__ import annotations

@@ -9,10 +9,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from tritongen.errors import SpecError
+from tritongen.files import read_json, validate
+from tritongen.profile.profile import Profile
 from tritongen.spec.devices import Inventory
+from tritongen.spec.ensemble import Name
 from tritongen.spec.members import Ensemble
 
 
@@ -37,16 +42,6 @@ class Group:
             "queue_delay_us": self.queue_delay_us,
         }
 
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Group:
-        return cls(
-            members=tuple(str(m) for m in data["members"]),
-            allocation={str(d): int(n) for d, n in data["allocation"].items()},
-            batch_size=int(data["batch_size"]),
-            threads=int(data.get("threads", 1)),
-            queue_delay_us=int(data.get("queue_delay_us", 0)),
-        )
-
 
 @dataclass(frozen=True)
 class Plan:
@@ -63,6 +58,8 @@ class Plan:
     # Co-located members (group name -> Group). A grouped member's `allocation`, `batch_size`
     # and `threads` repeat its group's, so that readers of those fields keep working.
     groups: dict[str, Group] = field(default_factory=dict)
+    # What was assumed because something could not be measured (one line each)
+    warnings: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)  # baseline, bottleneck, model name...
 
     def group_of(self, member: str) -> str | None:
@@ -90,6 +87,7 @@ class Plan:
             "dynamic_batching": self.dynamic_batching,
             **nodes,
             **({"groups": {n: g.to_json() for n, g in self.groups.items()}} if self.groups else {}),
+            **({"warnings": list(self.warnings)} if self.warnings else {}),
             **self.extra,
         }
 
@@ -97,42 +95,97 @@ class Plan:
         Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n")
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Plan:
-        known = {
-            "allocation",
-            "batch_size",
-            "predicted_throughput",
-            "threads",
-            "queue_delay_us",
-            "dynamic_batching",
-            "nodes",
-            "primary_node",
-            "groups",
-        }
+    def from_json(cls, data: Any, source: Path = Path("plan.json")) -> Plan:
+        """A plan from a plan.json document, checked by type and range (`SpecError` naming
+        `source` otherwise). Keys it does not know are kept in `extra`."""
+        checked = validate(_PlanFile, data, source)
+        known = set(_PlanFile.model_fields)
         return cls(
-            allocation={
-                m: {d: int(n) for d, n in a.items()} for m, a in data["allocation"].items()
+            allocation=checked.allocation,
+            batch_size=checked.batch_size,
+            predicted_throughput=checked.predicted_throughput,
+            threads=checked.threads,
+            queue_delay_us=checked.queue_delay_us,
+            dynamic_batching=checked.dynamic_batching,
+            nodes=checked.nodes,
+            primary_node=checked.primary_node,
+            warnings=tuple(checked.warnings),
+            groups={
+                name: Group(
+                    members=tuple(g.members),
+                    allocation=g.allocation,
+                    batch_size=g.batch_size,
+                    threads=g.threads,
+                    queue_delay_us=g.queue_delay_us,
+                )
+                for name, g in checked.groups.items()
             },
-            batch_size={m: int(b) for m, b in data["batch_size"].items()},
-            predicted_throughput=float(data.get("predicted_throughput", 0.0)),
-            threads={m: int(t) for m, t in data.get("threads", {}).items()},
-            queue_delay_us={m: int(t) for m, t in data.get("queue_delay_us", {}).items()},
-            dynamic_batching=bool(data.get("dynamic_batching", True)),
-            nodes={m: str(n) for m, n in data.get("nodes", {}).items()},
-            primary_node=data.get("primary_node"),
-            groups={str(n): Group.from_json(g) for n, g in data.get("groups", {}).items()},
             extra={k: v for k, v in data.items() if k not in known},
         )
 
 
+Count = Annotated[int, Field(strict=True, ge=0, le=4096)]
+Batch = Annotated[int, Field(strict=True, ge=1, le=4096)]
+
+
+class _GroupFile(BaseModel):
+    """One group of plan.json's `groups`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    members: list[Name] = Field(min_length=1)
+    allocation: dict[Name, Count]  # device id -> instances of the group
+    batch_size: Batch
+    threads: Annotated[int, Field(strict=True, ge=1, le=1024)] = 1
+    queue_delay_us: Annotated[int, Field(strict=True, ge=0, le=10**7)] = 0
+
+
+class _PlanFile(BaseModel):
+    """plan.json. `allocation` and `batch_size` are required (and `predicted_throughput`
+    written); other tools and later versions add keys of their own, which are kept as they
+    are."""
+
+    model_config = ConfigDict(extra="allow")
+
+    allocation: dict[Name, dict[Name, Count]]  # member -> device id -> instances
+    batch_size: dict[Name, Batch]
+    predicted_throughput: Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)] = 0.0
+    threads: dict[Name, Annotated[int, Field(strict=True, ge=1, le=1024)]] = {}
+    queue_delay_us: dict[Name, Annotated[int, Field(strict=True, ge=0, le=10**7)]] = {}
+    dynamic_batching: Annotated[bool, Field(strict=True)] = True
+    nodes: dict[Name, Name] = {}  # member -> node
+    primary_node: Name | None = None
+    warnings: list[Annotated[str, Field(max_length=2000)]] = []
+    groups: dict[Name, _GroupFile] = {}
+
+
 def load_plan(path: str | Path) -> Plan:
     path = Path(path)
-    try:
-        return Plan.from_json(json.loads(path.read_text()))
-    except FileNotFoundError:
-        raise SpecError(f"{path}: file not found; create it with `tritongen plan`") from None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise SpecError(f"{path}: not a valid plan.json ({type(exc).__name__}: {exc})") from None
+    return Plan.from_json(read_json(path, "create it with `tritongen plan`"), path)
+
+
+def fallback_warnings(plan: Plan, inventory: Inventory, profile: Profile) -> tuple[str, ...]:
+    """What `plan` rests on that was assumed rather than measured, one line each: the
+    inventory's and the profiler's assumptions, and for members on a CPU a serving cost or
+    a one-thread CPU cost that the profile lacks."""
+    lines = [*inventory.warnings, *profile.notes]
+    cpu = inventory.cpu
+    on_cpu = [m for m, by_device in plan.allocation.items() if cpu and by_device.get(cpu.id)]
+    if cpu is not None and on_cpu:
+        lines += [w for w in [profile.serving_cost.warning()] if w]
+        for member in on_cpu:
+            entry = profile.entries(member, cpu.device_class).get(plan.batch_size[member])
+            one_thread = entry and (
+                "cpu_cost_s_per_sample" in entry.extra
+                or "1" in entry.extra.get("throughput_by_threads", {})
+            )
+            if entry and not one_thread:
+                lines.append(
+                    f"{member}: the profile has no one-thread CPU cost at batch "
+                    f"{plan.batch_size[member]}; assumed its throughput scales perfectly "
+                    f"with {cpu.cores or 1} cores"
+                )
+    return tuple(dict.fromkeys(lines))
 
 
 def default_plan(ensemble: Ensemble, inventory: Inventory) -> Plan:

@@ -209,7 +209,7 @@ def _check_profile_covers(members: Sequence[str], inventory: Inventory, profile:
         if member not in profile.members:
             raise PlanError(f"{member}: not in the profile; run `tritongen profile` for it")
         classes = set(profile.members[member])
-        if not classes & {d.device_class for d in inventory.devices}:
+        if not any(profile.entries(member, d.device_class) for d in inventory.devices):
             raise PlanError(
                 f"{member}: the profile covers device classes {sorted(classes)} but the "
                 f"inventory has {inventory.classes}; profile it on one of those"

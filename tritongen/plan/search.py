@@ -1,15 +1,15 @@
 """Plan the allocation matrix: from worst-fit placements (`tritongen.plan.placement`), a greedy
 search for throughput.
 
-The search is kept apart from the evaluation (STYLE 7): `greedy` proposes candidates and asks
-an `Evaluator` for each one's throughput. `CostModelEvaluator` answers with DESIGN's base
-model (the time-sharing LP of `tritongen.plan.base_model`); a measured evaluator (serve the candidate,
-run perf_analyzer) plugs into the same protocol and re-ranks the model's best candidates
-(`make_plan(..., refine_with=...)`).
+The search is kept apart from the evaluation: `greedy` proposes candidates and asks an
+`Evaluator` for each one's throughput. `CostModelEvaluator` answers with the base model (the
+time-sharing LP of `tritongen.plan.base_model`, docs/PLANNING.md); a measured evaluator (serve
+the candidate, run perf_analyzer) plugs into the same protocol and re-ranks the model's best
+candidates (`make_plan(..., refine_with=...)`).
 
 Everything here works from member names and a profile alone: no model file is opened.
 
-Threads: DESIGN's profile gives a CPU's throughput as one instance using all its cores, and
+Threads: the profile gives a CPU's throughput as one instance using all its cores, and
 the base model time-shares the CPU, so it cannot tell thread counts apart and the search does
 not propose thread moves to it. The plan gives each CPU instance the cores divided evenly
 among the instances on that CPU (so concurrent instances do not oversubscribe it); an
@@ -55,7 +55,7 @@ class Evaluator(Protocol):
 
 
 class CostModelEvaluator:
-    """DESIGN's base model. Solutions are cached by what the LP sees: placed pairs, batches.
+    """The base model (docs/PLANNING.md). Solutions are cached by what the LP sees: placed pairs, batches.
 
     `tie_break` > 0 scales member m's rates by 1 + tie_break·(m+1): members with equal
     throughput then never bind together, so adding an instance of the one bottleneck always

@@ -11,7 +11,7 @@ search's evaluator. docs/SERVING.md derives it; in short:
   member, the ensemble scheduler and the combine step; a load generator on the same machine
   adds its own share.
 - On a GPU a unit gets the profile's throughput of k instances side by side (one instance's
-  when the profile has no concurrency entries: then this is DESIGN's base model).
+  when the profile has no concurrency entries: then this is the base model of docs/PLANNING.md).
 - Devices are time-shared as in the base model: the largest X such that every unit gets X
   samples/s from its devices, each device's time summing to at most 1 — a small LP.
 - The batch a member's batcher forms is not the planned one when the member is not the
@@ -94,8 +94,8 @@ class ServingModel:
 
     @property
     def placement_only(self) -> bool:
-        """True when the model is DESIGN's base model: no CPU and no concurrency entries, so
-        instance counts and threads do not matter and the LP's prices may prune moves."""
+        """True when the model is the base model of docs/PLANNING.md (no CPU and no concurrency
+        entries): instance counts and threads do not matter and the LP's prices prune moves."""
         has_cpu = any(d.kind == "cpu" for d in self.problem.devices)
         return not has_cpu and not self.problem.concurrent
 

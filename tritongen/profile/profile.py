@@ -7,9 +7,13 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from tritongen.errors import SpecError
+from pydantic import BaseModel, ConfigDict, Field
+
+from tritongen.files import read_json, validate
+from tritongen.spec.devices import CPU_ALIAS, DeviceClass, is_cpu_class
+from tritongen.spec.ensemble import Name
 
 PROFILE_VERSION = 1
 # Used when nothing was measured (a profile read from an older file, or no embedded server):
@@ -32,6 +36,16 @@ class ServingCost:
 
     def to_json(self) -> dict[str, float | str]:
         return asdict(self)
+
+    def warning(self) -> str | None:
+        """One line saying what was assumed, when this cost was not measured."""
+        if self.source == "measured":
+            return None
+        return (
+            f"serving cost {self.source}; assumed {1000 * self.per_call_s:.3f} ms CPU per call, "
+            f"{1000 * self.per_sample_s:.4f} ms per sample, {1000 * self.per_request_s:.3f} ms "
+            "per ensemble request"
+        )
 
     def describe(self) -> str:
         return (
@@ -64,7 +78,17 @@ class Profile:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def entries(self, member: str, device_class: str) -> dict[int, ProfileEntry]:
-        return self.members.get(member, {}).get(device_class, {})
+        """The member's entries for `device_class`. For a CPU, a plain `cpu` on either side
+        (a hand-written profile or DEVICES.json) stands for the one CPU class of the other."""
+        by_class = self.members.get(member, {})
+        if device_class in by_class or not is_cpu_class(device_class):
+            return by_class.get(device_class, {})
+        cpus = [c for c in by_class if is_cpu_class(c)]
+        if CPU_ALIAS in cpus:
+            return by_class[CPU_ALIAS]
+        if device_class == CPU_ALIAS and len(cpus) == 1:
+            return by_class[cpus[0]]
+        return {}
 
     @property
     def skipped(self) -> list[dict[str, Any]]:
@@ -82,6 +106,17 @@ class Profile:
             return ServingCost(**data)
         except TypeError:
             return default_cost("the profile's serving_cost is malformed")
+
+    @property
+    def notes(self) -> list[str]:
+        """What the profiler assumed while measuring (dynamic dims, fewer cores), one line each."""
+        return [str(n) for n in self.extra.get("warnings", []) if isinstance(n, str)]
+
+    @property
+    def warnings(self) -> list[str]:
+        """What was assumed because something could not be measured, one line each."""
+        cost = self.serving_cost.warning()
+        return [*self.notes, *([cost] if cost else [])]
 
     @property
     def cpu_cost_s_per_sample(self) -> dict[str, float]:
@@ -105,6 +140,7 @@ class Profile:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Profile:
+        """A profile from an already validated document (see `load_profile`)."""
         members = {
             m: {c: {int(b): _entry(e) for b, e in by_b.items()} for c, by_b in by_c.items()}
             for m, by_c in data["members"].items()
@@ -118,11 +154,58 @@ def _entry(data: dict[str, Any]) -> ProfileEntry:
     return ProfileEntry(float(data["throughput"]), int(data["memory_bytes"]), extra)
 
 
+Finite = Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]
+Positive = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]
+Bytes = Annotated[int, Field(strict=True, ge=0, le=2**60)]
+BatchKey = Annotated[str, Field(pattern=r"^[1-9][0-9]{0,5}$")]
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")  # what other tools add is kept, not checked
+
+
+class _EntryFile(_Open):
+    throughput: Finite
+    memory_bytes: Bytes
+    threads: Annotated[int, Field(strict=True, ge=1)] | None = None
+    latency_ms: Finite | None = None
+    spread: Finite | None = None
+    cpu_cost_s_per_sample: Positive | None = None
+    throughput_by_threads: dict[BatchKey, Positive] | None = None
+    concurrency: dict[BatchKey, Positive] | None = None  # instances side by side -> samples/s
+
+
+class _ServingCostFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    per_call_s: Finite
+    per_sample_s: Finite
+    per_request_s: Finite
+    source: str
+    wire_s: Finite = 0.0
+    client_s: Finite = 0.0
+
+
+class _SkippedFile(_Open):
+    member: str
+    device_class: str
+    batch: int | None = None
+    reason: str
+
+
+class _ProfileFile(_Open):
+    """profile.json, checked by type and range where tritongen reads it."""
+
+    version: int = PROFILE_VERSION
+    members: dict[Name, dict[DeviceClass, dict[BatchKey, _EntryFile]]]
+    serving_cost: _ServingCostFile | None = None
+    cpu_cost_s_per_sample: dict[Name, Positive] = Field(default_factory=dict)
+    skipped: list[_SkippedFile] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+
+
 def load_profile(path: str | Path) -> Profile:
     path = Path(path)
-    try:
-        return Profile.from_json(json.loads(path.read_text()))
-    except FileNotFoundError:
-        raise SpecError(f"{path}: file not found; create it with `tritongen profile`") from None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise SpecError(f"{path}: not a valid profile.json ({type(exc).__name__}: {exc})") from None
+    data = read_json(path, "create it with `tritongen profile`")
+    validate(_ProfileFile, data, path)
+    return Profile.from_json(data)

@@ -6,7 +6,7 @@ How a profile is taken:
   count runs every batch size of that member in ascending order; `tritongen.profile.worker`
   explains why that gives each batch a clean memory figure;
 - a CPU class is measured with intra-op threads = its cores (how it is served) and again with
-  one thread, which gives each member's per-sample CPU cost (the bound in DESIGN);
+  one thread, which gives each member's per-sample CPU cost (the CPU bound, docs/PLANNING.md);
 - measured points are cached per (model sha256, device class, onnxruntime, batch, threads).
 """
 
@@ -563,7 +563,7 @@ def cpu_costs(
     ensemble: Ensemble, targets: Sequence[Target], points: dict[PointId, Point]
 ) -> dict[str, dict[str, Any]]:
     """Each member's CPU seconds per sample on one thread at its best batch size, and that
-    batch: `cores / sum(cost)` is the CPU bound in DESIGN. Process CPU time, not wall time:
+    batch: `cores / sum(cost)` is the CPU bound (docs/PLANNING.md). Process CPU time, not wall time:
     on a shared machine the time other processes hold the core is not the member's cost."""
     cpu = next((t for t in targets if t.kind == "cpu"), None)
     costs: dict[str, float] = {}

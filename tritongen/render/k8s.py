@@ -30,6 +30,7 @@ from tritongen.render.repository import (
 NGC_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
 QUEUE_METRIC = "triton_queue_time_us"  # the name the Prometheus adapter rule gives the metric
 MANIFESTS = ("deployment.yaml", "service.yaml", "hpa.yaml", "prometheus-adapter.yaml")
+SHA256_ENTRY = re.compile(r"^([a-z0-9-]{1,63}=)?[0-9a-fA-F]{64}$")
 DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")  # Service names: RFC 1035, <= 63
 KIND_GPU = model_config_pb2.ModelInstanceGroup.KIND_GPU
 KIND_CPU = model_config_pb2.ModelInstanceGroup.KIND_CPU
@@ -48,6 +49,9 @@ class K8sOptions:
     source: RepositorySource = RepositorySource.pvc
     claim: str | None = None  # pvc: the claim's name, default `<name>-models`
     repository_url: str | None = None  # init: where the .tar.gz of the repository is
+    # init: the archive's sha256, which the init container checks before unpacking it; for a
+    # repository across nodes, one `node=hex` per node
+    repository_sha256: tuple[str, ...] = ()
     init_image: str = "busybox:1.36"
     min_replicas: int = 1
     max_replicas: int = 4
@@ -64,6 +68,16 @@ class K8sOptions:
             )
         if self.queue_target_us < 1:
             raise DeployError("--queue-target-us must be at least 1")
+        for entry in self.repository_sha256:
+            if not SHA256_ENTRY.match(entry):
+                raise DeployError(
+                    f"--repository-sha256 {entry!r}: give 64 hex digits (`sha256sum` of the "
+                    "archive), or node=<64 hex digits> per node"
+                )
+        if self.repository_sha256 and self.source is not RepositorySource.init:
+            raise DeployError(
+                "--repository-sha256 checks the init container's download: add --repository-source init"
+            )
         for flag, value in (("--name", self.name), ("--namespace", self.namespace)):
             if value is not None and not _is_dns_label(value):
                 raise DeployError(f"{flag} {value!r}: use a-z 0-9 -, start with a letter, <= 63")
@@ -91,6 +105,10 @@ def render_manifests(repository: str | Path, output: str | Path, options: K8sOpt
     repository built across nodes, one set per node into `output/<node>/` (see `_node_pods`)."""
     repo = read_repository(Path(repository))
     if not repo.plan.spans_nodes:
+        if any("=" in entry for entry in options.repository_sha256):
+            raise DeployError("--repository-sha256: one repository, one hash (no node=)")
+        if len(options.repository_sha256) > 1:
+            raise DeployError("--repository-sha256: one repository, one hash; give it once")
         return _write_pod(repo, Path(output), options)
     return [
         path
@@ -129,10 +147,28 @@ def _node_pods(
         pods.append(
             (
                 node_repo,
-                replace(options, name=node, repository_url=url and url.replace("{node}", node)),
+                replace(
+                    options,
+                    name=node,
+                    repository_url=url and url.replace("{node}", node),
+                    repository_sha256=_node_hash(options.repository_sha256, node, nodes),
+                ),
             )
         )
     return pods
+
+
+def _node_hash(entries: tuple[str, ...], node: str, nodes: list[str]) -> tuple[str, ...]:
+    """The `node=hex` entry of `node`; none when no hash was given at all."""
+    if not entries:
+        return ()
+    hashes = dict(entry.split("=", 1) for entry in entries if "=" in entry)
+    if len(hashes) != len(entries) or set(hashes) != set(nodes):
+        raise DeployError(
+            f"--repository-sha256: the repository spans nodes ({', '.join(nodes)}); give "
+            "node=<sha256 of its archive> once for each of them"
+        )
+    return (hashes[node],)
 
 
 def _write_pod(repo: Repository, output: Path, options: K8sOptions) -> list[Path]:
@@ -245,6 +281,9 @@ def _template_values(repo: Repository, footprint: Footprint, options: K8sOptions
         "source": options.source.value,
         "claim": options.claim or f"{name}-models",
         "repository_url": options.repository_url,
+        "repository_sha256": options.repository_sha256[0].lower()
+        if options.repository_sha256
+        else None,
         "init_image": options.init_image,
         "gpus": footprint.gpus,
         "cpus": footprint.cpus,

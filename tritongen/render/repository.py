@@ -31,7 +31,7 @@ from tritonclient.grpc import model_config_pb2
 from tritongen.errors import RenderError, SpecError
 from tritongen.plan.plan import Plan
 from tritongen.spec.devices import Inventory
-from tritongen.spec.ensemble import Accelerator, ExecutionSpec
+from tritongen.spec.ensemble import NAME_RULE, Accelerator, ExecutionSpec, TlsFiles
 from tritongen.spec.members import Ensemble, MemberModel
 
 MARKER = ".tritongen"
@@ -115,6 +115,7 @@ def _write_all(
     else:
         _write_repository(root, env, ensemble, plan, inventory, combiner, target, warmup)
     plan.save(root / "plan.json")
+    marker["entries"] = sorted(p.name for p in root.iterdir())  # what --force may replace
     (root / MARKER).write_text(json.dumps(marker) + "\n")
     _restrict_permissions(root)
 
@@ -242,7 +243,7 @@ def _write_nodes(
     """`nodes/<primary>/`: the BLS combiner and the primary's members, calling the others at
     their node's url; `nodes/<other>/`: that node's members alone."""
     for node in plan.node_names:
-        folder = root / NODES_DIR / node
+        folder = inside(root, NODES_DIR, node)
         folder.mkdir(parents=True)
         if node == plan.primary_node:
             calling = calling_other_nodes(ensemble, plan, inventory)
@@ -255,11 +256,16 @@ def _write_nodes(
 
 def calling_other_nodes(ensemble: Ensemble, plan: Plan, inventory: Inventory) -> Ensemble:
     """`ensemble` as the primary node sees it: members on other nodes get their node's url
-    (a `url` the spec gives already wins)."""
+    and TLS files (a `url` the spec gives already wins)."""
     members = [
         m
         if m.url or plan.nodes[m.name] == plan.primary_node
-        else m.model_copy(update={"url": inventory.node_url(plan.nodes[m.name])})
+        else m.model_copy(
+            update={
+                "url": inventory.node_url(plan.nodes[m.name]),
+                "tls": inventory.node_tls.get(plan.nodes[m.name]),
+            }
+        )
         for m in ensemble.spec.members
     ]
     return replace(ensemble, spec=ensemble.spec.model_copy(update={"members": members}))
@@ -267,11 +273,7 @@ def calling_other_nodes(ensemble: Ensemble, plan: Plan, inventory: Inventory) ->
 
 def served_nodes(repository: Path) -> list[str]:
     """The nodes of a multi-node build (`DIR/nodes/<node>/`); empty for one repository."""
-    try:
-        marker = json.loads((repository / MARKER).read_text())
-    except (OSError, ValueError):
-        return []
-    nodes = marker.get("nodes") if isinstance(marker, dict) else None
+    nodes = (read_marker(repository) or {}).get("nodes")
     return [str(n) for n in nodes] if isinstance(nodes, list) else []
 
 
@@ -374,6 +376,7 @@ def _write_bls(root: Path, env: jinja2.Environment, ensemble: Ensemble, plan: Pl
             "weight": m.weight,
             "max_batch_size": served_max_batch(ensemble),
             **({"url": spec.remote_urls[m.name]} if m.name in spec.remote_urls else {}),
+            **({"tls": _tls_files(spec.remote_tls[m.name])} if m.name in spec.remote_tls else {}),
         }
         for m in ensemble.members
     ]
@@ -406,6 +409,11 @@ def _check_remote_inputs(ensemble: Ensemble) -> None:
                 "inputs and is served on another server; members with several inputs must be "
                 "served beside the combiner for now (give no url, or plan for one node)"
             )
+
+
+def _tls_files(tls: TlsFiles) -> dict[str, str]:
+    """tritonclient's TLS options (file paths), as the combiner passes them."""
+    return {key: str(path) for key, path in tls.model_dump().items() if path is not None}
 
 
 def _write_native_ensemble(
@@ -486,10 +494,21 @@ def instance_groups(allocation: dict[str, int], inventory: Inventory) -> list[In
 def _model_dir(root: Path, name: str, config: str) -> Path:
     """Create `root/name/` with its config.pbtxt (checked) and return the version folder."""
     parse_config(config, name)
-    model = root / name
+    model = inside(root, name)
     (model / "1").mkdir(parents=True, mode=0o755)
     (model / "config.pbtxt").write_text(config)
     return model / "1"
+
+
+def inside(root: Path, *parts: str) -> Path:
+    """`root/parts...`, refused unless it resolves to a folder strictly inside `root`: names
+    from a plan.json or a spec must never make the build write elsewhere."""
+    path = root.joinpath(*parts).resolve()
+    if root.resolve() not in path.parents:
+        raise RenderError(
+            f"{'/'.join(parts)!r} would be written outside the repository folder; {NAME_RULE}"
+        )
+    return path
 
 
 def parse_config(text: str, name: str) -> model_config_pb2.ModelConfig:
@@ -544,16 +563,40 @@ def _copy_template(env: jinja2.Environment, name: str, target: Path) -> None:
 
 
 def check_destination(destination: Path, force: bool) -> None:
-    if not destination.exists() or force:
+    """Refuse to replace what tritongen did not write. An empty folder, or a repository that
+    tritongen wrote (its marker), is replaced; `force` is needed when files were added to
+    such a repository since, and a non-empty folder without the marker is refused whatever
+    `force` says (`build -o ~ --force` must not remove a home folder)."""
+    if not destination.exists():
         return
     if not destination.is_dir():
         raise RenderError(f"{destination}: exists and is not a folder; choose another -o")
-    foreign = [p.name for p in destination.iterdir() if p.name not in (*KEPT_FILES, MARKER)]
-    if foreign and not (destination / MARKER).exists():
+    present = sorted(p.name for p in destination.iterdir() if p.name not in KEPT_FILES)
+    if not present:
+        return
+    marker = read_marker(destination)
+    if marker is None:
         raise RenderError(
             f"{destination}: is not empty and was not written by tritongen "
-            f"(holds {', '.join(sorted(foreign)[:3])}); choose another -o or pass --force"
+            f"(holds {', '.join(present[:3])}); choose another -o (--force replaces only "
+            "a folder that tritongen wrote)"
         )
+    written = marker.get("entries")
+    added = [n for n in present if n != MARKER and n not in written] if written else []
+    if added and not force:
+        raise RenderError(
+            f"{destination}: holds {', '.join(added[:3])}, which tritongen did not write; "
+            "move it away, or pass --force to replace the whole folder"
+        )
+
+
+def read_marker(repository: Path) -> dict[str, Any] | None:
+    """The `.tritongen` marker of a repository that tritongen wrote; None for any other."""
+    try:
+        marker = json.loads((repository / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) else None
 
 
 def _check_plan(ensemble: Ensemble, plan: Plan, inventory: Inventory) -> None:

@@ -10,15 +10,17 @@ from __future__ import annotations
 import compileall
 import contextlib
 import importlib.util
-import json
+import ipaddress
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -31,11 +33,53 @@ from tritongen.errors import ServerError
 from tritongen.paths import cache_dir
 from tritongen.render.repository import NODES_DIR, served_nodes
 from tritongen.serve.health import server_ready
-from tritongen.serve.watchdog import Watchdog, live_stubs
+from tritongen.serve.watchdog import (
+    API_KEY_HEADER,
+    Watchdog,
+    report_crash_while_loading,
+    report_given_up,
+    report_restart,
+)
 
 LOOPBACK = "127.0.0.1"
+MAX_RESTARTS = 5  # deaths of tritonserver within RESTART_WINDOW_S that are restarted
+RESTART_WINDOW_S = 600.0
+DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}  # Triton's own defaults
+# Beyond loopback, these APIs answer only requests that carry the key in this header:
+# model-repository loads models (with uploaded files), shared-memory maps a client's memory,
+# trace and logging change what the server writes.
+RESTRICTED_APIS = ("model-repository", "shared-memory", "trace", "logging")
+API_KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]{16,256}$")
 POLL_SECONDS = 2  # repository poll period: how soon a model marked by the watchdog reloads
 INSTALL_HINT = "install it with `pip install nvidia-pytriton==0.7.0` (Linux x86_64)"
+
+
+@dataclass(frozen=True)
+class GrpcTls:
+    """TLS on the server's gRPC endpoint (PEM files); `client_ca` also requires clients to
+    present a certificate it signed (mutual TLS)."""
+
+    certificate: Path
+    private_key: Path
+    client_ca: Path | None = None
+
+    def server_args(self) -> list[str]:
+        for path in (self.certificate, self.private_key, self.client_ca):
+            if path is not None and not path.is_file():
+                raise ServerError(f"{path}: no such file (gRPC TLS); give a PEM file")
+        args = [
+            "--grpc-use-ssl=true",
+            f"--grpc-server-cert={self.certificate}",
+            f"--grpc-server-key={self.private_key}",
+        ]
+        if self.client_ca is not None:
+            args += ["--grpc-use-ssl-mutual=true", f"--grpc-root-cert={self.client_ca}"]
+        return args
+
+    def cli_args(self) -> list[str]:
+        """The same, as `tritongen serve` options."""
+        args = ["--grpc-tls-cert", str(self.certificate), "--grpc-tls-key", str(self.private_key)]
+        return args + (["--grpc-tls-client-ca", str(self.client_ca)] if self.client_ca else [])
 
 
 @dataclass(frozen=True)
@@ -134,8 +178,39 @@ def server_environment(install: TritonInstall) -> dict[str, str]:
     return env
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name, or "" (every interface)
+        return False
+
+
+def access_key(
+    host: str, *, model_control: bool, confirmed: bool, api_key: str | None
+) -> str | None:
+    """The key that guards `RESTRICTED_APIS`: `api_key` when given, a new random one when
+    `host` is beyond loopback, else None. Remote model control beyond loopback lets anyone
+    who reaches the address run code on this machine, so it needs `confirmed` as well."""
+    if api_key is not None and not API_KEY_PATTERN.fullmatch(api_key):
+        raise ServerError("--api-key: use 16-256 characters from A-Z a-z 0-9 _ -")
+    if is_loopback(host):
+        return api_key
+    if model_control and not confirmed:
+        raise ServerError(
+            f"--model-control on --host {host} lets anyone who reaches it load models with "
+            "files they upload; add --allow-remote-model-control to confirm, or bind 127.0.0.1"
+        )
+    return api_key or secrets.token_urlsafe(24)
+
+
 class EmbeddedServer:
-    """Run tritonserver on `repository`; a context manager that waits for readiness."""
+    """Run tritonserver on `repository`; a context manager that waits for readiness.
+
+    Ports left None are chosen free. With `api_key`, the model-repository, shared-memory,
+    trace and logging APIs answer only requests that carry it: in the `API_KEY_HEADER` header
+    over HTTP, in the `GRPC_API_KEY_HEADER` metadata over gRPC (Triton prefixes the key)."""
 
     def __init__(
         self,
@@ -150,6 +225,9 @@ class EmbeddedServer:
         ready_timeout_s: float = 120.0,
         extra_args: tuple[str, ...] = (),
         watchdog: bool = True,
+        api_key: str | None = None,
+        grpc_tls: GrpcTls | None = None,
+        max_restarts: int = MAX_RESTARTS,
     ) -> None:
         self.repository = Path(repository).resolve()
         self.host = host
@@ -159,8 +237,21 @@ class EmbeddedServer:
         self.ready_timeout_s = ready_timeout_s
         self.extra_args = extra_args
         self.use_watchdog = watchdog
+        self.api_key = api_key
+        self.grpc_tls = grpc_tls
         self.watchdog: Watchdog | None = None
         self.process: subprocess.Popen[bytes] | None = None
+        self.max_restarts = max_restarts  # -1: never restart
+        # (monotonic time, pid that died, its exit code, pid that replaced it)
+        self.restarts: list[tuple[float, int, int, int]] = []
+        self.failure: str | None = None  # why the server is down for good
+        self.gave_up = threading.Event()
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._supervisor: threading.Thread | None = None
+        self._launch_command: list[str] = []
+        self._crashed = False  # the last process was killed by a signal before it was ready
+        self._environment: dict[str, str] = {}
 
     @property
     def http_port(self) -> int:
@@ -192,11 +283,9 @@ class EmbeddedServer:
             raise ServerError("the server is not running")
         return self.process.pid
 
-    def start(self, *, detach: bool = False) -> EmbeddedServer:
-        """Start tritonserver and return once every model is ready.
-
-        `detach` lets the server outlive this Python process (`serve --background`).
-        """
+    def start(self) -> EmbeddedServer:
+        """Start tritonserver and return once every model is ready; from then on a thread
+        restarts it when it dies (see `_supervise`)."""
         if not self.repository.is_dir():
             raise ServerError(f"{self.repository}: no such model repository; run `tritongen build`")
         nodes = served_nodes(self.repository)
@@ -206,55 +295,114 @@ class EmbeddedServer:
                 f"serve {self.repository / NODES_DIR}/<node> on each node"
             )
         install = find_tritonserver()
-        command = self._command(install, prepare_backends(install))
+        self._launch_command = self._command(install, prepare_backends(install))
+        self._environment = server_environment(install)
         precompile(self.repository)
         if self.log_path is None:
             handle, name = tempfile.mkstemp(prefix="tritonserver-", suffix=".log")
             os.close(handle)
             self.log_path = Path(name)
+        self._stopping.clear()
+        self._launch_retrying(self.max_restarts)
+        if self.max_restarts >= 0:
+            self._supervisor = threading.Thread(
+                target=self._supervise, name="tritongen-supervisor", daemon=True
+            )
+            self._supervisor.start()
+        return self
+
+    def _launch_retrying(self, retries: int) -> None:
+        """`_launch`, again (at most `retries` more times) while tritonserver is killed by a
+        signal before it is ready: Triton 2.51's Python backend can crash while loading models
+        (benchmarks/soak_bls.md). A model that fails to load is an error at once."""
+        while True:
+            self._crashed = False
+            try:
+                return self._launch()
+            except ServerError:
+                if not self._crashed or retries <= 0 or self._stopping.is_set():
+                    raise
+            retries -= 1
+            report_crash_while_loading(str(self.log_path))
+
+    def _launch(self) -> None:
+        """One tritonserver process, ready, with its watchdog."""
+        assert self.log_path is not None
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                command,
+                self._launch_command,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env=server_environment(install),
-                start_new_session=detach,
+                env=self._environment,
             )
         try:
             self._wait_ready()
         except BaseException:
-            self.stop()
+            self._terminate()
             raise
-        if self.use_watchdog and detach:
-            self._spawn_watchdog()
-        elif self.use_watchdog:
-            explicit = self.model_control
+        if self.use_watchdog:
             self.watchdog = Watchdog(
-                self.pid, self.http_url, self.repository, explicit=explicit
+                self.pid,
+                self.http_url,
+                self.repository,
+                explicit=self.model_control,
+                api_key=self.api_key,
             ).start()
-        return self
 
-    def _spawn_watchdog(self) -> None:
-        """The watchdog as a detached process: this one is about to exit (`--background`)."""
-        command = [
-            sys.executable, "-m", "tritongen.serve.watchdog", "--pid", str(self.pid),
-            "--http-url", self.http_url, "--repository", str(self.repository),
-            "--expected", json.dumps(live_stubs(self.pid)),
-            *(["--explicit"] if self.model_control else []),
-        ]  # fmt: skip
-        assert self.log_path is not None
-        with open(self.log_path, "ab") as log:
-            subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )  # fmt: skip
+    def _supervise(self) -> None:
+        """Restart tritonserver whenever it dies without being asked to: Triton 2.51's Python
+        backend can crash the whole server under load (benchmarks/soak_bls.md). More than
+        `max_restarts` deaths within `RESTART_WINDOW_S` is a crash loop: give up."""
+        while True:
+            process = self.process
+            if process is None:
+                return
+            code = process.wait()
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                if self.watchdog is not None:
+                    self.watchdog.stop()
+                    self.watchdog = None
+                now = time.monotonic()
+                recent = [t for t, *_ in self.restarts if now - t < RESTART_WINDOW_S]
+                if len(recent) >= self.max_restarts:
+                    self.failure = (
+                        f"tritonserver {describe_exit(code)} and died {len(recent) + 1} times "
+                        f"within {RESTART_WINDOW_S / 60:.0f} minutes; not restarting it "
+                        f"(see {self.log_path})"
+                    )
+                    report_given_up(self.failure)
+                    self.gave_up.set()
+                    return
+                try:
+                    self._launch_retrying(self.max_restarts - len(recent) - 1)
+                except ServerError as exc:
+                    self.failure = (
+                        f"tritonserver {describe_exit(code)} and did not come back: {exc}"
+                    )
+                    report_given_up(self.failure)
+                    self.gave_up.set()
+                    return
+                self.restarts.append((now, process.pid, code, self.pid))
+                report_restart(
+                    process.pid, describe_exit(code), self.pid, len(recent) + 1, RESTART_WINDOW_S
+                )
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """SIGTERM, wait for the models to unload, then SIGKILL if it will not go."""
-        if self.watchdog is not None:
-            self.watchdog.stop()
-            self.watchdog = None
+        self._stopping.set()
+        with self._lock:
+            if self.watchdog is not None:
+                self.watchdog.stop()
+                self.watchdog = None
+            self._terminate(timeout_s)
+        if self._supervisor is not None and self._supervisor is not threading.current_thread():
+            self._supervisor.join(timeout=10)
+            self._supervisor = None
+
+    def _terminate(self, timeout_s: float = 30.0) -> None:
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
             return
@@ -311,6 +459,8 @@ class EmbeddedServer:
             f"--grpc-port={self.grpc_port}",
             f"--metrics-port={self.metrics_port}",
             *self._model_control_args(),
+            *self._restricted_args(),
+            *(self.grpc_tls.server_args() if self.grpc_tls else []),
             "--strict-readiness=true",
             "--exit-on-error=true",
             "--log-verbose=0",
@@ -324,12 +474,24 @@ class EmbeddedServer:
             return ["--model-control-mode=explicit", "--load-model=*"]
         return ["--model-control-mode=poll", f"--repository-poll-secs={POLL_SECONDS}"]
 
+    def _restricted_args(self) -> list[str]:
+        if self.api_key is None:
+            return []
+        rule = f"{','.join(RESTRICTED_APIS)}:{API_KEY_HEADER}={self.api_key}"
+        return [f"--http-restricted-api={rule}", f"--grpc-restricted-protocol={rule}"]
+
     def _wait_ready(self) -> None:
         assert self.process is not None
         deadline = time.monotonic() + self.ready_timeout_s
         while time.monotonic() < deadline:
+            if self._stopping.is_set():
+                raise ServerError("tritonserver was stopped before it was ready")
             if self.process.poll() is not None:
-                raise ServerError(f"tritonserver exited before it was ready: {self._failure()}")
+                self._crashed = self.process.returncode < 0  # a signal, not a model's error
+                raise ServerError(
+                    f"tritonserver {describe_exit(self.process.returncode)} before it was ready: "
+                    f"{self._failure()}"
+                )
             if self.is_ready():
                 return
             time.sleep(0.2)
@@ -358,6 +520,15 @@ def model_counters(metrics_url: str) -> dict[tuple[str, str], float]:
         for sample in family.samples
         if "model" in sample.labels  # the parser names a counter's sample <family>_total
     }
+
+
+def describe_exit(code: int) -> str:
+    """`was killed by signal 11 (SIGSEGV)` or `exited with code 1`."""
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by signal {-code} ({signal.Signals(-code).name})"
+        return f"was killed by signal {-code}"
+    return f"exited with code {code}"
 
 
 def summarize_log(log: str) -> str:

@@ -10,21 +10,21 @@ and, when one has fewer than it started with, has Triton reload that model:
   into the model's version folder; Triton's repository poller sees the change and reloads the
   model (a touched config.pbtxt alone is applied in place, without new processes);
 - with `serve --model-control` (explicit mode) it writes the marker and asks for the load.
+
+When tritonserver itself dies, the process that runs it (`EmbeddedServer`) starts it again on
+the same ports and a new watchdog takes over; `report_restart` says so on the log.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
-from typing import Annotated
 
 import psutil
-import typer
 
 from tritongen.serve.health import server_ready
 
@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 RELOAD_GRACE_S = 30.0  # a reload in progress is not asked for again before this
 MARKER = ".tritongen-reload"
 STUB = "triton_python_backend_stub"
+API_KEY_HEADER = "tritongen-api-key"  # over HTTP; Triton's gRPC prefixes the metadata key:
+GRPC_API_KEY_HEADER = f"triton-grpc-protocol-{API_KEY_HEADER}"
 
 
 class Watchdog:
@@ -47,12 +49,14 @@ class Watchdog:
         explicit: bool,
         expected: dict[str, int] | None = None,
         interval_s: float = 1.0,
+        api_key: str | None = None,
     ) -> None:
         self.server_pid = server_pid
         self.http_url = http_url
         self.repository = repository
         self.explicit = explicit
         self.interval_s = interval_s
+        self.api_key = api_key  # sent with the load request when the API is restricted
         # model -> stub processes once the server was ready
         self.expected = Counter(expected) if expected is not None else live_stubs(server_pid)
         self.reloads: list[tuple[float, str]] = []  # (monotonic time, model) of each reload
@@ -102,13 +106,32 @@ class Watchdog:
                     (version / MARKER).write_text(f"{time.time()}\n")
             if self.explicit:
                 url = f"http://{self.http_url}/v2/repository/models/{model}/load"
-                request = urllib.request.Request(url, data=b"{}", method="POST")
+                headers = {API_KEY_HEADER: self.api_key} if self.api_key else {}
+                request = urllib.request.Request(url, data=b"{}", method="POST", headers=headers)
                 with urllib.request.urlopen(request, timeout=120):
                     pass
         except OSError as exc:
             log.error("cannot reload model %s: %s", model, exc)
             return False
         return True
+
+
+def report_restart(dead_pid: int, how: str, new_pid: int, count: int, window_s: float) -> None:
+    """One line for each restart of tritonserver by the process that runs it."""
+    log.warning(
+        "tritonserver (pid %d) %s; restarted it as pid %d (restart %d in %.0f minutes)",
+        dead_pid, how, new_pid, count, window_s / 60,
+    )  # fmt: skip
+
+
+def report_crash_while_loading(log_path: str) -> None:
+    log.warning(
+        "tritonserver crashed while loading its models (see %s); starting it again", log_path
+    )
+
+
+def report_given_up(reason: str) -> None:
+    log.error("%s", reason)
 
 
 def live_stubs(server_pid: int) -> Counter[str]:
@@ -129,22 +152,3 @@ def stub_processes(server_pid: int) -> list[tuple[str, psutil.Process]]:
         if len(command) > 1 and command[0].endswith(STUB):
             stubs.append((Path(command[1]).parent.parent.name, child))  # MODEL/VERSION/model.py
     return stubs
-
-
-def main(
-    pid: Annotated[int, typer.Option(help="tritonserver's PID.")],
-    http_url: Annotated[str, typer.Option(help="host:port of its HTTP endpoint.")],
-    repository: Annotated[Path, typer.Option(help="The repository it serves.")],
-    expected: Annotated[str, typer.Option(help='{"model": stubs} once it was ready.')] = "",
-    explicit: Annotated[bool, typer.Option(help="The server runs in explicit mode.")] = False,
-) -> None:
-    """The watchdog of a server started with --background, as a process of its own; it ends
-    when the server does."""
-    logging.basicConfig(format="%(asctime)s tritongen-watchdog %(levelname)s %(message)s")
-    counts = json.loads(expected) if expected else None
-    watchdog = Watchdog(pid, http_url, repository, explicit=explicit, expected=counts)
-    watchdog.start()._thread.join()
-
-
-if __name__ == "__main__":
-    typer.run(main)

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import psutil
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tritongen.errors import SpecError
-from tritongen.spec.ensemble import NAME_PATTERN, NAME_RULE, URL_PATTERN
+from tritongen.files import read_json, validate
+from tritongen.spec.ensemble import Name, TlsFiles, Url
 
 CPU_ID = "cpu"
+# A CPU's device class is its model and core count (`cpu-<model>-<cores>c`), so profiles of
+# different CPUs never mix; a plain `cpu` (hand-written files) stands for any CPU.
+CPU_ALIAS = "cpu"
+CPU_CLASS_PREFIX = "cpu-"
 GRPC_PORT = 8001  # Triton's default gRPC port: a node's url when DEVICES.json gives none
 
 
@@ -46,6 +52,8 @@ class Device:
 class Inventory:
     devices: tuple[Device, ...] = field(default_factory=tuple)
     node_urls: dict[str, str] = field(default_factory=dict)  # node -> gRPC host:port
+    node_tls: dict[str, TlsFiles] = field(default_factory=dict)  # node -> its TLS files
+    warnings: tuple[str, ...] = field(default=(), compare=False)  # what detection assumed
 
     def __getitem__(self, device_id: str) -> Device:
         for device in self.devices:
@@ -68,7 +76,9 @@ class Inventory:
 
     def on_node(self, node: str) -> Inventory:
         """The devices of one node, as an inventory of its own."""
-        return Inventory(tuple(d for d in self.devices if d.node == node), self.node_urls)
+        return Inventory(
+            tuple(d for d in self.devices if d.node == node), self.node_urls, self.node_tls
+        )
 
     def node_url(self, node: str) -> str:
         """gRPC host:port of a node's tritonserver; by default its name (a compose or
@@ -79,103 +89,113 @@ class Inventory:
         data: dict[str, Any] = {"devices": [d.to_json() for d in self.devices]}
         if self.node_urls:
             data["nodes"] = {n: {"grpc_url": url} for n, url in self.node_urls.items()}
+            for node, tls in self.node_tls.items():
+                data["nodes"][node]["tls"] = tls.model_dump(mode="json", exclude_none=True)
         return data
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n")
 
 
+PositiveBytes = Annotated[int, Field(strict=True, gt=0, le=2**60)]
+Cores = Annotated[int, Field(strict=True, ge=1, le=65_536)]
+GpuIndex = Annotated[int, Field(strict=True, ge=0, le=1023)]
+DeviceClass = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$")]
+
+
+class _DeviceEntry(BaseModel):
+    """One device of DEVICES.json, checked by type and range."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: Name
+    kind: Literal["cpu", "gpu"]
+    device_class: DeviceClass | None = Field(default=None, alias="class")
+    memory_bytes: PositiveBytes
+    cores: Cores | None = None
+    index: GpuIndex | None = None
+    node: Name | None = None
+
+    @model_validator(mode="after")
+    def _fits_its_kind(self) -> _DeviceEntry:
+        if self.kind == "cpu" and self.index is not None:
+            raise ValueError("index is a GPU's CUDA ordinal; a CPU has none")
+        if self.kind == "gpu" and is_cpu_class(self.device_class or "gpu"):
+            raise ValueError(f"class {self.device_class!r} names a CPU; this is a GPU")
+        return self
+
+    def device(self) -> Device:
+        return Device(
+            id=self.id,
+            kind=self.kind,
+            device_class=self.device_class or self.kind,
+            memory_bytes=self.memory_bytes,
+            cores=self.cores or (1 if self.kind == "cpu" else None),
+            index=self.index,
+            node=self.node,
+        )
+
+
+class _NodeEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    grpc_url: Url
+    tls: TlsFiles | None = None  # the BLS combiner calls this node over TLS
+
+
+class _DevicesFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    devices: list[_DeviceEntry] = Field(min_length=1, max_length=4096)
+    nodes: dict[Name, _NodeEntry] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> _DevicesFile:
+        ids = [d.id for d in self.devices]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"devices: ids must be unique, got {ids}")
+        named = [d.node is not None for d in self.devices]
+        if any(named) and not all(named):
+            raise ValueError(
+                f"devices.{named.index(False)}: has no node while other devices do; "
+                "give every device a node, or none"
+            )
+        known = {d.node for d in self.devices}
+        for node in self.nodes:
+            if node not in known:
+                raise ValueError(
+                    f"nodes.{node}: no device has node {node!r}; remove it or fix its name"
+                )
+        return self
+
+
 def load_inventory(path: str | Path) -> Inventory:
     """Read a DEVICES.json file; every problem is one `SpecError` line."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise SpecError(
-            f"{path}: file not found; create it with `tritongen devices --json`"
-        ) from None
-    except (OSError, ValueError) as exc:
-        raise SpecError(f"{path}: not valid JSON ({exc})") from None
-    entries = data.get("devices") if isinstance(data, dict) else None
-    if not isinstance(entries, list) or not entries:
-        raise SpecError(f'{path}: expected {{"devices": [...]}} with at least one device')
-    devices = tuple(_device(path, i, e) for i, e in enumerate(entries))
-    ids = [d.id for d in devices]
-    if len(set(ids)) != len(ids):
-        raise SpecError(f"{path}: devices: ids must be unique, got {ids}")
-    _check_every_device_has_a_node_or_none(path, devices)
-    return Inventory(devices, _node_urls(path, data.get("nodes", {}), devices))
-
-
-def _check_every_device_has_a_node_or_none(path: Path, devices: tuple[Device, ...]) -> None:
-    named = [d.node is not None for d in devices]
-    if any(named) and not all(named):
-        index = named.index(False)
-        raise SpecError(
-            f"{path}: devices.{index}: has no node while other devices do; "
-            "give every device a node, or none"
-        )
-
-
-def _node_urls(path: Path, entries: Any, devices: tuple[Device, ...]) -> dict[str, str]:
-    """The top-level `"nodes": {"n1": {"grpc_url": "host:port"}}`, checked."""
-    if not isinstance(entries, dict):
-        raise SpecError(f'{path}: nodes: expected {{"<node>": {{"grpc_url": "host:port"}}}}')
-    known = {d.node for d in devices}
-    urls = {}
-    for node, entry in entries.items():
-        where = f"{path}: nodes.{node}"
-        if node not in known:
-            raise SpecError(f"{where}: no device has node {node!r}; remove it or fix its name")
-        if not isinstance(entry, dict) or set(entry) != {"grpc_url"}:
-            raise SpecError(f'{where}: expected {{"grpc_url": "host:port"}} and nothing else')
-        url = entry["grpc_url"]
-        if not isinstance(url, str) or not re.fullmatch(URL_PATTERN, url):
-            raise SpecError(f"{where}.grpc_url: {url!r} is not host:port (e.g. 10.0.0.2:8001)")
-        urls[node] = url
-    return urls
-
-
-def _device(path: Path, index: int, entry: Any) -> Device:
-    where = f"{path}: devices.{index}"
-    if not isinstance(entry, dict):
-        raise SpecError(f"{where}: expected an object with id, kind, class and memory_bytes")
-    unknown = set(entry) - {"id", "kind", "class", "memory_bytes", "cores", "index", "node"}
-    if unknown:
-        raise SpecError(f"{where}: unknown key(s) {sorted(unknown)}")
-    try:
-        kind = entry["kind"]
-        if kind not in ("cpu", "gpu"):
-            raise ValueError(f"kind must be 'cpu' or 'gpu', not {kind!r}")
-        memory = int(entry["memory_bytes"])
-        if memory <= 0:
-            raise ValueError("memory_bytes must be > 0")
-        cores = int(entry.get("cores") or (1 if kind == "cpu" else 0)) or None
-        return Device(
-            id=str(entry["id"]),
-            kind=kind,
-            device_class=str(entry.get("class", kind)),
-            memory_bytes=memory,
-            cores=cores,
-            index=entry.get("index"),
-            node=_node_name(entry.get("node")),
-        )
-    except KeyError as exc:
-        raise SpecError(f"{where}: field {exc.args[0]!r} is missing") from None
-    except (TypeError, ValueError) as exc:
-        raise SpecError(f"{where}: {exc}") from None
-
-
-def _node_name(node: Any) -> str | None:
-    """A node's name names a folder (`DIR/nodes/<node>`): the spec's rule for names."""
-    if node is None or (isinstance(node, str) and re.fullmatch(NAME_PATTERN, node)):
-        return node
-    raise ValueError(f"node {node!r} is not a valid name; {NAME_RULE}")
+    data = validate(
+        _DevicesFile, read_json(path, "create it with `tritongen devices --json`"), path
+    )
+    return Inventory(
+        tuple(entry.device() for entry in data.devices),
+        {node: entry.grpc_url for node, entry in data.nodes.items()},
+        {
+            node: entry.tls.resolved(path.parent)
+            for node, entry in data.nodes.items()
+            if entry.tls is not None
+        },
+    )
 
 
 def detect_devices() -> Inventory:
     """This machine: the CPU (cores from the process's affinity) and every NVIDIA GPU."""
-    return Inventory((detect_cpu(), *detect_gpus()))
+    gpus = detect_gpus()
+    warnings: tuple[str, ...] = ()
+    if not gpus and Path("/dev/nvidia0").exists():
+        warnings = (
+            "/dev/nvidia0 exists but NVML lists no GPU (no driver library, or no "
+            "nvidia-ml-py: pip install 'tritongen[gpu]'); assumed this machine has the CPU only",
+        )
+    return Inventory((detect_cpu(), *gpus), warnings=warnings)
 
 
 def usable_cores() -> int:
@@ -186,13 +206,41 @@ def usable_cores() -> int:
 
 
 def detect_cpu() -> Device:
+    cores = usable_cores()
     return Device(
         id=CPU_ID,
         kind="cpu",
-        device_class="cpu",
+        device_class=cpu_class(cpu_model_name(), cores),
         memory_bytes=psutil.virtual_memory().total,
-        cores=usable_cores(),
+        cores=cores,
     )
+
+
+def cpu_model_name() -> str:
+    """`model name` from /proc/cpuinfo (Linux x86), else what `platform` says."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def cpu_class(model_name: str, cores: int) -> str:
+    """`Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz`, 2 cores ->
+    `cpu-Intel-Xeon-Platinum-8481C-2.70GHz-2c`: the model and the cores a profile ran on."""
+    noise = {"(R)", "(TM)", "CPU", "PROCESSOR", "@"}
+    words = [w for w in re.split(r"\s+", model_name) if w and w.upper() not in noise]
+    words = [re.sub(r"\((R|TM)\)", "", w, flags=re.IGNORECASE) for w in words]
+    slug = re.sub(r"[^A-Za-z0-9.+]+", "-", "-".join(words)).strip("-.")[:96] or "unknown"
+    return f"{CPU_CLASS_PREFIX}{slug}-{cores}c"
+
+
+def is_cpu_class(device_class: str) -> bool:
+    return device_class == CPU_ALIAS or device_class.startswith(CPU_CLASS_PREFIX)
 
 
 def detect_gpus() -> list[Device]:

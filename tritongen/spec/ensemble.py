@@ -16,6 +16,7 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -24,6 +25,7 @@ from pydantic import (
 )
 
 from tritongen.errors import SpecError
+from tritongen.files import describe
 from tritongen.spec.values import Fill
 
 NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -55,7 +57,22 @@ def _finite_positive(value: float) -> float:
     return value
 
 
-Name = Annotated[str, Field(pattern=NAME_PATTERN)]
+def _valid_name(value: str) -> str:
+    if not re.fullmatch(NAME_PATTERN, value):
+        raise ValueError(f"{value!r} is not a valid name; {NAME_RULE}")
+    return value
+
+
+def _valid_url(value: str) -> str:
+    if not re.fullmatch(URL_PATTERN, value):
+        raise ValueError(f"{value!r} is not host:port (e.g. 10.0.0.2:8001)")
+    return value
+
+
+Url = Annotated[str, AfterValidator(_valid_url)]  # host:port (gRPC) of a tritonserver
+# Names become folder names and config.pbtxt strings: the spec, DEVICES.json and plan.json
+# all hold their names to this rule.
+Name = Annotated[str, AfterValidator(_valid_name)]
 Weight = Annotated[float, AfterValidator(_finite_positive)]
 Shape = Annotated[list[Annotated[int, Field(ge=1)]], Field(max_length=8)]  # per sample, no batch
 
@@ -118,16 +135,51 @@ class InputValues(_Strict):
         return Fill(value=self.value)
 
 
+def _no_nul(value: Any) -> Any:
+    if isinstance(value, str) and "\0" in value:
+        raise ValueError("contains a NUL byte; give the path of a file")
+    return value
+
+
+FilePath = Annotated[Path, BeforeValidator(_no_nul)]
+
+
+class TlsFiles(_Strict):
+    """TLS for the gRPC calls the BLS combiner makes to another tritonserver (PEM files, as
+    paths on the machine that serves the combiner). Empty: TLS with the system's roots."""
+
+    root_certificates: FilePath | None = None  # the CA that signed the server's certificate
+    private_key: FilePath | None = None  # mutual TLS: the client's key ...
+    certificate_chain: FilePath | None = None  # ... and its certificate
+
+    @model_validator(mode="after")
+    def _key_with_chain(self) -> TlsFiles:
+        if (self.private_key is None) != (self.certificate_chain is None):
+            raise ValueError("give private_key and certificate_chain together (mutual TLS)")
+        return self
+
+    def resolved(self, folder: Path) -> TlsFiles:
+        """The paths made absolute, relative ones taken from `folder` (the file naming them)."""
+        return self.model_copy(
+            update={
+                key: path if path.is_absolute() else (folder / path).resolve()
+                for key, path in self.model_dump().items()
+                if path is not None
+            }
+        )
+
+
 class MemberSpec(_Strict):
     name: Name
     # an .onnx file, a TorchScript file (.pt), or `package.module:function` returning an
     # nn.Module (PyTorch members are exported to ONNX, see spec/torch_export.py)
-    model: Path
+    model: FilePath
     weight: Weight = 1.0
     execution: ExecutionSpec | None = None  # overrides the ensemble's `execution`
     # host:port (gRPC) of another tritonserver that serves this member: the BLS combiner calls
     # it there (multi-node prototype); the model file still gives the member's signature.
-    url: str | None = Field(default=None, pattern=URL_PATTERN)
+    url: Url | None = None
+    tls: TlsFiles | None = None  # TLS for the calls to `url`; plaintext without it
     output: str | None = None  # the output that is combined (default: see spec/members.py)
     input_map: dict[str, str] | None = None  # member input -> the combined model's input
     # per-sample shape for inputs with dynamic dims: one list, or one per input name
@@ -136,12 +188,11 @@ class MemberSpec(_Strict):
     # for each input, in the order forward() takes them
     example_input: Shape | dict[str, TensorExample] | None = None
 
-    @field_validator("model", mode="before")
-    @classmethod
-    def _no_nul(cls, value: Any) -> Any:
-        if isinstance(value, str) and "\0" in value:
-            raise ValueError("contains a NUL byte; give the path of an .onnx file")
-        return value
+    @model_validator(mode="after")
+    def _tls_needs_url(self) -> MemberSpec:
+        if self.tls is not None and self.url is None:
+            raise ValueError("tls is only for a member with a url (served elsewhere)")
+        return self
 
     @property
     def kind(self) -> Literal["onnx", "torchscript", "function"]:
@@ -224,6 +275,11 @@ class Spec(_Strict):
         """Member name -> gRPC url, for the members served by another tritonserver."""
         return {m.name: m.url for m in self.members if m.url}
 
+    @property
+    def remote_tls(self) -> dict[str, TlsFiles]:
+        """Member name -> TLS files, for the remote members called over TLS."""
+        return {m.name: m.tls for m in self.members if m.url and m.tls is not None}
+
     def execution_of(self, member: str) -> ExecutionSpec:
         """The member's own `execution`, else the ensemble's."""
         spec = next(m for m in self.members if m.name == member)
@@ -237,9 +293,14 @@ def load_spec(path: str | Path) -> Spec:
     try:
         spec = Spec.model_validate({**data, "source": path})
     except ValidationError as exc:
-        raise SpecError(f"{path}: {_describe(exc)}") from None
+        raise SpecError(f"{path}: {describe(exc)}") from None
     members = [
-        m if m.kind == "function" else m.model_copy(update={"model": _resolve(path, m.model)})
+        m.model_copy(
+            update={
+                "model": m.model if m.kind == "function" else _resolve(path, m.model),
+                "tls": m.tls and m.tls.resolved(path.parent),
+            }
+        )
         for m in spec.members
     ]
     return spec.model_copy(update={"members": members})
@@ -287,26 +348,3 @@ def _count_nodes(data: Any, limit: int) -> int:
 
 def _resolve(spec_path: Path, model: Path) -> Path:
     return model if model.is_absolute() else (spec_path.parent / model).resolve()
-
-
-def _describe(exc: ValidationError) -> str:
-    """The first validation error as `field: problem (fix)` on one line. A field that takes
-    one of several forms (a shape, or name -> shape) fails once per form: the error that got
-    deepest names the form the user meant; pydantic's form tags leave the path."""
-    errors = exc.errors()
-    error = max(errors, key=lambda e: (len(e["loc"]), -errors.index(e)))
-    parts = [str(part) for part in error["loc"] if not _is_form_tag(part)]
-    field = ".".join(parts) or "(top level)"
-    kind = error["type"]
-    if kind == "extra_forbidden":
-        return f"{field}: unknown key; remove it or check its spelling"
-    if kind == "missing":
-        return f"{field}: required field is missing"
-    if kind == "string_pattern_mismatch":
-        return f"{field}: {error['input']!r} is not a valid name; {NAME_RULE}"
-    message = str(error["msg"]).removeprefix("Value error, ")
-    return f"{field}: {message}".replace("\n", " ")
-
-
-def _is_form_tag(part: Any) -> bool:
-    return isinstance(part, str) and "[" in part
