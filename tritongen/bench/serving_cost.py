@@ -21,6 +21,7 @@ import os
 import resource
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -68,39 +69,72 @@ def serving_cost(
 def measure_serving_cost(
     inputs: Sequence[TensorSignature], num_classes: int, largest: int, inventory: Inventory
 ) -> ServingCost:
-    """Serve the stand-in member and fit CPU seconds per call = fixed + per-sample × batch."""
+    """Serve the stand-in member and read, per request, tritonserver's CPU and the
+    Python-backend process's apart: the server's is paid per request (a batch of requests does
+    not share it), the process's per call (a batch shares it) — see docs/SERVING.md."""
     with tempfile.TemporaryDirectory(prefix="tritongen-serving-cost-") as tmp:
         repository = _stand_in_repository(Path(tmp), inputs, num_classes, largest, inventory)
         with EmbeddedServer(repository) as server:
-            small, _ = _cpu_s_per_call(server, STAND_IN, 1, shared_memory="system")
-            large, _ = _cpu_s_per_call(server, STAND_IN, largest, shared_memory="system")
-            direct, client = _cpu_s_per_call(server, STAND_IN, 1, shared_memory=None)
-            whole, _ = _cpu_s_per_call(server, ENSEMBLE, 1, shared_memory=None)
-    per_sample = max(0.0, (large - small) / max(largest - 1, 1))
+            small = _cpu_per_request(server, STAND_IN, 1, shared_memory="system")
+            large = _cpu_per_request(server, STAND_IN, largest, shared_memory="system")
+            # Under load (2 x largest requests in flight) tritonserver's threads stay awake:
+            # its cost per request is what a served plan pays, and less than one at a time.
+            loaded = 2 * largest
+            local = _cpu_per_request(server, STAND_IN, 1, "system", concurrency=loaded)
+            wired = _cpu_per_request(server, STAND_IN, 1, None, concurrency=loaded)
+            whole = _cpu_per_request(server, ENSEMBLE, 1, None, concurrency=loaded)
+    steps = max(largest - 1, 1)
+    stub_sample = max(0.0, (large.stub - small.stub) / steps)
+    server_sample = max(0.0, (large.server - small.server) / steps)
+    stub_call = max(0.0, small.stub - stub_sample)
+    # A batch of b one-sample requests costs the process more than one request of b samples:
+    # each request's tensors are read and its response written apart.
+    one_request = stub_call + stub_sample * local.batch
+    extra = local.stub * local.batch - one_request
     return ServingCost(
-        per_call_s=max(0.0, small - per_sample),
-        per_sample_s=per_sample,
-        per_request_s=max(0.0, whole - small),
+        per_call_s=stub_call,
+        per_sample_s=stub_sample + server_sample,
+        per_request_s=max(0.0, whole.total - wired.total),
         source="measured",
-        wire_s=max(0.0, direct - small),
-        client_s=client,
+        wire_s=max(0.0, wired.server - local.server),
+        client_s=wired.client,
+        request_s=local.server,
+        stub_request_s=max(0.0, extra / max(local.batch - 1, 1)),
     )
 
 
-def _cpu_s_per_call(
-    server: EmbeddedServer, model: str, batch: int, shared_memory: str | None
-) -> tuple[float, float]:
-    """tritonserver + stubs CPU seconds per request of `batch` samples to `model`, one at a
-    time (concurrency 1: the batcher has nothing to merge, so a request is one call), and the
-    client's (perf_analyzer's, its start-up included) per request."""
+@dataclass(frozen=True)
+class _PerRequest:
+    """CPU seconds one request cost: tritonserver, the Python-backend processes, the client
+    (perf_analyzer, its start-up included)."""
+
+    server: float
+    stub: float
+    client: float
+    batch: float = 1.0  # requests per call the batcher formed
+
+    @property
+    def total(self) -> float:
+        return self.server + self.stub
+
+
+def _cpu_per_request(
+    server: EmbeddedServer,
+    model: str,
+    batch: int,
+    shared_memory: str | None,
+    concurrency: int = 1,
+) -> _PerRequest:
+    """CPU per request of `batch` samples to `model`, `concurrency` at a time (at 1 the
+    batcher has nothing to merge, so a request is one call)."""
     root = psutil.Process(server.pid)
-    processes = [root, *root.children(recursive=True)]
-    cpu_before, requests_before = _cpu_seconds(processes), _requests(server, model)
-    client_before = _children_cpu_seconds()
+    stubs = root.children(recursive=True)
+    before = (_cpu_seconds([root]), _cpu_seconds(stubs), _children_cpu_seconds())
+    requests_before, calls_before = _requests(server, model), _calls(server, model)
     measure(
         server.grpc_url,
         model,
-        [1],
+        [concurrency],
         batch_size=batch,
         interval_ms=MEASURE_INTERVAL_MS,
         max_trials=3,
@@ -110,8 +144,10 @@ def _cpu_s_per_call(
     requests = _requests(server, model) - requests_before
     if requests <= 0:
         raise TritongenError(f"the stand-in {model} answered no request")
-    client = (_children_cpu_seconds() - client_before) / requests
-    return (_cpu_seconds(processes) - cpu_before) / requests, client
+    after = (_cpu_seconds([root]), _cpu_seconds(stubs), _children_cpu_seconds())
+    server_s, stub_s, client_s = ((a - b) / requests for a, b in zip(after, before, strict=True))
+    calls = _calls(server, model) - calls_before
+    return _PerRequest(server_s, stub_s, client_s, requests / max(calls, 1))
 
 
 def _cpu_seconds(processes: list[psutil.Process]) -> float:
@@ -122,6 +158,11 @@ def _children_cpu_seconds() -> float:
     """CPU seconds of this process's children that have ended (perf_analyzer runs)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
+
+
+def _calls(server: EmbeddedServer, model: str) -> float:
+    """Executions (batches) of `model` so far, from Triton's metrics."""
+    return model_counters(server.metrics_url).get(("nv_inference_exec_count", model), 0.0)
 
 
 def _requests(server: EmbeddedServer, model: str) -> float:
@@ -219,6 +260,8 @@ def _read_cache(path: Path) -> ServingCost | None:
             "measured",
             float(data["wire_s"]),
             float(data["client_s"]),
+            float(data["request_s"]),
+            float(data["stub_request_s"]),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None

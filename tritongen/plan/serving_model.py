@@ -5,11 +5,11 @@ search's evaluator. docs/SERVING.md derives it; in short:
   one Python-backend model (one process per instance, the members run one after another on
   each batch, each in chunks of its own batch size).
 - On a CPU every instance is one thread. A unit costs, per sample, its members' one-thread
-  CPU seconds at the batch they actually run plus one served call spread over the batch the
-  batcher actually forms (`ServingCost.call_s`); it can use at most one core per instance.
-  Every request also costs the server CPU once: the wire and, unless one group serves every
-  member, the ensemble scheduler and the combine step; a load generator on the same machine
-  adds its own share.
+  CPU seconds at the batch they actually run plus its process's share of a call (spread over
+  the batch the batcher actually forms); it can use at most one core per instance.
+  tritonserver's own CPU is paid per request (a batch does not share it): the request off the
+  wire and, unless one group serves every member, one request to each unit, the scheduler and
+  the combine step; a load generator on the same machine adds its own share.
 - On a GPU a unit gets the profile's throughput of k instances side by side (one instance's
   when the profile has no concurrency entries: then this is the base model of docs/PLANNING.md).
 - Devices are time-shared as in the base model: the largest X such that every unit gets X
@@ -22,7 +22,7 @@ search's evaluator. docs/SERVING.md derives it; in short:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy.optimize import linprog
@@ -36,6 +36,7 @@ from tritongen.spec.devices import Inventory
 SOLVES = 3  # LPs solved while the batches reached settle (then one more)
 IN_FLIGHT = 2.0  # requests in flight per request queued at the busiest unit (measured)
 TAIL = 1.5  # p99 latency / mean latency at that concurrency (measured)
+SPIN = 0.75  # measured: 8 busy onnxruntime threads on 2 cores burned 2.6-2.8x the CPU of 2
 ITERATIONS = 10  # batch updates at a fixed throughput between two solves
 
 
@@ -48,6 +49,7 @@ class Unit:
     threads: int  # intra-op threads per instance (CPU)
     batch: float  # the batcher's preferred batch size
     chunks: tuple[float, ...]  # per member: the batch its session runs (a group splits)
+    spin: float = 1.0  # CPU inflation of multi-thread instances that want more cores than exist
 
     @property
     def grouped(self) -> bool:
@@ -153,10 +155,21 @@ class ServingModel:
     # ------------------------------------------------------------------ costs
 
     def _request_cpu_s(self, units: list[Unit]) -> float:
-        """Server CPU each ensemble request costs beyond its members' calls."""
+        """CPU each ensemble request (of one sample) costs outside the units' processes:
+        tritonserver takes it off the wire and handles it; through the ensemble scheduler it
+        also makes one request to every unit beyond the first (the first is in
+        `per_request_s`), and the combine step; a local load generator sends it."""
+        cost = self.cost
+        seconds = cost.request_s + cost.wire_s
         one_model = len(units) == 1 and len(units[0].members) == len(self.problem.members)
-        seconds = self.cost.wire_s if one_model else self.cost.per_request_s
-        return seconds + (self.cost.client_s if self.client_on_host else 0.0)
+        if not one_model:
+            seconds += cost.per_request_s + (len(units) - 1) * cost.request_s
+        return seconds + (cost.client_s if self.client_on_host else 0.0)
+
+    def _call_seconds(self, batch: float) -> float:
+        """A unit's process's CPU per sample for calls of `batch` one-sample requests."""
+        cost = self.cost
+        return cost.per_call_s / batch + cost.stub_request_s * (1 - 1 / batch) + cost.per_sample_s
 
     def _cpu_seconds(self, unit: Unit, d: int, batch: float) -> float:
         """CPU seconds per sample of `unit` on CPU device d when its batcher forms `batch`."""
@@ -164,7 +177,7 @@ class ServingModel:
             self._member_cpu_seconds(m, d, min(chunk, batch), unit.threads)
             for m, chunk in zip(unit.members, unit.chunks, strict=True)
         )
-        return compute + self.cost.call_s(max(1.0, batch)) / max(1.0, batch)
+        return compute * unit.spin + self._call_seconds(max(1.0, batch))
 
     def _member_cpu_seconds(self, m: int, d: int, batch: float, threads: int) -> float:
         """Core-seconds per sample of member m on CPU d at `batch`, with `threads` threads (the
@@ -332,8 +345,27 @@ def _one_device(
 
 
 def serving_units(problem: Problem, c: Candidate) -> list[Unit]:
-    """The units Triton schedules for candidate c: each grouped device's group, then every
-    other member alone. A group's batcher forms batches up to the largest profiled size."""
+    """The units Triton schedules for candidate c (each grouped device's group, then every
+    other member alone), with the spin of multi-thread instances on an oversubscribed CPU."""
+    units = _units(problem, c)
+    wanted = {
+        d: sum(u.counts.get(d, 0) * u.threads for u in units)
+        for d, device in enumerate(problem.devices)
+        if device.kind == "cpu"
+    }
+    return [replace(u, spin=_spin(problem, u, wanted)) if u.threads > 1 else u for u in units]
+
+
+def _spin(problem: Problem, unit: Unit, wanted: dict[int, int]) -> float:
+    """onnxruntime's threads wait for each other by spinning: when the plan's instances want
+    more threads than a CPU has cores, a thread spins while the one it waits for is off its
+    core, and an instance's CPU per sample grows as (threads wanted / cores) ** SPIN."""
+    ratios = [wanted[d] / (problem.devices[d].cores or 1) for d in unit.counts if d in wanted]
+    return max([1.0, *ratios]) ** SPIN
+
+
+def _units(problem: Problem, c: Candidate) -> list[Unit]:
+    """A group's batcher forms batches up to its batch size; a member's, up to its own."""
     grouped: set[int] = set()
     units = []
     for d in range(len(problem.devices)):

@@ -23,12 +23,16 @@ DEFAULT_PER_CALL_S = 0.0005
 
 @dataclass(frozen=True)
 class ServingCost:
-    per_call_s: float  # CPU seconds each call costs, whatever its batch
-    per_sample_s: float  # and per sample in it (tensor copies)
-    per_request_s: float  # once per ensemble request: the wire, the scheduler, the combine step
+    per_call_s: float  # the Python-backend process's CPU per call, whatever its batch
+    per_sample_s: float  # and per sample in it (tensor copies, both processes)
+    per_request_s: float  # once per ensemble request: the scheduler and the combine step
     source: str  # "measured" or why the default is used
-    wire_s: float = 0.0  # once per request to one model (a group that combines): the wire
+    wire_s: float = 0.0  # more for a request that arrives over gRPC (not an internal one)
     client_s: float = 0.0  # a load generator on the same machine (perf_analyzer), per request
+    request_s: float = 0.0  # tritonserver, per request to each model (a batch does not share it)
+    stub_request_s: float = (
+        0.0  # the Python-backend process, per request beyond the first in a call
+    )
 
     def call_s(self, batch: float) -> float:
         """CPU seconds one served call of `batch` samples adds to the member's compute."""
@@ -48,12 +52,12 @@ class ServingCost:
         )
 
     def describe(self) -> str:
+        ms = {k: f"{1000 * v:.3f} ms" for k, v in asdict(self).items() if k != "source"}
         return (
-            f"serving cost ({self.source}): {1000 * self.per_call_s:.3f} ms CPU per call + "
-            f"{1000 * self.per_sample_s:.4f} ms per sample; per request "
-            f"{1000 * self.per_request_s:.3f} ms through the ensemble scheduler, "
-            f"{1000 * self.wire_s:.3f} ms to one model, {1000 * self.client_s:.3f} ms for a "
-            "perf_analyzer client on this machine"
+            f"serving cost ({self.source}): per request {ms['request_s']} in tritonserver "
+            f"(+{ms['wire_s']} over gRPC), per call {ms['per_call_s']} in the Python backend, "
+            f"{ms['per_sample_s']} per sample; {ms['per_request_s']} per request through the "
+            f"ensemble scheduler; {ms['client_s']} per request for perf_analyzer on this machine"
         )
 
 
@@ -184,6 +188,8 @@ class _ServingCostFile(BaseModel):
     source: str
     wire_s: Finite = 0.0
     client_s: Finite = 0.0
+    request_s: Finite = 0.0
+    stub_request_s: Finite = 0.0
 
 
 class _SkippedFile(_Open):
