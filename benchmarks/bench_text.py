@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tritongen.bench.compare import run_bench
+from tritongen.bench.compare import bench_plans, run_bench
 from tritongen.bench.serving_cost import serving_cost
 from tritongen.examples.text import write_example
 from tritongen.plan.search import make_plan
@@ -49,7 +49,7 @@ def main() -> None:
     plan = make_plan(spec, inventory, profile)
     plan_s = time.perf_counter() - started
     report = run_bench(
-        ensemble, inventory, profile, plan,
+        ensemble, inventory, profile, bench_plans(ensemble, inventory, profile, plan),
         concurrencies=[int(c) for c in args.concurrency.split(",")],
         interval_ms=int(args.duration_s * 1000), rounds=args.rounds,
         on_result=lambda r, name, points: print(f"round {r + 1} {name}: {[round(p.throughput, 1) for p in points]}", flush=True),
@@ -94,8 +94,8 @@ def markdown(doc: dict[str, Any], args: argparse.Namespace, load_before: Any) ->
         + ", ".join(f"{k} = **{v:.2f}**" for k, v in doc["ratios"].items()),
         "",
         f"tritongen's plan: allocation {plan['allocation']}, batch sizes {plan['batch_size']}, "
-        f"threads {plan['threads']}, predicted {plan['predicted_throughput']:.1f} samples/s "
-        "(base model).",
+        f"threads {plan['threads']}, groups {plan.get('groups', {})}, predicted "
+        f"{plan['predicted_throughput']:.1f} samples/s by the serving model (clients elsewhere).",
         "",
     ]
     return "\n".join(lines)

@@ -160,7 +160,15 @@ def markdown(doc: dict[str, Any], args: argparse.Namespace) -> str:
     ]
     plan = doc["plans"]["tritongen"]
     lines += [
-        f"tritongen's plan: allocation {plan['allocation']}, batch sizes {plan['batch_size']}, threads {plan['threads']}, predicted {plan['predicted_throughput']:.1f} samples/s by the base model, {plan.get('cpu_serving_model', float('nan')):.1f} by the CPU serving model (which assumes every member runs full batches).",
+        f"tritongen's plan: allocation {plan['allocation']}, batch sizes {plan['batch_size']}, threads {plan['threads']}, groups {plan.get('groups', {})}.",
+        "",
+        "| configuration | predicted (serving model, perf_analyzer on this machine) | served (best) | served/predicted |",
+        "|---|---|---|---|",
+        *(
+            f"| {name} | {c['predicted_throughput']:.1f} | {c['best_throughput']:.1f} | {c['measured/predicted']:.2f} |"
+            for name, c in doc["configs"].items()
+            if "predicted_throughput" in c
+        ),
         "",
     ]
     if "search_cost" in doc:

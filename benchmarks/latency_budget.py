@@ -1,0 +1,113 @@
+"""A latency budget on the text example, in one run: the fastest plan and the fastest plan
+whose predicted p99 stays under a budget (a third of the first's predicted p99), each served on
+the embedded tritonserver and measured with perf_analyzer at the concurrency the serving model
+says reaches its throughput (and a few others), side by side.
+
+    .venv/bin/python benchmarks/latency_budget.py [--example text] [--rounds 2]
+
+Writes benchmarks/latency_budget.md and .json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from tritongen.bench.compare import run_bench
+from tritongen.bench.serving_cost import serving_cost
+from tritongen.plan.search import make_plan
+from tritongen.profile.profiler import profile_ensemble
+from tritongen.spec.devices import detect_devices
+from tritongen.spec.ensemble import load_spec
+from tritongen.spec.members import load_ensemble
+
+OUT = Path(__file__).resolve().parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--example", default="text")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--duration-s", type=float, default=3.0)
+    args = parser.parse_args()
+    load_before = os.getloadavg()[0]
+    example = importlib.import_module(f"tritongen.examples.{args.example}")
+    spec = load_spec(example.write_example(Path(tempfile.mkdtemp(prefix="budget-")) / "ex"))
+    ensemble, inventory = load_ensemble(spec), detect_devices()
+    started = time.perf_counter()
+    profile = profile_ensemble(
+        ensemble, inventory, progress=False, serving=serving_cost(ensemble, inventory)
+    )
+    profile_s = time.perf_counter() - started
+    fastest = make_plan(spec, inventory, profile)
+    budget = round(fastest.extra["predicted_p99_ms"] / 3, 1)
+    within = make_plan(spec, inventory, profile, max_p99_ms=budget)
+    plans = {"tritongen": within, "tritongen, no budget": fastest}
+    levels = sorted({1, 8, *(int(p.extra["predicted_concurrency"]) for p in plans.values())})
+    report = run_bench(
+        ensemble, inventory, profile, plans, concurrencies=levels,
+        interval_ms=int(args.duration_s * 1000), rounds=args.rounds,
+        on_result=lambda r, name, points: print(
+            f"round {r + 1} {name}: {[(p.concurrency, round(p.throughput), round(p.p99_ms, 1)) for p in points]}",
+            flush=True,
+        ),
+    )  # fmt: skip
+    document = {**report.to_json(), "budget_ms": budget, "profile_s": round(profile_s, 1)}
+    lines = markdown(document, args, load_before)
+    (OUT / "latency_budget.md").write_text("\n".join(lines) + "\n")
+    (OUT / "latency_budget.json").write_text(json.dumps(document, indent=2) + "\n")
+    print("\n".join(lines))
+
+
+def markdown(doc: dict[str, Any], args: argparse.Namespace, load_before: float) -> list[str]:
+    lines = [
+        f"# A latency budget on the {args.example} example",
+        "",
+        f"Machine: {os.cpu_count()} CPU cores, no GPU; load average {load_before:.1f} before, "
+        f"{os.getloadavg()[0]:.1f} after.",
+        f"Command: `.venv/bin/python benchmarks/latency_budget.py --example {args.example} "
+        f"--rounds {args.rounds} --duration-s {args.duration_s}` (profile {doc['profile_s']} s, "
+        f"{doc['seconds']:.0f} s of serving).",
+        "",
+        f"Budget: p99 ≤ **{doc['budget_ms']} ms** (a third of the fastest plan's predicted p99). "
+        "Each plan is measured at its predicted concurrency (where the model says it reaches "
+        "its throughput), medians of the rounds.",
+        "",
+        "| plan | shape | predicted samples/s | predicted p99 ms | at concurrency | served samples/s "
+        "| served p50 ms | served p99 ms |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, plan in doc["plans"].items():
+        level = str(plan["predicted_concurrency"])
+        served = doc["configs"][name]["concurrency"][level]
+        groups = plan.get("groups", {})
+        shape = ", ".join(f"grouped, batches of {g['batch_size']}" for g in groups.values())
+        lines.append(
+            f"| {name} | {shape or 'separate'} | {plan['predicted_throughput']:.1f} | "
+            f"{plan['predicted_p99_ms']:.1f} | {level} | {served['throughput']:.1f} | "
+            f"{served['p50_ms']:.1f} | {served['p99_ms']:.1f} |"
+        )
+    lines += [
+        "",
+        "Every level measured:",
+        "",
+        "| plan | concurrency | samples/s | p50 ms | p99 ms |",
+    ]
+    lines.append("|---|---|---|---|---|")
+    for name, config in doc["configs"].items():
+        for level, point in sorted(config["concurrency"].items(), key=lambda kv: int(kv[0])):
+            lines.append(
+                f"| {name} | {level} | {point['throughput']:.1f} | {point['p50_ms']:.1f} | "
+                f"{point['p99_ms']:.1f} |"
+            )
+    return lines
+
+
+if __name__ == "__main__":
+    main()
