@@ -59,7 +59,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MA_VENV = ROOT / ".venv-ma"
 MA_REQUIREMENTS = ["triton-model-analyzer==1.58.0", "tritonclient[all]==2.51.0", "numpy<2"]
 ENSEMBLE = "digits"
-CONCURRENCIES = (1, 4, 16, 32)
+CONCURRENCIES = (1, 4, 16, 64, 128)  # 128: a grouped plan needs requests in flight for full batches
 FULL_SEARCH: dict[str, Any] = {}  # Model Analyzer's own quick-search limits
 SMOKE_SEARCH = {
     "run_config_search_max_instance_count": 2,
@@ -90,10 +90,12 @@ def ma_venv() -> Path:
 
 
 def start_repository(spec: Path, folder: Path) -> Path:
-    """tritongen's `--quick` repository, without preferred batch sizes."""
+    """tritongen's `--quick` repository, without preferred batch sizes or warm-up (Model
+    Analyzer sets `max_batch_size` itself: a larger warm-up batch would fail the load)."""
     _, repository = build(spec, folder, quick=True, combiner=Combiner.ensemble, force=True)
     for path in repository.glob("*/config.pbtxt"):
         config = parse_config(path.read_text(), path.parent.name)
+        config.ClearField("model_warmup")
         if config.HasField("dynamic_batching"):
             config.dynamic_batching.ClearField("preferred_batch_size")
         path.write_text(text_format.MessageToString(config))
