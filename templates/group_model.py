@@ -12,11 +12,11 @@ import os
 import sys
 
 import numpy as np
-import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from combine import make_combiner, non_finite_rows
+from sessions import open_session
 
 
 class MemberFailed(Exception):
@@ -29,17 +29,9 @@ class TritonPythonModel:
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         self.members = json.loads(params["members"])
         self.input_names = [i["name"] for i in config["input"]]
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(params.get("intra_op_threads", "1"))
-        options.inter_op_num_threads = 1
-        providers = ["CPUExecutionProvider"]
-        if args.get("model_instance_kind") == "GPU":
-            device = {"device_id": int(args["model_instance_device_id"])}
-            providers = [("CUDAExecutionProvider", device), "CPUExecutionProvider"]
         folder = os.path.join(args["model_repository"], args["model_version"])
         self.sessions = [
-            ort.InferenceSession(os.path.join(folder, m["file"]), options, providers=providers)
-            for m in self.members
+            open_session(os.path.join(folder, m["file"]), args, params) for m in self.members
         ]
         self.combine = None
         if params.get("combines") == "1":

@@ -1,31 +1,28 @@
 """A member of a tritongen ensemble: runs one ONNX file with onnxruntime, on every input its
 config.pbtxt declares, and returns the one output it declares (the one that is combined).
 
-Rendered by tritongen; imports only numpy, onnxruntime and the Python backend's utilities.
+Rendered by tritongen; imports only numpy, onnxruntime (through sessions.py beside it) and the
+Python backend's utilities.
 Settings come from this model's config.pbtxt `parameters`, never from code generation.
 """
 
 import json
 import os
+import sys
 
 import numpy as np
-import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from sessions import open_session
 
 
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(params.get("intra_op_threads", "1"))
-        options.inter_op_num_threads = 1
-        providers = ["CPUExecutionProvider"]
-        if args.get("model_instance_kind") == "GPU":
-            device = {"device_id": int(args["model_instance_device_id"])}
-            providers = [("CUDAExecutionProvider", device), "CPUExecutionProvider"]
         path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
-        self.session = ort.InferenceSession(path, options, providers=providers)
+        self.session = open_session(path, args, params)
         self.input_names = [i["name"] for i in config["input"]]
         self.output_name = config["output"][0]["name"]
 

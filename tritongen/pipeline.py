@@ -123,7 +123,7 @@ def build(
 
 def shape_for(combiner: Combiner | None, shape: Shape) -> Shape:
     """The BLS combiner calls members one by one: asked for, it plans them separate."""
-    if combiner is not Combiner.bls or shape is Shape.separate:
+    if combiner is None or Combiner(combiner) is not Combiner.bls or shape is Shape.separate:
         return shape
     if shape is Shape.grouped:
         raise SpecError(

@@ -207,6 +207,7 @@ def _write_group(
         )
     _copy_template(env, "group_model.py", version / "model.py")
     _copy_template(env, "combine.py", version / "combine.py")
+    _copy_template(env, "sessions.py", version / "sessions.py")
 
 
 def _group_member(member: MemberModel, plan: Plan) -> dict[str, Any]:
@@ -319,6 +320,7 @@ def _write_member(
         _write_warmup_data(samples, root / member.name / WARMUP_DIR)
     if target is Target.embedded:
         _copy_template(env, "member_model.py", version / "model.py")
+        _copy_template(env, "sessions.py", version / "sessions.py")
 
 
 def _copy_model(member: MemberModel, folder: Path) -> None:
