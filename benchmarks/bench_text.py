@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tritongen.bench.compare import bench_plans, run_bench
+from tritongen.bench.compare import bench_plans, levels_markdown, run_bench
 from tritongen.bench.serving_cost import serving_cost
 from tritongen.examples.text import write_example
 from tritongen.plan.search import make_plan
@@ -67,7 +67,7 @@ def markdown(doc: dict[str, Any], args: argparse.Namespace, load_before: Any) ->
     lines = [
         "# tritongen bench: the text ensemble on this machine",
         "",
-        f"Machine: {os.cpu_count()} CPU cores, no GPU, shared with other engineers' runs; load "
+        f"Machine: {os.cpu_count()} CPU cores, no GPU; load "
         f"average (1, 5, 15 min) {load} before, {os.getloadavg()[0]:.2f} (1 min) at the end.",
         f"Command: `.venv/bin/python benchmarks/bench_text.py --rounds {args.rounds} "
         f"--duration-s {args.duration_s} --concurrency {args.concurrency}` ({doc['seconds']:.0f} s "
@@ -78,21 +78,9 @@ def markdown(doc: dict[str, Any], args: argparse.Namespace, load_before: Any) ->
         "perf_analyzer sends ids drawn from the vocabulary and masks of ones (a JSON input file).",
         f"Bound (cores / Σ one-thread CPU seconds per sample): **{bound:.1f} samples/s**.",
         "",
-        "| configuration | concurrency | samples/s | p50 ms | p99 ms | of bound | stable |",
-        "|---|---|---|---|---|---|---|",
     ]
-    for name, config in doc["configs"].items():
-        for level, p in sorted(config["concurrency"].items(), key=lambda kv: int(kv[0])):
-            lines.append(
-                f"| {name} | {level} | {p['throughput']:.1f} | {p['p50_ms']:.1f} | "
-                f"{p['p99_ms']:.1f} | {p['throughput'] / bound:.0%} | "
-                f"{'yes' if p['stable'] else 'no'} |"
-            )
     lines += [
-        "",
-        "Ratios (best concurrency of each): "
-        + ", ".join(f"{k} = **{v:.2f}**" for k, v in doc["ratios"].items()),
-        "",
+        *levels_markdown(doc),
         f"tritongen's plan: allocation {plan['allocation']}, batch sizes {plan['batch_size']}, "
         f"threads {plan['threads']}, groups {plan.get('groups', {})}, predicted "
         f"{plan['predicted_throughput']:.1f} samples/s by the serving model (clients elsewhere).",

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tritongen.bench.compare import ServedMeasurer, bench_plans, run_bench
+from tritongen.bench.compare import ServedMeasurer, bench_plans, levels_markdown, run_bench
 from tritongen.bench.hillclimb import hill_climb
 from tritongen.bench.plots import allocation_heatmap, throughput_plot
 from tritongen.bench.serving_cost import serving_cost
@@ -137,21 +137,8 @@ def markdown(doc: dict[str, Any], args: argparse.Namespace) -> str:
         "Members: tiny, mobile, resnet, vgg (plain torch CNNs, 3×96×96 → 100 classes, exported to ONNX).",
         f"Bound (cores / Σ one-thread CPU seconds per sample): **{bound:.1f} samples/s**.",
         "",
-        "| configuration | concurrency | samples/s | p50 ms | p99 ms | of bound | stable |",
-        "|---|---|---|---|---|---|---|",
     ]
-    for name, config in doc["configs"].items():
-        for level, p in sorted(config["concurrency"].items(), key=lambda kv: int(kv[0])):
-            lines.append(
-                f"| {name} | {level} | {p['throughput']:.1f} | {p['p50_ms']:.1f} | {p['p99_ms']:.1f} "
-                f"| {p['throughput'] / bound:.0%} | {'yes' if p['stable'] else 'no'} |"
-            )
-    lines += [
-        "",
-        "Ratios (best concurrency of each): "
-        + ", ".join(f"{k} = **{v:.2f}**" for k, v in doc["ratios"].items()),
-        "",
-    ]
+    lines += levels_markdown(doc)
     lines += [
         "![throughput](vision_throughput.png)",
         "",

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tritongen.bench.compare import run_bench
+from tritongen.bench.compare import levels_markdown, run_bench
 from tritongen.bench.serving_cost import serving_cost
 from tritongen.plan.search import make_plan
 from tritongen.profile.profiler import profile_ensemble
@@ -93,20 +93,7 @@ def markdown(doc: dict[str, Any], args: argparse.Namespace, load_before: float) 
             f"{plan['predicted_p99_ms']:.1f} | {level} | {served['throughput']:.1f} | "
             f"{served['p50_ms']:.1f} | {served['p99_ms']:.1f} |"
         )
-    lines += [
-        "",
-        "Every level measured:",
-        "",
-        "| plan | concurrency | samples/s | p50 ms | p99 ms |",
-    ]
-    lines.append("|---|---|---|---|---|")
-    for name, config in doc["configs"].items():
-        for level, point in sorted(config["concurrency"].items(), key=lambda kv: int(kv[0])):
-            lines.append(
-                f"| {name} | {level} | {point['throughput']:.1f} | {point['p50_ms']:.1f} | "
-                f"{point['p99_ms']:.1f} |"
-            )
-    return lines
+    return [*lines, "", "Every level measured:", "", *levels_markdown(doc)]
 
 
 if __name__ == "__main__":

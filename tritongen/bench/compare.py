@@ -237,3 +237,22 @@ def run_bench(
             report.rounds.append(results)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def levels_markdown(document: dict[str, Any]) -> list[str]:
+    """Every measured level of a `BenchReport.to_json()` document as a Markdown table, then
+    the ratios line (what the benchmark reports in benchmarks/ print)."""
+    bound = document["bound"]["throughput"]
+    lines = [
+        "| configuration | concurrency | samples/s | p50 ms | p99 ms | of bound | stable |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, config in document["configs"].items():
+        for level, p in sorted(config["concurrency"].items(), key=lambda kv: int(kv[0])):
+            lines.append(
+                f"| {name} | {level} | {p['throughput']:.1f} | {p['p50_ms']:.1f} | "
+                f"{p['p99_ms']:.1f} | {p['throughput'] / bound:.0%} | "
+                f"{'yes' if p['stable'] else 'no'} |"
+            )
+    ratios = ", ".join(f"{k} = **{v:.2f}**" for k, v in document["ratios"].items())
+    return [*lines, "", f"Ratios (best concurrency of each): {ratios}", ""]

@@ -22,6 +22,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from tritongen.examples.vision import standardise_head
+
 VOCAB = 1000
 SEQUENCE = 32
 CLASSES = 4
@@ -105,15 +107,9 @@ def random_tokens(rows: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 @torch.no_grad()
 def calibrate(model: Encoder, seed: int) -> Encoder:
-    """Rescale the head so that logits on random sequences are centred with std LOGIT_STD
-    (w' = w / std · k, b' = -w'·mean over standardised features)."""
+    """Rescale the head so that logits on random sequences are centred with std LOGIT_STD."""
     model.eval()
-    features = model.features(*random_tokens(128, seed))
-    mean, std = features.mean(0), features.std(0) + 1e-6
-    weight = model.head.weight / std
-    weight *= LOGIT_STD / ((features - mean) @ weight.T).std()
-    model.head.weight.copy_(weight)
-    model.head.bias.copy_(-(weight @ mean))
+    standardise_head(model.head, model.features(*random_tokens(128, seed)), LOGIT_STD)
     return model
 
 

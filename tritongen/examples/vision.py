@@ -125,20 +125,22 @@ ARCHITECTURES: dict[str, type[Classifier]] = {
 
 @torch.no_grad()
 def calibrate(model: Classifier, seed: int, image: tuple[int, ...] = IMAGE) -> Classifier:
-    """Rescale the head so that logits on random images are centred with std LOGIT_STD.
-
-    The head sees standardised features: w' = w / std · k and b' = -w'·mean, with k chosen so
-    that the logits' spread over the sample is LOGIT_STD.
-    """
+    """Rescale the head so that logits on random images are centred with std LOGIT_STD."""
     model.eval()
     images = torch.rand(64, *image, generator=torch.Generator().manual_seed(seed))
-    features = model.body(images)
-    mean, std = features.mean(0), features.std(0) + 1e-6
-    weight = model.head.weight / std
-    weight *= LOGIT_STD / ((features - mean) @ weight.T).std()
-    model.head.weight.copy_(weight)
-    model.head.bias.copy_(-(weight @ mean))
+    standardise_head(model.head, model.body(images))
     return model
+
+
+@torch.no_grad()
+def standardise_head(head: nn.Linear, features: torch.Tensor, logit_std: float = LOGIT_STD) -> None:
+    """Make `head` see standardised features: w' = w / std · k and b' = -w'·mean, with k
+    chosen so that the logits' spread over this sample of features is `logit_std`."""
+    mean, std = features.mean(0), features.std(0) + 1e-6
+    weight = head.weight / std
+    weight *= logit_std / ((features - mean) @ weight.T).std()
+    head.weight.copy_(weight)
+    head.bias.copy_(-(weight @ mean))
 
 
 SPEC = """\
