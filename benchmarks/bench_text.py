@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from tritongen.bench.compare import bench_plans, levels_markdown, run_bench
-from tritongen.bench.serving_cost import serving_cost
+from tritongen.bench.serving_cost import measure_profile
 from tritongen.examples.text import write_example
 from tritongen.plan.search import make_plan
-from tritongen.profile.profiler import profile_ensemble
 from tritongen.spec.devices import detect_devices
 from tritongen.spec.ensemble import load_spec
 from tritongen.spec.members import load_ensemble
@@ -39,12 +38,7 @@ def main() -> None:
     spec = load_spec(write_example(Path(tempfile.mkdtemp(prefix="bench-text-")) / "text"))
     ensemble = load_ensemble(spec)
     inventory = detect_devices()
-    started = time.perf_counter()
-    serving = serving_cost(ensemble, inventory, use_cache=False)
-    profile = profile_ensemble(
-        ensemble, inventory, use_cache=False, progress=False, serving=serving
-    )
-    profile_s = time.perf_counter() - started
+    profile, _, profile_s = measure_profile(ensemble, inventory, use_cache=False)
     started = time.perf_counter()
     plan = make_plan(spec, inventory, profile)
     plan_s = time.perf_counter() - started

@@ -15,14 +15,12 @@ import importlib
 import json
 import os
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from tritongen.bench.compare import levels_markdown, run_bench
-from tritongen.bench.serving_cost import serving_cost
+from tritongen.bench.serving_cost import measure_profile
 from tritongen.plan.search import make_plan
-from tritongen.profile.profiler import profile_ensemble
 from tritongen.spec.devices import detect_devices
 from tritongen.spec.ensemble import load_spec
 from tritongen.spec.members import load_ensemble
@@ -40,11 +38,7 @@ def main() -> None:
     example = importlib.import_module(f"tritongen.examples.{args.example}")
     spec = load_spec(example.write_example(Path(tempfile.mkdtemp(prefix="budget-")) / "ex"))
     ensemble, inventory = load_ensemble(spec), detect_devices()
-    started = time.perf_counter()
-    profile = profile_ensemble(
-        ensemble, inventory, progress=False, serving=serving_cost(ensemble, inventory)
-    )
-    profile_s = time.perf_counter() - started
+    profile, _, profile_s = measure_profile(ensemble, inventory)
     fastest = make_plan(spec, inventory, profile)
     budget = round(fastest.extra["predicted_p99_ms"] / 3, 1)
     within = make_plan(spec, inventory, profile, max_p99_ms=budget)

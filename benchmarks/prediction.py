@@ -24,10 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from tritongen.bench.compare import bench_plans, run_bench
-from tritongen.bench.serving_cost import serving_cost
+from tritongen.bench.serving_cost import measure_profile
 from tritongen.plan.problem import Shape
 from tritongen.plan.search import make_plan
-from tritongen.profile.profiler import profile_ensemble
 from tritongen.spec.devices import detect_devices
 from tritongen.spec.ensemble import load_spec
 from tritongen.spec.members import load_ensemble
@@ -40,10 +39,7 @@ def measure_example(name: str, workdir: Path, args: argparse.Namespace) -> dict[
     example = importlib.import_module(f"tritongen.examples.{name}")
     spec = load_spec(example.write_example(workdir / name))
     ensemble, inventory = load_ensemble(spec), detect_devices()
-    started = time.perf_counter()
-    serving = serving_cost(ensemble, inventory, use_cache=False)
-    profile = profile_ensemble(ensemble, inventory, progress=False, serving=serving)
-    profile_s = time.perf_counter() - started
+    profile, serving, profile_s = measure_profile(ensemble, inventory, use_cache=False)
     plan = make_plan(spec, inventory, profile)
     other = Shape.separate if plan.groups else Shape.grouped
     plans = bench_plans(ensemble, inventory, profile, plan)

@@ -18,10 +18,9 @@ import tempfile
 from pathlib import Path
 
 from tritongen.bench.perf import measure
-from tritongen.bench.serving_cost import serving_cost
+from tritongen.bench.serving_cost import measure_profile
 from tritongen.plan.plan import Plan
 from tritongen.profile.profile import ServingCost
-from tritongen.profile.profiler import profile_ensemble
 from tritongen.render.repository import render_repository
 from tritongen.serve.server import EmbeddedServer
 from tritongen.spec.devices import detect_devices
@@ -48,10 +47,7 @@ def main() -> None:
     cpu = inventory.cpu
     assert cpu is not None
     # Measured now, not from the cache: both sides of the comparison come from this run.
-    serving = serving_cost(ensemble, inventory, use_cache=False)
-    profile = profile_ensemble(
-        ensemble, inventory, batch_sizes=batches, use_cache=False, progress=False, serving=serving
-    )
+    profile, serving, _ = measure_profile(ensemble, inventory, use_cache=False, batch_sizes=batches)
     rows = []
     for batch in batches:
         # Every member once, one instance with all cores as profiled, at max_batch_size = batch.

@@ -31,10 +31,9 @@ import psutil
 
 from tritongen.bench.compare import cpu_bound
 from tritongen.bench.perf import perf_analyzer_binary, perf_environment
-from tritongen.bench.serving_cost import serving_cost
+from tritongen.bench.serving_cost import measure_profile
 from tritongen.examples.vision import write_example
 from tritongen.plan.search import make_plan
-from tritongen.profile.profiler import profile_ensemble
 from tritongen.render.repository import render_repository
 from tritongen.serve.server import EmbeddedServer, model_counters
 from tritongen.serve.watchdog import stub_processes
@@ -135,9 +134,7 @@ def main() -> None:
     spec = load_spec(write_example(workdir / "vision"))
     ensemble = load_ensemble(spec)
     inventory = detect_devices()
-    profile = profile_ensemble(
-        ensemble, inventory, progress=False, serving=serving_cost(ensemble, inventory)
-    )
+    profile, _, _ = measure_profile(ensemble, inventory)
     plan = make_plan(spec, inventory, profile)
     bound = cpu_bound(profile, inventory)
     compute_ms = {m: 1000 * c for m, c in profile.cpu_cost_s_per_sample.items()}

@@ -20,6 +20,7 @@ import json
 import os
 import resource
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,8 @@ from tritongen.bench.perf import measure
 from tritongen.errors import TritongenError
 from tritongen.paths import cache_dir
 from tritongen.plan.plan import Plan
-from tritongen.profile.profile import ServingCost, default_cost
+from tritongen.profile.profile import Profile, ServingCost, default_cost
+from tritongen.profile.profiler import profile_ensemble
 from tritongen.render.repository import render_repository
 from tritongen.serve.server import EmbeddedServer, find_tritonserver, model_counters
 from tritongen.spec.devices import Inventory, detect_cpu
@@ -64,6 +66,24 @@ def serving_cost(
         return default_cost(f"not measured: {exc}")
     _write_cache(path, cost)
     return cost
+
+
+def measure_profile(
+    ensemble: Ensemble,
+    inventory: Inventory,
+    *,
+    use_cache: bool = True,
+    batch_sizes: Sequence[int] | None = None,
+) -> tuple[Profile, ServingCost, float]:
+    """What the benchmarks plan from: the serving cost, then every member's profile with it,
+    and the seconds both took."""
+    started = time.perf_counter()
+    serving = serving_cost(ensemble, inventory, use_cache=use_cache)
+    profile = profile_ensemble(
+        ensemble, inventory, batch_sizes=batch_sizes, use_cache=use_cache, progress=False,
+        serving=serving,
+    )  # fmt: skip
+    return profile, serving, time.perf_counter() - started
 
 
 def measure_serving_cost(
