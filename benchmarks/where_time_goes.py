@@ -35,6 +35,7 @@ from tritongen.bench.serving_cost import measure_profile
 from tritongen.examples.vision import write_example
 from tritongen.plan.search import make_plan
 from tritongen.render.repository import render_repository
+from tritongen.report import shape_line
 from tritongen.serve.server import EmbeddedServer, model_counters
 from tritongen.serve.watchdog import stub_processes
 from tritongen.spec.devices import detect_devices
@@ -185,8 +186,8 @@ def gap_lines(rows: list[tuple[str, float]], compute_ms: float) -> list[str]:
     stubs = sum(ms for label, ms in rows if label.startswith("stub:") and "combine" not in label)
     combine = sum(ms for label, ms in rows if label.startswith("stub:") and "combine" in label)
     parts = {
-        "member stubs beyond the profiled compute (Python-backend calls, batches smaller "
-        "than the best)": stubs - compute_ms,
+        "member (or group) stubs beyond the profiled compute (Python-backend calls, batches "
+        "smaller than the best)": stubs - compute_ms,
         "tritonserver (gRPC, ensemble scheduler, tensor copies)": next(
             ms for label, ms in by_label.items() if label.startswith("tritonserver")
         ),
@@ -210,7 +211,7 @@ def write_report(args, plan, bound, compute_ms, rows, delta, inferences, wall_s,
         f"{args.concurrency} --seconds {args.seconds:g}`; {cores} cores; load average at the "
         f"end {os.getloadavg()[0]:.1f}.",
         "",
-        f"Plan: batch sizes {plan.batch_size}, threads {plan.threads}. "
+        f"Plan: {shape_line(plan)}; batch sizes {plan.batch_size}, threads {plan.threads}. "
         f"{inferences:.0f} inferences in {wall_s:.1f} s "
         f"(about {inferences / wall_s:.0f}/s, warm-up and ramp included).",
         "",
@@ -232,13 +233,14 @@ def write_report(args, plan, bound, compute_ms, rows, delta, inferences, wall_s,
         "",
         *gap_lines(rows, members),
         "",
-        "| member | profiled c_m ms | batches run | mean batch |",
-        "|---|---|---|---|",
+        "| member | profiled c_m ms | served in | batches run | mean batch |",
+        "|---|---|---|---|---|",
     ]
     for member, ms in compute_ms.items():
-        runs = delta.get(("nv_inference_exec_count", member), 0)
-        count = delta.get(("nv_inference_count", member), 0)
-        lines.append(f"| {member} | {ms:.3f} | {runs:.0f} | {count / max(runs, 1):.1f} |")
+        model = plan.group_of(member) or member  # a group's members run on the group's batches
+        runs = delta.get(("nv_inference_exec_count", model), 0)
+        count = delta.get(("nv_inference_count", model), 0)
+        lines.append(f"| {member} | {ms:.3f} | {model} | {runs:.0f} | {count / max(runs, 1):.1f} |")
     if sampling:
         lines += ["", "## Inside the stubs (py-spy, non-idle samples)", ""]
         for label, shares in sampling["stubs"].items():
