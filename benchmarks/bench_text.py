@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tritongen.bench.compare import bench_plans, levels_markdown, run_bench
+from tritongen.bench.compare import bench_plans, levels_markdown, prediction_markdown, run_bench
 from tritongen.bench.serving_cost import measure_profile
 from tritongen.examples.text import write_example
 from tritongen.plan.search import make_plan
@@ -79,6 +79,7 @@ def markdown(doc: dict[str, Any], args: argparse.Namespace, load_before: Any) ->
         f"threads {plan['threads']}, groups {plan.get('groups', {})}, predicted "
         f"{plan['predicted_throughput']:.1f} samples/s by the serving model (clients elsewhere).",
         "",
+        *prediction_markdown(doc),
     ]
     return "\n".join(lines)
 

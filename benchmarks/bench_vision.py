@@ -24,7 +24,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tritongen.bench.compare import ServedMeasurer, bench_plans, levels_markdown, run_bench
+from tritongen.bench.compare import (
+    ServedMeasurer,
+    bench_plans,
+    levels_markdown,
+    prediction_markdown,
+    run_bench,
+)
 from tritongen.bench.hillclimb import hill_climb
 from tritongen.bench.plots import allocation_heatmap, throughput_plot
 from tritongen.bench.serving_cost import measure_profile
@@ -143,14 +149,7 @@ def markdown(doc: dict[str, Any], args: argparse.Namespace) -> str:
     lines += [
         f"tritongen's plan: allocation {plan['allocation']}, batch sizes {plan['batch_size']}, threads {plan['threads']}, groups {plan.get('groups', {})}.",
         "",
-        "| configuration | predicted (serving model, perf_analyzer on this machine) | served (best) | served/predicted |",
-        "|---|---|---|---|",
-        *(
-            f"| {name} | {c['predicted_throughput']:.1f} | {c['best_throughput']:.1f} | {c['measured/predicted']:.2f} |"
-            for name, c in doc["configs"].items()
-            if "predicted_throughput" in c
-        ),
-        "",
+        *prediction_markdown(doc),
     ]
     if "search_cost" in doc:
         sc = doc["search_cost"]

@@ -256,3 +256,19 @@ def levels_markdown(document: dict[str, Any]) -> list[str]:
             )
     ratios = ", ".join(f"{k} = **{v:.2f}**" for k, v in document["ratios"].items())
     return [*lines, "", f"Ratios (best concurrency of each): {ratios}", ""]
+
+
+def prediction_markdown(document: dict[str, Any]) -> list[str]:
+    """The serving model's prediction beside the best served throughput, per configuration."""
+    return [
+        "| configuration | predicted (serving model, perf_analyzer on this machine) "
+        "| served (best) | served/predicted |",
+        "|---|---|---|---|",
+        *(
+            f"| {name} | {c['predicted_throughput']:.1f} | {c['best_throughput']:.1f} | "
+            f"{c['measured/predicted']:.2f} |"
+            for name, c in document["configs"].items()
+            if "predicted_throughput" in c
+        ),
+        "",
+    ]
