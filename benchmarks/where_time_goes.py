@@ -5,8 +5,8 @@ One run: profile (cached) and plan the vision ensemble, serve the plan on the em
 drive it with perf_analyzer at one concurrency for a fixed time, and read the CPU time of
 every process before and after (tritonserver, each Python-backend stub, perf_analyzer) and
 the inference counts from Triton's metrics. Then, optionally, sample the stubs with py-spy
-(Python stacks: onnxruntime's `run` against the rest of the stub) and tritonserver with
-`perf` (C++: time per shared library).
+(`pip install py-spy`; Python stacks: onnxruntime's `run` against the rest of the stub) and
+tritonserver with `perf` (C++: time per shared library).
 
     .venv/bin/python benchmarks/where_time_goes.py [--concurrency 16] [--seconds 20]
         [--no-sampling] [--out benchmarks/where_time_goes.md]
@@ -34,7 +34,7 @@ from tritongen.bench.perf import perf_analyzer_binary, perf_environment
 from tritongen.bench.serving_cost import measure_profile
 from tritongen.examples.vision import write_example
 from tritongen.plan.search import make_plan
-from tritongen.render.repository import render_repository
+from tritongen.render.repository import group_model_name, render_repository
 from tritongen.report import shape_line
 from tritongen.serve.server import EmbeddedServer, model_counters
 from tritongen.serve.watchdog import stub_processes
@@ -77,7 +77,8 @@ def drive(server: EmbeddedServer, model: str, concurrency: int, seconds: float) 
 
 def pyspy_shares(pid: int, seconds: float) -> dict[str, float]:
     """Share of a stub's non-idle Python samples inside onnxruntime's run, numpy, or the rest."""
-    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    spy = _pyspy()
+    assert spy is not None
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "stacks.txt"
         subprocess.run(
@@ -91,6 +92,12 @@ def pyspy_shares(pid: int, seconds: float) -> dict[str, float]:
             counts[_stack_kind(stack)] += int(n)
     total = sum(counts.values()) or 1
     return {kind: n / total for kind, n in counts.most_common()}
+
+
+def _pyspy() -> str | None:
+    """py-spy (`pip install py-spy`), on PATH or beside this Python; None when absent."""
+    beside = Path(sys.executable).with_name("py-spy")
+    return shutil.which("py-spy") or (str(beside) if beside.exists() else None)
 
 
 def _stack_kind(stack: str) -> str:
@@ -160,7 +167,7 @@ def main() -> None:
         for p, a, b in zip(processes, after, before, strict=True)
     ]
     rows.append(("perf_analyzer (client, gRPC)", 1000 * client_s / inferences))
-    write_report(args, plan, bound, compute_ms, rows, delta, inferences, wall_s, sampling)
+    write_report(args, ensemble, plan, bound, compute_ms, rows, delta, inferences, wall_s, sampling)
 
 
 def sample(server, processes, ensemble, args) -> dict:
@@ -172,8 +179,9 @@ def sample(server, processes, ensemble, args) -> dict:
     )
     load.start()
     time.sleep(2)
-    for process in processes[1:]:
-        result["stubs"][process.label] = pyspy_shares(process.process.pid, seconds)
+    if _pyspy():
+        for process in processes[1:]:
+            result["stubs"][process.label] = pyspy_shares(process.process.pid, seconds)
     if shutil.which("perf"):
         result["server"] = perf_dso_shares(server.pid, seconds)
     load.join()
@@ -201,7 +209,9 @@ def gap_lines(rows: list[tuple[str, float]], compute_ms: float) -> list[str]:
     ]
 
 
-def write_report(args, plan, bound, compute_ms, rows, delta, inferences, wall_s, sampling):
+def write_report(
+    args, ensemble, plan, bound, compute_ms, rows, delta, inferences, wall_s, sampling
+):
     cores = os.cpu_count()
     total_ms = sum(ms for _, ms in rows)
     lines = [
@@ -237,7 +247,8 @@ def write_report(args, plan, bound, compute_ms, rows, delta, inferences, wall_s,
         "|---|---|---|---|---|",
     ]
     for member, ms in compute_ms.items():
-        model = plan.group_of(member) or member  # a group's members run on the group's batches
+        group = plan.group_of(member)  # a group's members run on the group's batches
+        model = member if group is None else group_model_name(ensemble, plan, group)
         runs = delta.get(("nv_inference_exec_count", model), 0)
         count = delta.get(("nv_inference_count", model), 0)
         lines.append(f"| {member} | {ms:.3f} | {model} | {runs:.0f} | {count / max(runs, 1):.1f} |")
