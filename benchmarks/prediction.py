@@ -9,7 +9,10 @@ on three ensembles (digits, vision, heavy), in one run:
 
     .venv/bin/python benchmarks/prediction.py [--examples digits,vision,heavy] [--rounds 1]
 
-Writes benchmarks/prediction.md and benchmarks/prediction.json.
+Writes benchmarks/prediction.md and benchmarks/prediction.json. The JSON keeps each example's
+profile and devices, so that `--replay FILE` predicts that run's plans again with the serving
+model as it is now (writing prediction_replay.md), without serving anything: for working on the
+model, not for the record.
 """
 
 from __future__ import annotations
@@ -25,9 +28,13 @@ from typing import Any
 
 from tritongen.bench.compare import bench_plans, run_bench
 from tritongen.bench.serving_cost import measure_profile
+from tritongen.plan.plan import Plan
 from tritongen.plan.problem import Shape
 from tritongen.plan.search import make_plan
-from tritongen.spec.devices import detect_devices
+from tritongen.plan.serving_model import predict_plan
+from tritongen.profile.profile import Profile
+from tritongen.render.repository import group_model_name
+from tritongen.spec.devices import detect_devices, load_inventory
 from tritongen.spec.ensemble import load_spec
 from tritongen.spec.members import load_ensemble
 
@@ -54,7 +61,44 @@ def measure_example(name: str, workdir: Path, args: argparse.Namespace) -> dict[
     document = report.to_json()
     document["profile_s"] = round(profile_s, 1)
     document["serving_cost"] = serving.describe()
+    document["profile"] = profile.to_json()
+    document["inventory"] = inventory.to_json()
+    for config, plan in plans.items():
+        document["configs"][config]["served_models"] = {
+            m: group_model_name(ensemble, plan, g) if (g := plan.group_of(m)) else m
+            for m in plan.allocation
+        }
     return document
+
+
+def replay(document: dict[str, Any]) -> dict[str, Any]:
+    """A recorded example with its predictions made again by the current serving model."""
+    profile = Profile.from_json(document["profile"])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "DEVICES.json"
+        path.write_text(json.dumps(document["inventory"]))
+        inventory = load_inventory(path)
+    for config, data in document["configs"].items():
+        plan = Plan.from_json(document["plans"][config])
+        prediction = predict_plan(plan, inventory, profile, client_on_host=True)
+        data["predicted_throughput"] = prediction.throughput
+        data["measured/predicted"] = data["best_throughput"] / prediction.throughput
+        data["predicted_latency_ms"] = prediction.latency_ms
+        data["predicted_batches"] = {
+            m: prediction.batches.get(i, 0.0) for i, m in enumerate(plan.allocation)
+        }
+    return document
+
+
+def batches_cell(data: dict[str, Any], best: str) -> str:
+    """Per member: the batch the model predicts its batcher forms / the one served at the best
+    concurrency (Triton's inference and execution counts; a grouped member shows its group's)."""
+    served = data["concurrency"][best].get("batches", {})
+    models = data.get("served_models", {})
+    return ", ".join(
+        f"{m} {b:.1f}/{served.get(models.get(m, m), float('nan')):.1f}"
+        for m, b in data.get("predicted_batches", {}).items()
+    )
 
 
 def table(name: str, document: dict[str, Any]) -> list[str]:
@@ -65,8 +109,8 @@ def table(name: str, document: dict[str, Any]) -> list[str]:
         document["serving_cost"],
         "",
         "| configuration | shape | predicted | served (best) | at concurrency | served/predicted "
-        "| predicted alone ms | served p50 at 1 ms |",
-        "|---|---|---|---|---|---|---|---|",
+        "| predicted alone ms | served p50 at 1 ms | batch predicted/served |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for config, data in document["configs"].items():
         plan = document["plans"][config]
@@ -76,7 +120,8 @@ def table(name: str, document: dict[str, Any]) -> list[str]:
         lines.append(
             f"| {config} | {shape} | {data['predicted_throughput']:.1f} | "
             f"{data['best_throughput']:.1f} | {best} | **{data['measured/predicted']:.2f}** | "
-            f"{data['predicted_latency_ms']:.2f} | {points['1']['p50_ms']:.2f} |"
+            f"{data['predicted_latency_ms']:.2f} | {points['1']['p50_ms']:.2f} | "
+            f"{batches_cell(data, best)} |"
         )
     ratios = ", ".join(f"{k} = {v:.2f}" for k, v in document["ratios"].items())
     return [*lines, "", f"Ratios (best concurrency of each): {ratios}", ""]
@@ -87,7 +132,15 @@ def main() -> None:
     parser.add_argument("--examples", default="digits,vision,heavy")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--duration-s", type=float, default=3.0)
+    parser.add_argument("--replay", type=Path, help="a prediction.json to predict again")
     args = parser.parse_args()
+    if args.replay:
+        recorded = json.loads(args.replay.read_text())
+        documents = {name: replay(document) for name, document in recorded.items()}
+        lines = summary(documents, [f"Replayed from `{args.replay}` by the current model.", ""])
+        (OUT / "prediction_replay.md").write_text("\n".join(lines) + "\n")
+        print("\n".join(lines))
+        return
     workdir = Path(tempfile.mkdtemp(prefix="prediction-"))
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
@@ -97,14 +150,24 @@ def main() -> None:
         + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items())
         + "`"
     )
-    ratios = [c["measured/predicted"] for d in documents.values() for c in d["configs"].values()]
-    lines = [
-        "# Predicted against served throughput",
-        "",
+    header = [
         f"Machine: {os.cpu_count()} CPU cores, no GPU; load average {load_before:.1f} before, "
         f"{os.getloadavg()[0]:.1f} after; {time.perf_counter() - started:.0f} s in all.",
         f"Command: {command}.",
         "",
+    ]
+    lines = summary(documents, header)
+    (OUT / "prediction.md").write_text("\n".join(lines) + "\n")
+    (OUT / "prediction.json").write_text(json.dumps(documents, indent=2) + "\n")
+    print("\n".join(lines))
+
+
+def summary(documents: dict[str, dict[str, Any]], header: list[str]) -> list[str]:
+    ratios = [c["measured/predicted"] for d in documents.values() for c in d["configs"].values()]
+    lines = [
+        "# Predicted against served throughput",
+        "",
+        *header,
         "Each configuration is predicted by the serving model (docs/SERVING.md) with perf_analyzer "
         "on this machine, then served on the embedded tritonserver and measured with perf_analyzer "
         f"(gRPC, one sample per request, concurrency {', '.join(map(str, LEVELS))}). "
@@ -117,9 +180,7 @@ def main() -> None:
     ]
     for name, document in documents.items():
         lines += table(name, document)
-    (OUT / "prediction.md").write_text("\n".join(lines) + "\n")
-    (OUT / "prediction.json").write_text(json.dumps(documents, indent=2) + "\n")
-    print("\n".join(lines))
+    return lines
 
 
 if __name__ == "__main__":

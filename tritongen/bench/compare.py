@@ -15,17 +15,22 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from tritongen.bench.perf import PerfPoint, input_data_for, measure
+from tritongen.bench.perf import (
+    PerfPoint,
+    input_data_for,
+    measure,
+    served_batches,
+)
 from tritongen.errors import TritongenError
 from tritongen.plan.plan import Plan
 from tritongen.plan.serving_model import Prediction, predict_plan
 from tritongen.profile.profile import Profile
 from tritongen.render.repository import Combiner, render_repository
-from tritongen.serve.server import EmbeddedServer
+from tritongen.serve.server import EmbeddedServer, model_counters
 from tritongen.spec.devices import Device, Inventory
 from tritongen.spec.members import Ensemble
 
@@ -62,15 +67,22 @@ class ServedMeasurer:
         )
         try:
             with EmbeddedServer(repository) as server:
-                return measure(
-                    server.grpc_url,
-                    self.ensemble.spec.name,
-                    list(self.concurrencies),
-                    interval_ms=self.interval_ms,
-                    input_data=input_data_for(self.ensemble, self.workdir),
-                )
+                return [self._measure_one(server, c) for c in self.concurrencies]
         finally:
             self.seconds += time.perf_counter() - started
+
+    def _measure_one(self, server: EmbeddedServer, concurrency: int) -> PerfPoint:
+        """One concurrency level, with the mean batch each served model executed meanwhile."""
+        before = model_counters(server.metrics_url)
+        (point,) = measure(
+            server.grpc_url,
+            self.ensemble.spec.name,
+            [concurrency],
+            interval_ms=self.interval_ms,
+            input_data=input_data_for(self.ensemble, self.workdir),
+        )
+        after = model_counters(server.metrics_url)
+        return replace(point, batches=served_batches(before, after))
 
 
 def naive_plan(ensemble: Ensemble, inventory: Inventory) -> Plan:
@@ -134,6 +146,7 @@ class BenchReport:
                 p90_ms=statistics.median(p.p90_ms for p in points),
                 p99_ms=statistics.median(p.p99_ms for p in points),
                 stable=all(p.stable for p in points),
+                batches=_median_batches(points),
             )
             for points in zip(*runs, strict=True)
         ]
@@ -150,6 +163,7 @@ class BenchReport:
                         "p50_ms": p.p50_ms,
                         "p99_ms": p.p99_ms,
                         "stable": p.stable,
+                        "batches": p.batches,
                     }
                     for p in self.median_points(name)
                 },
@@ -171,7 +185,7 @@ class BenchReport:
             "plans": {name: plan.to_json() for name, plan in self.plans.items()},
         }
 
-    def _predicted(self, config: str) -> dict[str, float]:
+    def _predicted(self, config: str) -> dict[str, Any]:
         prediction = self.predicted.get(config)
         if prediction is None:
             return {}
@@ -179,7 +193,18 @@ class BenchReport:
             "predicted_throughput": prediction.throughput,
             "measured/predicted": self.best_throughput(config) / prediction.throughput,
             "predicted_latency_ms": prediction.latency_ms,
+            "predicted_batches": {
+                member: prediction.batches.get(i, 0.0)
+                for i, member in enumerate(self.plans[config].allocation)
+            },
         }
+
+
+def _median_batches(points: Sequence[PerfPoint]) -> dict[str, float]:
+    models = set().union(*(p.batches for p in points))
+    return {
+        m: statistics.median(p.batches[m] for p in points if m in p.batches) for m in sorted(models)
+    }
 
 
 def predictions(

@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ class PerfPoint:
     p90_ms: float
     p99_ms: float
     stable: bool = True  # False: perf_analyzer's stability test never passed (noisy machine)
+    batches: dict[str, float] = field(default_factory=dict)  # model -> mean batch it executed
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,6 +120,23 @@ def input_data_for(ensemble: Ensemble, folder: Path) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data))
     return str(path)
+
+
+def served_batches(
+    before: dict[tuple[str, str], float], after: dict[tuple[str, str], float]
+) -> dict[str, float]:
+    """The mean batch each model executed between two snapshots of Triton's counters
+    (`model_counters`): the samples it inferred over the executions it ran."""
+    batches = {}
+    for (metric, model), executions in after.items():
+        if metric != "nv_inference_exec_count":
+            continue
+        calls = executions - before.get((metric, model), 0.0)
+        samples = after.get(("nv_inference_count", model), 0.0)
+        samples -= before.get(("nv_inference_count", model), 0.0)
+        if calls > 0:
+            batches[model] = samples / calls
+    return batches
 
 
 class UnstableMeasurement(TritongenError):

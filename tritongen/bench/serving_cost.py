@@ -103,6 +103,13 @@ def measure_serving_cost(
             local = _cpu_per_request(server, STAND_IN, 1, "system", concurrency=loaded)
             wired = _cpu_per_request(server, STAND_IN, 1, None, concurrency=loaded)
             whole = _cpu_per_request(server, ENSEMBLE, 1, None, concurrency=loaded)
+        # The same load without dynamic batching: every request is a call of its own, so what
+        # tritonserver spends per call (its side of the IPC) is no longer shared by a batch.
+        repository = _stand_in_repository(
+            Path(tmp) / "unbatched", inputs, num_classes, largest, inventory, batching=False
+        )
+        with EmbeddedServer(repository) as server:
+            alone = _cpu_per_request(server, STAND_IN, 1, "system", concurrency=loaded)
     steps = max(largest - 1, 1)
     stub_sample = max(0.0, (large.stub - small.stub) / steps)
     server_sample = max(0.0, (large.server - small.server) / steps)
@@ -120,7 +127,16 @@ def measure_serving_cost(
         client_s=wired.client,
         request_s=local.server,
         stub_request_s=max(0.0, extra / max(local.batch - 1, 1)),
+        server_call_s=_server_call_s(local, alone),
     )
+
+
+def _server_call_s(batched: _PerRequest, alone: _PerRequest) -> float:
+    """tritonserver's CPU per call: per request it pays r + k / B at batch B, so two loads that
+    form batches B > 1 and 1 give k = (alone − batched) / (1 − 1/B)."""
+    if batched.batch <= 1.0:
+        return 0.0
+    return max(0.0, (alone.server - batched.server) / (1 - 1 / batched.batch))
 
 
 @dataclass(frozen=True)
@@ -196,9 +212,13 @@ def _stand_in_repository(
     num_classes: int,
     largest: int,
     inventory: Inventory,
+    *,
+    batching: bool = True,
 ) -> Path:
     """A repository serving the stand-in the way tritongen serves members (Python backend,
-    one single-threaded instance, no queue delay)."""
+    one single-threaded instance, no queue delay; without dynamic batching when not
+    `batching`)."""
+    root.mkdir(parents=True, exist_ok=True)
     _stand_in_onnx(root / "stand_in.onnx", inputs, num_classes)
     spec_path = root / "stand_in.yaml"
     spec = {
@@ -216,6 +236,7 @@ def _stand_in_repository(
         batch_size={STAND_IN: largest},
         threads={STAND_IN: 1},
         queue_delay_us={STAND_IN: 0},
+        dynamic_batching=batching,
     )
     return render_repository(ensemble, plan, inventory, root / "repository", force=True)
 
@@ -282,6 +303,7 @@ def _read_cache(path: Path) -> ServingCost | None:
             float(data["client_s"]),
             float(data["request_s"]),
             float(data["stub_request_s"]),
+            float(data["server_call_s"]),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None

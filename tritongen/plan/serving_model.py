@@ -166,6 +166,16 @@ class ServingModel:
             seconds += cost.per_request_s + (len(units) - 1) * cost.request_s
         return seconds + (cost.client_s if self.client_on_host else 0.0)
 
+    def _server_calls_s(self, units: list[Unit], reached: list[float]) -> float:
+        """tritonserver's CPU per ensemble sample for its side of the units' calls: one call
+        per batch a unit's batcher forms (a call to a GPU member on the native backend is not
+        measured and not charged)."""
+        return sum(
+            self.cost.server_call_s / max(1.0, batch)
+            for unit, batch in zip(units, reached, strict=True)
+            if self._on_cpu(unit)
+        )
+
     def _call_seconds(self, batch: float) -> float:
         """A unit's process's CPU per sample for calls of `batch` one-sample requests."""
         cost = self.cost
@@ -216,6 +226,7 @@ class ServingModel:
     # ------------------------------------------------------------------ the LP
 
     def _solve(self, units: list[Unit], reached: list[float], overhead: float) -> _Solved:
+        overhead += self._server_calls_s(units, reached)
         pairs = [(u, d) for u, unit in enumerate(units) for d in sorted(unit.counts)]
         rates, limits = [], []
         for u, d in pairs:
@@ -277,7 +288,8 @@ class ServingModel:
         d = min(unit.counts)
         if self.problem.devices[d].kind != "cpu":
             return batch / self._gpu_rate(unit, d)
-        return batch * self._cpu_seconds(unit, d, batch) * stretch / max(1, unit.threads)
+        compute = batch * self._cpu_seconds(unit, d, batch) / max(1, unit.threads)
+        return (compute + self.cost.server_call_s) * stretch
 
     def _alone_latency_s(self, units: list[Unit], overhead: float) -> float:
         """One request alone: its own CPU overhead, then its units side by side (each unit runs

@@ -33,6 +33,7 @@ class ServingCost:
     stub_request_s: float = (
         0.0  # the Python-backend process, per request beyond the first in a call
     )
+    server_call_s: float = 0.0  # tritonserver, per call to a Python-backend model (its IPC side)
 
     def call_s(self, batch: float) -> float:
         """CPU seconds one served call of `batch` samples adds to the member's compute."""
@@ -55,7 +56,8 @@ class ServingCost:
         ms = {k: f"{1000 * v:.3f} ms" for k, v in asdict(self).items() if k != "source"}
         return (
             f"serving cost ({self.source}): per request {ms['request_s']} in tritonserver "
-            f"(+{ms['wire_s']} over gRPC), per call {ms['per_call_s']} in the Python backend, "
+            f"(+{ms['wire_s']} over gRPC), per call {ms['per_call_s']} in the Python backend "
+            f"and {ms['server_call_s']} in tritonserver, "
             f"{ms['per_sample_s']} per sample; {ms['per_request_s']} per request through the "
             f"ensemble scheduler; {ms['client_s']} per request for perf_analyzer on this machine"
         )
@@ -190,6 +192,7 @@ class _ServingCostFile(BaseModel):
     client_s: Finite = 0.0
     request_s: Finite = 0.0
     stub_request_s: Finite = 0.0
+    server_call_s: Finite = 0.0
 
 
 class _SkippedFile(_Open):
