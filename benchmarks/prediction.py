@@ -90,6 +90,12 @@ def replay(document: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
+def runnable_cell(point: dict[str, Any]) -> str:
+    """Threads runnable on the machine at the best concurrency, on average (RunQueue)."""
+    runnable = point.get("runnable")
+    return "" if runnable is None else f"{runnable:.1f}"
+
+
 def batches_cell(data: dict[str, Any], best: str) -> str:
     """Per member: the batch the model predicts its batcher forms / the one served at the best
     concurrency (Triton's inference and execution counts; a grouped member shows its group's)."""
@@ -109,8 +115,8 @@ def table(name: str, document: dict[str, Any]) -> list[str]:
         document["serving_cost"],
         "",
         "| configuration | shape | predicted | served (best) | at concurrency | served/predicted "
-        "| predicted alone ms | served p50 at 1 ms | batch predicted/served |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| predicted alone ms | served p50 at 1 ms | batch predicted/served | runnable |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for config, data in document["configs"].items():
         plan = document["plans"][config]
@@ -121,7 +127,7 @@ def table(name: str, document: dict[str, Any]) -> list[str]:
             f"| {config} | {shape} | {data['predicted_throughput']:.1f} | "
             f"{data['best_throughput']:.1f} | {best} | **{data['measured/predicted']:.2f}** | "
             f"{data['predicted_latency_ms']:.2f} | {points['1']['p50_ms']:.2f} | "
-            f"{batches_cell(data, best)} |"
+            f"{batches_cell(data, best)} | {runnable_cell(points[best])} |"
         )
     ratios = ", ".join(f"{k} = {v:.2f}" for k, v in document["ratios"].items())
     return [*lines, "", f"Ratios (best concurrency of each): {ratios}", ""]

@@ -21,6 +21,7 @@ from typing import Any
 
 from tritongen.bench.perf import (
     PerfPoint,
+    RunQueue,
     input_data_for,
     measure,
     served_batches,
@@ -74,15 +75,16 @@ class ServedMeasurer:
     def _measure_one(self, server: EmbeddedServer, concurrency: int) -> PerfPoint:
         """One concurrency level, with the mean batch each served model executed meanwhile."""
         before = model_counters(server.metrics_url)
-        (point,) = measure(
-            server.grpc_url,
-            self.ensemble.spec.name,
-            [concurrency],
-            interval_ms=self.interval_ms,
-            input_data=input_data_for(self.ensemble, self.workdir),
-        )
+        with RunQueue() as run_queue:
+            (point,) = measure(
+                server.grpc_url,
+                self.ensemble.spec.name,
+                [concurrency],
+                interval_ms=self.interval_ms,
+                input_data=input_data_for(self.ensemble, self.workdir),
+            )
         after = model_counters(server.metrics_url)
-        return replace(point, batches=served_batches(before, after))
+        return replace(point, batches=served_batches(before, after), runnable=run_queue.mean)
 
 
 def naive_plan(ensemble: Ensemble, inventory: Inventory) -> Plan:
@@ -147,6 +149,7 @@ class BenchReport:
                 p99_ms=statistics.median(p.p99_ms for p in points),
                 stable=all(p.stable for p in points),
                 batches=_median_batches(points),
+                runnable=_median([p.runnable for p in points]),
             )
             for points in zip(*runs, strict=True)
         ]
@@ -164,6 +167,7 @@ class BenchReport:
                         "p99_ms": p.p99_ms,
                         "stable": p.stable,
                         "batches": p.batches,
+                        "runnable": p.runnable,
                     }
                     for p in self.median_points(name)
                 },
@@ -198,6 +202,11 @@ class BenchReport:
                 for i, member in enumerate(self.plans[config].allocation)
             },
         }
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
 
 
 def _median_batches(points: Sequence[PerfPoint]) -> dict[str, float]:

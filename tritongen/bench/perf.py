@@ -11,9 +11,11 @@ import importlib.util
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ class PerfPoint:
     p99_ms: float
     stable: bool = True  # False: perf_analyzer's stability test never passed (noisy machine)
     batches: dict[str, float] = field(default_factory=dict)  # model -> mean batch it executed
+    runnable: float | None = None  # mean threads runnable on the machine meanwhile (RunQueue)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -120,6 +123,38 @@ def input_data_for(ensemble: Ensemble, folder: Path) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data))
     return str(path)
+
+
+class RunQueue:
+    """Samples how many threads are runnable on this machine (the kernel's instantaneous count
+    in /proc/loadavg, less this sampler) while a measurement runs: over the cores, how much
+    slower each thread runs than alone. A context manager; `mean` once it has ended."""
+
+    def __init__(self, period_s: float = 0.02) -> None:
+        self.period_s = period_s
+        self.samples: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> RunQueue:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.fmean(self.samples) if self.samples else None
+
+    def _sample(self) -> None:
+        path = Path("/proc/loadavg")
+        if not path.exists():
+            return
+        while not self._stop.wait(self.period_s):
+            running = int(path.read_text().split()[3].split("/")[0])
+            self.samples.append(max(0, running - 1))
 
 
 def served_batches(

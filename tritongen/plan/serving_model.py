@@ -7,9 +7,10 @@ search's evaluator. docs/SERVING.md derives it; in short:
 - On a CPU every instance is one thread. A unit costs, per sample, its members' one-thread
   CPU seconds at the batch they actually run plus its process's share of a call (spread over
   the batch the batcher actually forms); it can use at most one core per instance.
-  tritonserver's own CPU is paid per request (a batch does not share it): the request off the
-  wire and, unless one group serves every member, one request to each unit, the scheduler and
-  the combine step; a load generator on the same machine adds its own share.
+  tritonserver pays its side of each call (a batch shares it) and, per request (a batch does
+  not share it), the request off the wire and, unless one group serves every member, one
+  request to each unit, the scheduler and the combine step; a load generator on the same
+  machine adds its own share.
 - On a GPU a unit gets the profile's throughput of k instances side by side (one instance's
   when the profile has no concurrency entries: then this is the base model of docs/PLANNING.md).
 - Devices are time-shared as in the base model: the largest X such that every unit gets X
