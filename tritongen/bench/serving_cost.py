@@ -31,7 +31,7 @@ import psutil
 import yaml
 from onnx import TensorProto, helper
 
-from tritongen.bench.perf import measure
+from tritongen.bench.perf import RunQueue, measure
 from tritongen.errors import TritongenError
 from tritongen.paths import cache_dir
 from tritongen.plan.plan import Plan
@@ -101,7 +101,8 @@ def measure_serving_cost(
             # its cost per request is what a served plan pays, and less than one at a time.
             loaded = 2 * largest
             local = _cpu_per_request(server, STAND_IN, 1, "system", concurrency=loaded)
-            wired = _cpu_per_request(server, STAND_IN, 1, None, concurrency=loaded)
+            with RunQueue() as run_queue:
+                wired = _cpu_per_request(server, STAND_IN, 1, None, concurrency=loaded)
             whole = _cpu_per_request(server, ENSEMBLE, 1, None, concurrency=loaded)
         # The same load without dynamic batching: every request is a call of its own, so what
         # tritonserver spends per call (its side of the IPC) is no longer shared by a batch.
@@ -128,7 +129,18 @@ def measure_serving_cost(
         request_s=local.server,
         stub_request_s=max(0.0, extra / max(local.batch - 1, 1)),
         server_call_s=_server_call_s(local, alone),
+        runnable_per_core=_runnable_per_core(wired, run_queue.mean),
     )
+
+
+def _runnable_per_core(loaded: _PerRequest, runnable: float | None) -> float:
+    """Threads runnable per core that tritonserver and the client keep busy: the run queue
+    under load, less the stand-in's one thread while it computes, over the cores the server
+    and the client used."""
+    busy = (loaded.server + loaded.client) * loaded.rate
+    if runnable is None or busy <= 0:
+        return 0.0
+    return max(0.0, runnable - min(1.0, loaded.stub * loaded.rate)) / busy
 
 
 def _server_call_s(batched: _PerRequest, alone: _PerRequest) -> float:
@@ -148,6 +160,7 @@ class _PerRequest:
     stub: float
     client: float
     batch: float = 1.0  # requests per call the batcher formed
+    rate: float = 0.0  # requests per second (perf_analyzer's measurement windows)
 
     @property
     def total(self) -> float:
@@ -167,7 +180,7 @@ def _cpu_per_request(
     stubs = root.children(recursive=True)
     before = (_cpu_seconds([root]), _cpu_seconds(stubs), _children_cpu_seconds())
     requests_before, calls_before = _requests(server, model), _calls(server, model)
-    measure(
+    (point,) = measure(
         server.grpc_url,
         model,
         [concurrency],
@@ -183,7 +196,7 @@ def _cpu_per_request(
     after = (_cpu_seconds([root]), _cpu_seconds(stubs), _children_cpu_seconds())
     server_s, stub_s, client_s = ((a - b) / requests for a, b in zip(after, before, strict=True))
     calls = _calls(server, model) - calls_before
-    return _PerRequest(server_s, stub_s, client_s, requests / max(calls, 1))
+    return _PerRequest(server_s, stub_s, client_s, requests / max(calls, 1), point.throughput)
 
 
 def _cpu_seconds(processes: list[psutil.Process]) -> float:
@@ -304,6 +317,7 @@ def _read_cache(path: Path) -> ServingCost | None:
             float(data["request_s"]),
             float(data["stub_request_s"]),
             float(data["server_call_s"]),
+            float(data["runnable_per_core"]),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -15,9 +15,9 @@ search's evaluator. docs/SERVING.md derives it; in short:
   when the profile has no concurrency entries: then this is the base model of docs/PLANNING.md).
 - Devices are time-shared as in the base model: the largest X such that every unit gets X
   samples/s from its devices, each device's time summing to at most 1 — a small LP.
-- The batch a member's batcher forms is not the planned one when the member is not the
-  bottleneck: it holds the requests that arrive while one call runs. The model iterates
-  X → batches reached → costs → X to a fixed point.
+- The batch a member's batcher forms is not the planned one: it holds the requests that arrive
+  while one call runs, and calls run slower when more threads are runnable than there are
+  cores. The model iterates X → batches reached → costs → X to a fixed point.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ class Unit:
     threads: int  # intra-op threads per instance (CPU)
     batch: float  # the batcher's preferred batch size
     chunks: tuple[float, ...]  # per member: the batch its session runs (a group splits)
+    cap: float  # the largest batch the batcher forms (the served maximum without a preferred size)
     spin: float = 1.0  # CPU inflation of multi-thread instances that want more cores than exist
 
     @property
@@ -87,8 +88,10 @@ class ServingModel:
         *,
         client_on_host: bool = False,
         max_p99_ms: float | None = None,
+        dynamic_batching: bool = True,
     ) -> None:
         self.problem = problem
+        self.dynamic_batching = dynamic_batching
         self.cost = cost
         self.client_on_host = client_on_host
         self.max_p99_ms = max_p99_ms
@@ -120,16 +123,18 @@ class ServingModel:
         return self._cache[candidate]
 
     def _predict(self, c: Candidate) -> Prediction:
-        units = serving_units(self.problem, c)
+        units = serving_units(self.problem, c, self.dynamic_batching)
         if any(not u.counts for u in units):
             return Prediction(0.0, math.inf, 1)
         overhead = self._request_cpu_s(units)
-        reached, stretch = [u.batch for u in units], 1.0
-        busiest = self._busiest(units)
+        reached, stretch = [u.cap for u in units], 1.0
+        busiest = self._busiest_gpu_unit(units)
         for _ in range(SOLVES):
             x = self._solve(units, reached, overhead).throughput
             for _ in range(ITERATIONS):  # the batches that throughput x leads to
-                new, stretch = self._reached_batches(units, reached, x, stretch, busiest)
+                new, stretch = self._reached_batches(
+                    units, reached, x, (stretch, overhead), busiest
+                )
                 done = max(abs(a - b) for a, b in zip(new, reached, strict=True)) < 0.05
                 reached = new
                 if done:
@@ -143,15 +148,17 @@ class ServingModel:
             bottleneck=units[solved.binding].members[0],
         )
 
-    def _busiest(self, units: list[Unit]) -> int:
-        """The unit whose instances have the most work per ensemble sample at full batches:
-        with many requests in flight, they queue there and its batcher finds full batches."""
-        return max(range(len(units)), key=lambda u: self._instance_seconds(units[u]))
+    def _busiest_gpu_unit(self, units: list[Unit]) -> int | None:
+        """The GPU unit whose instances have the most work per ensemble sample at full batches:
+        with many requests in flight they queue there and its batcher finds full batches (a
+        GPU's time is shared by calls, not threads: the run queue says nothing of it)."""
+        on_gpu = [u for u, unit in enumerate(units) if not self._on_cpu(unit)]
+        return max(on_gpu, key=lambda u: self._instance_seconds(units[u]), default=None)
 
     def _instance_seconds(self, unit: Unit) -> float:
         """Seconds of its instances' time one ensemble sample takes, at full batches."""
         instances = sum(unit.counts.values()) * max(1, unit.threads)
-        return self._call_wall_s(unit, unit.batch, 1.0) / unit.batch / instances
+        return self._call_wall_s(unit, unit.cap, 1.0) / unit.cap / instances
 
     # ------------------------------------------------------------------ costs
 
@@ -261,23 +268,34 @@ class ServingModel:
     # ------------------------------------------------------------------ batches and latency
 
     def _reached_batches(
-        self, units: list[Unit], reached: list[float], x: float, stretch: float, busiest: int
+        self,
+        units: list[Unit],
+        reached: list[float],
+        x: float,
+        stretch_and_overhead: tuple[float, float],
+        busiest: int | None,
     ) -> tuple[list[float], float]:
         """The batch each unit's batcher forms at throughput x, and how much slower a call runs
-        because more threads want a CPU core than there are.
+        than alone because more threads want a CPU core than there are.
 
-        With many requests in flight they queue somewhere: at the busiest unit, whose batcher
-        then finds full batches. Every other unit batches the requests that arrive while one
-        of its calls runs (b = λ·(a + c·b): a call's fixed cost a makes batches grow)."""
+        A batcher forms the batch that arrives while one call runs: b = λ·(a + c·b) at λ samples/s
+        per instance, a call taking a + c·b (a call's fixed cost a makes batches grow). A unit
+        that cannot keep up finds full batches queued, and so does the busiest GPU unit. Calls
+        run slower by the threads runnable per core: the units' busy threads, and
+        tritonserver's and the client's, which the serving cost measures per core of their CPU
+        use."""
+        stretch, overhead = stretch_and_overhead
         batches, runnable = [], 0.0
         for u, (unit, batch) in enumerate(zip(units, reached, strict=True)):
             per_instance = x / sum(unit.counts.values())
             call_s = self._call_wall_s(unit, batch, stretch)
-            arrived = unit.batch if u == busiest else per_instance * call_s
-            batches.append(float(np.clip(arrived, 1.0, unit.batch)))
+            arrived = unit.cap if u == busiest else per_instance * call_s
+            batches.append(float(np.clip(arrived, 1.0, unit.cap)))
             if self._on_cpu(unit):
-                busy = 1.0 if u == busiest else min(1.0, per_instance * call_s / batch)
+                busy = min(1.0, per_instance * call_s / batch)
                 runnable += sum(unit.counts.values()) * unit.threads * busy
+        server_cores = x * (overhead + self._server_calls_s(units, reached))
+        runnable += self.cost.runnable_per_core * server_cores
         cores = next((d.cores or 1 for d in self.problem.devices if d.kind == "cpu"), 1)
         return batches, max(1.0, runnable / cores)
 
@@ -357,10 +375,10 @@ def _one_device(
     return _Solved(x, share, pairs[binding][0])
 
 
-def serving_units(problem: Problem, c: Candidate) -> list[Unit]:
+def serving_units(problem: Problem, c: Candidate, dynamic_batching: bool = True) -> list[Unit]:
     """The units Triton schedules for candidate c (each grouped device's group, then every
     other member alone), with the spin of multi-thread instances on an oversubscribed CPU."""
-    units = _units(problem, c)
+    units = _units(problem, c, dynamic_batching)
     wanted = {
         d: sum(u.counts.get(d, 0) * u.threads for u in units)
         for d, device in enumerate(problem.devices)
@@ -377,8 +395,16 @@ def _spin(problem: Problem, unit: Unit, wanted: dict[int, int]) -> float:
     return max([1.0, *ratios]) ** SPIN
 
 
-def _units(problem: Problem, c: Candidate) -> list[Unit]:
-    """A group's batcher forms batches up to its batch size; a member's, up to its own."""
+def _units(problem: Problem, c: Candidate, dynamic_batching: bool) -> list[Unit]:
+    """A group's batcher forms batches up to its batch size; a member's, up to its own. A batch
+    size of 1 renders no preferred size: Triton's batcher then forms the largest batch queued,
+    up to the served maximum (none without dynamic batching)."""
+
+    def cap(batch: float) -> float:
+        if not dynamic_batching:
+            return 1.0
+        return batch if batch > 1 else float(max(problem.batch_sizes))
+
     grouped: set[int] = set()
     units = []
     for d in range(len(problem.devices)):
@@ -392,6 +418,7 @@ def _units(problem: Problem, c: Candidate) -> list[Unit]:
                     threads=1,
                     batch=float(problem.group_batch_size(c, d)),
                     chunks=tuple(float(problem.batch_sizes[c.batch[m]]) for m in members),
+                    cap=cap(problem.group_batch_size(c, d)),
                 )
             )
     for m in range(len(problem.members)):
@@ -399,7 +426,7 @@ def _units(problem: Problem, c: Candidate) -> list[Unit]:
             continue
         batch = float(problem.batch_sizes[c.batch[m]])
         counts = {d: n for d, n in enumerate(c.counts[m]) if n > 0}
-        units.append(Unit((m,), counts, max(1, c.threads[m]), batch, (batch,)))
+        units.append(Unit((m,), counts, max(1, c.threads[m]), batch, (batch,), cap(batch)))
     return units
 
 
@@ -455,5 +482,10 @@ def predict_plan(
     from plan.json); `client_on_host` when the load generator shares this machine."""
     members = list(plan.allocation)
     problem = build_problem(members, inventory, profile)
-    model = ServingModel(problem, profile.serving_cost, client_on_host=client_on_host)
+    model = ServingModel(
+        problem,
+        profile.serving_cost,
+        client_on_host=client_on_host,
+        dynamic_batching=plan.dynamic_batching,
+    )
     return model.predict(plan_candidate(problem, plan))

@@ -34,6 +34,9 @@ class ServingCost:
         0.0  # the Python-backend process, per request beyond the first in a call
     )
     server_call_s: float = 0.0  # tritonserver, per call to a Python-backend model (its IPC side)
+    # Threads runnable per core's worth of tritonserver's and the client's CPU use, under load
+    # (0: not measured); with the units' busy threads, how much slower every call runs.
+    runnable_per_core: float = 0.0
 
     def call_s(self, batch: float) -> float:
         """CPU seconds one served call of `batch` samples adds to the member's compute."""
@@ -193,6 +196,7 @@ class _ServingCostFile(BaseModel):
     request_s: Finite = 0.0
     stub_request_s: Finite = 0.0
     server_call_s: Finite = 0.0
+    runnable_per_core: Finite = 0.0
 
 
 class _SkippedFile(_Open):
