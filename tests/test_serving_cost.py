@@ -33,6 +33,9 @@ def test_measured_on_the_embedded_server() -> None:
     assert 1e-6 < cost.per_call_s < 0.05
     assert 0 <= cost.per_sample_s < 0.01 and 0 <= cost.per_request_s < 0.05
     assert cost.call_s(8) >= cost.call_s(1)
+    # tritonserver's side of a call, and threads runnable while it serves a load
+    assert 0 < cost.server_call_s < 0.05
+    assert 0 < cost.runnable_per_core < 100
 
 
 def test_no_cpu_means_the_default_with_its_reason(tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import pytest
 
 from tests.synthetic import gpu
@@ -9,7 +11,7 @@ from tritongen.errors import PlanError
 from tritongen.plan.plan import Plan
 from tritongen.plan.problem import Shape, build_problem
 from tritongen.plan.search import PlanEvaluator, make_plan
-from tritongen.plan.serving_model import ServingModel
+from tritongen.plan.serving_model import ServingModel, predict_plan
 from tritongen.profile.profile import Profile, ProfileEntry, ServingCost
 from tritongen.spec.devices import Device, Inventory
 
@@ -176,3 +178,60 @@ def test_a_latency_budget_no_plan_meets_is_a_plan_error() -> None:
         PlanError, match=r"no plan of tiny, small, large meets a p99 latency of 0\.01 ms"
     ):
         make_plan(list(COSTS), cpu(), cpu_profile(COSTS), max_p99_ms=0.01)
+
+
+def separate_plan(batch: int, *, batching: bool = True, members: Iterable[str] = COSTS) -> Plan:
+    return Plan(
+        allocation={m: {"cpu": 1} for m in members},
+        batch_size={m: batch for m in members},
+        threads={m: 1 for m in members},
+        queue_delay_us={m: 0 for m in members},
+        dynamic_batching=batching,
+    )
+
+
+def test_batch_size_1_lets_the_batcher_fill_up_and_no_batcher_runs_requests_alone() -> None:
+    # Triton's batcher without a preferred size forms the largest batch queued; the rendered
+    # config gives none for a batch size of 1. On 4 cores the one-thread "large" member cannot
+    # keep up: requests queue there.
+    profile = cpu_profile(COSTS)
+    filled = predict_plan(separate_plan(1), cpu(), profile).batches
+    alone = predict_plan(separate_plan(1, batching=False), cpu(), profile).batches
+
+    assert filled[2] == 16.0  # "large", up to the served maximum (the largest profiled batch)
+    assert set(alone.values()) == {1.0}
+
+
+def test_runnable_server_threads_slow_calls_and_grow_the_batches_they_form() -> None:
+    """Where tritonserver's threads keep the cores busy (members that compute little, as in
+    the digits example), a member's call takes longer, so more requests arrive during it:
+    bigger batches, less CPU per sample, more throughput."""
+    fast = {"a": 0.00002, "b": 0.00005, "c": 0.0001}
+    calm = cpu_profile(fast)
+    crowded = cpu_profile(fast)
+    crowded.extra["serving_cost"]["runnable_per_core"] = 5.0
+    plan = separate_plan(16, members=fast)
+
+    quiet = predict_plan(plan, cpu(cores=2), calm)
+    busy = predict_plan(plan, cpu(cores=2), crowded)
+
+    assert all(busy.batches[m] > quiet.batches[m] for m in range(len(fast)))
+    assert busy.throughput > quiet.throughput
+
+
+def test_tritonservers_cost_per_call_lowers_an_unbatched_plan_most() -> None:
+    fast = {"a": 0.00002, "b": 0.00005, "c": 0.0001}  # the server's CPU binds, not a member
+
+    def throughputs(server_call_s: float) -> tuple[float, float]:
+        profile = cpu_profile(fast)
+        profile.extra["serving_cost"]["server_call_s"] = server_call_s
+        batched = separate_plan(16, members=fast)
+        unbatched = separate_plan(1, batching=False, members=fast)
+        return (
+            predict_plan(batched, cpu(cores=2), profile).throughput,
+            predict_plan(unbatched, cpu(cores=2), profile).throughput,
+        )
+
+    (batched, unbatched), (batched_dear, unbatched_dear) = throughputs(0.0), throughputs(0.0005)
+    assert unbatched_dear < unbatched and batched_dear <= batched
+    assert unbatched_dear / unbatched < batched_dear / batched

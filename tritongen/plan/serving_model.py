@@ -35,7 +35,7 @@ from tritongen.profile.profile import Profile, ServingCost
 from tritongen.spec.devices import Inventory
 
 SOLVES = 3  # LPs solved while the batches reached settle (then one more)
-IN_FLIGHT = 2.0  # requests in flight per request queued at the busiest unit (measured)
+IN_FLIGHT = 2.0  # requests in flight per request batched at the fullest unit (measured)
 TAIL = 1.5  # p99 latency / mean latency at that concurrency (measured)
 SPIN = 0.75  # measured: 8 busy onnxruntime threads on 2 cores burned 2.6-2.8x the CPU of 2
 ITERATIONS = 10  # batch updates at a fixed throughput between two solves
@@ -132,9 +132,7 @@ class ServingModel:
         for _ in range(SOLVES):
             x = self._solve(units, reached, overhead).throughput
             for _ in range(ITERATIONS):  # the batches that throughput x leads to
-                new, stretch = self._reached_batches(
-                    units, reached, x, (stretch, overhead), busiest
-                )
+                new, stretch = self._reached_batches(units, reached, x, stretch, overhead, busiest)
                 done = max(abs(a - b) for a, b in zip(new, reached, strict=True)) < 0.05
                 reached = new
                 if done:
@@ -272,7 +270,8 @@ class ServingModel:
         units: list[Unit],
         reached: list[float],
         x: float,
-        stretch_and_overhead: tuple[float, float],
+        stretch: float,
+        overhead: float,
         busiest: int | None,
     ) -> tuple[list[float], float]:
         """The batch each unit's batcher forms at throughput x, and how much slower a call runs
@@ -284,7 +283,6 @@ class ServingModel:
         run slower by the threads runnable per core: the units' busy threads, and
         tritonserver's and the client's, which the serving cost measures per core of their CPU
         use."""
-        stretch, overhead = stretch_and_overhead
         batches, runnable = [], 0.0
         for u, (unit, batch) in enumerate(zip(units, reached, strict=True)):
             per_instance = x / sum(unit.counts.values())
@@ -318,8 +316,8 @@ class ServingModel:
         return overhead + max(max(times), sum(times) / cores)
 
     def _concurrency(self, units: list[Unit], reached: list[float]) -> int:
-        """Requests in flight that keep the busiest unit's batches full: its instances' batches,
-        and as many again on their way to it or back to their clients."""
+        """Requests in flight that keep the fullest unit's batches as they are: its instances'
+        batches, and as many again on their way to it or back to their clients."""
         queued = max(sum(u.counts.values()) * b for u, b in zip(units, reached, strict=True))
         return max(1, math.ceil(IN_FLIGHT * queued))
 
