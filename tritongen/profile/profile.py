@@ -62,7 +62,8 @@ class ServingCost:
             f"(+{ms['wire_s']} over gRPC), per call {ms['per_call_s']} in the Python backend "
             f"and {ms['server_call_s']} in tritonserver, "
             f"{ms['per_sample_s']} per sample; {ms['per_request_s']} per request through the "
-            f"ensemble scheduler; {ms['client_s']} per request for perf_analyzer on this machine"
+            f"ensemble scheduler; {ms['client_s']} per request for perf_analyzer on this machine; "
+            f"{self.runnable_per_core:.1f} threads runnable per core the server and client use"
         )
 
 
