@@ -1,4 +1,4 @@
-"""Where the CPU goes when tritongen's vision plan is served: CPU milliseconds per inference,
+"""Where the CPU goes when tritongen's plan (of the vision example, or another) is served: CPU milliseconds per inference,
 per process, against the members' profiled compute (the bound's Σ c_m).
 
 One run: profile (cached) and plan the vision ensemble, serve the plan on the embedded server,
@@ -8,13 +8,15 @@ the inference counts from Triton's metrics. Then, optionally, sample the stubs w
 (`pip install py-spy`; Python stacks: onnxruntime's `run` against the rest of the stub) and
 tritonserver with `perf` (C++: time per shared library).
 
-    .venv/bin/python benchmarks/where_time_goes.py [--concurrency 16] [--seconds 20]
+    .venv/bin/python benchmarks/where_time_goes.py [--example vision] [--concurrency 16]
+        [--seconds 20]
         [--no-sampling] [--out benchmarks/where_time_goes.md]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import re
 import shutil
@@ -30,9 +32,8 @@ from pathlib import Path
 import psutil
 
 from tritongen.bench.compare import cpu_bound
-from tritongen.bench.perf import perf_analyzer_binary, perf_environment
+from tritongen.bench.perf import input_data_for, perf_analyzer_binary, perf_environment
 from tritongen.bench.serving_cost import measure_profile
-from tritongen.examples.vision import write_example
 from tritongen.plan.search import make_plan
 from tritongen.render.repository import group_model_name, render_repository
 from tritongen.report import shape_line
@@ -59,11 +60,13 @@ def server_processes(server_pid: int) -> list[Process]:
     return [server, *(Process(p, f"stub: {model}") for model, p in stub_processes(server_pid))]
 
 
-def drive(server: EmbeddedServer, model: str, concurrency: int, seconds: float) -> float:
+def drive(
+    server: EmbeddedServer, model: str, concurrency: int, seconds: float, input_data: str
+) -> float:
     """Run perf_analyzer for about `seconds`; return its CPU seconds (from wait4's rusage)."""
     command = [
         str(perf_analyzer_binary()), "-m", model, "-u", server.grpc_url, "-i", "grpc",
-        "--input-data", "zero", "--concurrency-range", f"{concurrency}:{concurrency}",
+        "--input-data", input_data, "--concurrency-range", f"{concurrency}:{concurrency}",
         "--measurement-interval", str(int(seconds * 1000 / 3)), "--max-trials", "3",
         "--stability-percentage", "1000",
     ]  # fmt: skip
@@ -132,6 +135,7 @@ def perf_dso_shares(pid: int, seconds: float) -> list[tuple[float, str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--example", default="vision", help="vision, heavy, text or digits")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--no-sampling", action="store_true")
@@ -139,8 +143,10 @@ def main() -> None:
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="where-time-goes-"))
-    spec = load_spec(write_example(workdir / "vision"))
+    example = importlib.import_module(f"tritongen.examples.{args.example}")
+    spec = load_spec(example.write_example(workdir / args.example))
     ensemble = load_ensemble(spec)
+    input_data = input_data_for(ensemble, workdir)
     inventory = detect_devices()
     profile, _, _ = measure_profile(ensemble, inventory)
     plan = make_plan(spec, inventory, profile)
@@ -149,12 +155,12 @@ def main() -> None:
     repository = render_repository(ensemble, plan, inventory, workdir / "repo", force=True)
 
     with EmbeddedServer(repository) as server:
-        drive(server, spec.name, args.concurrency, 3)  # warm-up
+        drive(server, spec.name, args.concurrency, 3, input_data)  # warm-up
         processes = server_processes(server.pid)
         before = [p.cpu_seconds() for p in processes]
         counts_before = model_counters(server.metrics_url)
         started = time.perf_counter()
-        client_s = drive(server, spec.name, args.concurrency, args.seconds)
+        client_s = drive(server, spec.name, args.concurrency, args.seconds, input_data)
         wall_s = time.perf_counter() - started
         after = [p.cpu_seconds() for p in processes]
         counts_after = model_counters(server.metrics_url)
@@ -215,11 +221,10 @@ def write_report(
     cores = os.cpu_count()
     total_ms = sum(ms for _, ms in rows)
     lines = [
-        "# Where the CPU goes: tritongen's vision plan, served",
+        f"# Where the CPU goes: tritongen's {args.example} plan, served",
         "",
-        f"Command: `.venv/bin/python benchmarks/where_time_goes.py --concurrency "
-        f"{args.concurrency} --seconds {args.seconds:g}`; {cores} cores; load average at the "
-        f"end {os.getloadavg()[0]:.1f}.",
+        f"Command: `.venv/bin/python benchmarks/where_time_goes.py {' '.join(sys.argv[1:])}`; "
+        f"{cores} cores; load average at the end {os.getloadavg()[0]:.1f}.",
         "",
         f"Plan: {shape_line(plan)}; batch sizes {plan.batch_size}, threads {plan.threads}. "
         f"{inferences:.0f} inferences in {wall_s:.1f} s "

@@ -166,9 +166,11 @@ def shape_line(plan: Plan) -> str:
     for group in plan.groups.values():
         instances = sum(group.allocation.values())
         where = ", ".join(group.allocation)
+        # A batch size of 1 renders no preferred size: Triton batches whatever is queued.
+        batches = f"up to {group.batch_size}" if group.batch_size > 1 else "as large as queued"
         parts.append(
             f"{', '.join(group.members)} in one model on {where} ({instances} instances, "
-            f"batches up to {group.batch_size})"
+            f"batches {batches})"
         )
     alone = [m for m in plan.allocation if plan.group_of(m) is None]
     if alone:
