@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tritongen.bench.compare import bench_plans, run_bench
+from tritongen.bench.compare import bench_plans, prediction_fields, run_bench
 from tritongen.bench.serving_cost import measure_profile
 from tritongen.plan.plan import Plan
 from tritongen.plan.problem import Shape
@@ -81,12 +81,7 @@ def replay(document: dict[str, Any]) -> dict[str, Any]:
     for config, data in document["configs"].items():
         plan = Plan.from_json(document["plans"][config])
         prediction = predict_plan(plan, inventory, profile, client_on_host=True)
-        data["predicted_throughput"] = prediction.throughput
-        data["measured/predicted"] = data["best_throughput"] / prediction.throughput
-        data["predicted_latency_ms"] = prediction.latency_ms
-        data["predicted_batches"] = {
-            m: prediction.batches.get(i, 0.0) for i, m in enumerate(plan.allocation)
-        }
+        data.update(prediction_fields(prediction, plan, data["best_throughput"]))
     return document
 
 

@@ -68,11 +68,12 @@ class ServedMeasurer:
         )
         try:
             with EmbeddedServer(repository) as server:
-                return [self._measure_one(server, c) for c in self.concurrencies]
+                input_data = input_data_for(self.ensemble, self.workdir)
+                return [self._measure_one(server, c, input_data) for c in self.concurrencies]
         finally:
             self.seconds += time.perf_counter() - started
 
-    def _measure_one(self, server: EmbeddedServer, concurrency: int) -> PerfPoint:
+    def _measure_one(self, server: EmbeddedServer, concurrency: int, input_data: str) -> PerfPoint:
         """One concurrency level, with the mean batch each served model executed meanwhile."""
         before = model_counters(server.metrics_url)
         with RunQueue() as run_queue:
@@ -81,7 +82,7 @@ class ServedMeasurer:
                 self.ensemble.spec.name,
                 [concurrency],
                 interval_ms=self.interval_ms,
-                input_data=input_data_for(self.ensemble, self.workdir),
+                input_data=input_data,
             )
         after = model_counters(server.metrics_url)
         return replace(point, batches=served_batches(before, after), runnable=run_queue.mean)
@@ -193,15 +194,19 @@ class BenchReport:
         prediction = self.predicted.get(config)
         if prediction is None:
             return {}
-        return {
-            "predicted_throughput": prediction.throughput,
-            "measured/predicted": self.best_throughput(config) / prediction.throughput,
-            "predicted_latency_ms": prediction.latency_ms,
-            "predicted_batches": {
-                member: prediction.batches.get(i, 0.0)
-                for i, member in enumerate(self.plans[config].allocation)
-            },
-        }
+        return prediction_fields(prediction, self.plans[config], self.best_throughput(config))
+
+
+def prediction_fields(prediction: Prediction, plan: Plan, served: float) -> dict[str, Any]:
+    """A configuration's prediction as a report records it, beside its best served throughput."""
+    return {
+        "predicted_throughput": prediction.throughput,
+        "measured/predicted": served / prediction.throughput,
+        "predicted_latency_ms": prediction.latency_ms,
+        "predicted_batches": {
+            member: prediction.batches.get(i, 0.0) for i, member in enumerate(plan.allocation)
+        },
+    }
 
 
 def _median(values: Sequence[float | None]) -> float | None:

@@ -48,7 +48,6 @@ class Unit:
     members: tuple[int, ...]
     counts: dict[int, int]  # device -> instances
     threads: int  # intra-op threads per instance (CPU)
-    batch: float  # the batcher's preferred batch size
     chunks: tuple[float, ...]  # per member: the batch its session runs (a group splits)
     cap: float  # the largest batch the batcher forms (the served maximum without a preferred size)
     spin: float = 1.0  # CPU inflation of multi-thread instances that want more cores than exist
@@ -97,6 +96,8 @@ class ServingModel:
         self.max_p99_ms = max_p99_ms
         self.calls = 0
         self._cache: dict[Candidate, Prediction] = {}
+        # the cores of the CPU that runs tritonserver (the first): its threads share them
+        self._cores = next((d.cores or 1 for d in problem.devices if d.kind == "cpu"), 1)
 
     @property
     def placement_only(self) -> bool:
@@ -294,8 +295,7 @@ class ServingModel:
                 runnable += sum(unit.counts.values()) * unit.threads * busy
         server_cores = x * (overhead + self._server_calls_s(units, reached))
         runnable += self.cost.runnable_per_core * server_cores
-        cores = next((d.cores or 1 for d in self.problem.devices if d.kind == "cpu"), 1)
-        return batches, max(1.0, runnable / cores)
+        return batches, max(1.0, runnable / self._cores)
 
     def _on_cpu(self, unit: Unit) -> bool:
         return self.problem.devices[min(unit.counts)].kind == "cpu"
@@ -312,8 +312,7 @@ class ServingModel:
         """One request alone: its own CPU overhead, then its units side by side (each unit runs
         its members one after another); a CPU runs at most `cores` of them at once."""
         times = [self._call_wall_s(unit, 1.0, 1.0) for unit in units]
-        cores = next((d.cores or 1 for d in self.problem.devices if d.kind == "cpu"), 1)
-        return overhead + max(max(times), sum(times) / cores)
+        return overhead + max(max(times), sum(times) / self._cores)
 
     def _concurrency(self, units: list[Unit], reached: list[float]) -> int:
         """Requests in flight that keep the fullest unit's batches as they are: its instances'
@@ -414,7 +413,6 @@ def _units(problem: Problem, c: Candidate, dynamic_batching: bool) -> list[Unit]
                     members=tuple(members),
                     counts={d: c.counts[members[0]][d]},
                     threads=1,
-                    batch=float(problem.group_batch_size(c, d)),
                     chunks=tuple(float(problem.batch_sizes[c.batch[m]]) for m in members),
                     cap=cap(problem.group_batch_size(c, d)),
                 )
@@ -424,7 +422,7 @@ def _units(problem: Problem, c: Candidate, dynamic_batching: bool) -> list[Unit]
             continue
         batch = float(problem.batch_sizes[c.batch[m]])
         counts = {d: n for d, n in enumerate(c.counts[m]) if n > 0}
-        units.append(Unit((m,), counts, max(1, c.threads[m]), batch, (batch,), cap(batch)))
+        units.append(Unit((m,), counts, max(1, c.threads[m]), (batch,), cap(batch)))
     return units
 
 
