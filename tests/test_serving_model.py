@@ -235,3 +235,30 @@ def test_tritonservers_cost_per_call_lowers_an_unbatched_plan_most() -> None:
     (batched, unbatched), (batched_dear, unbatched_dear) = throughputs(0.0), throughputs(0.0005)
     assert unbatched_dear < unbatched and batched_dear <= batched
     assert unbatched_dear / unbatched < batched_dear / batched
+
+
+def threaded(plan: Plan, threads: int) -> Plan:
+    return Plan(
+        allocation=plan.allocation,
+        batch_size=plan.batch_size,
+        threads={m: threads for m in plan.threads},
+        queue_delay_us=plan.queue_delay_us,
+        dynamic_batching=plan.dynamic_batching,
+    )
+
+
+def test_threads_that_want_more_cores_than_exist_spin_and_slow_the_plan() -> None:
+    """onnxruntime's spare intra-op threads spin between calls: three two-thread instances on
+    four cores do one thread's work each while their spinners take a share of the cores, so
+    two threads are slower than one, alone and under load. One such instance alone on the
+    CPU has the cores to itself and runs faster with two."""
+    profile = cpu_profile(COSTS)
+    crowded = separate_plan(1, batching=False)
+    one, two = (predict_plan(threaded(crowded, t), cpu(), profile) for t in (1, 2))
+    assert two.throughput < one.throughput
+    assert two.latency_ms > one.latency_ms
+
+    alone = separate_plan(1, batching=False, members=["large"])
+    one, two = (predict_plan(threaded(alone, t), cpu(), profile) for t in (1, 2))
+    assert two.throughput > one.throughput
+    assert two.latency_ms < one.latency_ms

@@ -37,7 +37,6 @@ from tritongen.spec.devices import Inventory
 SOLVES = 3  # LPs solved while the batches reached settle (then one more)
 IN_FLIGHT = 2.0  # requests in flight per request batched at the fullest unit (measured)
 TAIL = 1.5  # p99 latency / mean latency at that concurrency (measured)
-SPIN = 0.75  # measured: 8 busy onnxruntime threads on 2 cores burned 2.6-2.8x the CPU of 2
 ITERATIONS = 10  # batch updates at a fixed throughput between two solves
 
 
@@ -50,7 +49,7 @@ class Unit:
     threads: int  # intra-op threads per instance (CPU)
     chunks: tuple[float, ...]  # per member: the batch its session runs (a group splits)
     cap: float  # the largest batch the batcher forms (the served maximum without a preferred size)
-    spin: float = 1.0  # CPU inflation of multi-thread instances that want more cores than exist
+    spinning: int = 0  # per instance: threads that spin instead of working (oversubscribed CPU)
 
     @property
     def grouped(self) -> bool:
@@ -96,8 +95,11 @@ class ServingModel:
         self.max_p99_ms = max_p99_ms
         self.calls = 0
         self._cache: dict[Candidate, Prediction] = {}
-        # the cores of the CPU that runs tritonserver (the first): its threads share them
-        self._cores = next((d.cores or 1 for d in problem.devices if d.kind == "cpu"), 1)
+        # the CPU that runs tritonserver (the first): its threads share that CPU's cores
+        self._server_cpu = next(
+            (d for d, dev in enumerate(problem.devices) if dev.kind == "cpu"), 0
+        )
+        self._cores = self._cores_of(self._server_cpu) if problem.devices else 1
 
     @property
     def placement_only(self) -> bool:
@@ -128,31 +130,37 @@ class ServingModel:
         if any(not u.counts for u in units):
             return Prediction(0.0, math.inf, 1)
         overhead = self._request_cpu_s(units)
-        reached, stretch = [u.cap for u in units], 1.0
-        busiest = self._busiest_gpu_unit(units)
+        spinners = _spinners(self.problem, units)
+        reached, runnable, x = [u.cap for u in units], self._all_busy(units, 0.0), 0.0
+        busiest = self._busiest_gpu_unit(units)  # a set: at most the one
         for _ in range(SOLVES):
-            x = self._solve(units, reached, overhead).throughput
+            solved = self._solve(units, reached, overhead, runnable, x)
+            x, full = solved.throughput, busiest | solved.saturated
             for _ in range(ITERATIONS):  # the batches that throughput x leads to
-                new, stretch = self._reached_batches(units, reached, x, stretch, overhead, busiest)
+                new, runnable = self._reached_batches(
+                    units, reached, x, runnable, overhead, full, spinners
+                )
                 done = max(abs(a - b) for a, b in zip(new, reached, strict=True)) < 0.05
                 reached = new
                 if done:
                     break
-        solved = self._solve(units, reached, overhead)
+        solved = self._solve(units, reached, overhead, runnable, x)
         return Prediction(
             throughput=solved.throughput,
-            latency_ms=1000 * self._alone_latency_s(units, overhead),
+            latency_ms=1000 * self._alone_latency_s(units, overhead, spinners),
             concurrency=self._concurrency(units, reached),
             batches={m: b for u, b in zip(units, reached, strict=True) for m in u.members},
             bottleneck=units[solved.binding].members[0],
         )
 
-    def _busiest_gpu_unit(self, units: list[Unit]) -> int | None:
+    def _busiest_gpu_unit(self, units: list[Unit]) -> frozenset[int]:
         """The GPU unit whose instances have the most work per ensemble sample at full batches:
         with many requests in flight they queue there and its batcher finds full batches (a
         GPU's time is shared by calls, not threads: the run queue says nothing of it)."""
         on_gpu = [u for u, unit in enumerate(units) if not self._on_cpu(unit)]
-        return max(on_gpu, key=lambda u: self._instance_seconds(units[u]), default=None)
+        if not on_gpu:
+            return frozenset()
+        return frozenset({max(on_gpu, key=lambda u: self._instance_seconds(units[u]))})
 
     def _instance_seconds(self, unit: Unit) -> float:
         """Seconds of its instances' time one ensemble sample takes, at full batches."""
@@ -194,7 +202,7 @@ class ServingModel:
             self._member_cpu_seconds(m, d, min(chunk, batch), unit.threads)
             for m, chunk in zip(unit.members, unit.chunks, strict=True)
         )
-        return compute * unit.spin + self._call_seconds(max(1.0, batch))
+        return compute + self._call_seconds(max(1.0, batch))
 
     def _member_cpu_seconds(self, m: int, d: int, batch: float, threads: int) -> float:
         """Core-seconds per sample of member m on CPU d at `batch`, with `threads` threads (the
@@ -232,26 +240,65 @@ class ServingModel:
 
     # ------------------------------------------------------------------ the LP
 
-    def _solve(self, units: list[Unit], reached: list[float], overhead: float) -> _Solved:
+    def _solve(
+        self,
+        units: list[Unit],
+        reached: list[float],
+        overhead: float,
+        runnable: dict[int, float],
+        x: float,
+    ) -> _Solved:
+        """The LP at the batches reached, at about throughput x. Where threads spin, they are
+        always runnable and the scheduler shares a CPU's cores evenly among its runnable
+        threads: a working thread gets no more than its share of the `runnable` ones, and the
+        spinners keep theirs of the CPU's time when every instance is busy (at the limit)."""
         overhead += self._server_calls_s(units, reached)
+        spinners = _spinners(self.problem, units)
+        sharing = {d: max(float(self._cores_of(d)), runnable.get(d, 0.0)) for d in spinners}
         pairs = [(u, d) for u, unit in enumerate(units) for d in sorted(unit.counts)]
         rates, limits = [], []
         for u, d in pairs:
-            rate, limit = self._rate_and_limit(units[u], d, reached[u])
+            rate, limit = self._rate_and_limit(units[u], d, reached[u], sharing.get(d))
             rates.append(rate)
             limits.append(limit)
+        crowd = self._all_busy(units, x * overhead)
+        capacity = {d: 1.0 - spinners[d] / max(self._cores_of(d), crowd[d]) for d in spinners}
         return solve_units(
-            len(units), self._device_count(), pairs, rates, limits, self._cpu_load(overhead)
+            len(units),
+            self._device_count(),
+            pairs,
+            rates,
+            limits,
+            self._cpu_load(overhead),
+            capacity,
         )
 
-    def _rate_and_limit(self, unit: Unit, d: int, batch: float) -> tuple[float, float]:
-        """Samples/s of `unit` given all of device d, and the share of d it can use."""
+    def _all_busy(self, units: list[Unit], server_cores: float) -> dict[int, float]:
+        """Threads runnable on each CPU when every instance is busy and the server uses
+        `server_cores`."""
+        runnable = {d: float(n) for d, n in _spinners(self.problem, units).items()}
+        for unit in units:
+            for d, n in unit.counts.items():
+                if self.problem.devices[d].kind == "cpu":
+                    runnable[d] = runnable.get(d, 0.0) + n * unit.threads
+        if self._server_cpu in runnable:
+            runnable[self._server_cpu] += self.cost.runnable_per_core * server_cores
+        return runnable
+
+    def _rate_and_limit(
+        self, unit: Unit, d: int, batch: float, sharing: float | None
+    ) -> tuple[float, float]:
+        """Samples/s of `unit` given all of device d, and the share of d it can use (its
+        threads' share of the `sharing` runnable threads, when spinners crowd the cores)."""
         device = self.problem.devices[d]
         if device.kind != "cpu":
             return self._gpu_rate(unit, d), 1.0
         cores = device.cores or 1
         rate = cores / self._cpu_seconds(unit, d, batch)
-        return rate, min(1.0, unit.counts[d] * max(1, unit.threads) / cores)
+        return rate, min(1.0, unit.counts[d] * max(1, unit.threads) / (sharing or cores))
+
+    def _cores_of(self, d: int) -> int:
+        return self.problem.devices[d].cores or 1
 
     def _device_count(self) -> int:
         return len(self.problem.devices)
@@ -271,31 +318,41 @@ class ServingModel:
         units: list[Unit],
         reached: list[float],
         x: float,
-        stretch: float,
+        runnable: dict[int, float],
         overhead: float,
-        busiest: int | None,
-    ) -> tuple[list[float], float]:
-        """The batch each unit's batcher forms at throughput x, and how much slower a call runs
-        than alone because more threads want a CPU core than there are.
+        full: frozenset[int],
+        spinners: dict[int, int],
+    ) -> tuple[list[float], dict[int, float]]:
+        """The batch each unit's batcher forms at throughput x, and the threads runnable on
+        each CPU (a call runs slower than alone when more threads want its cores than there are).
 
         A batcher forms the batch that arrives while one call runs: b = λ·(a + c·b) at λ samples/s
         per instance, a call taking a + c·b (a call's fixed cost a makes batches grow). A unit
-        that cannot keep up finds full batches queued, and so does the busiest GPU unit. Calls
+        the LP keeps busy all the time (`full`: its instances' limit binds) finds full batches
+        queued, and so does the busiest GPU unit. Calls
         run slower by the threads runnable per core: the units' busy threads, and
         tritonserver's and the client's, which the serving cost measures per core of their CPU
-        use."""
-        batches, runnable = [], 0.0
+        use, and the spinning threads, always."""
+        batches, now = [], {d: float(n) for d, n in spinners.items()}
         for u, (unit, batch) in enumerate(zip(units, reached, strict=True)):
             per_instance = x / sum(unit.counts.values())
-            call_s = self._call_wall_s(unit, batch, stretch)
-            arrived = unit.cap if u == busiest else per_instance * call_s
+            call_s = self._call_wall_s(unit, batch, self._stretch(unit, runnable))
+            arrived = unit.cap if u in full else per_instance * call_s
             batches.append(float(np.clip(arrived, 1.0, unit.cap)))
             if self._on_cpu(unit):
                 busy = min(1.0, per_instance * call_s / batch)
-                runnable += sum(unit.counts.values()) * unit.threads * busy
+                for d, n in unit.counts.items():
+                    now[d] = now.get(d, 0.0) + n * unit.threads * busy
         server_cores = x * (overhead + self._server_calls_s(units, reached))
-        runnable += self.cost.runnable_per_core * server_cores
-        return batches, max(1.0, runnable / self._cores)
+        now[self._server_cpu] = (
+            now.get(self._server_cpu, 0.0) + self.cost.runnable_per_core * server_cores
+        )
+        return batches, now
+
+    def _stretch(self, unit: Unit, runnable: dict[int, float]) -> float:
+        """How much slower than alone a call of `unit` runs on its first device."""
+        d = min(unit.counts)
+        return max(1.0, runnable.get(d, 0.0) / self._cores_of(d))
 
     def _on_cpu(self, unit: Unit) -> bool:
         return self.problem.devices[min(unit.counts)].kind == "cpu"
@@ -308,11 +365,16 @@ class ServingModel:
         compute = batch * self._cpu_seconds(unit, d, batch) / max(1, unit.threads)
         return (compute + self.cost.server_call_s) * stretch
 
-    def _alone_latency_s(self, units: list[Unit], overhead: float) -> float:
+    def _alone_latency_s(
+        self, units: list[Unit], overhead: float, spinners: dict[int, int]
+    ) -> float:
         """One request alone: its own CPU overhead, then its units side by side (each unit runs
-        its members one after another); a CPU runs at most `cores` of them at once."""
+        its members one after another); a CPU runs at most `cores` of them at once, and fewer
+        when spinning threads take their share of its cores."""
         times = [self._call_wall_s(unit, 1.0, 1.0) for unit in units]
-        return overhead + max(max(times), sum(times) / self._cores)
+        spinning = spinners.get(self._server_cpu, 0)
+        crowd = max(1.0, (spinning + len(times)) / self._cores) if spinning else 1.0
+        return overhead + max(max(times) * crowd, sum(times) / self._cores)
 
     def _concurrency(self, units: list[Unit], reached: list[float]) -> int:
         """Requests in flight that keep the fullest unit's batches as they are: its instances'
@@ -326,6 +388,7 @@ class _Solved:
     throughput: float
     share: dict[tuple[int, int], float]  # (unit, device) -> share of the device's time
     binding: int  # the unit whose constraint binds hardest
+    saturated: frozenset[int] = frozenset()  # units whose instances are busy all the time
 
 
 def solve_units(
@@ -335,11 +398,15 @@ def solve_units(
     rates: list[float],
     limits: list[float],
     request_load: dict[int, float],
+    capacity: dict[int, float] | None = None,
 ) -> _Solved:
-    """maximise X: Σ_d rate·f ≥ X per unit, Σ_u f + load_d·X ≤ 1 per device, 0 ≤ f ≤ limit."""
+    """maximise X: Σ_d rate·f ≥ X per unit, Σ_u f + load_d·X ≤ capacity_d (1 unless given) per
+    device, 0 ≤ f ≤ limit."""
+    capacity = capacity or {}
     devices = {d for _, d in pairs}
     if len(devices) == 1 and len(pairs) == n_units:
-        return _one_device(pairs, rates, limits, request_load.get(devices.pop(), 0.0))
+        d = devices.pop()
+        return _one_device(pairs, rates, limits, request_load.get(d, 0.0), capacity.get(d, 1.0))
     n = len(pairs)
     a_ub = np.zeros((n_units + n_devices, n + 1))
     for i, ((u, d), rate) in enumerate(zip(pairs, rates, strict=True)):
@@ -348,7 +415,7 @@ def solve_units(
     a_ub[:n_units, n] = 1.0
     for d, load in request_load.items():
         a_ub[n_units + d, n] = load
-    b_ub = np.concatenate([np.zeros(n_units), np.ones(n_devices)])
+    b_ub = np.concatenate([np.zeros(n_units), [capacity.get(d, 1.0) for d in range(n_devices)]])
     cost = np.zeros(n + 1)
     cost[n] = -1.0
     bounds = [(0.0, limit) for limit in limits] + [(0.0, None)]
@@ -357,39 +424,69 @@ def solve_units(
         raise PlanError(f"the serving model's LP failed: {result.message}")
     marginals = -np.asarray(result.ineqlin.marginals)
     share = {pair: float(result.x[i]) for i, pair in enumerate(pairs)}
-    return _Solved(float(result.x[n]), share, int(np.argmax(marginals[:n_units])))
+    binding = int(np.argmax(marginals[:n_units]))
+    return _Solved(float(result.x[n]), share, binding, _saturated(pairs, share, limits))
+
+
+def _saturated(
+    pairs: list[tuple[int, int]], share: dict[tuple[int, int], float], limits: list[float]
+) -> frozenset[int]:
+    """The units that use every device they are on up to their limit: requests queue there."""
+    units = {u for u, _ in pairs}
+    for pair, limit in zip(pairs, limits, strict=True):
+        if share[pair] < limit * (1 - 1e-6):
+            units.discard(pair[0])
+    return frozenset(units)
 
 
 def _one_device(
-    pairs: list[tuple[int, int]], rates: list[float], limits: list[float], load: float
+    pairs: list[tuple[int, int]],
+    rates: list[float],
+    limits: list[float],
+    load: float,
+    capacity: float = 1.0,
 ) -> _Solved:
     """The LP in closed form when every unit shares one device: its time split in proportion
     to each unit's seconds per sample, each unit also held to its own share limit."""
     seconds = [1.0 / r for r in rates]
-    x = min(1.0 / (sum(seconds) + load), *(lim / s for lim, s in zip(limits, seconds, strict=True)))
+    x = min(
+        capacity / (sum(seconds) + load),
+        *(lim / s for lim, s in zip(limits, seconds, strict=True)),
+    )
     share = {pair: x * s for pair, s in zip(pairs, seconds, strict=True)}
     binding = max(range(len(pairs)), key=lambda i: seconds[i] / limits[i])
-    return _Solved(x, share, pairs[binding][0])
+    return _Solved(x, share, pairs[binding][0], _saturated(pairs, share, limits))
 
 
 def serving_units(problem: Problem, c: Candidate, dynamic_batching: bool = True) -> list[Unit]:
     """The units Triton schedules for candidate c (each grouped device's group, then every
-    other member alone), with the spin of multi-thread instances on an oversubscribed CPU."""
+    other member alone). onnxruntime's spare intra-op threads spin while they wait for work,
+    for tens of milliseconds after each call: where a CPU's instances want more threads than it
+    has cores, a multi-thread instance does one thread's work and its other threads spin."""
     units = _units(problem, c, dynamic_batching)
     wanted = {
         d: sum(u.counts.get(d, 0) * u.threads for u in units)
         for d, device in enumerate(problem.devices)
         if device.kind == "cpu"
     }
-    return [replace(u, spin=_spin(problem, u, wanted)) if u.threads > 1 else u for u in units]
+    return [_oversubscribed(problem, u, wanted) for u in units]
 
 
-def _spin(problem: Problem, unit: Unit, wanted: dict[int, int]) -> float:
-    """onnxruntime's threads wait for each other by spinning: when the plan's instances want
-    more threads than a CPU has cores, a thread spins while the one it waits for is off its
-    core, and an instance's CPU per sample grows as (threads wanted / cores) ** SPIN."""
-    ratios = [wanted[d] / (problem.devices[d].cores or 1) for d in unit.counts if d in wanted]
-    return max([1.0, *ratios]) ** SPIN
+def _oversubscribed(problem: Problem, unit: Unit, wanted: dict[int, int]) -> Unit:
+    crowded = any(wanted[d] > (problem.devices[d].cores or 1) for d in unit.counts if d in wanted)
+    if unit.threads <= 1 or not crowded:
+        return unit
+    return replace(unit, threads=1, spinning=unit.threads - 1)
+
+
+def _spinners(problem: Problem, units: list[Unit]) -> dict[int, int]:
+    """Spinning threads per CPU (only CPUs that have some)."""
+    spinners: dict[int, int] = {}
+    for unit in units:
+        for d, n in unit.counts.items():
+            if unit.spinning and problem.devices[d].kind == "cpu":
+                spinners[d] = spinners.get(d, 0) + n * unit.spinning
+    return spinners
 
 
 def _units(problem: Problem, c: Candidate, dynamic_batching: bool) -> list[Unit]:
