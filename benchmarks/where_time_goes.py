@@ -186,8 +186,9 @@ def sample(server, processes, ensemble, args) -> dict:
     load.start()
     time.sleep(2)
     if _pyspy():
-        for process in processes[1:]:
-            result["stubs"][process.label] = pyspy_shares(process.process.pid, seconds)
+        for process in processes[1:]:  # instances of one model share a label: add the pid
+            label = f"{process.label} (pid {process.process.pid})"
+            result["stubs"][label] = pyspy_shares(process.process.pid, seconds)
     if shutil.which("perf"):
         result["server"] = perf_dso_shares(server.pid, seconds)
     load.join()
@@ -261,7 +262,7 @@ def write_report(
         lines += ["", "## Inside the stubs (py-spy, non-idle samples)", ""]
         for label, shares in sampling["stubs"].items():
             top = ", ".join(f"{kind} {share:.0%}" for kind, share in list(shares.items())[:4])
-            lines.append(f"- {label}: {top}")
+            lines.append(f"- {label}: {top or 'no Python sample (idle, or py-spy saw none)'}")
         if sampling["server"]:
             lines += ["", "## Inside tritonserver (perf, samples by shared library)", ""]
             lines += [f"- {share:.1f}% {dso}" for share, dso in sampling["server"]]
