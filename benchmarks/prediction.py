@@ -80,7 +80,10 @@ def replay(document: dict[str, Any]) -> dict[str, Any]:
         inventory = load_inventory(path)
     for config, data in document["configs"].items():
         plan = Plan.from_json(document["plans"][config])
-        prediction = predict_plan(plan, inventory, profile, client_on_host=True)
+        in_flight = max(int(c) for c in data["concurrency"])
+        prediction = predict_plan(
+            plan, inventory, profile, client_on_host=True, max_in_flight=in_flight
+        )
         data.update(prediction_fields(prediction, plan, data["best_throughput"]))
     return document
 

@@ -262,3 +262,16 @@ def test_threads_that_want_more_cores_than_exist_spin_and_slow_the_plan() -> Non
     one, two = (predict_plan(threaded(alone, t), cpu(), profile) for t in (1, 2))
     assert two.throughput > one.throughput
     assert two.latency_ms < one.latency_ms
+
+
+def test_fewer_requests_in_flight_form_smaller_batches_and_serve_less() -> None:
+    # As in the batch-size-1 test, requests queue at "large" when enough are in flight; with
+    # at most 8 (a benchmark's highest concurrency), about half of them wait in its batcher.
+    profile = cpu_profile(COSTS)
+    unbounded = predict_plan(separate_plan(1), cpu(), profile)
+    held = predict_plan(separate_plan(1), cpu(), profile, max_in_flight=8)
+
+    assert unbounded.batches[2] == 16.0
+    assert held.batches[2] <= 4.0
+    assert held.throughput < unbounded.throughput
+    assert held.concurrency <= 8 < unbounded.concurrency

@@ -222,11 +222,14 @@ def _median_batches(points: Sequence[PerfPoint]) -> dict[str, float]:
 
 
 def predictions(
-    plans: dict[str, Plan], inventory: Inventory, profile: Profile
+    plans: dict[str, Plan], inventory: Inventory, profile: Profile, max_in_flight: int
 ) -> dict[str, Prediction]:
-    """The serving model's prediction for each configuration, perf_analyzer on this machine."""
+    """The serving model's prediction for each configuration, perf_analyzer on this machine
+    with at most `max_in_flight` requests in flight."""
     return {
-        name: predict_plan(plan, inventory, profile, client_on_host=True)
+        name: predict_plan(
+            plan, inventory, profile, client_on_host=True, max_in_flight=max_in_flight
+        )
         for name, plan in plans.items()
     }
 
@@ -260,7 +263,7 @@ def run_bench(
     report = BenchReport(
         plans=plans,
         bound=cpu_bound(profile, inventory),
-        predicted=predictions(plans, inventory, profile),
+        predicted=predictions(plans, inventory, profile, max(concurrencies)),
     )
     with tempfile.TemporaryDirectory(prefix="tritongen-bench-") as tmp:
         measurer = ServedMeasurer(

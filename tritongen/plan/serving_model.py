@@ -87,8 +87,10 @@ class ServingModel:
         client_on_host: bool = False,
         max_p99_ms: float | None = None,
         dynamic_batching: bool = True,
+        max_in_flight: int | None = None,
     ) -> None:
         self.problem = problem
+        self.max_in_flight = max_in_flight
         self.dynamic_batching = dynamic_batching
         self.cost = cost
         self.client_on_host = client_on_host
@@ -129,6 +131,8 @@ class ServingModel:
         units = serving_units(self.problem, c, self.dynamic_batching)
         if any(not u.counts for u in units):
             return Prediction(0.0, math.inf, 1)
+        if self.max_in_flight is not None:
+            units = [self._held_to_in_flight(u, self.max_in_flight) for u in units]
         overhead = self._request_cpu_s(units)
         spinners = _spinners(self.problem, units)
         reached, runnable, x = [u.cap for u in units], self._all_busy(units, 0.0), 0.0
@@ -152,6 +156,13 @@ class ServingModel:
             batches={m: b for u, b in zip(units, reached, strict=True) for m in u.members},
             bottleneck=units[solved.binding].members[0],
         )
+
+    @staticmethod
+    def _held_to_in_flight(unit: Unit, in_flight: int) -> Unit:
+        """With at most `in_flight` requests, a unit's instances hold at most 1 / IN_FLIGHT of
+        them in their batches (the rest are on their way to it or back)."""
+        most = max(1.0, in_flight / IN_FLIGHT / sum(unit.counts.values()))
+        return replace(unit, cap=min(unit.cap, most))
 
     def _busiest_gpu_unit(self, units: list[Unit]) -> frozenset[int]:
         """The GPU unit whose instances have the most work per ensemble sample at full batches:
@@ -569,10 +580,17 @@ def _batch_index(problem: Problem, member: str, batch: int) -> int:
 
 
 def predict_plan(
-    plan: Plan, inventory: Inventory, profile: Profile, *, client_on_host: bool = False
+    plan: Plan,
+    inventory: Inventory,
+    profile: Profile,
+    *,
+    client_on_host: bool = False,
+    max_in_flight: int | None = None,
 ) -> Prediction:
     """The serving model's prediction for a plan as written (e.g. a baseline's, or one read
-    from plan.json); `client_on_host` when the load generator shares this machine."""
+    from plan.json); `client_on_host` when the load generator shares this machine;
+    `max_in_flight` when clients never have more requests in flight (a benchmark's highest
+    concurrency)."""
     members = list(plan.allocation)
     problem = build_problem(members, inventory, profile)
     model = ServingModel(
@@ -580,5 +598,6 @@ def predict_plan(
         profile.serving_cost,
         client_on_host=client_on_host,
         dynamic_batching=plan.dynamic_batching,
+        max_in_flight=max_in_flight,
     )
     return model.predict(plan_candidate(problem, plan))
