@@ -480,10 +480,12 @@ def serving_units(problem: Problem, c: Candidate, dynamic_batching: bool = True)
         for d, device in enumerate(problem.devices)
         if device.kind == "cpu"
     }
-    return [_oversubscribed(problem, u, wanted) for u in units]
+    return [_with_spinners(problem, u, wanted) for u in units]
 
 
-def _oversubscribed(problem: Problem, unit: Unit, wanted: dict[int, int]) -> Unit:
+def _with_spinners(problem: Problem, unit: Unit, wanted: dict[int, int]) -> Unit:
+    """`unit` as one working thread per instance and the rest spinning, where a CPU it is on is
+    oversubscribed (`wanted`: the threads the plan's instances want per CPU)."""
     crowded = any(wanted[d] > (problem.devices[d].cores or 1) for d in unit.counts if d in wanted)
     if unit.threads <= 1 or not crowded:
         return unit
