@@ -1,5 +1,6 @@
-"""Where the CPU goes when tritongen's plan (of the vision example, or another) is served: CPU milliseconds per inference,
-per process, against the members' profiled compute (the bound's Σ c_m).
+"""Where the CPU goes when tritongen's plan (of the vision example, or another) is served: CPU
+milliseconds per inference, per process, against the members' profiled compute (the bound's
+Σ c_m).
 
 One run: profile (cached) and plan the vision ensemble, serve the plan on the embedded server,
 drive it with perf_analyzer at one concurrency for a fixed time, and read the CPU time of

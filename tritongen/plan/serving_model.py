@@ -135,10 +135,10 @@ class ServingModel:
             units = [self._held_to_in_flight(u, self.max_in_flight) for u in units]
         overhead = self._request_cpu_s(units)
         spinners = _spinners(self.problem, units)
-        reached, runnable, x = [u.cap for u in units], self._all_busy(units, 0.0), 0.0
+        reached, runnable, x = [u.cap for u in units], self._all_busy(units, spinners, 0.0), 0.0
         busiest = self._busiest_gpu_unit(units)  # a set: at most the one
         for _ in range(SOLVES):
-            solved = self._solve(units, reached, overhead, runnable, x)
+            solved = self._solve(units, reached, overhead, spinners, (runnable, x))
             x, full = solved.throughput, busiest | solved.saturated
             for _ in range(ITERATIONS):  # the batches that throughput x leads to
                 new, runnable = self._reached_batches(
@@ -148,7 +148,7 @@ class ServingModel:
                 reached = new
                 if done:
                     break
-        solved = self._solve(units, reached, overhead, runnable, x)
+        solved = self._solve(units, reached, overhead, spinners, (runnable, x))
         return Prediction(
             throughput=solved.throughput,
             latency_ms=1000 * self._alone_latency_s(units, overhead, spinners),
@@ -256,15 +256,16 @@ class ServingModel:
         units: list[Unit],
         reached: list[float],
         overhead: float,
-        runnable: dict[int, float],
-        x: float,
+        spinners: dict[int, int],
+        load: tuple[dict[int, float], float],
     ) -> _Solved:
         """The LP at the batches reached, at about throughput x. Where threads spin, they are
         always runnable and the scheduler shares a CPU's cores evenly among its runnable
-        threads: a working thread gets no more than its share of the `runnable` ones, and the
-        spinners keep theirs of the CPU's time when every instance is busy (at the limit)."""
+        threads: a working thread gets no more than its share of the runnable ones (`load`:
+        those threads per CPU, and throughput x), and the spinners keep theirs of the CPU's time
+        when every instance is busy (at the limit)."""
+        runnable, x = load
         overhead += self._server_calls_s(units, reached)
-        spinners = _spinners(self.problem, units)
         sharing = {d: max(float(self._cores_of(d)), runnable.get(d, 0.0)) for d in spinners}
         pairs = [(u, d) for u, unit in enumerate(units) for d in sorted(unit.counts)]
         rates, limits = [], []
@@ -272,7 +273,7 @@ class ServingModel:
             rate, limit = self._rate_and_limit(units[u], d, reached[u], sharing.get(d))
             rates.append(rate)
             limits.append(limit)
-        crowd = self._all_busy(units, x * overhead)
+        crowd = self._all_busy(units, spinners, x * overhead)
         capacity = {d: 1.0 - spinners[d] / max(self._cores_of(d), crowd[d]) for d in spinners}
         return solve_units(
             len(units),
@@ -284,10 +285,12 @@ class ServingModel:
             capacity,
         )
 
-    def _all_busy(self, units: list[Unit], server_cores: float) -> dict[int, float]:
+    def _all_busy(
+        self, units: list[Unit], spinners: dict[int, int], server_cores: float
+    ) -> dict[int, float]:
         """Threads runnable on each CPU when every instance is busy and the server uses
         `server_cores`."""
-        runnable = {d: float(n) for d, n in _spinners(self.problem, units).items()}
+        runnable = {d: float(n) for d, n in spinners.items()}
         for unit in units:
             for d, n in unit.counts.items():
                 if self.problem.devices[d].kind == "cpu":
@@ -486,8 +489,9 @@ def serving_units(problem: Problem, c: Candidate, dynamic_batching: bool = True)
 def _with_spinners(problem: Problem, unit: Unit, wanted: dict[int, int]) -> Unit:
     """`unit` as one working thread per instance and the rest spinning, where a CPU it is on is
     oversubscribed (`wanted`: the threads the plan's instances want per CPU)."""
-    crowded = any(wanted[d] > (problem.devices[d].cores or 1) for d in unit.counts if d in wanted)
-    if unit.threads <= 1 or not crowded:
+    if unit.threads <= 1:
+        return unit
+    if not any(wanted[d] > (problem.devices[d].cores or 1) for d in unit.counts if d in wanted):
         return unit
     return replace(unit, threads=1, spinning=unit.threads - 1)
 
