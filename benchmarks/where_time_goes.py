@@ -24,9 +24,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,7 +165,9 @@ def main() -> None:
         wall_s = time.perf_counter() - started
         after = [p.cpu_seconds() for p in processes]
         counts_after = model_counters(server.metrics_url)
-        sampling = None if args.no_sampling else sample(server, processes, ensemble, args)
+        sampling = None
+        if not args.no_sampling:
+            sampling = sample(server, processes, ensemble, args, input_data)
 
     delta = {k: counts_after[k] - counts_before.get(k, 0) for k in counts_after}
     inferences = delta[("nv_inference_count", spec.name)]
@@ -177,22 +179,23 @@ def main() -> None:
     write_report(args, ensemble, plan, bound, compute_ms, rows, delta, inferences, wall_s, sampling)
 
 
-def sample(server, processes, ensemble, args) -> dict:
-    """py-spy on each stub and perf on tritonserver, while perf_analyzer loads the server."""
+def sample(server, processes, ensemble, args, input_data: str) -> dict:
+    """py-spy on each stub and perf on tritonserver, while perf_analyzer loads the server (a
+    load that fails raises here: samples of an idle server would read as a finding)."""
     seconds = 8
     result: dict = {"stubs": {}, "server": []}
-    load = threading.Thread(
-        target=drive, args=(server, ensemble.spec.name, args.concurrency, seconds * 6)
-    )
-    load.start()
-    time.sleep(2)
-    if _pyspy():
-        for process in processes[1:]:  # instances of one model share a label: add the pid
-            label = f"{process.label} (pid {process.process.pid})"
-            result["stubs"][label] = pyspy_shares(process.process.pid, seconds)
-    if shutil.which("perf"):
-        result["server"] = perf_dso_shares(server.pid, seconds)
-    load.join()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        load = pool.submit(
+            drive, server, ensemble.spec.name, args.concurrency, seconds * 6, input_data
+        )
+        time.sleep(2)
+        if _pyspy():
+            for process in processes[1:]:  # instances of one model share a label: add the pid
+                label = f"{process.label} (pid {process.process.pid})"
+                result["stubs"][label] = pyspy_shares(process.process.pid, seconds)
+        if shutil.which("perf"):
+            result["server"] = perf_dso_shares(server.pid, seconds)
+        load.result()
     return result
 
 
