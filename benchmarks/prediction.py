@@ -9,10 +9,11 @@ on three ensembles (digits, vision, heavy), in one run:
 
     .venv/bin/python benchmarks/prediction.py [--examples digits,vision,heavy] [--rounds 1]
 
-Writes benchmarks/prediction.md and benchmarks/prediction.json. The JSON keeps each example's
-profile and devices, so that `--replay FILE` predicts that run's plans again with the serving
-model as it is now (writing prediction_replay.md), without serving anything: for working on the
-model, not for the record.
+Writes benchmarks/prediction.md and benchmarks/prediction.json (`--out NAME`: NAME.md and
+NAME.json in benchmarks/, e.g. prediction_text for `--examples text`). The JSON keeps each
+example's profile and devices, so that `--replay FILE` predicts that run's plans again with the
+serving model as it is now (writing prediction_replay.md), without serving anything: for working
+on the model, not for the record.
 """
 
 from __future__ import annotations
@@ -137,6 +138,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--duration-s", type=float, default=3.0)
     parser.add_argument("--replay", type=Path, help="a prediction.json to predict again")
+    parser.add_argument("--out", default="prediction", help="NAME: writes NAME.md, NAME.json")
     args = parser.parse_args()
     if args.replay:
         recorded = json.loads(args.replay.read_text())
@@ -161,8 +163,8 @@ def main() -> None:
         "",
     ]
     lines = summary(documents, header)
-    (OUT / "prediction.md").write_text("\n".join(lines) + "\n")
-    (OUT / "prediction.json").write_text(json.dumps(documents, indent=2) + "\n")
+    (OUT / f"{args.out}.md").write_text("\n".join(lines) + "\n")
+    (OUT / f"{args.out}.json").write_text(json.dumps(documents, indent=2) + "\n")
     print("\n".join(lines))
 
 
