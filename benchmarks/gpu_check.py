@@ -67,20 +67,26 @@ def preflight(inventory: Inventory, need_gpu: bool = True) -> list[str]:
 def gpu_lines(document: dict[str, Any]) -> list[str]:
     """Where tritongen's plan put instances, and the GPU's k-instances curves it read."""
     plan = document["plans"]["tritongen"]
-    lines = ["## tritongen's plan and the GPU profile", ""]
-    lines.append(f"allocation {plan['allocation']}, groups {plan.get('groups', {})}")
-    header = ["", "| member | device class | batch | k instances side by side: samples/s |"]
-    lines += [*header, "|---|---|---|---|"]
-    for member, by_class in document["profile"]["members"].items():
-        for device_class, entries in by_class.items():
-            for batch, entry in entries.items():
-                curve = entry.get("concurrency")
-                if curve and not is_cpu_class(device_class):
-                    cells = ", ".join(f"{k}: {curve[k]:.0f}" for k in sorted(curve, key=int))
-                    lines.append(f"| {member} | {device_class} | {batch} | {cells} |")
-    if lines[-1] == "|---|---|---|---|":
-        lines[-len(header) - 1 :] = ["", "No GPU entry in the profile (`--without-gpu`)."]
-    return [*lines, ""]
+    rows = [
+        f"| {member} | {device_class} | {batch} | "
+        + ", ".join(f"{k}: {curve[k]:.0f}" for k in sorted(curve, key=int))
+        + " |"
+        for member, by_class in document["profile"]["members"].items()
+        for device_class, entries in by_class.items()
+        if not is_cpu_class(device_class)
+        for batch, entry in entries.items()
+        if (curve := entry.get("concurrency"))
+    ]
+    header = "| member | device class | batch | k instances side by side: samples/s |"
+    table = [header, "|---|---|---|---|", *rows]
+    return [
+        "## tritongen's plan and the GPU profile",
+        "",
+        f"allocation {plan['allocation']}, groups {plan.get('groups', {})}",
+        "",
+        *(table if rows else ["No GPU entry in the profile (`--without-gpu`)."]),
+        "",
+    ]
 
 
 def main() -> int:
