@@ -28,6 +28,8 @@ from tritongen.serve.server import (
     EmbeddedServer,
     access_key,
     find_tritonserver,
+    free_port,
+    model_counters,
     summarize_log,
 )
 from tritongen.serve.watchdog import API_KEY_HEADER, GRPC_API_KEY_HEADER
@@ -63,6 +65,12 @@ def test_log_summary_quotes_the_models_own_error() -> None:
         'Internal: onnxruntime failed: bad model"\n'
     )
     assert summarize_log(log) == "model mlp failed to load: Internal: onnxruntime failed: bad model"
+
+
+def test_metrics_that_do_not_answer_are_a_server_error_not_a_traceback() -> None:
+    # a CI run once read the counters before Triton had opened its metrics port
+    with pytest.raises(ServerError, match=r"metrics at 127\.0\.0\.1:\d+ did not answer"):
+        model_counters(f"127.0.0.1:{free_port()}")
 
 
 def test_port_in_use_is_a_clear_error(repository: Path) -> None:

@@ -32,7 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tritongen.errors import ServerError
 from tritongen.paths import cache_dir
 from tritongen.render.repository import NODES_DIR, served_nodes
-from tritongen.serve.health import server_ready
+from tritongen.serve.health import metrics_answering, server_ready
 from tritongen.serve.watchdog import (
     API_KEY_HEADER,
     Watchdog,
@@ -425,7 +425,7 @@ class EmbeddedServer:
         self.stop()
 
     def is_ready(self) -> bool:
-        return server_ready(self.http_url)
+        return server_ready(self.http_url) and metrics_answering(self.metrics_url)
 
     def log_text(self) -> str:
         if self.log_path is None or not self.log_path.exists():
@@ -511,8 +511,13 @@ _ERROR_LINE = re.compile(r"^E\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] (.*)$", re.MULTILIN
 def model_counters(metrics_url: str) -> dict[tuple[str, str], float]:
     """Triton's per-model counters and totals, (metric, model) -> value, read from the metrics
     endpoint at host:port (nv_inference_count, nv_inference_exec_count, ..._request_success)."""
-    with urllib.request.urlopen(f"http://{metrics_url}/metrics", timeout=10) as response:
-        text = response.read().decode()
+    try:
+        with urllib.request.urlopen(f"http://{metrics_url}/metrics", timeout=10) as response:
+            text = response.read().decode()
+    except OSError as error:
+        raise ServerError(
+            f"tritonserver's metrics at {metrics_url} did not answer: {error}"
+        ) from error
     return {
         (family.name, sample.labels["model"]): sample.value
         for family in text_string_to_metric_families(text)
