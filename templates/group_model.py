@@ -1,5 +1,7 @@
 """Several members of a tritongen ensemble served inside one Python-backend model: each batch
-crosses the process boundary once and runs through every member's ONNX session in turn. A
+crosses the process boundary once and runs through every member's ONNX session, one after
+another, or side by side in threads when the plan says so (`side_by_side`: onnxruntime releases
+the GIL, so a lone request waits for the slowest member rather than for all of them). A
 group that holds every member also combines their outputs (same rules as the combine step)
 and is the ensemble's served model; otherwise it returns each member's output.
 
@@ -10,6 +12,7 @@ backend's utilities. Settings come from this model's config.pbtxt `parameters`.
 import json
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -33,6 +36,9 @@ class TritonPythonModel:
         self.sessions = [
             open_session(os.path.join(folder, m["file"]), args, params) for m in self.members
         ]
+        self.pool = None
+        if params.get("side_by_side") == "1" and len(self.members) > 1:
+            self.pool = ThreadPoolExecutor(len(self.members) - 1, "member")
         self.combine = None
         if params.get("combines") == "1":
             output = config["output"][0]
@@ -59,21 +65,22 @@ class TritonPythonModel:
             return [self._respond_alone(feed) for feed in feeds]
         return self._responses(rows, outputs)
 
+    def finalize(self):
+        if self.pool is not None:
+            self.pool.shutdown()
+
     def _run(self, batch):
-        """Every member's output for `batch`, each member run in chunks of its own batch size
-        (the one with the least CPU per sample): the batch crossed the process boundary once."""
-        outputs = []
-        for member, session in zip(self.members, self.sessions, strict=True):
-            step = member["batch_size"]
-            try:
-                parts = [
-                    session.run([member["output"]], _feed(member, batch, i, i + step))[0]
-                    for i in range(0, _rows(batch), step)
-                ]
-            except Exception as exc:
-                raise MemberFailed(f"{member['name']}: onnxruntime failed: {exc}") from None
-            outputs.append(parts[0] if len(parts) == 1 else np.concatenate(parts))
-        return outputs
+        """Every member's output for `batch`: the batch crossed the process boundary once."""
+        pairs = list(zip(self.members, self.sessions, strict=True))
+        if self.pool is None:
+            return [_run_member(member, session, batch) for member, session in pairs]
+        # The first member runs on this thread while the pool runs the others.
+        others = [self.pool.submit(_run_member, m, s, batch) for m, s in pairs[1:]]
+        try:
+            first = _run_member(*pairs[0], batch)
+        finally:
+            wait(others)  # the sessions are free again before the next batch comes
+        return [first, *(f.result() for f in others)]
 
     def _respond_alone(self, feed):
         try:
@@ -96,6 +103,20 @@ class TritonPythonModel:
                 responses.append(pb_utils.InferenceResponse([tensor]))
             start = stop
         return responses
+
+
+def _run_member(member, session, batch):
+    """The member's output for `batch`, run in chunks of its own batch size (the one with the
+    least CPU per sample)."""
+    step = member["batch_size"]
+    try:
+        parts = [
+            session.run([member["output"]], _feed(member, batch, i, i + step))[0]
+            for i in range(0, _rows(batch), step)
+        ]
+    except Exception as exc:
+        raise MemberFailed(f"{member['name']}: onnxruntime failed: {exc}") from None
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def _rows(feed):

@@ -31,11 +31,15 @@ pytestmark = pytest.mark.server
 PLANNED_BATCH = 2  # below MAX_BATCH: the plan's batch must not narrow the served API
 
 
-def grouped_plan(names: list[str], grouped: list[str], instances: int = 1) -> Plan:
+def grouped_plan(
+    names: list[str], grouped: list[str], instances: int = 1, side_by_side: bool = False
+) -> Plan:
     """Every member on the CPU at batch PLANNED_BATCH; `grouped` served in one model."""
     groups = {}
     if grouped:
-        groups["cpu"] = Group(tuple(grouped), {"cpu": instances}, MAX_BATCH)
+        groups["cpu"] = Group(
+            tuple(grouped), {"cpu": instances}, MAX_BATCH, side_by_side=side_by_side
+        )
     return Plan(
         allocation={m: {"cpu": instances} for m in names},
         batch_size=dict.fromkeys(names, PLANNED_BATCH),
@@ -46,14 +50,19 @@ def grouped_plan(names: list[str], grouped: list[str], instances: int = 1) -> Pl
 
 
 def _render(
-    root: Path, repository: Path, models: list[Path], name: str, grouped: list[str], **spec: object
+    root: Path,
+    repository: Path,
+    models: list[Path],
+    name: str,
+    grouped: list[str],
+    side_by_side: bool = False,
+    **spec: object,
 ) -> None:
     data = spec_data(models, name=name, **spec)
     ensemble = load_ensemble(load_spec(write_spec(root, data, f"{name}.yaml")))
     names = [m.name for m in ensemble.members]
-    rendered = render_repository(
-        ensemble, grouped_plan(names, grouped), detect_devices(), root / name
-    )
+    plan = grouped_plan(names, grouped, side_by_side=side_by_side)
+    rendered = render_repository(ensemble, plan, detect_devices(), root / name)
     for model in rendered.iterdir():
         if model.is_dir() and not (repository / model.name).exists():
             shutil.copytree(model, repository / model.name)
@@ -81,7 +90,10 @@ def group_server(
             )
     _render(root, repository, member_models, "partial", names[:2])
     _render(root, repository, member_models, "alone", [])
-    _render(root, repository, faulty_members, "fragile", [p.stem for p in faulty_members])
+    _render(root, repository, member_models, "side_by_side", names, side_by_side=True)
+    faulty = [p.stem for p in faulty_members]
+    _render(root, repository, faulty_members, "fragile", faulty)
+    _render(root, repository, faulty_members, "fragile_side_by_side", faulty, side_by_side=True)
     with EmbeddedServer(repository, ready_timeout_s=300) as running:
         yield running
 
@@ -110,13 +122,14 @@ def test_a_group_of_every_member_answers_the_reference_for_every_rule(
         )
 
 
+@pytest.mark.parametrize("name", ["group_mean_softmax", "side_by_side"])
 def test_a_group_splits_a_batch_of_concurrent_requests_back_correctly(
-    group_server: EmbeddedServer, member_models: list[Path]
+    group_server: EmbeddedServer, member_models: list[Path], name: str
 ) -> None:
     batches = [_rows(1 + i % MAX_BATCH, seed=200 + i) for i in range(32)]
 
     def send(batch: np.ndarray) -> np.ndarray:
-        return EnsembleClient(group_server.http_url, "group_mean_softmax").infer(batch)
+        return EnsembleClient(group_server.http_url, name).infer(batch)
 
     with ThreadPoolExecutor(max_workers=32) as pool:
         answers = list(pool.map(send, batches))
@@ -146,10 +159,11 @@ def test_the_served_model_takes_the_specs_batch_whatever_the_plans_batch(
     EnsembleClient(group_server.http_url, name).infer(_rows(MAX_BATCH, seed=3))
 
 
+@pytest.mark.parametrize("name", ["fragile", "fragile_side_by_side"])
 def test_a_member_nan_fails_only_its_request_in_a_group(
-    group_server: EmbeddedServer, faulty_members: list[Path]
+    group_server: EmbeddedServer, faulty_members: list[Path], name: str
 ) -> None:
-    client = EnsembleClient(group_server.http_url, "fragile")
+    client = EnsembleClient(group_server.http_url, name)
     with pytest.raises(Exception, match="NaN or Inf"):
         client.infer(marked_rows(2, seed=1, column=NAN_COLUMN))
     healthy = marked_rows(3, seed=2)
@@ -161,15 +175,16 @@ def test_a_member_nan_fails_only_its_request_in_a_group(
     )
 
 
+@pytest.mark.parametrize("name", ["fragile", "fragile_side_by_side"])
 def test_requests_batched_with_one_that_makes_a_member_raise_still_succeed(
-    group_server: EmbeddedServer, faulty_members: list[Path]
+    group_server: EmbeddedServer, faulty_members: list[Path], name: str
 ) -> None:
     def send(batch: np.ndarray) -> np.ndarray | str:
         client = httpclient.InferenceServerClient(group_server.http_url)
         tensor = httpclient.InferInput("INPUT", list(batch.shape), "FP32")
         tensor.set_data_from_numpy(batch)
         try:
-            return client.infer("fragile", [tensor]).as_numpy("OUTPUT")
+            return client.infer(name, [tensor]).as_numpy("OUTPUT")
         except InferenceServerException as exc:
             return str(exc)
 

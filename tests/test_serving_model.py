@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
 import pytest
 
@@ -275,3 +276,27 @@ def test_fewer_requests_in_flight_form_smaller_batches_and_serve_less() -> None:
     assert held.batches[2] <= 4.0
     assert held.throughput < unbounded.throughput
     assert held.concurrency <= 8 < unbounded.concurrency
+
+
+def test_a_group_of_heavy_members_runs_them_side_by_side_and_a_lone_request_waits_less() -> None:
+    # At batch 1 the members cost 6, 3 and 1.5 ms: side by side on 4 cores a lone request
+    # waits about 6 ms for the slowest instead of 10.5 ms for all three.
+    costs = {"big": 0.004, "mid": 0.002, "small": 0.001}
+    profile = cpu_profile(costs)
+    plan = make_plan(list(costs), cpu(), profile)
+    (group,) = plan.groups.values()
+    serial = replace(plan, groups={"cpu": replace(group, side_by_side=False)})
+
+    assert group.side_by_side
+    alone, one_by_one = (predict_plan(p, cpu(), profile) for p in (plan, serial))
+    assert one_by_one.latency_ms - alone.latency_ms == pytest.approx(10.5 - 6.0, rel=0.01)
+    assert alone.throughput == one_by_one.throughput  # under load the cores are busy either way
+
+
+def test_a_group_of_light_members_runs_them_one_after_another() -> None:
+    # At batch 1 the members cost 0.15, 0.15 and 0.075 ms: side by side would save a lone
+    # request 0.225 ms, less than handing them to threads is worth.
+    costs = {"a": 0.0001, "b": 0.0001, "c": 0.00005}
+    (group,) = make_plan(list(costs), cpu(), cpu_profile(costs)).groups.values()
+
+    assert not group.side_by_side

@@ -24,14 +24,16 @@ from tritongen.spec.members import Ensemble
 @dataclass(frozen=True)
 class Group:
     """Members served inside one Python-backend model: one process per instance, one dynamic
-    batcher, the members' ONNX sessions run one after another on each batch. A group that
-    holds every member also combines their outputs and is served as the ensemble itself."""
+    batcher, the members' ONNX sessions run one after another on each batch (side by side in
+    threads when `side_by_side`). A group that holds every member also combines their outputs
+    and is served as the ensemble itself."""
 
     members: tuple[str, ...]
     allocation: dict[str, int]  # device id -> instances of the whole group
     batch_size: int  # the batcher's preferred batch
     threads: int = 1  # intra-op threads of each member's session
     queue_delay_us: int = 0
+    side_by_side: bool = False  # each batch runs through the members in parallel threads
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -40,6 +42,7 @@ class Group:
             "batch_size": self.batch_size,
             "threads": self.threads,
             "queue_delay_us": self.queue_delay_us,
+            **({"side_by_side": True} if self.side_by_side else {}),
         }
 
 
@@ -117,6 +120,7 @@ class Plan:
                     batch_size=g.batch_size,
                     threads=g.threads,
                     queue_delay_us=g.queue_delay_us,
+                    side_by_side=g.side_by_side,
                 )
                 for name, g in checked.groups.items()
             },
@@ -138,6 +142,7 @@ class _GroupFile(BaseModel):
     batch_size: Batch
     threads: Annotated[int, Field(strict=True, ge=1, le=1024)] = 1
     queue_delay_us: Annotated[int, Field(strict=True, ge=0, le=10**7)] = 0
+    side_by_side: Annotated[bool, Field(strict=True)] = False
 
 
 class _PlanFile(BaseModel):

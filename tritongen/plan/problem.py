@@ -100,6 +100,9 @@ class Candidate:
     grouped: tuple[bool, ...] = ()
     # [device] the batch a group's batcher forms (index into Problem.batch_sizes; -1: largest)
     group_batch: tuple[int, ...] = ()
+    # [device] whether a group runs its members side by side; empty: where it pays (a plan as
+    # written says it)
+    side_by_side: tuple[bool, ...] = ()
 
     def with_count(self, m: int, d: int, delta: int) -> Candidate:
         row = list(self.counts[m])

@@ -15,6 +15,10 @@ search's evaluator. docs/SERVING.md derives it; in short:
   when the profile has no concurrency entries: then this is the base model of docs/PLANNING.md).
 - Devices are time-shared as in the base model: the largest X such that every unit gets X
   samples/s from its devices, each device's time summing to at most 1 — a small LP.
+- A request alone waits for each unit's call; a group whose members run side by side in
+  threads (where that saves a lone request SIDE_BY_SIDE_MIN_S) waits for its slowest member,
+  or for its members' sum over the cores. Under load the cores are busy either way: side by
+  side changes latency, not throughput.
 - The batch a member's batcher forms is not the planned one: it holds the requests that arrive
   while one call runs, and calls run slower when more threads are runnable than there are
   cores. The model iterates X → batches reached → costs → X to a fixed point.
@@ -38,6 +42,9 @@ SOLVES = 3  # LPs solved while the batches reached settle (then one more)
 IN_FLIGHT = 2.0  # requests in flight per request batched at the fullest unit (measured)
 TAIL = 1.5  # p99 latency / mean latency at that concurrency (measured)
 ITERATIONS = 10  # batch updates at a fixed throughput between two solves
+# What side by side must save a lone request, in seconds, to be worth handing the members to
+# threads (a hand-off costs tens of microseconds per member; docs/SERVING.md).
+SIDE_BY_SIDE_MIN_S = 0.3e-3
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,7 @@ class Unit:
     chunks: tuple[float, ...]  # per member: the batch its session runs (a group splits)
     cap: float  # the largest batch the batcher forms (the served maximum without a preferred size)
     spinning: int = 0  # per instance: threads that spin instead of working (oversubscribed CPU)
+    side_by_side: bool = False  # a group whose members run in parallel threads on each batch
 
     @property
     def grouped(self) -> bool:
@@ -382,13 +390,21 @@ class ServingModel:
     def _alone_latency_s(
         self, units: list[Unit], overhead: float, spinners: dict[int, int]
     ) -> float:
-        """One request alone: its own CPU overhead, then its units side by side (each unit runs
-        its members one after another); a CPU runs at most `cores` of them at once, and fewer
-        when spinning threads take their share of its cores."""
-        times = [self._call_wall_s(unit, 1.0, 1.0) for unit in units]
+        """One request alone: its own CPU overhead, then its units side by side; a CPU runs at
+        most `cores` of them at once, and fewer when spinning threads take their share of its
+        cores."""
+        times = [self._alone_call_s(unit) for unit in units]
         spinning = spinners.get(self._server_cpu, 0)
         crowd = max(1.0, (spinning + len(times)) / self._cores) if spinning else 1.0
         return overhead + max(max(times) * crowd, sum(times) / self._cores)
+
+    def _alone_call_s(self, unit: Unit) -> float:
+        """Wall seconds of one lone one-sample call of `unit`: a group whose members run side by
+        side waits for the slowest (or their sum spread over the cores), not for all of them."""
+        seconds = self._call_wall_s(unit, 1.0, 1.0)
+        if unit.side_by_side:
+            seconds -= side_by_side_saving_s(self.problem, unit.members, min(unit.counts))
+        return seconds
 
     def _concurrency(self, units: list[Unit], reached: list[float]) -> int:
         """Requests in flight that keep the fullest unit's batches as they are: its instances'
@@ -472,6 +488,26 @@ def _one_device(
     return _Solved(x, share, pairs[binding][0], _saturated(pairs, share, limits))
 
 
+def side_by_side(problem: Problem, c: Candidate, d: int) -> bool:
+    """Whether the group on device d runs its members side by side: as the candidate says, else
+    on a CPU where that saves a lone request at least SIDE_BY_SIDE_MIN_S."""
+    members = problem.group_members(c, d)
+    if problem.devices[d].kind != "cpu" or len(members) < 2:
+        return False
+    if c.side_by_side:
+        return c.side_by_side[d]
+    return side_by_side_saving_s(problem, tuple(members), d) >= SIDE_BY_SIDE_MIN_S
+
+
+def side_by_side_saving_s(problem: Problem, members: tuple[int, ...], d: int) -> float:
+    """Seconds a lone one-sample request saves when the members run side by side on CPU d
+    rather than one after another: it then waits for the slowest member, or for their sum
+    spread over the cores."""
+    times = [interpolate(problem, problem.cpu_cost[m, d], 1.0) for m in members]
+    cores = problem.devices[d].cores or 1
+    return sum(times) - max(max(times), sum(times) / cores)
+
+
 def serving_units(problem: Problem, c: Candidate, dynamic_batching: bool = True) -> list[Unit]:
     """The units Triton schedules for candidate c (each grouped device's group, then every
     other member alone). onnxruntime's spare intra-op threads spin while they wait for work,
@@ -529,6 +565,7 @@ def _units(problem: Problem, c: Candidate, dynamic_batching: bool) -> list[Unit]
                     threads=1,
                     chunks=tuple(float(problem.batch_sizes[c.batch[m]]) for m in members),
                     cap=cap(problem.group_batch_size(c, d)),
+                    side_by_side=side_by_side(problem, c, d),
                 )
             )
     for m in range(len(problem.members)):
@@ -573,7 +610,8 @@ def plan_candidate(problem: Problem, plan: Plan) -> Candidate:
         for g in on_device
     )
     threads = tuple(plan.threads.get(m, 0) for m in problem.members)
-    return Candidate(tuple(counts), tuple(batch), threads, grouped, group_batch)
+    parallel = tuple(g is not None and g.side_by_side for g in on_device)
+    return Candidate(tuple(counts), tuple(batch), threads, grouped, group_batch, parallel)
 
 
 def _batch_index(problem: Problem, member: str, batch: int) -> int:
