@@ -1,8 +1,9 @@
 """Several members of a tritongen ensemble served inside one Python-backend model: each batch
 crosses the process boundary once and runs through every member's ONNX session, one after
-another, or side by side in threads when the plan says so (`side_by_side`: onnxruntime releases
-the GIL, so a lone request waits for the slowest member rather than for all of them). A
-group that holds every member also combines their outputs (same rules as the combine step)
+another or, when the plan says so (`side_by_side`) and the batch is one request alone, side by
+side in threads: onnxruntime releases the GIL, so a lone request waits for the slowest member
+rather than for all of them. (Requests batched together mean requests queue and the cores are
+busy: threads would only crowd them, benchmarks/side_by_side_always.md.) A group that holds every member also combines their outputs (same rules as the combine step)
 and is the ensemble's served model; otherwise it returns each member's output.
 
 Rendered by tritongen; imports only numpy, onnxruntime, the standard library and the Python
@@ -57,7 +58,7 @@ class TritonPythonModel:
         batch = feeds[0] if len(feeds) == 1 else _concatenate(feeds)
         rows = [_rows(f) for f in feeds]
         try:
-            outputs = self._run(batch)
+            outputs = self._run(batch, side_by_side=len(feeds) == 1)
         except MemberFailed as exc:
             if len(feeds) == 1:
                 return [_error(str(exc))]
@@ -69,10 +70,10 @@ class TritonPythonModel:
         if self.pool is not None:
             self.pool.shutdown()
 
-    def _run(self, batch):
+    def _run(self, batch, side_by_side=False):
         """Every member's output for `batch`: the batch crossed the process boundary once."""
         pairs = list(zip(self.members, self.sessions, strict=True))
-        if self.pool is None:
+        if self.pool is None or not side_by_side:
             return [_run_member(member, session, batch) for member, session in pairs]
         # The first member runs on this thread while the pool runs the others.
         others = [self.pool.submit(_run_member, m, s, batch) for m, s in pairs[1:]]
