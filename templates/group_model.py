@@ -1,17 +1,22 @@
 """Several members of a tritongen ensemble served inside one Python-backend model: each batch
 crosses the process boundary once and runs through every member's ONNX session, one after
-another or, when the plan says so (`side_by_side`) and the batch is one request alone, side by
-side in threads: onnxruntime releases the GIL, so a lone request waits for the slowest member
-rather than for all of them. (Requests batched together mean requests queue and the cores are
-busy: threads would only crowd them, benchmarks/side_by_side_always.md.) A group that holds every member also combines their outputs (same rules as the combine step)
-and is the ensemble's served model; otherwise it returns each member's output.
+another or, when the plan says so (`side_by_side`) and the cores are free, side by side in
+threads: onnxruntime releases the GIL, so a lone request waits for the slowest member rather
+than for all of them. The cores count as free for a batch of one request while no other
+instance of this model is executing (`BusyInstances`); under load, threads would only crowd
+the cores (benchmarks/side_by_side_always.md). A group that holds every member also combines
+their outputs (same rules as the combine step) and is the ensemble's served model; otherwise
+it returns each member's output.
 
 Rendered by tritongen; imports only numpy, onnxruntime, the standard library and the Python
-backend's utilities. Settings come from this model's config.pbtxt `parameters`.
-"""
+backend's utilities. Settings come from this model's config.pbtxt `parameters`."""
 
+import contextlib
+import hashlib
 import json
+import mmap
 import os
+import re
 import sys
 from concurrent.futures import ThreadPoolExecutor, wait
 
@@ -37,9 +42,10 @@ class TritonPythonModel:
         self.sessions = [
             open_session(os.path.join(folder, m["file"]), args, params) for m in self.members
         ]
-        self.pool = None
+        self.pool = self.busy = None
         if params.get("side_by_side") == "1" and len(self.members) > 1:
             self.pool = ThreadPoolExecutor(len(self.members) - 1, "member")
+            self.busy = BusyInstances(args)
         self.combine = None
         if params.get("combines") == "1":
             output = config["output"][0]
@@ -57,18 +63,23 @@ class TritonPythonModel:
         ]
         batch = feeds[0] if len(feeds) == 1 else _concatenate(feeds)
         rows = [_rows(f) for f in feeds]
+        side_by_side = self.busy is not None and self.busy.enter() and len(feeds) == 1
         try:
-            outputs = self._run(batch, side_by_side=len(feeds) == 1)
+            outputs = self._run(batch, side_by_side)
         except MemberFailed as exc:
             if len(feeds) == 1:
                 return [_error(str(exc))]
             # One request may be the cause: run each alone so that only it fails.
             return [self._respond_alone(feed) for feed in feeds]
+        finally:
+            if self.busy is not None:
+                self.busy.leave()
         return self._responses(rows, outputs)
 
     def finalize(self):
         if self.pool is not None:
             self.pool.shutdown()
+            self.busy.close()
 
     def _run(self, batch, side_by_side=False):
         """Every member's output for `batch`: the batch crossed the process boundary once."""
@@ -104,6 +115,43 @@ class TritonPythonModel:
                 responses.append(pb_utils.InferenceResponse([tensor]))
             start = stop
         return responses
+
+
+class BusyInstances:
+    """One byte per instance of this model, shared by its instances (a file in /dev/shm named
+    after the server's PID and the model, which the embedded server removes when it stops): 1
+    while the instance executes. Without /dev/shm every instance counts as alone."""
+
+    SLOTS = 4096
+
+    def __init__(self, args):
+        numbers = re.findall(r"\d+", args["model_instance_name"])[-2:]
+        self.slot = (int(numbers[0]) * 512 + int(numbers[1])) % self.SLOTS if numbers else 0
+        model = hashlib.sha256(args["model_repository"].encode()).hexdigest()[:16]
+        self.path = f"/dev/shm/tritongen-busy-{os.getppid()}-{model}"
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:
+            self.path, self.map = None, bytearray(self.SLOTS)
+            return
+        try:
+            os.ftruncate(fd, self.SLOTS)
+            self.map = mmap.mmap(fd, self.SLOTS)
+        finally:
+            os.close(fd)
+
+    def enter(self):
+        """Mark this instance busy; True when no other instance is."""
+        self.map[self.slot] = 1
+        return self.map[:].count(b"\x01") == 1
+
+    def leave(self):
+        self.map[self.slot] = 0
+
+    def close(self):
+        if self.path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)  # the others keep their mapping
 
 
 def _run_member(member, session, batch):

@@ -219,3 +219,18 @@ def test_a_rendered_group_config_lists_its_members_and_parses(
     assert sorted(p.relative_to(version).as_posix() for p in version.glob("*/model.onnx")) == [
         f"{n}/model.onnx" for n in sorted(names)
     ]
+
+
+def test_side_by_side_instances_share_busy_flags_that_go_with_the_server(
+    tmp_path: Path, member_models: list[Path]
+) -> None:
+    repository = tmp_path / "repository"
+    repository.mkdir()
+    names = [p.stem for p in member_models]
+    _render(tmp_path, repository, member_models, "flags", names, side_by_side=True)
+    with EmbeddedServer(repository, ready_timeout_s=300) as server:
+        pid = server.pid
+        EnsembleClient(server.http_url, "flags").infer(_rows(1, seed=5))
+        flags = list(Path("/dev/shm").glob(f"tritongen-busy-{pid}-*"))
+        assert len(flags) == 1 and flags[0].stat().st_size > 0
+    assert not list(Path("/dev/shm").glob(f"tritongen-busy-{pid}-*"))

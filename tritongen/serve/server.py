@@ -359,6 +359,7 @@ class EmbeddedServer:
             if process is None:
                 return
             code = process.wait()
+            remove_busy_flags(process.pid)
             with self._lock:
                 if self._stopping.is_set():
                     return
@@ -404,14 +405,16 @@ class EmbeddedServer:
 
     def _terminate(self, timeout_s: float = 30.0) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
+        if process is None:
             return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        remove_busy_flags(process.pid)
 
     def __enter__(self) -> EmbeddedServer:
         return self.start()
@@ -525,6 +528,13 @@ def model_counters(metrics_url: str) -> dict[tuple[str, str], float]:
         for sample in family.samples
         if "model" in sample.labels  # the parser names a counter's sample <family>_total
     }
+
+
+def remove_busy_flags(pid: int) -> None:
+    """The files in which the instances of tritonserver `pid`'s groups said they were busy
+    (templates/group_model.py), left behind when it was killed."""
+    for path in Path("/dev/shm").glob(f"tritongen-busy-{pid}-*"):
+        path.unlink(missing_ok=True)
 
 
 def describe_exit(code: int) -> str:
