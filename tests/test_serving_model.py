@@ -12,7 +12,7 @@ from tritongen.errors import PlanError
 from tritongen.plan.plan import Plan
 from tritongen.plan.problem import Shape, build_problem
 from tritongen.plan.search import PlanEvaluator, make_plan
-from tritongen.plan.serving_model import ServingModel, predict_plan
+from tritongen.plan.serving_model import SIDE_BY_SIDE_COST_S, ServingModel, predict_plan
 from tritongen.profile.profile import Profile, ProfileEntry, ServingCost
 from tritongen.spec.devices import Device, Inventory
 
@@ -280,7 +280,7 @@ def test_fewer_requests_in_flight_form_smaller_batches_and_serve_less() -> None:
 
 def test_a_group_of_heavy_members_runs_them_side_by_side_and_a_lone_request_waits_less() -> None:
     # At batch 1 the members cost 6, 3 and 1.5 ms: side by side on 4 cores a lone request
-    # waits about 6 ms for the slowest instead of 10.5 ms for all three.
+    # waits for the slowest, 6 ms (and the hand-offs), instead of 10.5 ms for all three.
     costs = {"big": 0.004, "mid": 0.002, "small": 0.001}
     profile = cpu_profile(costs)
     plan = make_plan(list(costs), cpu(), profile)
@@ -289,14 +289,21 @@ def test_a_group_of_heavy_members_runs_them_side_by_side_and_a_lone_request_wait
 
     assert group.side_by_side
     alone, one_by_one = (predict_plan(p, cpu(), profile) for p in (plan, serial))
-    assert one_by_one.latency_ms - alone.latency_ms == pytest.approx(10.5 - 6.0, rel=0.01)
+    saved = 10.5 - 6.0 - 1000 * SIDE_BY_SIDE_COST_S
+    assert one_by_one.latency_ms - alone.latency_ms == pytest.approx(saved, rel=0.01)
     assert alone.throughput == one_by_one.throughput  # under load the cores are busy either way
 
 
-def test_a_group_of_light_members_runs_them_one_after_another() -> None:
-    # At batch 1 the members cost 0.15, 0.15 and 0.075 ms: side by side would save a lone
-    # request 0.225 ms, less than handing them to threads is worth.
-    costs = {"a": 0.0001, "b": 0.0001, "c": 0.00005}
+@pytest.mark.parametrize(
+    "costs",
+    [
+        {"a": 0.0001, "b": 0.0001, "c": 0.00005},  # 0.375 ms in all: less than the hand-offs
+        {"a": 0.001, "b": 0.0005, "c": 0.0004},  # saves 1.35 ms of 2.85, less 1: under a fifth
+    ],
+)
+def test_a_group_whose_lone_request_would_gain_little_runs_members_one_after_another(
+    costs: dict[str, float],
+) -> None:
     (group,) = make_plan(list(costs), cpu(), cpu_profile(costs)).groups.values()
 
     assert not group.side_by_side

@@ -16,9 +16,10 @@ search's evaluator. docs/SERVING.md derives it; in short:
 - Devices are time-shared as in the base model: the largest X such that every unit gets X
   samples/s from its devices, each device's time summing to at most 1 — a small LP.
 - A request alone waits for each unit's call; a group whose members run side by side in
-  threads (where that saves a lone request SIDE_BY_SIDE_MIN_S) waits for its slowest member,
-  or for its members' sum over the cores. Under load the cores are busy either way: side by
-  side changes latency, not throughput.
+  threads (where that saves a lone request SIDE_BY_SIDE_GAIN of its members' time) waits for
+  its slowest member, or for its members' sum over the cores, plus SIDE_BY_SIDE_COST_S. Under
+  load the cores are busy and it runs them one after another: side by side changes latency,
+  not throughput.
 - The batch a member's batcher forms is not the planned one: it holds the requests that arrive
   while one call runs, and calls run slower when more threads are runnable than there are
   cores. The model iterates X → batches reached → costs → X to a fixed point.
@@ -42,9 +43,12 @@ SOLVES = 3  # LPs solved while the batches reached settle (then one more)
 IN_FLIGHT = 2.0  # requests in flight per request batched at the fullest unit (measured)
 TAIL = 1.5  # p99 latency / mean latency at that concurrency (measured)
 ITERATIONS = 10  # batch updates at a fixed throughput between two solves
-# What side by side must save a lone request, in seconds, to be worth handing the members to
-# threads (a hand-off costs tens of microseconds per member; docs/SERVING.md).
-SIDE_BY_SIDE_MIN_S = 0.3e-3
+# Side by side: what it costs a lone request beyond its slowest member (hand-offs, the cores'
+# caches: served, it saved 0.9-1.3 ms less than the profile said on vision and heavy), and the
+# share of the members' time it must save to be chosen, since under moderate load it cost
+# vision 5-13% of its throughput (docs/SERVING.md, benchmarks/side_by_side.md).
+SIDE_BY_SIDE_COST_S = 1.0e-3
+SIDE_BY_SIDE_GAIN = 0.2
 
 
 @dataclass(frozen=True)
@@ -490,22 +494,28 @@ def _one_device(
 
 def side_by_side(problem: Problem, c: Candidate, d: int) -> bool:
     """Whether the group on device d runs its members side by side: as the candidate says, else
-    on a CPU where that saves a lone request at least SIDE_BY_SIDE_MIN_S."""
-    members = problem.group_members(c, d)
+    on a CPU where that saves a lone request SIDE_BY_SIDE_GAIN of its members' time."""
+    members = tuple(problem.group_members(c, d))
     if problem.devices[d].kind != "cpu" or len(members) < 2:
         return False
     if c.side_by_side:
         return c.side_by_side[d]
-    return side_by_side_saving_s(problem, tuple(members), d) >= SIDE_BY_SIDE_MIN_S
+    alone = sum(_alone_seconds(problem, members, d))
+    return side_by_side_saving_s(problem, members, d) >= SIDE_BY_SIDE_GAIN * alone
 
 
 def side_by_side_saving_s(problem: Problem, members: tuple[int, ...], d: int) -> float:
     """Seconds a lone one-sample request saves when the members run side by side on CPU d
     rather than one after another: it then waits for the slowest member, or for their sum
-    spread over the cores."""
-    times = [interpolate(problem, problem.cpu_cost[m, d], 1.0) for m in members]
+    spread over the cores, and for SIDE_BY_SIDE_COST_S (negative: it loses)."""
+    times = _alone_seconds(problem, members, d)
     cores = problem.devices[d].cores or 1
-    return sum(times) - max(max(times), sum(times) / cores)
+    return sum(times) - max(max(times), sum(times) / cores) - SIDE_BY_SIDE_COST_S
+
+
+def _alone_seconds(problem: Problem, members: tuple[int, ...], d: int) -> list[float]:
+    """Each member's one-thread seconds for one sample on CPU d (the profile's batch 1)."""
+    return [interpolate(problem, problem.cpu_cost[m, d], 1.0) for m in members]
 
 
 def serving_units(problem: Problem, c: Candidate, dynamic_batching: bool = True) -> list[Unit]:
