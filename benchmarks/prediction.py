@@ -24,6 +24,7 @@ import json
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,21 +34,39 @@ from tritongen.plan.plan import Plan
 from tritongen.plan.problem import Shape
 from tritongen.plan.search import make_plan
 from tritongen.plan.serving_model import predict_plan
-from tritongen.profile.profile import Profile
+from tritongen.profile.profile import Profile, ServingCost
 from tritongen.render.repository import group_model_name
-from tritongen.spec.devices import detect_devices, load_inventory
-from tritongen.spec.ensemble import load_spec
-from tritongen.spec.members import load_ensemble
+from tritongen.spec.devices import Inventory, detect_devices, load_inventory
+from tritongen.spec.ensemble import Spec, load_spec
+from tritongen.spec.members import Ensemble, load_ensemble
 
 OUT = Path(__file__).resolve().parent
 LEVELS = [1, 8, 32, 64]
 
 
-def measure_example(name: str, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ProfiledExample:
+    """An example ensemble written to disk, on this machine's devices, profiled afresh."""
+
+    spec: Spec
+    ensemble: Ensemble
+    inventory: Inventory
+    profile: Profile
+    serving: ServingCost
+    profile_s: float
+
+
+def profiled_example(name: str, workdir: Path) -> ProfiledExample:
     example = importlib.import_module(f"tritongen.examples.{name}")
     spec = load_spec(example.write_example(workdir / name))
     ensemble, inventory = load_ensemble(spec), detect_devices()
     profile, serving, profile_s = measure_profile(ensemble, inventory, use_cache=False)
+    return ProfiledExample(spec, ensemble, inventory, profile, serving, profile_s)
+
+
+def measure_example(name: str, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    ex = profiled_example(name, workdir)
+    spec, ensemble, inventory, profile = ex.spec, ex.ensemble, ex.inventory, ex.profile
     plan = make_plan(spec, inventory, profile)
     other = Shape.separate if plan.groups else Shape.grouped
     plans = bench_plans(ensemble, inventory, profile, plan)
@@ -60,8 +79,8 @@ def measure_example(name: str, workdir: Path, args: argparse.Namespace) -> dict[
         ),
     )  # fmt: skip
     document = report.to_json()
-    document["profile_s"] = round(profile_s, 1)
-    document["serving_cost"] = serving.describe()
+    document["profile_s"] = round(ex.profile_s, 1)
+    document["serving_cost"] = ex.serving.describe()
     document["profile"] = profile.to_json()
     document["inventory"] = inventory.to_json()
     for config, plan in plans.items():

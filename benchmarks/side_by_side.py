@@ -13,7 +13,6 @@ the order so that drift cancels. Writes benchmarks/side_by_side.md and .json.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import tempfile
@@ -22,14 +21,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from prediction import profiled_example
+
 from tritongen.bench.compare import levels_markdown, run_bench
-from tritongen.bench.serving_cost import measure_profile
 from tritongen.plan.plan import Plan
 from tritongen.plan.problem import Shape
 from tritongen.plan.search import make_plan
-from tritongen.spec.devices import detect_devices
-from tritongen.spec.ensemble import load_spec
-from tritongen.spec.members import load_ensemble
 
 OUT = Path(__file__).resolve().parent
 LEVELS = [1, 8, 64]
@@ -43,10 +40,8 @@ def flipped(plan: Plan) -> tuple[str, Plan]:
 
 
 def measure_example(name: str, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
-    example = importlib.import_module(f"tritongen.examples.{name}")
-    spec = load_spec(example.write_example(workdir / name))
-    ensemble, inventory = load_ensemble(spec), detect_devices()
-    profile, serving, _ = measure_profile(ensemble, inventory, use_cache=False)
+    ex = profiled_example(name, workdir)
+    spec, ensemble, inventory, profile = ex.spec, ex.ensemble, ex.inventory, ex.profile
     plan = make_plan(spec, inventory, profile)
     other, other_plan = flipped(plan)
     plans = {
@@ -63,7 +58,7 @@ def measure_example(name: str, workdir: Path, args: argparse.Namespace) -> dict[
         ),
     )  # fmt: skip
     document = report.to_json()
-    document["serving_cost"] = serving.describe()
+    document["serving_cost"] = ex.serving.describe()
     return document
 
 
