@@ -120,7 +120,8 @@ class TritonPythonModel:
 class BusyInstances:
     """One byte per instance of this model, shared by its instances (a file in /dev/shm named
     after the server's PID and the model, which the embedded server removes when it stops): 1
-    while the instance executes. Without /dev/shm every instance counts as alone."""
+    while the instance executes. Without /dev/shm (or where the file there is not ours) every
+    instance counts as alone."""
 
     SLOTS = 4096
 
@@ -129,14 +130,19 @@ class BusyInstances:
         self.slot = (int(numbers[0]) * 512 + int(numbers[1])) % self.SLOTS if numbers else 0
         model = hashlib.sha256(args["model_repository"].encode()).hexdigest()[:16]
         self.path = f"/dev/shm/tritongen-busy-{os.getppid()}-{model}"
+        self.map = bytearray(self.SLOTS)  # until shared
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            # /dev/shm is world-writable: follow no link, share only a file of our own.
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         except OSError:
-            self.path, self.map = None, bytearray(self.SLOTS)
+            self.path = None
             return
         try:
-            os.ftruncate(fd, self.SLOTS)
-            self.map = mmap.mmap(fd, self.SLOTS)
+            if os.fstat(fd).st_uid == os.getuid():
+                os.ftruncate(fd, self.SLOTS)
+                self.map = mmap.mmap(fd, self.SLOTS)
+            else:
+                self.path = None
         finally:
             os.close(fd)
 
