@@ -404,7 +404,8 @@ class ServingModel:
 
     def _alone_call_s(self, unit: Unit) -> float:
         """Wall seconds of one lone one-sample call of `unit`: a group whose members run side by
-        side waits for the slowest (or their sum spread over the cores), not for all of them."""
+        side waits for the slowest (or their sum spread over the cores) and the hand-offs, not
+        for all of them."""
         seconds = self._call_wall_s(unit, 1.0, 1.0)
         if unit.side_by_side:
             seconds -= side_by_side_saving_s(self.problem, unit.members, min(unit.counts))
@@ -620,8 +621,8 @@ def plan_candidate(problem: Problem, plan: Plan) -> Candidate:
         for g in on_device
     )
     threads = tuple(plan.threads.get(m, 0) for m in problem.members)
-    parallel = tuple(g is not None and g.side_by_side for g in on_device)
-    return Candidate(tuple(counts), tuple(batch), threads, grouped, group_batch, parallel)
+    side_by_side_on = tuple(g is not None and g.side_by_side for g in on_device)
+    return Candidate(tuple(counts), tuple(batch), threads, grouped, group_batch, side_by_side_on)
 
 
 def _batch_index(problem: Problem, member: str, batch: int) -> int:
