@@ -39,9 +39,10 @@ class TritonPythonModel:
         self.members = json.loads(params["members"])
         self.input_names = [i["name"] for i in config["input"]]
         folder = os.path.join(args["model_repository"], args["model_version"])
-        self.sessions = [
+        sessions = [
             open_session(os.path.join(folder, m["file"]), args, params) for m in self.members
         ]
+        self.pairs = list(zip(self.members, sessions, strict=True))  # (member, its session)
         self.pool = self.busy = None
         if params.get("side_by_side") == "1" and len(self.members) > 1:
             self.pool = ThreadPoolExecutor(len(self.members) - 1, "member")
@@ -83,13 +84,12 @@ class TritonPythonModel:
 
     def _run(self, batch, side_by_side=False):
         """Every member's output for `batch`: the batch crossed the process boundary once."""
-        pairs = list(zip(self.members, self.sessions, strict=True))
-        if self.pool is None or not side_by_side:
-            return [_run_member(member, session, batch) for member, session in pairs]
+        if not side_by_side:
+            return [_run_member(member, session, batch) for member, session in self.pairs]
         # The first member runs on this thread while the pool runs the others.
-        others = [self.pool.submit(_run_member, m, s, batch) for m, s in pairs[1:]]
+        others = [self.pool.submit(_run_member, m, s, batch) for m, s in self.pairs[1:]]
         try:
-            first = _run_member(*pairs[0], batch)
+            first = _run_member(*self.pairs[0], batch)
         finally:
             wait(others)  # the sessions are free again before the next batch comes
         return [first, *(f.result() for f in others)]
