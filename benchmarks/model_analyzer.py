@@ -219,7 +219,7 @@ def analyzer_repository(start: Path, search: SearchResult, folder: Path) -> Path
     return folder
 
 
-def side_by_side(repositories: dict[str, Path], rounds: int) -> dict[str, dict[int, float]]:
+def compare_in_one_run(repositories: dict[str, Path], rounds: int) -> dict[str, dict[int, float]]:
     """Median samples/s per concurrency of each repository, served in alternating order."""
     runs: dict[str, list[dict[int, float]]] = {name: [] for name in repositories}
     for index in range(rounds):
@@ -301,7 +301,7 @@ def main() -> None:
     search = read_search(work, float(json.loads(timing.read_text())))
     _, ours = build(spec, work / "tritongen", combiner=Combiner.ensemble, force=True)
     theirs = analyzer_repository(start, search, work / "model_analyzer")
-    measured = side_by_side({"model_analyzer": theirs, "tritongen": ours}, args.rounds)
+    measured = compare_in_one_run({"model_analyzer": theirs, "tritongen": ours}, args.rounds)
     out = ROOT / "benchmarks" / ("model_analyzer_smoke.md" if args.smoke else "model_analyzer.md")
     out.write_text(report(args, search, measured))
     print(out.read_text())

@@ -1,10 +1,10 @@
 """Several members of a tritongen ensemble served inside one Python-backend model: each batch
 crosses the process boundary once and runs through every member's ONNX session, one after
-another or, when the plan says so (`side_by_side`) and the cores are free, side by side in
+another or, when the plan says so (`parallel_members`) and the cores are free, in parallel
 threads: onnxruntime releases the GIL, so a lone request waits for the slowest member rather
 than for all of them. The cores count as free for a batch of one request while no other
 instance of this model is executing (`BusyInstances`); under load, threads would only crowd
-the cores (benchmarks/side_by_side_always.md). A group that holds every member also combines
+the cores. A group that holds every member also combines
 their outputs (same rules as the combine step) and is the ensemble's served model; otherwise
 it returns each member's output.
 
@@ -44,7 +44,7 @@ class TritonPythonModel:
         ]
         self.pairs = list(zip(self.members, sessions, strict=True))  # (member, its session)
         self.pool = self.busy = None
-        if params.get("side_by_side") == "1" and len(self.members) > 1:
+        if params.get("parallel_members") == "1" and len(self.members) > 1:
             self.pool = ThreadPoolExecutor(len(self.members) - 1, "member")
             self.busy = BusyInstances(args)
         self.combine = None
@@ -64,9 +64,9 @@ class TritonPythonModel:
         ]
         batch = feeds[0] if len(feeds) == 1 else _concatenate(feeds)
         rows = [_rows(f) for f in feeds]
-        side_by_side = self.busy is not None and self.busy.enter() and len(feeds) == 1
+        parallel_members = self.busy is not None and self.busy.enter() and len(feeds) == 1
         try:
-            outputs = self._run(batch, side_by_side)
+            outputs = self._run(batch, parallel_members)
         except MemberFailed as exc:
             if len(feeds) == 1:
                 return [_error(str(exc))]
@@ -82,9 +82,9 @@ class TritonPythonModel:
             self.pool.shutdown()
             self.busy.close()
 
-    def _run(self, batch, side_by_side=False):
+    def _run(self, batch, parallel_members=False):
         """Every member's output for `batch`: the batch crossed the process boundary once."""
-        if not side_by_side:
+        if not parallel_members:
             return [_run_member(member, session, batch) for member, session in self.pairs]
         # The first member runs on this thread while the pool runs the others.
         others = [self.pool.submit(_run_member, m, s, batch) for m, s in self.pairs[1:]]

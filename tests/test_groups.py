@@ -32,13 +32,13 @@ PLANNED_BATCH = 2  # below MAX_BATCH: the plan's batch must not narrow the serve
 
 
 def grouped_plan(
-    names: list[str], grouped: list[str], instances: int = 1, side_by_side: bool = False
+    names: list[str], grouped: list[str], instances: int = 1, parallel_members: bool = False
 ) -> Plan:
     """Every member on the CPU at batch PLANNED_BATCH; `grouped` served in one model."""
     groups = {}
     if grouped:
         groups["cpu"] = Group(
-            tuple(grouped), {"cpu": instances}, MAX_BATCH, side_by_side=side_by_side
+            tuple(grouped), {"cpu": instances}, MAX_BATCH, parallel_members=parallel_members
         )
     return Plan(
         allocation={m: {"cpu": instances} for m in names},
@@ -55,13 +55,13 @@ def _render(
     models: list[Path],
     name: str,
     grouped: list[str],
-    side_by_side: bool = False,
+    parallel_members: bool = False,
     **spec: object,
 ) -> None:
     data = spec_data(models, name=name, **spec)
     ensemble = load_ensemble(load_spec(write_spec(root, data, f"{name}.yaml")))
     names = [m.name for m in ensemble.members]
-    plan = grouped_plan(names, grouped, side_by_side=side_by_side)
+    plan = grouped_plan(names, grouped, parallel_members=parallel_members)
     rendered = render_repository(ensemble, plan, detect_devices(), root / name)
     for model in rendered.iterdir():
         if model.is_dir() and not (repository / model.name).exists():
@@ -90,10 +90,10 @@ def group_server(
             )
     _render(root, repository, member_models, "partial", names[:2])
     _render(root, repository, member_models, "alone", [])
-    _render(root, repository, member_models, "side_by_side", names, side_by_side=True)
+    _render(root, repository, member_models, "parallel_members", names, parallel_members=True)
     faulty = [p.stem for p in faulty_members]
     _render(root, repository, faulty_members, "fragile", faulty)
-    _render(root, repository, faulty_members, "fragile_side_by_side", faulty, side_by_side=True)
+    _render(root, repository, faulty_members, "fragile_parallel", faulty, parallel_members=True)
     with EmbeddedServer(repository, ready_timeout_s=300) as running:
         yield running
 
@@ -122,7 +122,7 @@ def test_a_group_of_every_member_answers_the_reference_for_every_rule(
         )
 
 
-@pytest.mark.parametrize("name", ["group_mean_softmax", "side_by_side"])
+@pytest.mark.parametrize("name", ["group_mean_softmax", "parallel_members"])
 def test_a_group_splits_a_batch_of_concurrent_requests_back_correctly(
     group_server: EmbeddedServer, member_models: list[Path], name: str
 ) -> None:
@@ -159,7 +159,7 @@ def test_the_served_model_takes_the_specs_batch_whatever_the_plans_batch(
     EnsembleClient(group_server.http_url, name).infer(_rows(MAX_BATCH, seed=3))
 
 
-@pytest.mark.parametrize("name", ["fragile", "fragile_side_by_side"])
+@pytest.mark.parametrize("name", ["fragile", "fragile_parallel"])
 def test_a_member_nan_fails_only_its_request_in_a_group(
     group_server: EmbeddedServer, faulty_members: list[Path], name: str
 ) -> None:
@@ -175,7 +175,7 @@ def test_a_member_nan_fails_only_its_request_in_a_group(
     )
 
 
-@pytest.mark.parametrize("name", ["fragile", "fragile_side_by_side"])
+@pytest.mark.parametrize("name", ["fragile", "fragile_parallel"])
 def test_requests_batched_with_one_that_makes_a_member_raise_still_succeed(
     group_server: EmbeddedServer, faulty_members: list[Path], name: str
 ) -> None:
@@ -188,7 +188,7 @@ def test_requests_batched_with_one_that_makes_a_member_raise_still_succeed(
         except InferenceServerException as exc:
             return str(exc)
 
-    # Alone, the batch runs side by side where the plan says so: the member raises in a thread.
+    # Alone, the batch runs in parallel where the plan says so: the member raises in a thread.
     assert "onnxruntime failed" in str(send(marked_rows(2, seed=99, column=RAISE_COLUMN)))
     batches = [marked_rows(2, seed=i, column=RAISE_COLUMN if i == 3 else None) for i in range(12)]
     with ThreadPoolExecutor(max_workers=12) as pool:
@@ -221,13 +221,13 @@ def test_a_rendered_group_config_lists_its_members_and_parses(
     ]
 
 
-def test_side_by_side_instances_share_busy_flags_that_go_with_the_server(
+def test_parallel_members_share_busy_flags_that_go_with_the_server(
     tmp_path: Path, member_models: list[Path]
 ) -> None:
     repository = tmp_path / "repository"
     repository.mkdir()
     names = [p.stem for p in member_models]
-    _render(tmp_path, repository, member_models, "flags", names, side_by_side=True)
+    _render(tmp_path, repository, member_models, "flags", names, parallel_members=True)
     with EmbeddedServer(repository, ready_timeout_s=300) as server:
         pid = server.pid
         EnsembleClient(server.http_url, "flags").infer(_rows(1, seed=5))

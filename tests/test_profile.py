@@ -23,7 +23,7 @@ from tests.onnx_models import (
 )
 from tritongen.errors import ProfileError, SpecError
 from tritongen.profile.cache import PointCache, PointKey
-from tritongen.profile.concurrency import side_by_side
+from tritongen.profile.concurrency import instances_together
 from tritongen.profile.profile import Profile, load_profile
 from tritongen.profile.profiler import (
     default_batch_sizes,
@@ -67,14 +67,14 @@ class CountingRunner:
 
 
 @dataclass
-class CountingSideBySide:
-    """The real k-instances-side-by-side measurement, counting its runs."""
+class CountingTogether:
+    """The real k-instances-together measurement, counting its runs."""
 
     runs: int = 0
 
     def __call__(self, job: Job, batch: int, instances: int) -> ConcurrencyPoint:
         self.runs += 1
-        return side_by_side(job, batch, instances)
+        return instances_together(job, batch, instances)
 
 
 def ensemble_of(folder: Path, members: dict[str, Path], max_batch_size: int = 8) -> Ensemble:
@@ -166,12 +166,12 @@ def test_profile_round_trips_through_profile_json(measured: Any, tmp_path: Path)
 def test_second_run_reads_the_cache_without_starting_a_child(measured: Any) -> None:
     ensemble, first, cache, first_runner = measured
     assert first_runner.jobs == 6  # 3 members x (2 threads, 1 thread)
-    runner, side = CountingRunner(), CountingSideBySide()
-    second = profile(ensemble, cache, runner=runner, side_by_side_runner=side)
+    runner, side = CountingRunner(), CountingTogether()
+    second = profile(ensemble, cache, runner=runner, together_runner=side)
     assert runner.jobs == 0
     assert second.extra["measured_points"] == 0
     # Only what the first run could not measure (other processes held the cores) is tried again.
-    missed = [w for w in first.warnings if "side by side" in w]
+    missed = [w for w in first.warnings if "together" in w]
     assert side.runs == len(missed)
     for member, classes in first.members.items():
         for entry_class, entries in classes.items():

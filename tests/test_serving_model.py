@@ -12,7 +12,7 @@ from tritongen.errors import PlanError
 from tritongen.plan.plan import Plan
 from tritongen.plan.problem import Shape, build_problem
 from tritongen.plan.search import PlanEvaluator, make_plan
-from tritongen.plan.serving_model import SIDE_BY_SIDE_COST_S, ServingModel, predict_plan
+from tritongen.plan.serving_model import PARALLEL_MEMBERS_COST_S, ServingModel, predict_plan
 from tritongen.profile.profile import Profile, ProfileEntry, ServingCost
 from tritongen.spec.devices import Device, Inventory
 
@@ -105,7 +105,7 @@ def test_a_dearer_call_lowers_the_prediction() -> None:
 
 
 def gpu_profile(two_instances: float) -> Profile:
-    """One member on a GPU whose two instances side by side run `two_instances` x one's."""
+    """One member on a GPU whose two instances together run `two_instances` x one's."""
     entries = {
         b: ProfileEntry(
             100.0 * b,
@@ -278,18 +278,18 @@ def test_fewer_requests_in_flight_form_smaller_batches_and_serve_less() -> None:
     assert held.concurrency <= 8 < unbounded.concurrency
 
 
-def test_a_group_of_heavy_members_runs_them_side_by_side_and_a_lone_request_waits_less() -> None:
-    # At batch 1 the members cost 6, 3 and 1.5 ms: side by side on 4 cores a lone request
+def test_a_group_of_heavy_members_runs_them_in_parallel_and_a_lone_request_waits_less() -> None:
+    # At batch 1 the members cost 6, 3 and 1.5 ms: in parallel on 4 cores a lone request
     # waits for the slowest, 6 ms (and the hand-offs), instead of 10.5 ms for all three.
     costs = {"big": 0.004, "mid": 0.002, "small": 0.001}
     profile = cpu_profile(costs)
     plan = make_plan(list(costs), cpu(), profile)
     (group,) = plan.groups.values()
-    serial = replace(plan, groups={"cpu": replace(group, side_by_side=False)})
+    serial = replace(plan, groups={"cpu": replace(group, parallel_members=False)})
 
-    assert group.side_by_side
+    assert group.parallel_members
     alone, one_by_one = (predict_plan(p, cpu(), profile) for p in (plan, serial))
-    saved = 10.5 - 6.0 - 1000 * SIDE_BY_SIDE_COST_S
+    saved = 10.5 - 6.0 - 1000 * PARALLEL_MEMBERS_COST_S
     assert one_by_one.latency_ms - alone.latency_ms == pytest.approx(saved, rel=0.01)
     assert alone.throughput == one_by_one.throughput  # under load the cores are busy either way
 
@@ -306,4 +306,4 @@ def test_a_group_whose_lone_request_would_gain_little_runs_members_one_after_ano
 ) -> None:
     (group,) = make_plan(list(costs), cpu(), cpu_profile(costs)).groups.values()
 
-    assert not group.side_by_side
+    assert not group.parallel_members

@@ -566,7 +566,7 @@ def bench(
     ] = None,
     shape: ShapeOpt = Shape.auto,
 ) -> None:
-    """Serve naive, batch_only and tritongen side by side; measure them against the bound."""
+    """Serve naive, batch_only and tritongen in one run; measure them against the bound."""
     from tritongen.bench.compare import bench_plans, run_bench
     from tritongen.bench.plots import allocation_heatmap, throughput_plot
     from tritongen.pipeline import plan_ensemble, shape_for

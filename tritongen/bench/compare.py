@@ -1,4 +1,4 @@
-"""`tritongen bench`: serve the measured configurations (docs/PLANNING.md) of one ensemble side by side and measure
+"""`tritongen bench`: serve the measured configurations (docs/PLANNING.md) of one ensemble in one run and measure
 them with perf_analyzer, against the hardware bound.
 
 - naive: one instance per member, no dynamic batching (what a user gets by hand);

@@ -64,11 +64,11 @@ def run_demo(workdir: Path, repository: Path, combiner: Combiner) -> dict[str, f
     }
     _show(accuracies, grouped, len(digits.test_y), elapsed, ensemble.spec.name)
     if planned.profile is not None:
-        _side_by_side(planned)
+        _compare(planned)
     return accuracies | grouped
 
 
-def _side_by_side(planned: Planned) -> None:
+def _compare(planned: Planned) -> None:
     """Serve the naive configuration and the plan one after the other; measure both."""
     ensemble, inventory, profile = planned.ensemble, planned.inventory, planned.profile
     assert profile is not None

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from tritongen.errors import SpecError
 from tritongen.files import read_json, validate
@@ -24,8 +24,8 @@ from tritongen.spec.members import Ensemble
 @dataclass(frozen=True)
 class Group:
     """Members served inside one Python-backend model: one process per instance, one dynamic
-    batcher, the members' ONNX sessions run one after another on each batch (side by side in
-    threads when `side_by_side`). A group that holds every member also combines their outputs
+    batcher, the members' ONNX sessions run one after another on each batch (in parallel
+    threads when `parallel_members`). A group that holds every member also combines their outputs
     and is served as the ensemble itself."""
 
     members: tuple[str, ...]
@@ -33,7 +33,7 @@ class Group:
     batch_size: int  # the batcher's preferred batch
     threads: int = 1  # intra-op threads of each member's session
     queue_delay_us: int = 0
-    side_by_side: bool = False  # each batch runs through the members in parallel threads
+    parallel_members: bool = False  # each batch runs through the members in parallel threads
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -42,7 +42,7 @@ class Group:
             "batch_size": self.batch_size,
             "threads": self.threads,
             "queue_delay_us": self.queue_delay_us,
-            **({"side_by_side": True} if self.side_by_side else {}),
+            **({"parallel_members": True} if self.parallel_members else {}),
         }
 
 
@@ -120,7 +120,7 @@ class Plan:
                     batch_size=g.batch_size,
                     threads=g.threads,
                     queue_delay_us=g.queue_delay_us,
-                    side_by_side=g.side_by_side,
+                    parallel_members=g.parallel_members,
                 )
                 for name, g in checked.groups.items()
             },
@@ -142,7 +142,10 @@ class _GroupFile(BaseModel):
     batch_size: Batch
     threads: Annotated[int, Field(strict=True, ge=1, le=1024)] = 1
     queue_delay_us: Annotated[int, Field(strict=True, ge=0, le=10**7)] = 0
-    side_by_side: Annotated[bool, Field(strict=True)] = False
+    # `side_by_side` is the name plans written before 0.2 gave it.
+    parallel_members: Annotated[
+        bool, Field(strict=True, validation_alias=AliasChoices("parallel_members", "side_by_side"))
+    ] = False
 
 
 class _PlanFile(BaseModel):

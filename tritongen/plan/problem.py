@@ -34,7 +34,7 @@ class Problem:
     capacity: np.ndarray  # [devices] memory_bytes
     # CPU devices: one-thread CPU seconds per sample (NaN elsewhere or where not measured).
     cpu_cost: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0)))
-    # [member, device, batch] -> total samples/s of k = 1, 2, ... instances side by side on
+    # [member, device, batch] -> total samples/s of k = 1, 2, ... instances together on
     # one device (one-thread instances on a CPU), where the profile measured it.
     concurrent: dict[tuple[int, int, int], tuple[float, ...]] = field(default_factory=dict)
     shape: Shape = Shape.auto
@@ -100,9 +100,9 @@ class Candidate:
     grouped: tuple[bool, ...] = ()
     # [device] the batch a group's batcher forms (index into Problem.batch_sizes; -1: largest)
     group_batch: tuple[int, ...] = ()
-    # [device] whether a group runs its members side by side; empty: where it pays (a plan as
+    # [device] whether a group runs its members in parallel; empty: where it pays (a plan as
     # written says it)
-    side_by_side: tuple[bool, ...] = ()
+    parallel_members: tuple[bool, ...] = ()
 
     def with_count(self, m: int, d: int, delta: int) -> Candidate:
         row = list(self.counts[m])
@@ -199,7 +199,7 @@ def one_thread_seconds(entry: ProfileEntry, device: Device) -> float:
 
 
 def concurrency_curve(data: dict[str, float]) -> tuple[float, ...]:
-    """{"1": x1, "2": x2, ...} -> (x1, x2, ...): total samples/s of k instances side by side,
+    """{"1": x1, "2": x2, ...} -> (x1, x2, ...): total samples/s of k instances together,
     up to the first k not measured."""
     curve: list[float] = []
     while str(len(curve) + 1) in data:

@@ -32,7 +32,7 @@ from tritongen.plan.nodes import plan_across_nodes
 from tritongen.plan.placement import best_batch, relaxed_fit, worst_fit
 from tritongen.plan.plan import Group, Plan
 from tritongen.plan.problem import Candidate, Problem, Shape, build_problem
-from tritongen.plan.serving_model import ServingModel, side_by_side
+from tritongen.plan.serving_model import ServingModel, runs_members_in_parallel
 from tritongen.profile.profile import Profile, ServingCost, default_cost
 from tritongen.spec.devices import Inventory
 from tritongen.spec.ensemble import Spec
@@ -427,7 +427,7 @@ def _groups(problem: Problem, c: Candidate) -> dict[str, Group]:
                 batch_size=problem.group_batch_size(c, d),
                 threads=1,
                 queue_delay_us=0,
-                side_by_side=side_by_side(problem, c, d),
+                parallel_members=runs_members_in_parallel(problem, c, d),
             )
     return groups
 

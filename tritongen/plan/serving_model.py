@@ -11,14 +11,14 @@ search's evaluator. docs/SERVING.md derives it; in short:
   not share it), the request off the wire and, unless one group serves every member, one
   request to each unit, the scheduler and the combine step; a load generator on the same
   machine adds its own share.
-- On a GPU a unit gets the profile's throughput of k instances side by side (one instance's
+- On a GPU a unit gets the profile's throughput of k instances together (one instance's
   when the profile has no concurrency entries: then this is the base model of docs/PLANNING.md).
 - Devices are time-shared as in the base model: the largest X such that every unit gets X
   samples/s from its devices, each device's time summing to at most 1 — a small LP.
-- A request alone waits for each unit's call; a group whose members run side by side in
-  threads (where that saves a lone request SIDE_BY_SIDE_GAIN of its members' time) waits for
-  its slowest member, or for its members' sum over the cores, plus SIDE_BY_SIDE_COST_S. Under
-  load the cores are busy and it runs them one after another: side by side changes latency,
+- A request alone waits for each unit's call; a group whose members run in parallel
+  threads (where that saves a lone request PARALLEL_MEMBERS_GAIN of its members' time) waits for
+  its slowest member, or for its members' sum over the cores, plus PARALLEL_MEMBERS_COST_S. Under
+  load the cores are busy and it runs them one after another: running in parallel changes latency,
   not throughput.
 - The batch a member's batcher forms is not the planned one: it holds the requests that arrive
   while one call runs, and calls run slower when more threads are runnable than there are
@@ -43,12 +43,12 @@ SOLVES = 3  # LPs solved while the batches reached settle (then one more)
 IN_FLIGHT = 2.0  # requests in flight per request batched at the fullest unit (measured)
 TAIL = 1.5  # p99 latency / mean latency at that concurrency (measured)
 ITERATIONS = 10  # batch updates at a fixed throughput between two solves
-# Side by side: what it costs a lone request beyond its slowest member (hand-offs, the cores'
+# Parallel members: what it costs a lone request beyond its slowest member (hand-offs, the cores'
 # caches: served, it saved 0.9-1.3 ms less than the profile said on vision and heavy), and the
 # share of the members' time it must save to be chosen, since under moderate load it cost
-# vision 5-13% of its throughput (docs/SERVING.md, benchmarks/side_by_side.md).
-SIDE_BY_SIDE_COST_S = 1.0e-3
-SIDE_BY_SIDE_GAIN = 0.2
+# vision 5-13% of its throughput (docs/SERVING.md, benchmarks/parallel_members.md).
+PARALLEL_MEMBERS_COST_S = 1.0e-3
+PARALLEL_MEMBERS_GAIN = 0.2
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class Unit:
     chunks: tuple[float, ...]  # per member: the batch its session runs (a group splits)
     cap: float  # the largest batch the batcher forms (the served maximum without a preferred size)
     spinning: int = 0  # per instance: threads that spin instead of working (oversubscribed CPU)
-    side_by_side: bool = False  # a group whose members run in parallel threads on each batch
+    parallel_members: bool = False  # a group whose members run in parallel threads on each batch
 
     @property
     def grouped(self) -> bool:
@@ -394,7 +394,7 @@ class ServingModel:
     def _alone_latency_s(
         self, units: list[Unit], overhead: float, spinners: dict[int, int]
     ) -> float:
-        """One request alone: its own CPU overhead, then its units side by side; a CPU runs at
+        """One request alone: its own CPU overhead, then all its units at once; a CPU runs at
         most `cores` of them at once, and fewer when spinning threads take their share of its
         cores."""
         times = [self._alone_call_s(unit) for unit in units]
@@ -407,8 +407,8 @@ class ServingModel:
         side waits for the slowest (or their sum spread over the cores) and the hand-offs, not
         for all of them."""
         seconds = self._call_wall_s(unit, 1.0, 1.0)
-        if unit.side_by_side:
-            seconds -= side_by_side_saving_s(self.problem, unit.members, min(unit.counts))
+        if unit.parallel_members:
+            seconds -= parallel_members_saving_s(self.problem, unit.members, min(unit.counts))
         return seconds
 
     def _concurrency(self, units: list[Unit], reached: list[float]) -> int:
@@ -493,25 +493,25 @@ def _one_device(
     return _Solved(x, share, pairs[binding][0], _saturated(pairs, share, limits))
 
 
-def side_by_side(problem: Problem, c: Candidate, d: int) -> bool:
-    """Whether the group on device d runs its members side by side: as the candidate says, else
-    on a CPU where that saves a lone request SIDE_BY_SIDE_GAIN of its members' time."""
+def runs_members_in_parallel(problem: Problem, c: Candidate, d: int) -> bool:
+    """Whether the group on device d runs its members in parallel: as the candidate says, else
+    on a CPU where that saves a lone request PARALLEL_MEMBERS_GAIN of its members' time."""
     members = tuple(problem.group_members(c, d))
     if problem.devices[d].kind != "cpu" or len(members) < 2:
         return False
-    if c.side_by_side:
-        return c.side_by_side[d]
+    if c.parallel_members:
+        return c.parallel_members[d]
     alone = sum(_alone_seconds(problem, members, d))
-    return side_by_side_saving_s(problem, members, d) >= SIDE_BY_SIDE_GAIN * alone
+    return parallel_members_saving_s(problem, members, d) >= PARALLEL_MEMBERS_GAIN * alone
 
 
-def side_by_side_saving_s(problem: Problem, members: tuple[int, ...], d: int) -> float:
-    """Seconds a lone one-sample request saves when the members run side by side on CPU d
+def parallel_members_saving_s(problem: Problem, members: tuple[int, ...], d: int) -> float:
+    """Seconds a lone one-sample request saves when the members run in parallel on CPU d
     rather than one after another: it then waits for the slowest member, or for their sum
-    spread over the cores, and for SIDE_BY_SIDE_COST_S (negative: it loses)."""
+    spread over the cores, and for PARALLEL_MEMBERS_COST_S (negative: it loses)."""
     times = _alone_seconds(problem, members, d)
     cores = problem.devices[d].cores or 1
-    return sum(times) - max(max(times), sum(times) / cores) - SIDE_BY_SIDE_COST_S
+    return sum(times) - max(max(times), sum(times) / cores) - PARALLEL_MEMBERS_COST_S
 
 
 def _alone_seconds(problem: Problem, members: tuple[int, ...], d: int) -> list[float]:
@@ -576,7 +576,7 @@ def _units(problem: Problem, c: Candidate, dynamic_batching: bool) -> list[Unit]
                     threads=1,
                     chunks=tuple(float(problem.batch_sizes[c.batch[m]]) for m in members),
                     cap=cap(problem.group_batch_size(c, d)),
-                    side_by_side=side_by_side(problem, c, d),
+                    parallel_members=runs_members_in_parallel(problem, c, d),
                 )
             )
     for m in range(len(problem.members)):
@@ -621,8 +621,8 @@ def plan_candidate(problem: Problem, plan: Plan) -> Candidate:
         for g in on_device
     )
     threads = tuple(plan.threads.get(m, 0) for m in problem.members)
-    side_by_side_on = tuple(g is not None and g.side_by_side for g in on_device)
-    return Candidate(tuple(counts), tuple(batch), threads, grouped, group_batch, side_by_side_on)
+    parallel_on = tuple(g is not None and g.parallel_members for g in on_device)
+    return Candidate(tuple(counts), tuple(batch), threads, grouped, group_batch, parallel_on)
 
 
 def _batch_index(problem: Problem, member: str, batch: int) -> int:

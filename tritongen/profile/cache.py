@@ -29,7 +29,7 @@ class PointKey:
     batch: int
     threads: int
     shapes: str = ""  # JSON of input name -> per-sample dims
-    instances: int = 1  # instances side by side (ConcurrencyPoint), 1 for a Point
+    instances: int = 1  # instances together (ConcurrencyPoint), 1 for a Point
 
     @property
     def filename(self) -> str:

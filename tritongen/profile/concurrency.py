@@ -1,4 +1,4 @@
-"""Instance concurrency: the total throughput of k instances of a member side by side on one
+"""Instance concurrency: the total throughput of k instances of a member together on one
 device (k one-thread instances on a CPU; k instances on one GPU), k = 2, 4, ... up to the
 device's cores (a CPU) or `GPU_INSTANCES` (a GPU).
 
@@ -21,9 +21,9 @@ from tritongen.profile.worker import (
     ConcurrencyPoint,
     Job,
     JobFailure,
-    SideBySide,
+    TogetherRun,
     describe_error,
-    side_by_side_main,
+    together_main,
 )
 
 GPU_INSTANCES = 4  # the most instances of one member a GPU is profiled with
@@ -41,15 +41,15 @@ def instance_levels(kind: str, cores: int) -> list[int]:
     return sorted(levels | ({cores} if cores > 1 else set()))
 
 
-def side_by_side(job: Job, batch: int, instances: int) -> ConcurrencyPoint:
+def instances_together(job: Job, batch: int, instances: int) -> ConcurrencyPoint:
     """`instances` processes running `job`'s session at `batch`, timed together; timed again
     (once) when other processes kept them waiting for a core: k instances on k cores are
     what is measured, not k instances sharing them with someone else."""
-    point, contention = _side_by_side_once(job, batch, instances)
+    point, contention = _together_once(job, batch, instances)
     if contention > CONTENTION_LIMIT:
         time.sleep(RETRY_PAUSE_S)
         point, contention = min(
-            [(point, contention), _side_by_side_once(job, batch, instances)], key=lambda pc: pc[1]
+            [(point, contention), _together_once(job, batch, instances)], key=lambda pc: pc[1]
         )
     if contention > CONTENTION_LIMIT:
         raise RuntimeError(
@@ -59,7 +59,7 @@ def side_by_side(job: Job, batch: int, instances: int) -> ConcurrencyPoint:
     return point
 
 
-def _side_by_side_once(job: Job, batch: int, instances: int) -> tuple[ConcurrencyPoint, float]:
+def _together_once(job: Job, batch: int, instances: int) -> tuple[ConcurrencyPoint, float]:
     context = multiprocessing.get_context("spawn")
     go = context.Event()
     children = []
@@ -67,7 +67,7 @@ def _side_by_side_once(job: Job, batch: int, instances: int) -> tuple[Concurrenc
         for _ in range(instances):
             receiver, sender = context.Pipe(duplex=False)
             process = context.Process(
-                target=side_by_side_main, args=(job, batch, go, sender), daemon=True
+                target=together_main, args=(job, batch, go, sender), daemon=True
             )
             process.start()
             sender.close()
@@ -75,7 +75,7 @@ def _side_by_side_once(job: Job, batch: int, instances: int) -> tuple[Concurrenc
         for _, receiver in children:
             _expect(receiver, START_TIMEOUT_S, str)
         go.set()
-        results = [_expect(r, START_TIMEOUT_S + job.point_s, SideBySide) for _, r in children]
+        results = [_expect(r, START_TIMEOUT_S + job.point_s, TogetherRun) for _, r in children]
     finally:
         for process, receiver in children:
             process.join(timeout=10)
@@ -92,13 +92,13 @@ def _side_by_side_once(job: Job, batch: int, instances: int) -> tuple[Concurrenc
 def _expect(receiver: Any, timeout_s: float, kind: type) -> Any:
     """The next message of one child, which must be of `kind`."""
     if not receiver.poll(timeout_s):
-        raise RuntimeError(f"a side-by-side instance sent nothing for {timeout_s:.0f} s")
+        raise RuntimeError(f"a instance run together sent nothing for {timeout_s:.0f} s")
     try:
         message = receiver.recv()
     except EOFError:
-        raise RuntimeError("a side-by-side instance died") from None
+        raise RuntimeError("a instance run together died") from None
     if isinstance(message, JobFailure):
         raise RuntimeError(message.reason)
     if not isinstance(message, kind):
-        raise RuntimeError(f"a side-by-side instance sent {describe_error(RuntimeError(message))}")
+        raise RuntimeError(f"a instance run together sent {describe_error(RuntimeError(message))}")
     return message

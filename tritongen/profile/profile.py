@@ -182,7 +182,7 @@ class _EntryFile(_Open):
     spread: Finite | None = None
     cpu_cost_s_per_sample: Positive | None = None
     throughput_by_threads: dict[BatchKey, Positive] | None = None
-    concurrency: dict[BatchKey, Positive] | None = None  # instances side by side -> samples/s
+    concurrency: dict[BatchKey, Positive] | None = None  # instances together -> samples/s
 
 
 class _ServingCostFile(BaseModel):

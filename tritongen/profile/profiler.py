@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from tritongen.errors import ProfileError, SpecError
 from tritongen.profile.cache import PointCache, PointKey
-from tritongen.profile.concurrency import Measure, instance_levels, side_by_side
+from tritongen.profile.concurrency import Measure, instance_levels, instances_together
 from tritongen.profile.profile import Profile, ProfileEntry, ServingCost, default_cost
 from tritongen.profile.worker import (
     ConcurrencyPoint,
@@ -93,7 +93,7 @@ def profile_ensemble(
     local_gpus: Sequence[Device] | None = None,
     runner: Runner | None = None,
     concurrency: bool = True,
-    side_by_side_runner: Measure = side_by_side,
+    together_runner: Measure = instances_together,
 ) -> Profile:
     """Measure every member on every device class of `inventory` that this machine has.
 
@@ -101,8 +101,8 @@ def profile_ensemble(
     scales down the time per point so the whole profile aims to take about that long;
     `use_cache=False` re-measures (and refreshes the cache). `serving` is what a served call
     costs beyond the member's compute (`serving_cost.serving_cost`; the default when None).
-    `concurrency` also measures k instances side by side (`tritongen.profile.concurrency`).
-    `local_gpus`, `runner` and `side_by_side_runner` are the GPUs found here and the functions
+    `concurrency` also measures k instances together (`tritongen.profile.concurrency`).
+    `local_gpus`, `runner` and `together_runner` are the GPUs found here and the functions
     that run a job in child processes (tests pass fakes). What could not be measured is listed
     in `extra["skipped"]`, never raised."""
     started, load_before = time.perf_counter(), _load_average()
@@ -138,7 +138,7 @@ def profile_ensemble(
     }
     members = assemble(ensemble, targets, points)
     if concurrency:
-        side = _SideBySide(cache, version, point_s, notes, side_by_side_runner, use_cache)
+        side = _InstanceCurves(cache, version, point_s, notes, together_runner, use_cache)
         for target in targets:
             _add_concurrency(members, ensemble, target, points, side)
     return Profile(members=members, extra=extra)
@@ -149,9 +149,9 @@ def _add_concurrency(
     ensemble: Ensemble,
     target: Target,
     points: dict[PointId, Point],
-    side: _SideBySide,
+    side: _InstanceCurves,
 ) -> None:
-    """Each member's curve of k instances side by side (one thread each on a CPU), in the
+    """Each member's curve of k instances together (one thread each on a CPU), in the
     entry of the batch it serves best, as `extra["concurrency"]`."""
     for member in ensemble.members:
         alone = {
@@ -162,15 +162,15 @@ def _add_concurrency(
         entries = members.get(member.name, {}).get(target.device_class, {})
         if not alone or not entries:
             continue
-        batch = _side_by_side_batch(target, alone)
+        batch = _curve_batch(target, alone)
         task = Task(member, target, 1, (batch,), input_feeds(ensemble, member))
         curve = side.curve(task, alone[batch])
         if batch in entries:
             entries[batch].extra["concurrency"] = curve
 
 
-def _side_by_side_batch(target: Target, alone: dict[int, Point]) -> int:
-    """Where instances side by side are measured: the cheapest one-thread batch on a CPU,
+def _curve_batch(target: Target, alone: dict[int, Point]) -> int:
+    """Where instances together are measured: the cheapest one-thread batch on a CPU,
     the fastest batch on a GPU."""
     if target.kind == "cpu":
         return min(alone, key=lambda b: alone[b].cpu_s_per_call / b)
@@ -178,8 +178,8 @@ def _side_by_side_batch(target: Target, alone: dict[int, Point]) -> int:
 
 
 @dataclass
-class _SideBySide:
-    """Measures (or reads from the cache) k instances side by side."""
+class _InstanceCurves:
+    """Measures (or reads from the cache) k instances together."""
 
     cache: PointCache
     version: str
@@ -200,7 +200,7 @@ class _SideBySide:
                     found = self.run(_job(task, {}, self.point_s)[1], alone.batch, k)
                 except RuntimeError as exc:
                     self.notes.append(
-                        f"{task.member.name}: {k} instances side by side on "
+                        f"{task.member.name}: {k} instances together on "
                         f"{task.target.device_class} not measured: {exc}"
                     )
                     break

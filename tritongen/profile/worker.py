@@ -412,7 +412,7 @@ def describe_error(exc: BaseException) -> str:
 
 
 @dataclass(frozen=True)
-class SideBySide:
+class TogetherRun:
     """What one of k instances started together did in the timed window."""
 
     batch: int
@@ -423,7 +423,7 @@ class SideBySide:
 
 @dataclass(frozen=True)
 class ConcurrencyPoint:
-    """k instances of a member side by side on one device: their total samples/s."""
+    """k instances of a member together on one device: their total samples/s."""
 
     batch: int
     instances: int
@@ -431,7 +431,7 @@ class ConcurrencyPoint:
     point_s: float
 
 
-def side_by_side_main(job: Job, batch: int, go: Any, conn: Any) -> None:
+def together_main(job: Job, batch: int, go: Any, conn: Any) -> None:
     """Entry point of one of k processes started together: load the session, warm up, say
     so, wait for the others, then run `batch` for `job.point_s` seconds and report."""
     try:
@@ -446,9 +446,9 @@ def side_by_side_main(job: Job, batch: int, go: Any, conn: Any) -> None:
         calls = len(_timed_calls(session, feed, min_s=job.point_s, min_runs=1))
         elapsed, waited_after = time.perf_counter() - start, run_queue_delay_s()
         delay = None if waited is None or waited_after is None else waited_after - waited
-        conn.send(SideBySide(batch, calls, elapsed, delay))
+        conn.send(TogetherRun(batch, calls, elapsed, delay))
     except Exception as exc:
-        conn.send(JobFailure(f"side-by-side run failed: {describe_error(exc)}"))
+        conn.send(JobFailure(f"run of instances together failed: {describe_error(exc)}"))
     finally:
         conn.close()
 

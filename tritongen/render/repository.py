@@ -195,7 +195,7 @@ def _write_group(
         rule=spec.combine.rule.value,
         transform=spec.combine.transform.value,
         threads=group.threads,
-        side_by_side=group.side_by_side,
+        parallel_members=group.parallel_members,
         warmup_batches=sorted({1, group.batch_size}) if warmup else [],
     )
     version = _model_dir(root, model_name, config)

@@ -3,11 +3,11 @@ separately, on the same machine in one run: the latency of a lone request (p50 a
 1) and the best throughput, served on the embedded tritonserver and measured with perf_analyzer,
 each beside the serving model's prediction.
 
-    .venv/bin/python benchmarks/side_by_side.py [--examples heavy,vision,digits] [--rounds 2]
+    .venv/bin/python benchmarks/parallel_members.py [--examples heavy,vision,digits] [--rounds 2]
 
 For each example: its profile, tritongen's plan (a group, side by side where that pays), the
 same plan with the group's members run the other way, and the separate plan. Rounds alternate
-the order so that drift cancels. Writes benchmarks/side_by_side.md and .json.
+the order so that drift cancels. Writes benchmarks/parallel_members.md and .json.
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ LEVELS = [1, 8, 64]
 
 def flipped(plan: Plan) -> tuple[str, Plan]:
     """`plan` with its groups' members run the other way, and the name of that way."""
-    side_by_side = not any(g.side_by_side for g in plan.groups.values())
-    groups = {name: replace(g, side_by_side=side_by_side) for name, g in plan.groups.items()}
-    return ("side by side" if side_by_side else "one after another"), replace(plan, groups=groups)
+    parallel = not any(g.parallel_members for g in plan.groups.values())
+    groups = {name: replace(g, parallel_members=parallel) for name, g in plan.groups.items()}
+    return ("in parallel" if parallel else "one after another"), replace(plan, groups=groups)
 
 
 def measure_example(name: str, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -73,7 +73,7 @@ def table(name: str, document: dict[str, Any]) -> list[str]:
     bound = document["bound"]["throughput"]
     for config, data in document["configs"].items():
         groups = document["plans"][config].get("groups", {})
-        shape = "yes" if any(g.get("side_by_side") for g in groups.values()) else "no"
+        shape = "yes" if any(g.get("parallel_members") for g in groups.values()) else "no"
         lines.append(
             f"| {config} | {shape if groups else 'separate'} | "
             f"**{data['concurrency']['1']['p50_ms']:.2f}** | {data['predicted_latency_ms']:.2f} | "
@@ -99,7 +99,7 @@ def main() -> None:
         "",
         f"Machine: {os.cpu_count()} CPU cores, no GPU; load average {load_before:.1f} before, "
         f"{os.getloadavg()[0]:.1f} after; {time.perf_counter() - started:.0f} s in all.",
-        f"Command: `.venv/bin/python benchmarks/side_by_side.py {command}`.",
+        f"Command: `.venv/bin/python benchmarks/parallel_members.py {command}`.",
         "",
         "perf_analyzer over gRPC, one sample per request, concurrency "
         f"{', '.join(map(str, LEVELS))}, on this machine (the model's predictions count its "
@@ -108,7 +108,7 @@ def main() -> None:
     ]
     for name, document in documents.items():
         lines += table(name, document)
-    (OUT / "side_by_side.md").write_text("\n".join(lines) + "\n")
+    (OUT / "parallel_members.md").write_text("\n".join(lines) + "\n")
     (OUT / "side_by_side.json").write_text(json.dumps(documents, indent=2) + "\n")
     print("\n".join(lines))
 
