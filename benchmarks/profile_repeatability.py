@@ -20,7 +20,7 @@ from typing import Any
 
 from tritongen.profile.profile import Profile
 from tritongen.profile.profiler import profile_ensemble
-from tritongen.profile.worker import build_session, session_settings
+from tritongen.profile.runtime import build_session, session_settings
 from tritongen.spec.devices import detect_devices
 from tritongen.spec.ensemble import load_spec
 from tritongen.spec.members import MemberModel, load_ensemble

@@ -40,7 +40,7 @@ class TritonPythonModel:
         self.input_names = [i["name"] for i in config["input"]]
         folder = os.path.join(args["model_repository"], args["model_version"])
         sessions = [
-            open_session(os.path.join(folder, m["file"]), args, params) for m in self.members
+            open_session(os.path.join(folder, m["file"]), args, params, m) for m in self.members
         ]
         self.pairs = list(zip(self.members, sessions, strict=True))  # (member, its session)
         self.pool = self.busy = None
@@ -170,7 +170,9 @@ def _run_member(member, session, batch):
             for i in range(0, _rows(batch), step)
         ]
     except Exception as exc:
-        raise MemberFailed(f"{member['name']}: onnxruntime failed: {exc}") from None
+        raise MemberFailed(
+            f"{member['name']}: {member.get('runtime', 'onnxruntime')} failed: {exc}"
+        ) from None
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 

@@ -1,8 +1,9 @@
-"""A member of a tritongen ensemble: runs one ONNX file with onnxruntime, on every input its
-config.pbtxt declares, and returns the one output it declares (the one that is combined).
+"""A member of a tritongen ensemble: runs its model file (ONNX with onnxruntime, or TorchScript
+with torch: its `runtime`) on every input its config.pbtxt declares, and returns the one
+output it declares (the one that is combined).
 
-Rendered by tritongen; imports only numpy, onnxruntime (through sessions.py beside it) and the
-Python backend's utilities.
+Rendered by tritongen; imports only numpy, onnxruntime or torch (through sessions.py beside
+it) and the Python backend's utilities.
 Settings come from this model's config.pbtxt `parameters`, never from code generation.
 """
 
@@ -21,9 +22,17 @@ class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
-        self.session = open_session(path, args, params)
         self.input_names = [i["name"] for i in config["input"]]
+        member = {
+            "runtime": params.get("runtime", "onnxruntime"),
+            "inputs": self.input_names,
+            "output_index": int(params.get("output_index", "0")),
+        }
+        self.runtime = member["runtime"]
+        folder = os.path.join(args["model_repository"], args["model_version"])
+        self.session = open_session(
+            os.path.join(folder, params["model_file"]), args, params, member
+        )
         self.output_name = config["output"][0]["name"]
 
     def execute(self, requests):
@@ -59,6 +68,6 @@ class TritonPythonModel:
             return self._error(exc)
         return pb_utils.InferenceResponse([pb_utils.Tensor(self.output_name, output)])
 
-    @staticmethod
-    def _error(exc):
-        return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"onnxruntime failed: {exc}"))
+    def _error(self, exc):
+        message = f"{self.runtime} failed: {exc}"
+        return pb_utils.InferenceResponse(error=pb_utils.TritonError(message))

@@ -33,6 +33,7 @@ from tritongen.profile.profiler import (
     require_measured,
     run_in_child,
 )
+from tritongen.profile.runtime import check_providers, session_settings
 from tritongen.profile.worker import (
     ConcurrencyPoint,
     Failure,
@@ -42,9 +43,7 @@ from tritongen.profile.worker import (
     JobFailure,
     Message,
     Point,
-    check_providers,
     run_job,
-    session_settings,
 )
 from tritongen.spec.devices import Device, Inventory, detect_cpu
 from tritongen.spec.ensemble import load_spec

@@ -6,10 +6,12 @@ network answers almost the same distribution for every image, which would make e
 equality check meaningless.
 
     python -m tritongen.examples.vision OUT_DIR   # writes OUT_DIR/ensemble.yaml and models/
+    python -m tritongen.examples.vision OUT_DIR torch   # TorchScript members served by torch
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -162,8 +164,22 @@ max_batch_size: 16
 """
 
 
-def write_example(out_dir: str | Path) -> Path:
+def write_example(out_dir: str | Path, runtime: str = "onnxruntime") -> Path:
+    """The ensemble as ONNX files, or (`runtime="torch"`) as TorchScript files served by torch,
+    the same calibrated weights either way."""
+    if runtime == "torch":
+        return write_calibrated(out_dir, dict(ARCHITECTURES), IMAGE, torch_spec(), torchscript=True)
     return write_calibrated(out_dir, dict(ARCHITECTURES), IMAGE, SPEC)
+
+
+def torch_spec(spec_text: str = SPEC, image: tuple[int, ...] = IMAGE) -> str:
+    """`spec_text` with every member a TorchScript file served by torch."""
+    shape = f"[{', '.join(map(str, image))}]"
+    return re.sub(
+        r"    model: models/(\w+)\.onnx\n",
+        rf"    model: models/\1.pt\n    example_input: {shape}\n    runtime: torch\n",
+        spec_text,
+    )
 
 
 def write_calibrated(
@@ -171,18 +187,27 @@ def write_calibrated(
     architectures: dict[str, Callable[[], Classifier]],
     image: tuple[int, ...],
     spec_text: str,
+    torchscript: bool = False,
 ) -> Path:
     """Build each model with seed = its position, calibrate it, export it to
-    `out_dir/models/<name>.onnx`, and write `out_dir/ensemble.yaml`."""
+    `out_dir/models/<name>.onnx` (or trace it to `<name>.pt`), and write
+    `out_dir/ensemble.yaml`."""
     out_dir = Path(out_dir)
     for seed, (name, make) in enumerate(architectures.items()):
         torch.manual_seed(seed)
         model = calibrate(make(), seed, image)
-        export_onnx(model, out_dir / "models" / f"{name}.onnx", example=torch.zeros(1, *image))
+        example = torch.zeros(1, *image)
+        if torchscript:
+            (out_dir / "models").mkdir(parents=True, exist_ok=True)
+            torch.jit.save(torch.jit.trace(model, example), str(out_dir / "models" / f"{name}.pt"))
+        else:
+            export_onnx(model, out_dir / "models" / f"{name}.onnx", example=example)
     spec = out_dir / "ensemble.yaml"
     spec.write_text(spec_text)
     return spec
 
 
 if __name__ == "__main__":
-    print(write_example(sys.argv[1] if len(sys.argv) > 1 else "examples/vision"))
+    # python -m tritongen.examples.vision OUT_DIR [torch]
+    runtime = "torch" if sys.argv[2:] == ["torch"] else "onnxruntime"
+    print(write_example(sys.argv[1] if len(sys.argv) > 1 else "examples/vision", runtime))

@@ -26,6 +26,7 @@ from tritongen.errors import ProfileError, SpecError
 from tritongen.profile.cache import PointCache, PointKey
 from tritongen.profile.concurrency import Measure, instance_levels, instances_together
 from tritongen.profile.profile import Profile, ProfileEntry, ServingCost, default_cost
+from tritongen.profile.runtime import TORCH, runtime_version, session_settings
 from tritongen.profile.worker import (
     ConcurrencyPoint,
     Failure,
@@ -36,7 +37,6 @@ from tritongen.profile.worker import (
     Point,
     Started,
     child_main,
-    session_settings,
 )
 from tritongen.spec.devices import Device, Inventory, detect_gpus, usable_cores
 from tritongen.spec.members import Ensemble, MemberModel
@@ -125,6 +125,7 @@ def profile_ensemble(
         "point_s": point_s,
         "rounds": ROUNDS,
         "session": {t.device_class: _settings(t, t.threads[0]).describe() for t in targets},
+        "runtime": {m.name: m.runtime for m in ensemble.members},
         "serving_cost": (serving or default_cost("not measured")).to_json(),
         **cpu_costs(ensemble, targets, points),
         "instance_overhead_bytes": _process_bytes(targets, points),
@@ -317,8 +318,17 @@ def _candidate_batches(ensemble: Ensemble, batch_sizes: Sequence[int] | None) ->
     return default_batch_sizes(ensemble.spec.max_batch_size)
 
 
-def _settings(target: Target, threads: int) -> Any:
-    return session_settings(target.kind, threads, target.gpu_index)
+def _settings(target: Target, threads: int, member: MemberModel | None = None) -> Any:
+    if member is None or member.runtime != TORCH:
+        return session_settings(target.kind, threads, target.gpu_index)
+    return session_settings(
+        target.kind,
+        threads,
+        target.gpu_index,
+        runtime=TORCH,
+        input_names=[i.name for i in member.inputs],
+        output_index=member.output_index,
+    )
 
 
 def _job(task: Task, points: dict[PointId, Point], point_s: float) -> Any:
@@ -327,10 +337,10 @@ def _job(task: Task, points: dict[PointId, Point], point_s: float) -> Any:
     if not missing:
         return None
     job = Job(
-        model_path=str(task.member.path),
+        model_path=str(task.member.served_file),
         inputs=task.inputs,
         batches=missing,
-        settings=_settings(task.target, task.threads),
+        settings=_settings(task.target, task.threads, task.member),
         kind=task.target.kind,
         gpu_index=task.target.gpu_index,
         point_s=point_s,
@@ -344,6 +354,10 @@ def _point_id(task: Task, batch: int) -> PointId:
 
 
 def _key(task: Task, version: str, batch: int) -> PointKey:
+    """The cache key of one point; `version` is onnxruntime's, replaced by torch's for a
+    member served by torch."""
+    if task.member.runtime == TORCH:
+        version = runtime_version(TORCH)
     shapes = json.dumps(task.member.input_shapes, sort_keys=True)
     return PointKey(
         task.member.sha256, task.target.device_class, version, batch, task.threads, shapes

@@ -10,19 +10,20 @@ Timing runs in several rounds over all batch sizes, and each point's runs are po
 taking the median: a burst of load from another process on a shared machine then hits a
 fraction of every point's runs instead of all runs of one point.
 
-This module imports only numpy, onnxruntime and psutil (lazily) and, of tritongen, the
-numpy-only `spec.values`, so the child's baseline memory is what a served instance would carry
-before its session.
+This module imports only numpy, psutil and the member's runtime (lazily: onnxruntime or torch,
+`profile.runtime`) and, of tritongen, the numpy-only `spec.values`, so the child's baseline
+memory is what a served instance would carry before its session.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from tritongen.profile.runtime import SessionSettings, build_session, import_runtime
 from tritongen.spec.values import Fill
 
 # A round in which our threads waited for a core more than this share of the time was
@@ -30,43 +31,6 @@ from tritongen.spec.values import Fill
 CONTENTION_LIMIT = 0.05
 RETRY_PAUSE_S = 0.1
 OUT_OF_MEMORY_HINTS = ("out of memory", "failed to allocate", "bad_alloc", "memoryerror")
-
-
-@dataclass(frozen=True)
-class SessionSettings:
-    """How the onnxruntime session is configured: the same way a served instance is."""
-
-    providers: tuple[Any, ...]  # names, or (name, options) pairs
-    intra_op_threads: int
-    inter_op_threads: int = 1
-    sequential: bool = True  # ORT_SEQUENTIAL: one op at a time, parallelism inside ops
-    optimization: str = "ORT_ENABLE_ALL"
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "providers": [p if isinstance(p, str) else p[0] for p in self.providers],
-            "intra_op_threads": self.intra_op_threads,
-            "inter_op_threads": self.inter_op_threads,
-            "execution_mode": "ORT_SEQUENTIAL" if self.sequential else "ORT_PARALLEL",
-            "graph_optimization_level": self.optimization,
-        }
-
-
-def session_settings(
-    kind: Literal["cpu", "gpu"], threads: int, gpu_index: int | None = None
-) -> SessionSettings:
-    """The settings of the rendered member (templates/member_model.py): on a CPU, `threads`
-    intra-op threads; on a GPU, the CUDA provider on that ordinal with its default arena (which
-    grows by powers of two: the memory figure is what a served instance really holds)."""
-    if kind == "cpu":
-        return SessionSettings(providers=("CPUExecutionProvider",), intra_op_threads=threads)
-    return SessionSettings(
-        providers=(
-            ("CUDAExecutionProvider", {"device_id": gpu_index or 0}),
-            "CPUExecutionProvider",
-        ),
-        intra_op_threads=1,  # only the few ops that fall back to the CPU use it
-    )
 
 
 @dataclass(frozen=True)
@@ -180,8 +144,7 @@ class GpuProcessMemory:
 
 def run_job(job: Job, send: Callable[[Message], None], nvml: Any = None) -> None:
     """Measure every batch of `job`, sending one Point or Failure per batch."""
-    import onnxruntime  # noqa: F401  loaded before the baseline: every instance pays for it
-
+    import_runtime(job.settings)  # before the baseline: every instance pays for it
     process_bytes = _resident_bytes()
     try:
         probe = _memory_probe(job, nvml)
@@ -191,7 +154,8 @@ def run_job(job: Job, send: Callable[[Message], None], nvml: Any = None) -> None
     try:
         session = build_session(job.model_path, job.settings)
     except Exception as exc:
-        send(JobFailure(f"cannot start an onnxruntime session: {describe_error(exc)}"))
+        runtime = job.settings.runtime
+        send(JobFailure(f"cannot open the member with {runtime}: {describe_error(exc)}"))
         return
     for batch, samples in _measure_rounds(job, session, probe, send).items():
         send(summarize(batch, job, samples, process_bytes))
@@ -294,35 +258,6 @@ def _started_nvml() -> Any:
 
     pynvml.nvmlInit()
     return pynvml
-
-
-def build_session(model_path: str, settings: SessionSettings) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = settings.intra_op_threads
-    options.inter_op_num_threads = settings.inter_op_threads
-    options.execution_mode = (
-        ort.ExecutionMode.ORT_SEQUENTIAL if settings.sequential else ort.ExecutionMode.ORT_PARALLEL
-    )
-    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, settings.optimization)
-    options.log_severity_level = 3  # errors only: warnings would garble the progress bar
-    check_providers(settings.providers, ort.get_available_providers())
-    session = ort.InferenceSession(model_path, options, providers=list(settings.providers))
-    check_providers(settings.providers, session.get_providers())
-    return session
-
-
-def check_providers(requested: Sequence[Any], active: Sequence[str]) -> None:
-    """Refuse a session whose first provider is missing (before: not available in this
-    build; after: dropped at load). Some onnxruntime versions silently fall back to the CPU,
-    and a GPU figure measured on the CPU would be a lie."""
-    first = requested[0] if isinstance(requested[0], str) else requested[0][0]
-    if first not in active:
-        raise RuntimeError(
-            f"{first} is not available in this onnxruntime (only {', '.join(active)}); "
-            "install onnxruntime-gpu with a matching CUDA"
-        )
 
 
 def sample_inputs(rng: Any, job: Job, batch: int) -> dict[str, Any]:

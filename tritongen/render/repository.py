@@ -34,6 +34,8 @@ from tritongen.spec.devices import Inventory
 from tritongen.spec.ensemble import NAME_RULE, Accelerator, ExecutionSpec, TlsFiles
 from tritongen.spec.members import Ensemble, MemberModel
 
+ONNX_FILE = "model.onnx"
+TORCHSCRIPT_FILE = "model.pt"  # a member served by torch (runtime: torch)
 MARKER = ".tritongen"
 NODES_DIR = "nodes"  # DIR/nodes/<node>/: one repository per node of a multi-node plan
 KEPT_FILES = ("README.md",)  # carried over from the destination (the folder's own README)
@@ -83,6 +85,7 @@ def render_repository(
     chosen = choose_combiner(ensemble, plan, combiner)
     _check_remote_members(ensemble, plan, chosen)
     _check_plan(ensemble, plan, inventory)
+    _check_runtimes(ensemble, Target(target))
     destination.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
     try:
@@ -215,8 +218,11 @@ def _group_member(member: MemberModel, plan: Plan) -> dict[str, Any]:
     """What the group's model.py needs of one member (its `members` parameter)."""
     return {
         "name": member.name,
-        "file": f"{member.name}/model.onnx",
-        "inputs": dict(member.input_map),  # member input -> the group's (combined) input
+        "file": f"{member.name}/{served_file_name(member)}",
+        "runtime": member.runtime,
+        "output_index": member.output_index,
+        # member input -> the group's (combined) input, in the order the member takes them
+        "inputs": dict(member.input_map),
         "output": member.output.name,
         "served_as": group_output(member.name),
         "batch_size": plan.batch_size[member.name],
@@ -310,9 +316,10 @@ def _write_member(
         queue_delay_us=plan.queue_delay_us.get(member.name, 0),
         dynamic_batching=plan.dynamic_batching,
         threads=plan.threads.get(member.name, 1),
+        served_file=served_file_name(member),
     )
     version = _model_dir(root, member.name, config)
-    _copy_model(member, version)
+    _copy_model(member, version, torchscript=target is Target.embedded)
     if warmup:
         rng = np.random.default_rng(0)
         samples = [
@@ -324,10 +331,29 @@ def _write_member(
         _copy_template(env, "sessions.py", version / "sessions.py")
 
 
-def _copy_model(member: MemberModel, folder: Path) -> None:
-    """`folder/model.onnx`, and its external data files at the same places relative to it."""
+def _check_runtimes(ensemble: Ensemble, target: Target) -> None:
+    """The NGC image runs members on its native onnxruntime backend: a member whose ONNX
+    export was not checked against torch (runtime: torch) must not be served from it."""
+    by_torch = [m.name for m in ensemble.members if m.torchscript is not None]
+    if target is Target.docker and by_torch:
+        raise RenderError(
+            f"members {', '.join(by_torch)} are served by torch (runtime: torch), which "
+            "--target docker does not render; drop `runtime: torch` from them for that target"
+        )
+
+
+def served_file_name(member: MemberModel) -> str:
+    """The file a Python-backend instance runs: the TorchScript of a member served by torch."""
+    return TORCHSCRIPT_FILE if member.torchscript is not None else ONNX_FILE
+
+
+def _copy_model(member: MemberModel, folder: Path, torchscript: bool = True) -> None:
+    """`folder/model.onnx`, and its external data files at the same places relative to it;
+    and `folder/model.pt` for a member served by torch (not for Triton's native backends)."""
     folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(member.path, folder / "model.onnx")
+    shutil.copyfile(member.path, folder / ONNX_FILE)
+    if torchscript and member.torchscript is not None:
+        shutil.copyfile(member.torchscript, folder / TORCHSCRIPT_FILE)
     for location in member.external_data:
         target = folder / location
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -86,6 +86,13 @@ class Accelerator(str, Enum):
     tensorrt = "tensorrt"  # onnxruntime's TensorRT provider, CUDA for what TensorRT cannot run
 
 
+class Runtime(str, Enum):
+    """What runs a member in a Python-backend instance of the embedded server."""
+
+    onnxruntime = "onnxruntime"  # its ONNX file (a PyTorch member's export)
+    torch = "torch"  # a PyTorch member's TorchScript (its own, or a checked trace), CPU or GPU
+
+
 class Precision(str, Enum):
     fp32 = "fp32"
     fp16 = "fp16"
@@ -187,6 +194,7 @@ class MemberSpec(_Strict):
     # PyTorch members: per-sample shape of the one float32 input, or name -> shape and dtype
     # for each input, in the order forward() takes them
     example_input: Shape | dict[str, TensorExample] | None = None
+    runtime: Runtime = Runtime.onnxruntime  # torch: PyTorch members only (spec/torch_script.py)
 
     @model_validator(mode="after")
     def _tls_needs_url(self) -> MemberSpec:
@@ -211,6 +219,11 @@ class MemberSpec(_Strict):
                 f"{self.model} is a PyTorch model: give example_input, the per-sample shape "
                 "of its input (e.g. [3, 32, 32]), or {name: {shape: [...], dtype: int64}} "
                 "for each input"
+            )
+        if self.kind == "onnx" and self.runtime is Runtime.torch:
+            raise ValueError(
+                "runtime: torch is for PyTorch members (.pt or module:function); an .onnx "
+                "file runs on onnxruntime"
             )
         return self
 

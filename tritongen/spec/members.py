@@ -20,6 +20,7 @@ import hashlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
 import onnx
@@ -79,6 +80,19 @@ class MemberModel:
     input_map: Mapping[str, str] = field(default_factory=dict)
     outputs: tuple[TensorSignature, ...] = ()  # every output of the model
     external_data: tuple[str, ...] = ()  # files beside `path` that hold its tensors
+    runtime: str = "onnxruntime"  # or "torch": then `torchscript` is the file that runs
+    torchscript: Path | None = None
+
+    @property
+    def served_file(self) -> Path:
+        """The file a served instance (and its profile) runs."""
+        return self.torchscript if self.torchscript is not None else self.path
+
+    @property
+    def output_index(self) -> int:
+        """The combined output's position among the model's outputs."""
+        names = [o.name for o in self.outputs]
+        return names.index(self.output.name) if self.output.name in names else 0
 
     @property
     def max_batch_limit(self) -> int | None:
@@ -181,7 +195,16 @@ def read_member(spec: Spec, index: int) -> MemberModel:
         outputs=outputs,
         sha256=_digest(data, path, external),
         external_data=external,
+        **_torch_runtime(spec, index),
     )
+
+
+def _torch_runtime(spec: Spec, index: int) -> dict[str, Any]:
+    if spec.members[index].runtime.value != "torch":
+        return {}
+    from tritongen.spec.torch_script import torchscript_member
+
+    return {"runtime": "torch", "torchscript": torchscript_member(spec, index)}
 
 
 def _read_bytes(where: str, path: Path) -> bytes:

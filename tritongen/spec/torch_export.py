@@ -50,17 +50,22 @@ def export_member(spec: Spec, index: int) -> Path:
     """The member's ONNX export, from the cache or made and checked now."""
     member = spec.members[index]
     where = f"{spec.source}: members.{index}.model ({member.name})"
-    torch = _import_torch(where)
+    torch = import_torch(where)
     examples = example_tensors(member)
-    module, content = _load_module(where, member, spec.source.parent, torch)
-    target = export_cache_dir() / _cache_key(content, examples, torch) / "model.onnx"
+    module, content = load_module(where, member, spec.source.parent, torch)
+    # A member served by torch runs its TorchScript: its export only gives the signature, and
+    # is not held to torch's outputs (nor cached where a checked export would be looked for).
+    checked = member.runtime.value == "onnxruntime"
+    key = cache_key(content, examples, torch) + ("" if checked else "-signature")
+    target = export_cache_dir() / key / "model.onnx"
     if target.is_file():
         return target
     with tempfile.TemporaryDirectory(prefix="tritongen-export-") as tmp:
         exported = Path(tmp) / "model.onnx"
         outputs = _export(where, spec, module, examples, exported, torch)
-        _check(where, spec, module, examples, outputs, exported, torch)
-        _store(exported.parent, target.parent)
+        if checked:
+            _check(where, spec, module, examples, outputs, exported, torch)
+        store(exported.parent, target.parent)
     return target
 
 
@@ -76,7 +81,7 @@ def example_tensors(member: MemberSpec) -> list[ExampleTensor]:
     return [ExampleTensor(n, t.dtype, tuple(t.shape)) for n, t in given.items()]
 
 
-def _import_torch(where: str) -> Any:
+def import_torch(where: str) -> Any:
     try:
         import torch
     except ImportError:
@@ -87,7 +92,7 @@ def _import_torch(where: str) -> Any:
     return torch
 
 
-def _load_module(where: str, member: MemberSpec, folder: Path, torch: Any) -> tuple[Any, bytes]:
+def load_module(where: str, member: MemberSpec, folder: Path, torch: Any) -> tuple[Any, bytes]:
     """The module in eval mode, and the bytes its export is cached by."""
     if member.kind == "torchscript":
         return _load_torchscript(where, member.model, torch)
@@ -106,7 +111,7 @@ def _load_torchscript(where: str, path: Path, torch: Any) -> tuple[Any, bytes]:
         module = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:
         raise SpecError(
-            f"{where}: {path.name} is not a TorchScript file ({_first_line(exc)}); save it with "
+            f"{where}: {path.name} is not a TorchScript file ({first_line(exc)}); save it with "
             "torch.jit.save(torch.jit.script(model), path), or use model: module:function"
         ) from None
     return module.eval(), data
@@ -120,7 +125,7 @@ def _call_function(where: str, reference: str, folder: Path, torch: Any) -> Any:
         except Exception as exc:
             raise SpecError(
                 f"{where}: cannot import {module_name} ({type(exc).__name__}: "
-                f"{_first_line(exc)}); put it beside the spec or on PYTHONPATH"
+                f"{first_line(exc)}); put it beside the spec or on PYTHONPATH"
             ) from None
     function = getattr(python_module, function_name, None)
     if not callable(function):
@@ -129,7 +134,7 @@ def _call_function(where: str, reference: str, folder: Path, torch: Any) -> Any:
         built = function()
     except Exception as exc:
         raise SpecError(
-            f"{where}: {reference}() raised {type(exc).__name__}: {_first_line(exc)}"
+            f"{where}: {reference}() raised {type(exc).__name__}: {first_line(exc)}"
         ) from None
     if not isinstance(built, torch.nn.Module):
         raise SpecError(
@@ -160,7 +165,7 @@ def _module_content(module: Any, torch: Any) -> bytes:
     return digest.digest()
 
 
-def _cache_key(content: bytes, examples: list[ExampleTensor], torch: Any) -> str:
+def cache_key(content: bytes, examples: list[ExampleTensor], torch: Any) -> str:
     described = json.dumps(
         [[e.name, e.dtype, list(e.shape)] for e in examples] + [torch.__version__, OPSET]
     )
@@ -171,14 +176,14 @@ def _export(
     where: str, spec: Spec, module: Any, examples: list[ExampleTensor], path: Path, torch: Any
 ) -> list[str]:
     """Export with every input's and output's batch axis dynamic; returns the output names."""
-    args = tuple(_random_inputs(spec, examples, EXPORT_BATCH, torch, seed=0).values())
+    args = tuple(random_inputs(spec, examples, EXPORT_BATCH, torch, seed=0).values())
     with torch.no_grad():
         try:
-            outputs = _as_tuple(where, module(*args))
+            outputs = as_tuple(where, module(*args))
         except Exception as exc:
             raise SpecError(
                 f"{where}: forward() failed on example_input ({type(exc).__name__}: "
-                f"{_first_line(exc)}); check its shapes and dtypes"
+                f"{first_line(exc)}); check its shapes and dtypes"
             ) from None
     names = ["output"] if len(outputs) == 1 else [f"output_{i}" for i in range(len(outputs))]
     input_names = [e.name for e in examples]
@@ -199,12 +204,12 @@ def _export(
         except Exception as exc:
             raise SpecError(
                 f"{where}: torch could not export it to ONNX ({type(exc).__name__}: "
-                f"{_first_line(exc)}); export it yourself and give the .onnx file"
+                f"{first_line(exc)}); export it yourself and give the .onnx file"
             ) from None
     return names
 
 
-def _as_tuple(where: str, result: Any) -> tuple[Any, ...]:
+def as_tuple(where: str, result: Any) -> tuple[Any, ...]:
     import torch
 
     outputs = result if isinstance(result, tuple | list) else (result,)
@@ -216,7 +221,7 @@ def _as_tuple(where: str, result: Any) -> tuple[Any, ...]:
     return tuple(outputs)
 
 
-def _random_inputs(
+def random_inputs(
     spec: Spec, examples: list[ExampleTensor], rows: int, torch: Any, seed: int
 ) -> dict[str, Any]:
     """Inputs with the values tritongen feeds them (spec/values.py), torch tensors."""
@@ -241,16 +246,16 @@ def _check(
     """Refuse an export whose ONNX output differs from torch's on random input."""
     import onnxruntime as ort
 
-    inputs = _random_inputs(spec, examples, CHECK_BATCH, torch, seed=1)
+    inputs = random_inputs(spec, examples, CHECK_BATCH, torch, seed=1)
     with torch.no_grad():
-        expected = [t.numpy() for t in _as_tuple(where, module(*inputs.values()))]
+        expected = [t.numpy() for t in as_tuple(where, module(*inputs.values()))]
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         got = session.run(names, {n: t.numpy() for n, t in inputs.items()})
     except Exception as exc:
         raise SpecError(
             f"{where}: the ONNX export does not run at batch {CHECK_BATCH} "
-            f"({_first_line(exc)}); make forward() independent of the batch size"
+            f"({first_line(exc)}); make forward() independent of the batch size"
         ) from None
     for name, want, have in zip(names, expected, got, strict=True):
         rtol, atol = TOLERANCE.get(str(want.dtype), TOLERANCE["default"])
@@ -268,7 +273,7 @@ def _check(
             )
 
 
-def _store(folder: Path, target: Path) -> None:
+def store(folder: Path, target: Path) -> None:
     """Move the checked export into the cache in one rename; a concurrent twin wins."""
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent))
@@ -280,7 +285,7 @@ def _store(folder: Path, target: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     text = lines[0] if lines else type(exc).__name__
     return text if len(text) <= 200 else text[:197] + "..."
