@@ -4,7 +4,7 @@ here. Budgets are small, so figures are coarse; the tests check what must hold a
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,6 +23,7 @@ from tests.onnx_models import (
 )
 from tritongen.errors import ProfileError, SpecError
 from tritongen.profile.cache import PointCache, PointKey
+from tritongen.profile.children import run_in_child
 from tritongen.profile.concurrency import instances_together
 from tritongen.profile.profile import Profile, load_profile
 from tritongen.profile.profiler import (
@@ -31,7 +32,6 @@ from tritongen.profile.profiler import (
     point_seconds,
     profile_ensemble,
     require_measured,
-    run_in_child,
 )
 from tritongen.profile.runtime import check_providers, session_settings
 from tritongen.profile.worker import (
@@ -71,9 +71,11 @@ class CountingTogether:
 
     runs: int = 0
 
-    def __call__(self, job: Job, batch: int, instances: int) -> ConcurrencyPoint:
+    def __call__(
+        self, job: Job, batches: Sequence[int], instances: int
+    ) -> dict[int, ConcurrencyPoint]:
         self.runs += 1
-        return instances_together(job, batch, instances)
+        return instances_together(job, batches, instances)
 
 
 def ensemble_of(folder: Path, members: dict[str, Path], max_batch_size: int = 8) -> Ensemble:

@@ -38,6 +38,9 @@ class Problem:
     # one device (one-thread instances on a CPU), where the profile measured it.
     concurrent: dict[tuple[int, int, int], tuple[float, ...]] = field(default_factory=dict)
     shape: Shape = Shape.auto
+    # GPU devices: host CPU seconds per sample one instance's calls take (launching kernels,
+    # waiting for them, copies); 0 where the profile does not say.
+    host_cost: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0)))
 
     def allowed(self, m: int, d: int, b: int) -> bool:
         return bool(self.rate[m, d, b] > 0)
@@ -149,8 +152,10 @@ def build_problem(
     dims = (len(members), len(inventory.devices), len(batch_sizes))
     rate, memory, cpu_cost = np.zeros(dims), np.full(dims, np.inf), np.full(dims, np.nan)
     concurrent: dict[tuple[int, int, int], tuple[float, ...]] = {}
+    host_cost = np.zeros(dims)
     for (i, j, k), entry in _entries(members, inventory, profile, batch_sizes):
         rate[i, j, k], memory[i, j, k] = entry.throughput, entry.memory_bytes
+        host_cost[i, j, k] = float(entry.extra.get("host_cpu_s_per_sample", 0.0))
         cpu_cost[i, j, k] = one_thread_seconds(entry, inventory.devices[j])
         if "concurrency" in entry.extra:
             concurrent[i, j, k] = concurrency_curve(entry.extra["concurrency"])
@@ -171,6 +176,7 @@ def build_problem(
         cpu_cost,
         concurrent,
         Shape(shape),
+        host_cost,
     )
 
 

@@ -205,13 +205,23 @@ class ServingModel:
         return seconds + (cost.client_s if self.client_on_host else 0.0)
 
     def _server_calls_s(self, units: list[Unit], reached: list[float]) -> float:
-        """tritonserver's CPU per ensemble sample for its side of the units' calls: one call
-        per batch a unit's batcher forms (a call to a GPU member on the native backend is not
-        measured and not charged)."""
+        """The host's CPU per ensemble sample for the units' calls: tritonserver's side of
+        each call (one per batch a unit's batcher forms); for a unit on a GPU also its
+        Python-backend process's, which the GPU does not do: the call's overhead and the
+        host time the profile measured around the GPU's work (launches, waits, copies)."""
+        seconds = 0.0
+        for unit, batch in zip(units, reached, strict=True):
+            seconds += self.cost.server_call_s / max(1.0, batch)
+            if not self._on_cpu(unit):
+                seconds += self._call_seconds(max(1.0, batch)) + self._gpu_host_s(unit)
+        return seconds
+
+    def _gpu_host_s(self, unit: Unit) -> float:
+        """Host CPU seconds per sample of the unit's GPU work, at its members' batches."""
+        d = min(unit.counts)
         return sum(
-            self.cost.server_call_s / max(1.0, batch)
-            for unit, batch in zip(units, reached, strict=True)
-            if self._on_cpu(unit)
+            float(self.problem.host_cost[m, d, self.problem.batch_sizes.index(int(chunk))])
+            for m, chunk in zip(unit.members, unit.chunks, strict=True)
         )
 
     def _call_seconds(self, batch: float) -> float:
@@ -439,7 +449,8 @@ def solve_units(
     device, 0 ≤ f ≤ limit."""
     capacity = capacity or {}
     devices = {d for _, d in pairs}
-    if len(devices) == 1 and len(pairs) == n_units:
+    loaded_elsewhere = any(load > 0 and d not in devices for d, load in request_load.items())
+    if len(devices) == 1 and len(pairs) == n_units and not loaded_elsewhere:
         d = devices.pop()
         return _one_device(pairs, rates, limits, request_load.get(d, 0.0), capacity.get(d, 1.0))
     n = len(pairs)

@@ -1,73 +1,99 @@
-"""Instance concurrency: the total throughput of k instances of a member together on one
-device (k one-thread instances on a CPU; k instances on one GPU), k = 2, 4, ... up to the
-device's cores (a CPU) or `GPU_INSTANCES` (a GPU).
+"""Instance curves: the total throughput of k instances of a member together on one device
+(k one-thread instances on a CPU; k instances on one GPU, each its own process as Triton's
+Python-backend instances are).
 
 One instance alone is the profile's entry; k instances together are not k times it: cores
 share caches and memory bandwidth, a GPU's kernels from several processes overlap only in
 part. The serving model reads these curves to price more instances. Each level starts k
-fresh processes, lets every one load its session and warm up, then times them together.
+fresh processes, lets every one load its session and warm up at every batch asked for, then
+times them together, one batch after another, all k starting each batch at once.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from tritongen.profile.runtime import build_session
 from tritongen.profile.worker import (
     CONTENTION_LIMIT,
     RETRY_PAUSE_S,
     ConcurrencyPoint,
     Job,
     JobFailure,
-    TogetherRun,
     describe_error,
-    together_main,
+    run_queue_delay_s,
+    sample_inputs,
+    timed_calls,
 )
 
-GPU_INSTANCES = 4  # the most instances of one member a GPU is profiled with
+# The most instances of one member a GPU is profiled with: a bound on the search, never
+# reached unless each level still pays (GPU_LEVEL_GAIN) and fits the GPU's memory.
+GPU_MAX_INSTANCES = 8
+# A level of instances on a GPU that raises no batch's total throughput by this share over
+# the level below ends the curve: the GPU is saturated, and more instances would only take
+# memory and host cores.
+GPU_LEVEL_GAIN = 0.05
 START_TIMEOUT_S = 120.0  # loading and warming up one session
 
-Measure = Callable[[Job, int, int], ConcurrencyPoint]
+Measure = Callable[[Job, Sequence[int], int], dict[int, ConcurrencyPoint]]
 
 
 def instance_levels(kind: str, cores: int) -> list[int]:
     """The instance counts to measure beyond one: powers of two up to the cores (a CPU),
-    and the cores themselves; 2..GPU_INSTANCES on a GPU."""
+    and the cores themselves; 2, 3, ... GPU_MAX_INSTANCES on a GPU (the profiler stops
+    where a level no longer pays)."""
     if kind != "cpu":
-        return list(range(2, GPU_INSTANCES + 1))
+        return list(range(2, GPU_MAX_INSTANCES + 1))
     levels = {2**i for i in range(1, cores.bit_length()) if 2**i <= cores}
     return sorted(levels | ({cores} if cores > 1 else set()))
 
 
-def instances_together(job: Job, batch: int, instances: int) -> ConcurrencyPoint:
-    """`instances` processes running `job`'s session at `batch`, timed together; timed again
-    (once) when other processes kept them waiting for a core: k instances on k cores are
-    what is measured, not k instances sharing them with someone else."""
-    point, contention = _together_once(job, batch, instances)
+@dataclass(frozen=True)
+class TogetherRun:
+    """What one of k instances started together did in one batch's timed window."""
+
+    batch: int
+    calls: int
+    elapsed_s: float
+    waited_s: float | None  # time runnable but waiting for a core (None: unknown)
+
+
+def instances_together(
+    job: Job, batches: Sequence[int], instances: int
+) -> dict[int, ConcurrencyPoint]:
+    """`instances` processes running `job`'s session at each of `batches`, timed together;
+    timed again (once) when other processes kept them waiting for a core: k instances on k
+    cores are what is measured, not k instances sharing them with someone else."""
+    points, contention = _together_once(job, batches, instances)
     if contention > CONTENTION_LIMIT:
         time.sleep(RETRY_PAUSE_S)
-        point, contention = min(
-            [(point, contention), _together_once(job, batch, instances)], key=lambda pc: pc[1]
-        )
+        again = _together_once(job, batches, instances)
+        points, contention = min([(points, contention), again], key=lambda pc: pc[1])
     if contention > CONTENTION_LIMIT:
         raise RuntimeError(
             f"other processes held the cores ({contention:.0%} of the time waiting): "
             "profile again on a quieter machine"
         )
-    return point
+    return points
 
 
-def _together_once(job: Job, batch: int, instances: int) -> tuple[ConcurrencyPoint, float]:
+def _together_once(
+    job: Job, batches: Sequence[int], instances: int
+) -> tuple[dict[int, ConcurrencyPoint], float]:
     context = multiprocessing.get_context("spawn")
-    go = context.Event()
+    go, barrier = context.Event(), context.Barrier(instances)
     children = []
     try:
         for _ in range(instances):
             receiver, sender = context.Pipe(duplex=False)
             process = context.Process(
-                target=together_main, args=(job, batch, go, sender), daemon=True
+                target=together_main,
+                args=(job, tuple(batches), go, barrier, sender),
+                daemon=True,
             )
             process.start()
             sender.close()
@@ -75,7 +101,11 @@ def _together_once(job: Job, batch: int, instances: int) -> tuple[ConcurrencyPoi
         for _, receiver in children:
             _expect(receiver, START_TIMEOUT_S, str)
         go.set()
-        results = [_expect(r, START_TIMEOUT_S + job.point_s, TogetherRun) for _, r in children]
+        runs = [
+            _expect(r, START_TIMEOUT_S + job.point_s, TogetherRun)
+            for _ in batches
+            for _, r in children
+        ]
     finally:
         for process, receiver in children:
             process.join(timeout=10)
@@ -83,22 +113,56 @@ def _together_once(job: Job, batch: int, instances: int) -> tuple[ConcurrencyPoi
                 process.kill()
                 process.join()
             receiver.close()
-    total = sum(r.calls * r.batch / r.elapsed_s for r in results)
-    waits = [r.waited_s / r.elapsed_s for r in results if r.waited_s is not None]
-    contention = sum(waits) / len(waits) if waits else 0.0
-    return ConcurrencyPoint(batch, instances, total, job.point_s), contention
+    points = {
+        b: ConcurrencyPoint(
+            b,
+            instances,
+            sum(r.calls * r.batch / r.elapsed_s for r in runs if r.batch == b),
+            job.point_s,
+        )
+        for b in batches
+    }
+    waits = [r.waited_s / r.elapsed_s for r in runs if r.waited_s is not None]
+    return points, (sum(waits) / len(waits) if waits else 0.0)
+
+
+def together_main(job: Job, batches: tuple[int, ...], go: Any, barrier: Any, conn: Any) -> None:
+    """Entry point of one of k processes started together: load the session, warm up at every
+    batch, say so, wait for the others, then run each batch for `job.point_s` seconds (all k
+    starting it at once) and report each."""
+    try:
+        import numpy as np
+
+        session = build_session(job.model_path, job.settings)
+        rng = np.random.default_rng(0)
+        feeds = {b: sample_inputs(rng, job, b) for b in batches}
+        for feed in feeds.values():
+            timed_calls(session, feed, min_s=job.point_s / 4, min_runs=3)
+        conn.send("ready")
+        go.wait()
+        for batch, feed in feeds.items():
+            barrier.wait(timeout=START_TIMEOUT_S)
+            waited, start = run_queue_delay_s(), time.perf_counter()
+            calls = len(timed_calls(session, feed, min_s=job.point_s, min_runs=1))
+            elapsed, waited_after = time.perf_counter() - start, run_queue_delay_s()
+            delay = None if waited is None or waited_after is None else waited_after - waited
+            conn.send(TogetherRun(batch, calls, elapsed, delay))
+    except Exception as exc:
+        conn.send(JobFailure(f"run of instances together failed: {describe_error(exc)}"))
+    finally:
+        conn.close()
 
 
 def _expect(receiver: Any, timeout_s: float, kind: type) -> Any:
     """The next message of one child, which must be of `kind`."""
     if not receiver.poll(timeout_s):
-        raise RuntimeError(f"a instance run together sent nothing for {timeout_s:.0f} s")
+        raise RuntimeError(f"an instance run together sent nothing for {timeout_s:.0f} s")
     try:
         message = receiver.recv()
     except EOFError:
-        raise RuntimeError("a instance run together died") from None
+        raise RuntimeError("an instance run together died") from None
     if isinstance(message, JobFailure):
         raise RuntimeError(message.reason)
     if not isinstance(message, kind):
-        raise RuntimeError(f"a instance run together sent {describe_error(RuntimeError(message))}")
+        raise RuntimeError(f"an instance run together sent {describe_error(RuntimeError(message))}")
     return message

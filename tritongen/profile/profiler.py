@@ -14,70 +14,28 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, replace
+from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from tritongen.errors import ProfileError, SpecError
 from tritongen.profile.cache import PointCache, PointKey
-from tritongen.profile.concurrency import Measure, instance_levels, instances_together
+from tritongen.profile.children import measure, run_in_child
+from tritongen.profile.concurrency import Measure, instances_together
+from tritongen.profile.curves import Curve, InstanceCurves, JobOf, KeyOf
 from tritongen.profile.profile import Profile, ProfileEntry, ServingCost, default_cost
 from tritongen.profile.runtime import TORCH, runtime_version, session_settings
-from tritongen.profile.worker import (
-    ConcurrencyPoint,
-    Failure,
-    InputFeed,
-    Job,
-    JobFailure,
-    Message,
-    Point,
-    Started,
-    child_main,
-)
+from tritongen.profile.tasks import PointId, Runner, Skipped, Target, Task
+from tritongen.profile.worker import InputFeed, Job, Point
 from tritongen.spec.devices import Device, Inventory, detect_gpus, usable_cores
 from tritongen.spec.members import Ensemble, MemberModel
 
 DEFAULT_POINT_S = 0.6  # timed seconds per (member, device class, batch, threads)
 MIN_POINT_S = 0.02  # --budget-s never goes below this (nor below the worker's minimum runs)
 ROUNDS = 3
-SILENCE_LIMIT_S = 300.0  # a child that sends nothing for this long is stuck: stop it
-
-
-@dataclass(frozen=True)
-class Skipped:
-    member: str
-    device_class: str
-    batch: int | None  # None: every batch of that class
-    reason: str
-
-
-@dataclass(frozen=True)
-class Target:
-    """A device class this machine can measure, and how."""
-
-    device_class: str
-    kind: Literal["cpu", "gpu"]
-    threads: tuple[int, ...]  # the served thread count first; on a CPU also 1 (the CPU cost)
-    gpu_index: int | None = None
-
-
-@dataclass(frozen=True)
-class Task:
-    """One child process's worth of work, before the cache is consulted."""
-
-    member: MemberModel
-    target: Target
-    threads: int
-    batches: tuple[int, ...]
-    inputs: tuple[InputFeed, ...]
-
-
-PointId = tuple[str, str, int, int]  # member, device class, threads, batch
-Runner = Callable[[Job, Callable[[Message], None]], None]
 
 
 def profile_ensemble(
@@ -139,21 +97,22 @@ def profile_ensemble(
     }
     members = assemble(ensemble, targets, points)
     if concurrency:
-        side = _InstanceCurves(cache, version, point_s, notes, together_runner, use_cache)
+        curves = InstanceCurves(cache, point_s, notes, together_runner, use_cache)
         for target in targets:
-            _add_concurrency(members, ensemble, target, points, side)
+            _add_curves(members, ensemble, target, points, curves, version)
     return Profile(members=members, extra=extra)
 
 
-def _add_concurrency(
+def _add_curves(
     members: dict[str, dict[str, dict[int, ProfileEntry]]],
     ensemble: Ensemble,
     target: Target,
     points: dict[PointId, Point],
-    side: _InstanceCurves,
+    curves: InstanceCurves,
+    version: str,
 ) -> None:
-    """Each member's curve of k instances together (one thread each on a CPU), in the
-    entry of the batch it serves best, as `extra["concurrency"]`."""
+    """Each member's curves of k instances together (one thread each on a CPU), in the
+    entries of the batches they were measured at, as `extra["concurrency"]`."""
     for member in ensemble.members:
         alone = {
             b: p
@@ -163,51 +122,36 @@ def _add_concurrency(
         entries = members.get(member.name, {}).get(target.device_class, {})
         if not alone or not entries:
             continue
-        batch = _curve_batch(target, alone)
-        task = Task(member, target, 1, (batch,), input_feeds(ensemble, member))
-        curve = side.curve(task, alone[batch])
-        if batch in entries:
-            entries[batch].extra["concurrency"] = curve
+        base = Task(member, target, 1, (), input_feeds(ensemble, member))
+        job_of = partial(_curve_job, base, curves.point_s)
+        key_of = partial(_key, base, version)
+        found = _member_curves(member.name, target, alone, curves, job_of, key_of)
+        for batch, curve in found.items():
+            if batch in entries:
+                entries[batch].extra["concurrency"] = curve
 
 
-def _curve_batch(target: Target, alone: dict[int, Point]) -> int:
-    """Where instances together are measured: the cheapest one-thread batch on a CPU,
-    the fastest batch on a GPU."""
+def _curve_job(base: Task, point_s: float, batches: tuple[int, ...]) -> Job:
+    return _job(replace(base, batches=batches), {}, point_s)[1]
+
+
+def _member_curves(
+    name: str,
+    target: Target,
+    alone: dict[int, Point],
+    curves: InstanceCurves,
+    job_of: JobOf,
+    key_of: KeyOf,
+) -> dict[int, Curve]:
+    """On a CPU, the curve at the cheapest one-thread batch; on a GPU, one at every batch."""
     if target.kind == "cpu":
-        return min(alone, key=lambda b: alone[b].cpu_s_per_call / b)
-    return max(alone, key=lambda b: alone[b].throughput)
-
-
-@dataclass
-class _InstanceCurves:
-    """Measures (or reads from the cache) k instances together."""
-
-    cache: PointCache
-    version: str
-    point_s: float
-    notes: list[str]
-    run: Measure
-    use_cache: bool = True
-
-    def curve(self, task: Task, alone: Point) -> dict[str, float]:
-        """{"1": alone, "2": two together, ...}: total samples/s, up to the first failure."""
-        curve = {"1": round(alone.throughput, 3)}
-        cores = task.target.threads[0]
-        for k in instance_levels(task.target.kind, cores):
-            key = replace(_key(task, self.version, alone.batch), instances=k)
-            found = self.cache.get(key, self.point_s, ConcurrencyPoint) if self.use_cache else None
-            if found is None:
-                try:
-                    found = self.run(_job(task, {}, self.point_s)[1], alone.batch, k)
-                except RuntimeError as exc:
-                    self.notes.append(
-                        f"{task.member.name}: {k} instances together on "
-                        f"{task.target.device_class} not measured: {exc}"
-                    )
-                    break
-                self.cache.put(key, found)
-            curve[str(k)] = round(found.throughput, 3)
-        return curve
+        batch = min(alone, key=lambda b: alone[b].cpu_s_per_call / b)
+        cores = target.threads[0]
+        return {
+            batch: curves.cpu_curve(name, target.device_class, cores, alone[batch], job_of, key_of)
+        }
+    memory = target.memory_bytes or 0
+    return curves.gpu_curves(name, target.device_class, alone, memory, job_of, key_of)
 
 
 def default_batch_sizes(max_batch_size: int) -> list[int]:
@@ -258,7 +202,7 @@ def measurable_targets(
             reason = f"no {device_class} GPU on this machine; profile there and merge the files"
             skipped += [Skipped(m.name, device_class, None, reason) for m in ensemble.members]
         else:
-            targets.append(Target(device_class, "gpu", (1,), here.gpu_index))
+            targets.append(Target(device_class, "gpu", (1,), here.gpu_index, here.memory_bytes))
     return targets, skipped
 
 
@@ -376,159 +320,6 @@ def _cached_points(
     return found
 
 
-def measure(
-    jobs: Sequence[tuple[Task, Job]], runner: Runner, progress: bool
-) -> tuple[list[dict[int, Point]], list[Skipped]]:
-    """Run each job (one child process each), one after the other: two would share the cores
-    and slow each other down. Returns each job's points by batch, and what failed."""
-    results: list[dict[int, Point]] = []
-    skipped: list[Skipped] = []
-    total = sum(len(job.batches) * job.rounds for _, job in jobs)
-    with _progress_bar(progress, total) as advance:
-        for task, job in jobs:
-            collector = _JobCollector(task, job, advance)
-            runner(job, collector.receive)
-            results.append(collector.points)
-            skipped += collector.skipped()
-    return results, skipped
-
-
-class _JobCollector:
-    """Gathers one job's messages as they stream in."""
-
-    def __init__(self, task: Task, job: Job, advance: Callable[[str], None]) -> None:
-        self.task, self.job, self.advance = task, job, advance
-        self.points: dict[int, Point] = {}
-        self.failures: dict[int, str] = {}
-        self.job_failure = "the worker sent no result"
-
-    def receive(self, message: Message) -> None:
-        if isinstance(message, Started):
-            member, target = self.task.member.name, self.task.target.device_class
-            threads = f"{self.task.threads} thread{'s' * (self.task.threads > 1)}"
-            self.advance(f"{member} · {target} · batch {message.batch} · {threads}")
-        elif isinstance(message, Point):
-            self.points[message.batch] = message
-        elif isinstance(message, Failure):
-            self.failures[message.batch] = message.reason
-        elif isinstance(message, JobFailure):
-            self.job_failure = message.reason
-
-    def skipped(self) -> list[Skipped]:
-        prefix = "" if self.task.threads == self.task.target.threads[0] else "1-thread run: "
-        return [
-            Skipped(
-                self.task.member.name,
-                self.task.target.device_class,
-                batch,
-                prefix + self.failures.get(batch, self.job_failure),
-            )
-            for batch in self.job.batches
-            if batch not in self.points
-        ]
-
-
-@contextmanager
-def _progress_bar(enabled: bool, total: int) -> Iterator[Callable[[str], None]]:
-    """A rich bar on stderr, advanced once per (member, device, batch, round); only on a
-    terminal, and gone when done, so that piped output and error lines stay clean."""
-    from rich.console import Console
-
-    console = Console(stderr=True)
-    if not enabled or total == 0 or not console.is_terminal:
-        yield lambda _: None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    columns = (TextColumn("{task.description:<44}"), BarColumn(), MofNCompleteColumn())
-    with Progress(
-        *columns, TimeElapsedColumn(), console=console, refresh_per_second=4, transient=True
-    ) as bar:
-        task = bar.add_task("profiling", total=total)
-        yield lambda text: bar.update(task, advance=1, description=text)
-
-
-def run_in_child(
-    job: Job, on_message: Callable[[Message], None], *, target: Callable[..., None] = child_main
-) -> None:
-    """Run `job` in a fresh spawned process, passing its messages on as they arrive.
-
-    If the process dies (the out-of-memory killer, a crash in native code) or stalls, the
-    batch it was running and the larger ones are reported failed, and the smaller ones are
-    measured again in a new process, so a profile keeps everything that can be measured.
-    `target(job, connection)` is what the child runs (tests pass one that misbehaves)."""
-    import multiprocessing
-
-    context = multiprocessing.get_context("spawn")
-    receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(target=target, args=(job, sender), daemon=True)
-    process.start()
-    sender.close()  # so that recv() sees EOF once the child has gone
-    reported: set[int] = set()
-    current: int | None = None
-    stalled = False
-    try:
-        while True:
-            if not receiver.poll(SILENCE_LIMIT_S):
-                stalled = True
-                break
-            try:
-                message = receiver.recv()
-            except EOFError:
-                break
-            if isinstance(message, Started):
-                current = message.batch
-            elif isinstance(message, Point | Failure):
-                reported.add(message.batch)
-            on_message(message)
-    finally:
-        _stop(process)
-        receiver.close()
-    if stalled or process.exitcode != 0:
-        reason = _death_reason(process, stalled)
-        _report_death(job, on_message, reported, current, reason, target)
-
-
-def _stop(process: Any) -> None:
-    process.join(timeout=10)
-    if process.is_alive():
-        process.kill()
-        process.join()
-
-
-def _death_reason(process: Any, stalled: bool) -> str:
-    if stalled:
-        return f"the worker sent nothing for {SILENCE_LIMIT_S:.0f} s and was stopped"
-    code = process.exitcode
-    if code == -signal.SIGKILL:
-        return "the worker was killed (SIGKILL), most likely out of memory"
-    if code is not None and code < 0:
-        return f"the worker died of {signal.Signals(-code).name}"
-    return f"the worker exited with code {code}"
-
-
-def _report_death(
-    job: Job,
-    on_message: Callable[[Message], None],
-    reported: set[int],
-    current: int | None,
-    reason: str,
-    target: Callable[..., None],
-) -> None:
-    if current is None:
-        on_message(JobFailure(reason + " before it ran a batch"))
-        return
-    unreported = [b for b in job.batches if b not in reported]
-    for batch in (b for b in unreported if b >= current):
-        on_message(Failure(batch, f"{reason} at batch {current}"))
-    smaller = tuple(b for b in unreported if b < current)
-    if smaller:
-        run_in_child(replace(job, batches=smaller), on_message, target=target)
-
-
-# ---------------------------------------------------------------------------- the result
-
-
 def assemble(
     ensemble: Ensemble, targets: Sequence[Target], points: dict[PointId, Point]
 ) -> dict[str, dict[str, dict[int, ProfileEntry]]]:
@@ -570,6 +361,8 @@ def _entry_from_point(
     single = by_threads.get(1)
     if target.kind == "cpu" and single is not None:
         extra["cpu_cost_s_per_sample"] = single.cpu_s_per_call / batch
+    if target.kind == "gpu":  # the host's side of a GPU call: launches, waits, copies
+        extra["host_cpu_s_per_sample"] = point.cpu_s_per_call / batch
     return ProfileEntry(round(point.throughput, 3), point.memory_bytes, extra)
 
 

@@ -154,8 +154,10 @@ def run_job(job: Job, send: Callable[[Message], None], nvml: Any = None) -> None
     try:
         session = build_session(job.model_path, job.settings)
     except Exception as exc:
-        runtime = job.settings.runtime
-        send(JobFailure(f"cannot open the member with {runtime}: {describe_error(exc)}"))
+        what = "cannot start an onnxruntime session"
+        if job.settings.runtime != "onnxruntime":
+            what = f"cannot load the member with {job.settings.runtime}"
+        send(JobFailure(f"{what}: {describe_error(exc)}"))
         return
     for batch, samples in _measure_rounds(job, session, probe, send).items():
         send(summarize(batch, job, samples, process_bytes))
@@ -272,11 +274,11 @@ def _time_round(session: Any, feed: dict[str, Any], job: Job, first: bool) -> _R
     (each read is a syscall). With one intra-op thread the CPU time is the core-seconds per
     call even when other processes take the core away, which wall time is not."""
     warm_s = job.point_s / 4 if first else 0.0
-    _timed_calls(session, feed, min_s=warm_s, min_runs=3 if first else 1)
+    timed_calls(session, feed, min_s=warm_s, min_runs=3 if first else 1)
     per_round_runs = -(-job.min_runs // job.rounds)
     delay_before, cpu_before = run_queue_delay_s(), time.process_time()
     start = time.perf_counter()
-    wall = _timed_calls(session, feed, job.point_s / job.rounds, per_round_runs)
+    wall = timed_calls(session, feed, job.point_s / job.rounds, per_round_runs)
     elapsed = time.perf_counter() - start
     cpu_s = time.process_time() - cpu_before
     delay_after = run_queue_delay_s()
@@ -300,7 +302,7 @@ def run_queue_delay_s() -> float | None:
     return total / 1e9
 
 
-def _timed_calls(session: Any, feed: dict[str, Any], min_s: float, min_runs: int) -> list[float]:
+def timed_calls(session: Any, feed: dict[str, Any], min_s: float, min_runs: int) -> list[float]:
     times: list[float] = []
     start = time.perf_counter()
     while True:
@@ -347,16 +349,6 @@ def describe_error(exc: BaseException) -> str:
 
 
 @dataclass(frozen=True)
-class TogetherRun:
-    """What one of k instances started together did in the timed window."""
-
-    batch: int
-    calls: int
-    elapsed_s: float
-    waited_s: float | None  # time runnable but waiting for a core (None: unknown)
-
-
-@dataclass(frozen=True)
 class ConcurrencyPoint:
     """k instances of a member together on one device: their total samples/s."""
 
@@ -364,28 +356,6 @@ class ConcurrencyPoint:
     instances: int
     throughput: float
     point_s: float
-
-
-def together_main(job: Job, batch: int, go: Any, conn: Any) -> None:
-    """Entry point of one of k processes started together: load the session, warm up, say
-    so, wait for the others, then run `batch` for `job.point_s` seconds and report."""
-    try:
-        import numpy as np
-
-        session = build_session(job.model_path, job.settings)
-        feed = sample_inputs(np.random.default_rng(0), job, batch)
-        _timed_calls(session, feed, min_s=job.point_s / 4, min_runs=3)
-        conn.send("ready")
-        go.wait()
-        waited, start = run_queue_delay_s(), time.perf_counter()
-        calls = len(_timed_calls(session, feed, min_s=job.point_s, min_runs=1))
-        elapsed, waited_after = time.perf_counter() - start, run_queue_delay_s()
-        delay = None if waited is None or waited_after is None else waited_after - waited
-        conn.send(TogetherRun(batch, calls, elapsed, delay))
-    except Exception as exc:
-        conn.send(JobFailure(f"run of instances together failed: {describe_error(exc)}"))
-    finally:
-        conn.close()
 
 
 def child_main(job: Job, conn: Any) -> None:
