@@ -84,10 +84,11 @@ def compare(profiles: list[Profile]) -> list[Row]:
     serves) and at one thread."""
     rows = []
     for threads in ("all", "1"):
-        for member, by_class in profiles[0].members.items():
-            for batch in by_class.get("cpu", {}):
-                entries = [p.entries(member, "cpu").get(batch) for p in profiles]
-                if any(e is None for e in entries):
+        for member in profiles[0].members:
+            for batch in profiles[0].entries(member, "cpu"):
+                found = [p.entries(member, "cpu").get(batch) for p in profiles]
+                entries = [e for e in found if e is not None]
+                if len(entries) < len(found):
                     continue
                 one = [e.extra.get("throughput_by_threads", {}) for e in entries]
                 if threads == "1" and not all("1" in t for t in one):
