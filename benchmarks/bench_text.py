@@ -1,8 +1,8 @@
 """`tritongen bench` on the text example (three transformer encoders, input_ids and
-attention_mask), in one run: profile + plan (timed), then naive, batch_only and tritongen served
-side by side against the CPU bound, perf_analyzer fed valid ids and masks (a JSON file).
+attention_mask), in one run: profile + plan (timed), then naive, batch_only and tritongen
+compared in one run against the CPU bound, perf_analyzer fed valid ids and masks (a JSON file).
 
-    .venv/bin/python benchmarks/bench_text.py [--rounds 2] [--duration-s 3] [--concurrency 1,4,16]
+    .venv/bin/python benchmarks/bench_text.py [--rounds 3] [--duration-s 3] [--concurrency 1,4,16]
 
 Writes benchmarks/bench_text.{md,json}.
 """
@@ -10,12 +10,12 @@ Writes benchmarks/bench_text.{md,json}.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from common import OUT, TRIALS, Run, round_figures, trials_markdown
 
 from tritongen.bench.compare import bench_plans, levels_markdown, prediction_markdown, run_bench
 from tritongen.bench.serving_cost import measure_profile
@@ -25,16 +25,14 @@ from tritongen.spec.devices import detect_devices
 from tritongen.spec.ensemble import load_spec
 from tritongen.spec.members import load_ensemble
 
-OUT = Path(__file__).resolve().parent
-
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=TRIALS)
     parser.add_argument("--duration-s", type=float, default=3.0)
     parser.add_argument("--concurrency", default="1,4,16")
     args = parser.parse_args()
-    load_before = os.getloadavg()
+    run = Run.start(__file__, args)
     spec = load_spec(write_example(Path(tempfile.mkdtemp(prefix="bench-text-")) / "text"))
     ensemble = load_ensemble(spec)
     inventory = detect_devices()
@@ -49,23 +47,17 @@ def main() -> None:
         on_result=lambda r, name, points: print(f"round {r + 1} {name}: {[round(p.throughput, 1) for p in points]}", flush=True),
     )  # fmt: skip
     document = report.to_json() | {"profile_s": round(profile_s, 1), "plan_s": round(plan_s, 2)}
-    (OUT / "bench_text.json").write_text(json.dumps(document, indent=2) + "\n")
-    (OUT / "bench_text.md").write_text(markdown(document, args, load_before))
-    print((OUT / "bench_text.md").read_text())
+    document["trials"] = round_figures(report)
+    title = "tritongen bench: the text ensemble on this machine"
+    run.write(OUT / "bench_text.md", title, markdown(document), data=document)
 
 
-def markdown(doc: dict[str, Any], args: argparse.Namespace, load_before: Any) -> str:
+def markdown(doc: dict[str, Any]) -> list[str]:
     bound = doc["bound"]["throughput"]
     plan = doc["plans"]["tritongen"]
-    load = ", ".join(f"{v:.2f}" for v in load_before)
     lines = [
-        "# tritongen bench: the text ensemble on this machine",
-        "",
-        f"Machine: {os.cpu_count()} CPU cores, no GPU; load "
-        f"average (1, 5, 15 min) {load} before, {os.getloadavg()[0]:.2f} (1 min) at the end.",
-        f"Command: `.venv/bin/python benchmarks/bench_text.py --rounds {args.rounds} "
-        f"--duration-s {args.duration_s} --concurrency {args.concurrency}` ({doc['seconds']:.0f} s "
-        f"of serving; serving cost + profile {doc['profile_s']} s, plan {doc['plan_s']} s).",
+        f"{doc['seconds']:.0f} s of serving; serving cost + profile {doc['profile_s']} s, plan "
+        f"{doc['plan_s']} s.",
         "",
         "Members: small, medium, deep (transformer encoders of 1, 2, 4 blocks, width 64, 96, "
         "128; input_ids + attention_mask, 32 tokens, INT64 → 4 classes), mean of softmax. "
@@ -74,6 +66,11 @@ def markdown(doc: dict[str, Any], args: argparse.Namespace, load_before: Any) ->
         "",
     ]
     lines += [
+        f"Over {doc['rounds']} trials:",
+        "",
+        *trials_markdown(doc["trials"]),
+        "Every level (median over trials):",
+        "",
         *levels_markdown(doc),
         f"tritongen's plan: allocation {plan['allocation']}, batch sizes {plan['batch_size']}, "
         f"threads {plan['threads']}, groups {plan.get('groups', {})}, predicted "
@@ -81,7 +78,7 @@ def markdown(doc: dict[str, Any], args: argparse.Namespace, load_before: Any) ->
         "",
         *prediction_markdown(doc),
     ]
-    return "\n".join(lines)
+    return lines
 
 
 if __name__ == "__main__":

@@ -1,13 +1,13 @@
 """The benchmark of issue 5 on the vision ensemble (4 CNNs, 3×96×96), in one run:
 
 1. profile + plan (timed: what tritongen's search costs before any serving);
-2. naive, batch_only and tritongen served side by side against the CPU bound
+2. naive, batch_only and tritongen compared in one run against the CPU bound
    (`tritongen bench`'s report, plots of throughput and of the allocation matrix);
 3. search cost: tritongen's re-implementation of Model Analyzer's quick-search method (a hill
    climb, `tritongen.bench.hillclimb`, every candidate served and
    measured) against tritongen's profile + model-based plan + a few measured refinements.
 
-    .venv/bin/python benchmarks/bench_vision.py [--rounds 2] [--duration-s 3] [--skip-climb]
+    .venv/bin/python benchmarks/bench_vision.py [--rounds 3] [--duration-s 3] [--skip-climb]
 
 Writes benchmarks/bench_vision.{md,json}, benchmarks/vision_throughput.png and
 benchmarks/vision_allocation.png.
@@ -16,13 +16,12 @@ benchmarks/vision_allocation.png.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from common import OUT, TRIALS, Run, mean_sd, round_figures, trials_markdown
 
 from tritongen.bench.compare import (
     ServedMeasurer,
@@ -40,18 +39,18 @@ from tritongen.spec.devices import detect_devices
 from tritongen.spec.ensemble import load_spec
 from tritongen.spec.members import load_ensemble
 
-OUT = Path(__file__).resolve().parent
 SEARCH_CONCURRENCY = 8
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=TRIALS)
     parser.add_argument("--duration-s", type=float, default=3.0)
     parser.add_argument("--concurrency", default="1,4,16")
     parser.add_argument("--skip-climb", action="store_true")
     parser.add_argument("--max-climb", type=int, default=60)
     args = parser.parse_args()
+    run = Run.start(__file__, args)
     workdir = Path(tempfile.mkdtemp(prefix="bench-vision-"))
     spec = load_spec(write_example(workdir / "vision"))
     ensemble = load_ensemble(spec)
@@ -69,6 +68,7 @@ def main() -> None:
         on_result=lambda r, name, points: print(f"round {r + 1} {name}: {[round(p.throughput, 1) for p in points]}", flush=True),
     )  # fmt: skip
     document = report.to_json()
+    document["trials"] = round_figures(report)
     document["profile_s"] = round(profile_s, 1)
     document["plan_s"] = round(plan_s, 2)
     throughput_plot(document, OUT / "vision_throughput.png", "vision ensemble on 2 CPU cores")
@@ -78,9 +78,8 @@ def main() -> None:
         document["search_cost"] = search_cost(
             ensemble, inventory, profile, spec, plan, workdir, args, profile_s + plan_s
         )
-    (OUT / "bench_vision.json").write_text(json.dumps(document, indent=2) + "\n")
-    (OUT / "bench_vision.md").write_text(markdown(document, args))
-    print((OUT / "bench_vision.md").read_text())
+    title = "tritongen bench: the vision ensemble on this machine"
+    run.write(OUT / "bench_vision.md", title, markdown(document), data=document)
 
 
 def search_cost(
@@ -103,14 +102,11 @@ def search_cost(
         refine_with=lambda problem: PlanEvaluator(problem, refiner, profile.serving_cost),
     )
     refine_s = time.perf_counter() - started
-    # The winners measured again by one evaluator, back to back and twice in alternation:
+    # The winners measured again by one evaluator, back to back in alternation, TRIALS times:
     # the fair comparison. The model's plan alone needed no served configuration at all.
     final = ServedMeasurer(ensemble, inventory, workdir / "final", (SEARCH_CONCURRENCY,), interval)
     plans = (climb.best_plan, refined, model_plan)
-    again = [
-        statistics.mean(pair)
-        for pair in zip(*[[final(p) for p in plans] for _ in range(2)], strict=True)
-    ]
+    again = [list(t) for t in zip(*[[final(p) for p in plans] for _ in range(TRIALS)], strict=True)]
     climb_again, ours_again, model_again = again
     return {
         "hill_climb": {"measured_configurations": climb.measurements, "seconds": round(climb.seconds, 1),
@@ -124,21 +120,17 @@ def search_cost(
     }  # fmt: skip
 
 
-def markdown(doc: dict[str, Any], args: argparse.Namespace) -> str:
+def markdown(doc: dict[str, Any]) -> list[str]:
     bound = doc["bound"]["throughput"]
     lines = [
-        "# tritongen bench: the vision ensemble on this machine",
-        "",
-        f"Machine: {os.cpu_count()} CPU cores, no GPU; load average at the end {os.getloadavg()[0]:.1f}.",
-        f"Command: `.venv/bin/python benchmarks/bench_vision.py --rounds {args.rounds} --duration-s {args.duration_s} "
-        f"--concurrency {args.concurrency}{' --skip-climb' if args.skip_climb else ''}` "
-        f"({doc['seconds']:.0f} s of serving; profile {doc['profile_s']} s, plan {doc['plan_s']} s).",
+        f"{doc['seconds']:.0f} s of serving; profile {doc['profile_s']} s, plan {doc['plan_s']} s.",
         "",
         "Members: tiny, mobile, resnet, vgg (plain torch CNNs, 3×96×96 → 100 classes, exported to ONNX).",
         f"Bound (cores / Σ one-thread CPU seconds per sample): **{bound:.1f} samples/s**.",
         "",
     ]
-    lines += levels_markdown(doc)
+    lines += [f"Over {doc['rounds']} trials:", "", *trials_markdown(doc["trials"])]
+    lines += ["Every level (median over trials):", "", *levels_markdown(doc)]
     lines += [
         "![throughput](vision_throughput.png)",
         "",
@@ -158,19 +150,19 @@ def markdown(doc: dict[str, Any], args: argparse.Namespace) -> str:
             "",
             f"Both measured with the same evaluator (render, serve, perf_analyzer at concurrency {SEARCH_CONCURRENCY}); "
             "the winners, and the model's plan before any measured refinement, are then measured again "
-            "back to back, twice in alternation (mean shown).",
+            f"back to back, {TRIALS} times in alternation.",
             "",
-            "| search | served configurations | wall s | throughput (re-measured) |",
+            "| search | served configurations | wall s | throughput re-measured, mean ± sd |",
             "|---|---|---|---|",
-            f"| hill climb (tritongen's re-implementation of Model Analyzer's quick search) | {sc['hill_climb']['measured_configurations']} | {sc['hill_climb']['seconds']} | {sc['hill_climb']['throughput_remeasured']:.1f} |",
-            f"| tritongen (profile + plan + refinements) | {sc['tritongen']['measured_configurations']} | {sc['tritongen']['seconds']} | {sc['tritongen']['throughput_remeasured']:.1f} |",
-            f"| tritongen, model's plan only (profile + plan) | 0 | {sc['tritongen_model_only']['seconds']} | {sc['tritongen_model_only']['throughput_remeasured']:.1f} |",
+            f"| hill climb (tritongen's re-implementation of Model Analyzer's quick search) | {sc['hill_climb']['measured_configurations']} | {sc['hill_climb']['seconds']} | {mean_sd(sc['hill_climb']['throughput_remeasured'])} |",
+            f"| tritongen (profile + plan + refinements) | {sc['tritongen']['measured_configurations']} | {sc['tritongen']['seconds']} | {mean_sd(sc['tritongen']['throughput_remeasured'])} |",
+            f"| tritongen, model's plan only (profile + plan) | 0 | {sc['tritongen_model_only']['seconds']} | {mean_sd(sc['tritongen_model_only']['throughput_remeasured'])} |",
             "",
             "The hill climb is tritongen's own code (`tritongen/bench/hillclimb.py`), not Model "
             "Analyzer; the real Model Analyzer is measured by `benchmarks/model_analyzer.py`.",
             "",
         ]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 if __name__ == "__main__":

@@ -1,18 +1,19 @@
-"""Both combiner modes side by side on the demo ensemble, in one run.
+"""Both combiner modes on the demo ensemble, compared in one run.
 
 For each mode: throughput and p50/p99 latency at concurrency 1 and 8 (perf_analyzer, gRPC,
 batch 1), and the combiner's overhead: p50 of the combined model minus p50 of its slowest member
 served alone, at concurrency 1. Modes alternate over `--rounds` so that drift cancels.
 
-    .venv/bin/python benchmarks/combiner_modes.py [--rounds 2] [--out benchmarks/combiner_modes.md]
+    .venv/bin/python benchmarks/combiner_modes.py [--rounds 3] [--out benchmarks/combiner_modes.md]
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 from pathlib import Path
+
+from common import TRIALS, Run, mean_sd
 
 from tritongen.bench.perf import PerfPoint, measure
 from tritongen.examples.digits import write_example
@@ -45,34 +46,26 @@ def run_mode(
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=TRIALS)
     parser.add_argument("--interval-ms", type=int, default=3000)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/combiner_modes.md"))
     args = parser.parse_args()
+    run = Run.start(__file__, args)
     root = Path(tempfile.mkdtemp(prefix="combiner-modes-"))
     spec = write_example(root / "digits")
     runs: dict[Combiner, list[dict[str, list[PerfPoint]]]] = {c: [] for c in Combiner}
     for _ in range(args.rounds):
         for combiner in Combiner:
             runs[combiner].append(run_mode(spec, root, combiner, args.interval_ms))
-    report = render_report(runs, args)
-    args.out.write_text(report)
-    print(report)
-
-
-def _median(values: list[float]) -> float:
-    return statistics.median(values)
+    title = "Combiner modes on the demo ensemble (3 CPU members)"
+    run.write(args.out, title, render_report(runs, args))
 
 
 def render_report(
     runs: dict[Combiner, list[dict[str, list[PerfPoint]]]], args: argparse.Namespace
-) -> str:
+) -> list[str]:
     lines = [
-        "# Combiner modes on the demo ensemble (3 CPU members, 2 cores)",
-        "",
-        f"Command: `.venv/bin/python benchmarks/combiner_modes.py --rounds {args.rounds} "
-        f"--interval-ms {args.interval_ms}` (perf_analyzer, gRPC, batch 1; medians over "
-        f"{args.rounds} alternating rounds).",
+        f"perf_analyzer, gRPC, batch 1; mean ± sd over {args.rounds} alternating trials.",
         "",
         "| mode | concurrency | throughput (infer/s) | p50 ms | p99 ms |",
         "|---|---|---|---|---|",
@@ -81,12 +74,13 @@ def render_report(
         for index, concurrency in enumerate(CONCURRENCIES):
             points = [run["combined"][index] for run in mode_runs]
             lines.append(
-                f"| {combiner.value} | {concurrency} | {_median([p.throughput for p in points]):.1f} "
-                f"| {_median([p.p50_ms for p in points]):.2f} | {_median([p.p99_ms for p in points]):.2f} |"
+                f"| {combiner.value} | {concurrency} | {mean_sd([p.throughput for p in points])} "
+                f"| {mean_sd([p.p50_ms for p in points], 2)} | {mean_sd([p.p99_ms for p in points], 2)} |"
             )
     lines += [
         "",
-        "Combiner overhead at concurrency 1 (p50 of the combined model − p50 of the slowest member alone):",
+        "Combiner overhead at concurrency 1 (p50 of the combined model − p50 of the slowest member "
+        "alone, per trial; slowest by mean p50):",
         "",
     ]
     lines += [
@@ -94,17 +88,19 @@ def render_report(
         "|---|---|---|---|---|",
     ]
     for combiner, mode_runs in runs.items():
-        combined = _median([run["combined"][0].p50_ms for run in mode_runs])
+        combined = [trial["combined"][0].p50_ms for trial in mode_runs]
         members = {
-            name: _median([run[name][0].p50_ms for run in mode_runs])
+            name: [trial[name][0].p50_ms for trial in mode_runs]
             for name in mode_runs[0]
             if name != "combined"
         }
-        slowest = max(members, key=members.__getitem__)
+        slowest = max(members, key=lambda name: sum(members[name]))
+        overhead = [c - m for c, m in zip(combined, members[slowest], strict=True)]
         lines.append(
-            f"| {combiner.value} | {combined:.2f} | {slowest} | {members[slowest]:.2f} | {combined - members[slowest]:+.2f} |"
+            f"| {combiner.value} | {mean_sd(combined, 2)} | {slowest} | "
+            f"{mean_sd(members[slowest], 2)} | {mean_sd(overhead, 2)} |"
         )
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 if __name__ == "__main__":

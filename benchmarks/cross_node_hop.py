@@ -12,12 +12,12 @@ gRPC, a second server's scheduler); a real network adds its round trip on top.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
 import yaml
+from common import TRIALS, Run, mean_sd
 
 from tritongen.bench.perf import PerfPoint, measure
 from tritongen.examples.digits import write_example
@@ -69,12 +69,13 @@ def measure_once(server: EmbeddedServer, model: str, args: argparse.Namespace) -
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=TRIALS)
     parser.add_argument("--interval-ms", type=int, default=3000)
     parser.add_argument("--stability-percent", type=int, default=20)
     parser.add_argument("--remote-member", default="cnn")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/cross_node_hop.md"))
     args = parser.parse_args()
+    run = Run.start(__file__, args)
     root = Path(tempfile.mkdtemp(prefix="cross-node-"))
     spec = write_example(root / "digits")
     member = args.remote_member
@@ -90,14 +91,13 @@ def main() -> None:
             runs["local"].append(measure_once(local, "digits", args))
             runs["remote"].append(measure_once(remote, "digits", args))
             runs["member_on_a"].append(measure_once(node_a, member, args))
-    report = render_report(runs, args)
-    args.out.write_text(report)
-    print(report)
+    title = f"Cross-node hop: `{member}` served by another tritonserver (loopback)"
+    run.write(args.out, title, render_report(runs, args))
 
 
-def render_report(runs: dict[str, list[PerfPoint]], args: argparse.Namespace) -> str:
-    def median(key: str, field: str) -> float:
-        return statistics.median(getattr(point, field) for point in runs[key])
+def render_report(runs: dict[str, list[PerfPoint]], args: argparse.Namespace) -> list[str]:
+    def values(key: str, field: str) -> list[float]:
+        return [getattr(point, field) for point in runs[key]]
 
     rows = {
         "local": "whole ensemble on node B (all members in-process, BLS)",
@@ -105,29 +105,27 @@ def render_report(runs: dict[str, list[PerfPoint]], args: argparse.Namespace) ->
         "member_on_a": f"`{args.remote_member}` alone on node A, called from outside",
     }
     lines = [
-        f"# Cross-node hop: `{args.remote_member}` served by another tritonserver (loopback, 2 cores)",
-        "",
-        f"Command: `.venv/bin/python benchmarks/cross_node_hop.py --rounds {args.rounds} "
-        f"--interval-ms {args.interval_ms} --stability-percent {args.stability_percent} "
-        f"--remote-member {args.remote_member}` "
-        f"(perf_analyzer, gRPC, batch 1, concurrency 1; medians over {args.rounds} alternating rounds).",
+        "perf_analyzer, gRPC, batch 1, concurrency 1; mean ± sd over "
+        f"{args.rounds} alternating trials.",
         "",
         "| what | throughput (infer/s) | p50 ms | p99 ms |",
         "|---|---|---|---|",
     ]
     for key, label in rows.items():
         lines.append(
-            f"| {label} | {median(key, 'throughput'):.1f} | {median(key, 'p50_ms'):.2f} "
-            f"| {median(key, 'p99_ms'):.2f} |"
+            f"| {label} | {mean_sd(values(key, 'throughput'))} | "
+            f"{mean_sd(values(key, 'p50_ms'), 2)} | {mean_sd(values(key, 'p99_ms'), 2)} |"
         )
-    hop = median("remote", "p50_ms") - median("local", "p50_ms")
+    hop = [
+        r - lo for r, lo in zip(values("remote", "p50_ms"), values("local", "p50_ms"), strict=True)
+    ]
     lines += [
         "",
-        f"Hop cost at p50: **{hop:+.2f} ms** per request (remote − local). Loopback only: a real "
+        f"Hop cost at p50: **{mean_sd(hop, 2)} ms** per request (remote − local, per trial). Loopback only: a real "
         "network adds its round-trip time; members run concurrently, so the hop adds to the "
         "latency only where the remote member is the slowest branch.",
     ]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 if __name__ == "__main__":

@@ -17,12 +17,13 @@ Writes benchmarks/first_request.md.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from common import OUT, Run, mean_sd
 
 from tritongen.examples import text, vision
 from tritongen.plan.plan import default_plan
@@ -33,7 +34,6 @@ from tritongen.spec.devices import detect_devices
 from tritongen.spec.ensemble import load_spec
 from tritongen.spec.members import Ensemble, load_ensemble
 
-OUT = Path(__file__).resolve().parent
 EXAMPLES = {"text": text.write_example, "vision": vision.write_example}
 STEADY_REQUESTS = 20
 STEADY_FULL = 5
@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("--examples", default="text,vision")
     parser.add_argument("--combiners", default="ensemble,bls")
     args = parser.parse_args()
-    load_before = os.getloadavg()
+    run = Run.start(__file__, args)
     workdir = Path(tempfile.mkdtemp(prefix="first-request-"))
     results = {}
     for example in args.examples.split(","):
@@ -55,9 +55,8 @@ def main() -> None:
             folder = workdir / f"{example}-{combiner}"
             runs = compare(ensemble, Combiner(combiner), folder, args.repeats)
             results[f"{example} ({combiner})"] = runs
-    report = markdown(results, args, load_before, os.getloadavg())
-    (OUT / "first_request.md").write_text(report)
-    print(report)
+    title = "First-request latency with and without warm-up"
+    run.write(OUT / "first_request.md", title, markdown(results))
 
 
 def compare(
@@ -106,27 +105,15 @@ def _timed_ms(client: EnsembleClient, inputs: Any) -> float:
     return 1000 * (time.perf_counter() - started)
 
 
-def markdown(
-    results: dict[str, dict[str, list[dict[str, float]]]],
-    args: argparse.Namespace,
-    load_before: tuple[float, float, float],
-    load_after: tuple[float, float, float],
-) -> str:
+def markdown(results: dict[str, dict[str, list[dict[str, float]]]]) -> list[str]:
     lines = [
-        "# First-request latency with and without warm-up",
-        "",
-        f"Command: `.venv/bin/python benchmarks/first_request.py --repeats {args.repeats} "
-        f"--examples {args.examples} --combiners {args.combiners}`",
-        f"Machine: {os.cpu_count()} CPU cores, no GPU, shared with other engineers' test runs; "
-        f"load average (1, 5, 15 min) {_load(load_before)} before, {_load(load_after)} after.",
-        "",
         "Each repository (one CPU instance per member, `tritongen build --quick`'s plan) is "
         "served on a fresh embedded server per run, cold and warm alternating. `warm`: every "
         "member's config, and the combine step's (ensemble combiner), carries `model_warmup` at "
         "batch 1 and at its max batch (Triton runs it before the model, hence the server, "
         "reports ready); `cold`: the same without it. The BLS combiner has no warm-up: it would "
         "call members that may not be loaded yet. "
-        "Times over HTTP from this process; medians over the runs, every run listed below.",
+        "Times over HTTP from this process; mean ± sd over the runs, every run listed below.",
         "",
         "| ensemble | warm-up | start to ready s | first request (1 row) ms "
         "| first full batch ms | steady, 1 row ms | steady, full batch ms |",
@@ -134,21 +121,14 @@ def markdown(
     ]
     for example, runs in results.items():
         for mode in ("cold", "warm"):
-            medians = [statistics.median(r[f] for r in runs[mode]) for f in FIGURES]
-            lines.append(
-                f"| {example} | {'yes' if mode == 'warm' else 'no'} | {medians[0]:.1f} | "
-                f"{medians[1]:.1f} | {medians[2]:.1f} | {medians[3]:.1f} | {medians[4]:.1f} |"
-            )
+            cells = " | ".join(mean_sd([r[f] for r in runs[mode]]) for f in FIGURES)
+            lines.append(f"| {example} | {'yes' if mode == 'warm' else 'no'} | {cells} |")
     lines += ["", "Every run (ready s / first / first full / steady / steady full, ms):", ""]
     for example, runs in results.items():
         for mode in ("cold", "warm"):
             values = "; ".join(" / ".join(f"{r[f]:.1f}" for f in FIGURES) for r in runs[mode])
             lines.append(f"- {example}, {mode}: {values}")
-    return "\n".join(lines) + "\n"
-
-
-def _load(load: tuple[float, float, float]) -> str:
-    return ", ".join(f"{v:.2f}" for v in load)
+    return lines
 
 
 if __name__ == "__main__":

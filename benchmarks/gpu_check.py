@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from prediction import measure_example, summary
+from common import measure_example, summary
 
 from tritongen.bench.perf import perf_analyzer_binary
 from tritongen.errors import TritongenError

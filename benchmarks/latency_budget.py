@@ -1,9 +1,9 @@
 """A latency budget on the text example, in one run: the fastest plan and the fastest plan
 whose predicted p99 stays under a budget (a third of the first's predicted p99), each served on
 the embedded tritonserver and measured with perf_analyzer at the concurrency the serving model
-says reaches its throughput (and a few others), side by side.
+says reaches its throughput (and a few others), compared in one run.
 
-    .venv/bin/python benchmarks/latency_budget.py [--example text] [--rounds 2]
+    .venv/bin/python benchmarks/latency_budget.py [--example text] [--rounds 3]
 
 Writes benchmarks/latency_budget.md and .json.
 """
@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from common import OUT, TRIALS, Run, round_figures, trials_markdown
 
 from tritongen.bench.compare import levels_markdown, run_bench
 from tritongen.bench.serving_cost import measure_profile
@@ -25,16 +25,14 @@ from tritongen.spec.devices import detect_devices
 from tritongen.spec.ensemble import load_spec
 from tritongen.spec.members import load_ensemble
 
-OUT = Path(__file__).resolve().parent
-
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--example", default="text")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=TRIALS)
     parser.add_argument("--duration-s", type=float, default=3.0)
     args = parser.parse_args()
-    load_before = os.getloadavg()[0]
+    run = Run.start(__file__, args)
     example = importlib.import_module(f"tritongen.examples.{args.example}")
     spec = load_spec(example.write_example(Path(tempfile.mkdtemp(prefix="budget-")) / "ex"))
     ensemble, inventory = load_ensemble(spec), detect_devices()
@@ -54,24 +52,16 @@ def main() -> None:
     )  # fmt: skip
     document = {
         **report.to_json(), "budget_ms": budget, "profile_s": round(profile_s, 1),
-        "load": [load_before, os.getloadavg()[0]],
+        "trials": round_figures(report),
     }  # fmt: skip
-    lines = markdown(document, args)
-    (OUT / "latency_budget.md").write_text("\n".join(lines) + "\n")
-    (OUT / "latency_budget.json").write_text(json.dumps(document, indent=2) + "\n")
-    print("\n".join(lines))
+    title = f"A latency budget on the {args.example} example"
+    run.write(OUT / "latency_budget.md", title, markdown(document), data=document)
 
 
-def markdown(doc: dict[str, Any], args: argparse.Namespace) -> list[str]:
+def markdown(doc: dict[str, Any]) -> list[str]:
     budget = doc["budget_ms"]
     lines = [
-        f"# A latency budget on the {args.example} example",
-        "",
-        f"Machine: {os.cpu_count()} CPU cores, no GPU; load average {doc['load'][0]:.1f} before, "
-        f"{doc['load'][1]:.1f} after.",
-        f"Command: `.venv/bin/python benchmarks/latency_budget.py --example {args.example} "
-        f"--rounds {args.rounds} --duration-s {args.duration_s}` (profile {doc['profile_s']} s, "
-        f"{doc['seconds']:.0f} s of serving).",
+        f"Profile {doc['profile_s']} s, {doc['seconds']:.0f} s of serving.",
         "",
         f"Budget: p99 ≤ **{budget} ms** (a third of the fastest plan's predicted p99). "
         "Each plan is measured at its predicted concurrency (where the model says it reaches "
@@ -94,7 +84,16 @@ def markdown(doc: dict[str, Any], args: argparse.Namespace) -> list[str]:
             f"{served['throughput']:.1f} | {served['p50_ms']:.1f} | {served['p99_ms']:.1f} | "
             f"{'yes' if served['p99_ms'] <= budget else 'no'} |"
         )
-    return [*lines, "", "Every level measured:", "", *levels_markdown(doc)]
+    return [
+        *lines,
+        "",
+        f"Over {doc['rounds']} trials:",
+        "",
+        *trials_markdown(doc["trials"]),
+        "Every level measured (median over trials):",
+        "",
+        *levels_markdown(doc),
+    ]
 
 
 if __name__ == "__main__":

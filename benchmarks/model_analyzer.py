@@ -1,5 +1,5 @@
 """The real peer: Triton Model Analyzer's quick search against tritongen, on a 3-member CPU
-ensemble, then both winners re-measured side by side in one run.
+ensemble, then both winners re-measured and compared in one run.
 
 1. Model Analyzer 1.58.0 (`triton-model-analyzer` on PyPI) is installed in `.venv-ma/`
    (git-ignored), apart from tritongen's own dependencies (pip resolves it beside them:
@@ -15,12 +15,13 @@ ensemble, then both winners re-measured side by side in one run.
    are NaN as FP32, which the ensemble refuses).
 4. Its best configuration (from its checkpoint) and tritongen's plan (profile + plan, cached)
    are served in turn, `--rounds` times alternating, measured with perf_analyzer at the same
-   concurrencies; medians are reported.
+   concurrencies; mean ± sd over the rounds are reported.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/model_analyzer.py [--rounds 2] [--workdir DIR]
-    PYTHONPATH=. .venv/bin/python benchmarks/model_analyzer.py --smoke   # a few configurations
+    .venv/bin/python benchmarks/model_analyzer.py [--rounds 3] [--workdir DIR]
+    .venv/bin/python benchmarks/model_analyzer.py --smoke   # a few configurations
 
-Writes benchmarks/model_analyzer.md (with --smoke: benchmarks/model_analyzer_smoke.md).
+Writes benchmarks/model_analyzer.md (with --smoke, a check that the script works and not a
+measurement: model_analyzer_smoke.md in the work folder).
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ import json
 import os
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from common import TRIALS, Run, mean_sd
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
@@ -219,8 +220,10 @@ def analyzer_repository(start: Path, search: SearchResult, folder: Path) -> Path
     return folder
 
 
-def compare_in_one_run(repositories: dict[str, Path], rounds: int) -> dict[str, dict[int, float]]:
-    """Median samples/s per concurrency of each repository, served in alternating order."""
+def compare_in_one_run(
+    repositories: dict[str, Path], rounds: int
+) -> dict[str, list[dict[int, float]]]:
+    """Each round's samples/s per concurrency of each repository, served in alternating order."""
     runs: dict[str, list[dict[int, float]]] = {name: [] for name in repositories}
     for index in range(rounds):
         order = list(repositories) if index % 2 == 0 else list(reversed(repositories))
@@ -228,16 +231,14 @@ def compare_in_one_run(repositories: dict[str, Path], rounds: int) -> dict[str, 
             with EmbeddedServer(repositories[name]) as server:
                 points = measure(server.grpc_url, ENSEMBLE, list(CONCURRENCIES))
             runs[name].append({p.concurrency: p.throughput for p in points})
-    return {
-        name: {c: statistics.median(r[c] for r in results) for c in CONCURRENCIES}
-        for name, results in runs.items()
-    }
+    return runs
 
 
 def report(
-    args: argparse.Namespace, search: SearchResult, measured: dict[str, dict[int, float]]
-) -> str:
-    best = {name: max(by_c.values()) for name, by_c in measured.items()}
+    args: argparse.Namespace, search: SearchResult, measured: dict[str, list[dict[int, float]]]
+) -> list[str]:
+    best = {name: [max(by_c.values()) for by_c in trials] for name, trials in measured.items()}
+    ratios = [t / m for t, m in zip(best["tritongen"], best["model_analyzer"], strict=True)]
     setting = (
         "smoke setting (a few configurations; not a measurement)"
         if args.smoke
@@ -248,10 +249,7 @@ def report(
         for m, c in sorted(search.composing.items())
     )
     lines = [
-        "# Model Analyzer 1.58 against tritongen: the digits ensemble on this machine",
-        "",
-        f"Command: `PYTHONPATH=. .venv/bin/python benchmarks/model_analyzer.py --rounds {args.rounds}"
-        f"{' --smoke' if args.smoke else ''}` ({setting}); a shared 2-core CPU machine, embedded tritonserver 2.51.",
+        f"Search: {setting}; served on the embedded tritonserver.",
         "",
         "## Model Analyzer's quick search (local launch mode, CPU only, perf_analyzer --input-data zero)",
         "",
@@ -259,33 +257,34 @@ def report(
         f"- best: `{search.best_name}` at **{search.best_throughput:.1f} inferences/s** (Model Analyzer's own measurement)",
         f"- its composing models: {composing}",
         "",
-        f"## Re-measured side by side ({args.rounds} rounds alternating, medians; samples/s)",
+        f"## Re-measured, compared in one run ({args.rounds} rounds alternating; samples/s, "
+        "mean ± sd)",
         "",
         "| configuration | " + " | ".join(f"c={c}" for c in CONCURRENCIES) + " | best |",
         "|---|" + "---|" * (len(CONCURRENCIES) + 1),
         *(
             f"| {name} | "
-            + " | ".join(f"{by_c[c]:.1f}" for c in CONCURRENCIES)
-            + f" | {best[name]:.1f} |"
-            for name, by_c in measured.items()
+            + " | ".join(mean_sd([by_c[c] for by_c in trials]) for c in CONCURRENCIES)
+            + f" | {mean_sd(best[name])} |"
+            for name, trials in measured.items()
         ),
         "",
-        f"tritongen / Model Analyzer (best concurrency of each): **{best['tritongen'] / best['model_analyzer']:.2f}**",
-        "",
-        f"Load average (1, 5, 15 min) at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}.",
+        "tritongen / Model Analyzer (best concurrency of each, per round): "
+        f"**{mean_sd(ratios, 2)}**",
     ]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="A few configurations only.")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=TRIALS)
     parser.add_argument("--workdir", type=Path, help="Keeps (and reuses) the trained members.")
     parser.add_argument(
         "--reuse-search", action="store_true", help="Re-measure the search kept in --workdir."
     )
     args = parser.parse_args()
+    run = Run.start(__file__, args)
     work = (args.workdir or Path(tempfile.mkdtemp(prefix="model-analyzer-"))).resolve()
     work.mkdir(parents=True, exist_ok=True)
     spec = work / "digits" / "ensemble.yaml"
@@ -302,9 +301,9 @@ def main() -> None:
     _, ours = build(spec, work / "tritongen", combiner=Combiner.ensemble, force=True)
     theirs = analyzer_repository(start, search, work / "model_analyzer")
     measured = compare_in_one_run({"model_analyzer": theirs, "tritongen": ours}, args.rounds)
-    out = ROOT / "benchmarks" / ("model_analyzer_smoke.md" if args.smoke else "model_analyzer.md")
-    out.write_text(report(args, search, measured))
-    print(out.read_text())
+    out = work / "model_analyzer_smoke.md" if args.smoke else ROOT / "benchmarks/model_analyzer.md"
+    title = "Model Analyzer 1.58 against tritongen: the digits ensemble on this machine"
+    run.write(out, title, report(args, search, measured))
 
 
 if __name__ == "__main__":

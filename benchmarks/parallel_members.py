@@ -1,11 +1,11 @@
-"""A group's members side by side against one after another, and against the members served
-separately, on the same machine in one run: the latency of a lone request (p50 at concurrency
+"""A group's members in parallel against one after another, and against the members served
+separately, compared in one run on the same machine: the latency of a lone request (p50 at concurrency
 1) and the best throughput, served on the embedded tritonserver and measured with perf_analyzer,
 each beside the serving model's prediction.
 
-    .venv/bin/python benchmarks/parallel_members.py [--examples heavy,vision,digits] [--rounds 2]
+    .venv/bin/python benchmarks/parallel_members.py [--examples heavy,vision,digits] [--rounds 3]
 
-For each example: its profile, tritongen's plan (a group, side by side where that pays), the
+For each example: its profile, tritongen's plan (a group, its members in parallel where that pays), the
 same plan with the group's members run the other way, and the separate plan. Rounds alternate
 the order so that drift cancels. Writes benchmarks/parallel_members.md and .json.
 """
@@ -13,22 +13,18 @@ the order so that drift cancels. Writes benchmarks/parallel_members.md and .json
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from prediction import profiled_example
+from common import OUT, TRIALS, Run, profiled_example, round_figures, trials_markdown
 
 from tritongen.bench.compare import levels_markdown, run_bench
 from tritongen.plan.plan import Plan
 from tritongen.plan.problem import Shape
 from tritongen.plan.search import make_plan
 
-OUT = Path(__file__).resolve().parent
 LEVELS = [1, 8, 64]
 
 
@@ -58,6 +54,7 @@ def measure_example(name: str, workdir: Path, args: argparse.Namespace) -> dict[
         ),
     )  # fmt: skip
     document = report.to_json()
+    document["trials"] = round_figures(report)
     document["serving_cost"] = ex.serving.describe()
     return document
 
@@ -66,7 +63,7 @@ def table(name: str, document: dict[str, Any]) -> list[str]:
     lines = [
         f"### {name} (bound {document['bound']['throughput']:.1f} samples/s)",
         "",
-        "| configuration | side by side | p50 at 1, served ms | alone, predicted ms "
+        "| configuration | members in parallel | p50 at 1, served ms | alone, predicted ms "
         "| served (best) samples/s | predicted | served/predicted | of bound |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -80,27 +77,28 @@ def table(name: str, document: dict[str, Any]) -> list[str]:
             f"{data['best_throughput']:.1f} | {data['predicted_throughput']:.1f} | "
             f"{data['measured/predicted']:.2f} | {data['best_throughput'] / bound:.2f} |"
         )
-    return [*lines, "", "Every level (median over rounds):", "", *levels_markdown(document)]
+    return [
+        *lines,
+        "",
+        f"Over {document['rounds']} trials:",
+        "",
+        *trials_markdown(document["trials"]),
+        "Every level (median over trials):",
+        "",
+        *levels_markdown(document),
+    ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--examples", default="heavy,vision,digits")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=TRIALS)
     parser.add_argument("--duration-s", type=float, default=3.0)
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="side-by-side-"))
-    load_before = os.getloadavg()[0]
-    started = time.perf_counter()
+    run = Run.start(__file__, args)
+    workdir = Path(tempfile.mkdtemp(prefix="parallel-members-"))
     documents = {name: measure_example(name, workdir, args) for name in args.examples.split(",")}
-    command = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items())
     lines = [
-        "# A group's members side by side or one after another",
-        "",
-        f"Machine: {os.cpu_count()} CPU cores, no GPU; load average {load_before:.1f} before, "
-        f"{os.getloadavg()[0]:.1f} after; {time.perf_counter() - started:.0f} s in all.",
-        f"Command: `.venv/bin/python benchmarks/parallel_members.py {command}`.",
-        "",
         "perf_analyzer over gRPC, one sample per request, concurrency "
         f"{', '.join(map(str, LEVELS))}, on this machine (the model's predictions count its "
         "CPU too).",
@@ -108,9 +106,8 @@ def main() -> None:
     ]
     for name, document in documents.items():
         lines += table(name, document)
-    (OUT / "parallel_members.md").write_text("\n".join(lines) + "\n")
-    (OUT / "side_by_side.json").write_text(json.dumps(documents, indent=2) + "\n")
-    print("\n".join(lines))
+    title = "A group's members in parallel or one after another"
+    run.write(OUT / "parallel_members.md", title, lines, data=documents)
 
 
 if __name__ == "__main__":

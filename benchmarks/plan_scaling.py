@@ -1,6 +1,6 @@
 """Time the planner and compare its plans with the best placement under the base model.
 
-    python benchmarks/plan_scaling.py [--milp-seconds 300] [--out benchmarks/plan_scaling.md]
+    .venv/bin/python benchmarks/plan_scaling.py [--milp-seconds 300] [--out benchmarks/plan_scaling.md]
 
 Scenarios (synthetic, see tests/synthetic.py): the paper's twelve ImageNet CNNs on 4 and on
 16 GPUs of 16 GB, one CNN over 16 GPUs, and random small CPU+GPU instances. "Best" is the
@@ -13,13 +13,13 @@ every device and memory ignored (the GPU bound, docs/PLANNING.md) is shown too.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from common import TRIALS, Run, mean_sd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -30,15 +30,15 @@ from tritongen.plan.problem import build_problem
 from tritongen.plan.search import make_plan
 
 
-def timed_plan(members, inventory, profile, repeats=3):  # type: ignore[no-untyped-def]
-    """The plan, and the median wall-clock and CPU seconds of `repeats` runs."""
+def timed_plan(members, inventory, profile, repeats=TRIALS):  # type: ignore[no-untyped-def]
+    """The plan, and the wall-clock and CPU seconds of each of `repeats` runs."""
     wall, cpu, plan = [], [], None
     for _ in range(repeats):
         started, started_cpu = time.perf_counter(), time.process_time()
         plan = make_plan(members, inventory, profile)
         wall.append(time.perf_counter() - started)
         cpu.append(time.process_time() - started_cpu)
-    return plan, statistics.median(wall), statistics.median(cpu)
+    return plan, wall, cpu
 
 
 def scenario(name, members, inventory, profile, milp_seconds):  # type: ignore[no-untyped-def]
@@ -82,18 +82,15 @@ def random_instances(count: int, milp_seconds: float) -> dict[str, float]:
         "n": len(ratios),
         "min": min(ratios),
         "mean": statistics.mean(ratios),
+        "sd": statistics.stdev(ratios),
         "at_least_095": sum(r >= 0.95 for r in ratios) / len(ratios),
     }
 
 
-def report(rows: list[dict], randoms: dict[str, float], milp_seconds: float) -> str:
+def report(rows: list[dict], randoms: dict[str, float], milp_seconds: float) -> list[str]:
     lines = [
-        "# Planner scaling and quality (base model)",
-        "",
-        f"Machine: {os.cpu_count()} CPU cores (load average {os.getloadavg()[0]:.1f} at the "
-        "end): times are medians of 3 runs, wall-clock and "
-        "CPU (the process's own), and drift with the load.",
-        "`python benchmarks/plan_scaling.py` regenerates this file.",
+        f"Plan times are mean ± sd of {TRIALS} runs, wall-clock and CPU (the process's own), "
+        "and drift with the load.",
         "",
         "Best placement: exact optimum of the base model by MILP (`tritongen.plan.optimum`, HiGHS, "
         f"{milp_seconds:.0f} s limit). *best found* is the solver's best placement (a lower "
@@ -113,7 +110,7 @@ def report(rows: list[dict], randoms: dict[str, float], milp_seconds: float) -> 
             else "– | – | – | –"
         )
         lines.append(
-            f"| {r['scenario']} | {r['seconds']:.2f} s / {r['cpu_seconds']:.2f} s | "
+            f"| {r['scenario']} | {mean_sd(r['seconds'], 2)} s / {mean_sd(r['cpu_seconds'], 2)} s | "
             f"{r['evaluations']} | {r['predicted']:.1f} | {r['baseline']:.1f} | "
             f"{r['predicted'] / r['baseline']:.2f} | {r['plan']:.1f} | {milp} | "
             f"{r['bound']:.1f} | {r['plan'] / r['bound']:.3f} |"
@@ -122,11 +119,11 @@ def report(rows: list[dict], randoms: dict[str, float], milp_seconds: float) -> 
         "",
         f"Random small CPU+GPU instances (2–5 members, 2–4 devices, tight memory, some "
         f"classes and batch sizes unprofiled), against the proven MILP optimum: "
-        f"{randoms['n']} instances, plan/best min {randoms['min']:.3f}, mean "
-        f"{randoms['mean']:.3f}, {randoms['at_least_095']:.0%} at ≥ 0.95.",
+        f"{randoms['n']} instances, plan/best min {randoms['min']:.3f}, mean ± sd "
+        f"{randoms['mean']:.3f} ± {randoms['sd']:.3f}, {randoms['at_least_095']:.0%} at ≥ 0.95.",
         "",
     ]
-    return "\n".join(lines)
+    return lines
 
 
 def main() -> None:
@@ -135,6 +132,7 @@ def main() -> None:
     parser.add_argument("--random", type=int, default=60)
     parser.add_argument("--out", type=Path, default=Path(__file__).with_suffix(".md"))
     args = parser.parse_args()
+    run = Run.start(__file__, args)
     cnns = list(IMAGENET)
     rows = [
         scenario("12 CNNs on 4 GPUs", cnns, gpus(4), imagenet_profile(), args.milp_seconds),
@@ -142,9 +140,8 @@ def main() -> None:
         scenario("1 CNN on 16 GPUs", ["resnet152"], gpus(16), imagenet_profile(["resnet152"]), 60),
     ]
     randoms = random_instances(args.random, 30.0)
-    text = report(rows, randoms, args.milp_seconds)
-    args.out.write_text(text)
-    print(text)
+    body = report(rows, randoms, args.milp_seconds)
+    run.write(args.out, "Planner scaling and quality (base model)", body)
 
 
 if __name__ == "__main__":

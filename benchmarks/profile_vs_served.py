@@ -7,15 +7,18 @@ Beside it: the CPU seconds per call that the profile's `serving_cost` (measured 
 `tritongen.bench.serving_cost` with a stand-in member) charges in the planner's CPU model.
 
     .venv/bin/python benchmarks/profile_vs_served.py [--example vision|digits] [--batches 1,4,16]
+        [--trials 3]
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+
+from common import OUT, TRIALS, Run, mean_sd
 
 from tritongen.bench.perf import measure
 from tritongen.bench.serving_cost import measure_profile
@@ -27,14 +30,14 @@ from tritongen.spec.devices import detect_devices
 from tritongen.spec.ensemble import load_spec
 from tritongen.spec.members import load_ensemble
 
-OUT = Path(__file__).resolve().parent
-
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--example", choices=["vision", "digits"], default="vision")
     parser.add_argument("--batches", default="1,4,16")
+    parser.add_argument("--trials", type=int, default=TRIALS)
     args = parser.parse_args()
+    run = Run.start(__file__, args)
     batches = [int(b) for b in args.batches.split(",")]
     workdir = Path(tempfile.mkdtemp(prefix="profile-vs-served-"))
     if args.example == "vision":
@@ -48,7 +51,7 @@ def main() -> None:
     assert cpu is not None
     # Measured now, not from the cache: both sides of the comparison come from this run.
     profile, serving, _ = measure_profile(ensemble, inventory, use_cache=False, batch_sizes=batches)
-    rows = []
+    rows: list[Row] = []
     for batch in batches:
         # Every member once, one instance with all cores as profiled, at max_batch_size = batch.
         plan = Plan(
@@ -59,40 +62,54 @@ def main() -> None:
         repository = render_repository(ensemble, plan, inventory, workdir / f"b{batch}", force=True)
         with EmbeddedServer(repository) as server:
             for member in ensemble.members:
-                point = measure(
-                    server.grpc_url, member.name, [1], batch_size=batch, interval_ms=2000
-                )[0]
+                points = [
+                    measure(server.grpc_url, member.name, [1], batch_size=batch, interval_ms=2000)[
+                        0
+                    ]
+                    for _ in range(args.trials)
+                ]
                 profiled = profile.entries(member.name, cpu.device_class)[batch].throughput
-                overhead_ms = (batch / point.throughput - batch / profiled) * 1000
                 rows.append(
-                    (member.name, batch, profiled, point.throughput, overhead_ms, point.stable)
-                )
-    write_report(rows, serving, args)
+                    Row(member.name, batch, profiled, [p.throughput for p in points],
+                        all(p.stable for p in points))
+                )  # fmt: skip
+    title = f"Profiled against served throughput ({args.example} ensemble, one instance, all cores)"
+    run.write(OUT / f"profile_vs_served_{args.example}.md", title, markdown(rows, serving, args))
 
 
-def write_report(
-    rows: list[tuple[str, int, float, float, float, bool]],
-    serving: ServingCost,
-    args: argparse.Namespace,
-) -> None:
+@dataclass(frozen=True)
+class Row:
+    """One member at one batch size: its profiled throughput and each trial's served one."""
+
+    member: str
+    batch: int
+    profiled: float
+    served: list[float]
+    stable: bool
+
+    def overheads_ms(self) -> list[float]:
+        """Wall time per call beyond the member's own run, per trial."""
+        return [(self.batch / s - self.batch / self.profiled) * 1000 for s in self.served]
+
+
+def markdown(rows: list[Row], serving: ServingCost, args: argparse.Namespace) -> list[str]:
     lines = [
-        f"# Profiled against served throughput ({args.example} ensemble, one instance, all cores)",
-        "",
-        f"Command: `.venv/bin/python benchmarks/profile_vs_served.py --example {args.example} --batches {args.batches}`"
-        f" — {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end.",
+        f"Served at concurrency 1, {args.trials} trials of 2 s each; mean ± sd over them.",
         "",
         "| member | batch | profiled samples/s | served samples/s | served / profiled | overhead ms per call | serving_cost CPU ms per call | stable |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for name, batch, profiled, served, overhead, stable in rows:
+    for r in rows:
+        served = statistics.fmean(r.served)
         lines.append(
-            f"| {name} | {batch} | {profiled:.1f} | {served:.1f} | {served / profiled:.2f} | {overhead:.2f} | {1000 * serving.call_s(batch):.2f} | {'yes' if stable else 'no'} |"
+            f"| {r.member} | {r.batch} | {r.profiled:.1f} | {mean_sd(r.served)} | "
+            f"{served / r.profiled:.2f} | {mean_sd(r.overheads_ms(), 2)} | "
+            f"{1000 * serving.call_s(r.batch):.2f} | {'yes' if r.stable else 'no'} |"
         )
-    overheads = [r[4] for r in rows]
-    lines += ["", f"Median overhead per call: **{statistics.median(overheads):.2f} ms** of wall "
-              f"time. The profile's {serving.describe()}.", ""]  # fmt: skip
-    (OUT / f"profile_vs_served_{args.example}.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    overheads = [statistics.fmean(r.overheads_ms()) for r in rows]
+    lines += ["", f"Overhead per call over members and batches: **{mean_sd(overheads, 2)} ms** "
+              f"of wall time. The profile's {serving.describe()}.", ""]  # fmt: skip
+    return lines
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ with the last one, so start-up allocation is not counted as growth. If tritonser
 `EmbeddedServer` restarts it (as `tritongen serve` does): the report lists every restart, and
 the server's counters then cover only the time since the last one.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/soak.py [--duration-s 600] [--combiner ensemble|bls]
+    .venv/bin/python benchmarks/soak.py [--duration-s 600] [--combiner ensemble|bls]
         [--workdir DIR]   # keeps (and reuses) the trained members in DIR
 """
 
@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import psutil
+from common import Run
 
 from tritongen.bench.perf import perf_analyzer_binary, perf_environment
 from tritongen.errors import TritongenError
@@ -240,7 +241,7 @@ def watch(
     sample_memory(server_pid(), series, time.monotonic() - started)
 
 
-def soak(args: argparse.Namespace, root: Path) -> str:
+def soak(args: argparse.Namespace, root: Path) -> list[str]:
     spec = root / "digits" / "ensemble.yaml"
     if not spec.is_file():  # training takes minutes on a busy machine: reuse a --workdir
         spec = write_example(root / "digits")
@@ -283,7 +284,7 @@ def soak(args: argparse.Namespace, root: Path) -> str:
     return render_report(args, result)
 
 
-def render_report(args: argparse.Namespace, r: SoakResult) -> str:
+def render_report(args: argparse.Namespace, r: SoakResult) -> list[str]:
     counts, series = r.counts, r.memory
     errors = r.failed + len(counts.perf_failures) + len(counts.sampled_wrong)
     growths = {pid: s.growth(args.warmup_s) for pid, s in series.items()}
@@ -291,11 +292,7 @@ def render_report(args: argparse.Namespace, r: SoakResult) -> str:
     rising = r.saturating == SWEEP[-1]
     ceiling = ": the sweep's largest, throughput still rising" if rising else ""
     lines = [
-        f"# Soak: `{r.model}` ({args.combiner} combiner) at twice its saturating concurrency",
-        "",
-        f"Command: `PYTHONPATH=. .venv/bin/python benchmarks/soak.py --duration-s {args.duration_s} "
-        f"--combiner {args.combiner}` on a shared 2-core CPU machine (embedded tritonserver 2.51,"
-        " members on the Python backend with onnxruntime).",
+        "Embedded tritonserver, members on the Python backend with onnxruntime.",
         "",
         "## Result",
         "",
@@ -335,7 +332,7 @@ def render_report(args: argparse.Namespace, r: SoakResult) -> str:
     ):
         if items:
             lines += ["", f"## {title}", "", *(f"- {item}" for item in items[:20])]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def main() -> None:
@@ -347,11 +344,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/soak.md"))
     parser.add_argument("--workdir", type=Path, help="Reuse the trained members kept here.")
     args = parser.parse_args()
+    run = Run.start(__file__, args)
     root = args.workdir or Path(tempfile.mkdtemp(prefix="soak-"))
     root.mkdir(parents=True, exist_ok=True)
-    report = soak(args, root)
-    args.out.write_text(report)
-    print(report)
+    title = (
+        f"Soak: the demo ensemble ({args.combiner} combiner) at twice its saturating concurrency"
+    )
+    run.write(args.out, title, soak(args, root))
 
 
 if __name__ == "__main__":

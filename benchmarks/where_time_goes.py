@@ -10,7 +10,7 @@ the inference counts from Triton's metrics. Then, optionally, sample the stubs w
 tritonserver with `perf` (C++: time per shared library).
 
     .venv/bin/python benchmarks/where_time_goes.py [--example vision] [--concurrency 16]
-        [--seconds 20]
+        [--seconds 20] [--trials 3]
         [--no-sampling] [--out benchmarks/where_time_goes.md]
 """
 
@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+from common import TRIALS, Run, mean_sd
 
 from tritongen.bench.compare import cpu_bound
 from tritongen.bench.perf import input_data_for, perf_analyzer_binary, perf_environment
@@ -139,10 +140,11 @@ def main() -> None:
     parser.add_argument("--example", default="vision", help="vision, heavy, text or digits")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--trials", type=int, default=TRIALS)
     parser.add_argument("--no-sampling", action="store_true")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/where_time_goes.md"))
     args = parser.parse_args()
-
+    run = Run.start(__file__, args)
     workdir = Path(tempfile.mkdtemp(prefix="where-time-goes-"))
     example = importlib.import_module(f"tritongen.examples.{args.example}")
     spec = load_spec(example.write_example(workdir / args.example))
@@ -158,25 +160,49 @@ def main() -> None:
     with EmbeddedServer(repository) as server:
         drive(server, spec.name, args.concurrency, 3, input_data)  # warm-up
         processes = server_processes(server.pid)
-        before = [p.cpu_seconds() for p in processes]
-        counts_before = model_counters(server.metrics_url)
-        started = time.perf_counter()
-        client_s = drive(server, spec.name, args.concurrency, args.seconds, input_data)
-        wall_s = time.perf_counter() - started
-        after = [p.cpu_seconds() for p in processes]
-        counts_after = model_counters(server.metrics_url)
+        trials = [
+            one_trial(server, processes, spec.name, args, input_data) for _ in range(args.trials)
+        ]
         sampling = None
         if not args.no_sampling:
             sampling = sample(server, processes, ensemble, args, input_data)
 
+    labels = [p.label for p in processes] + ["perf_analyzer (client, gRPC)"]
+    spread = {label: [t.cpu_ms[i] for t in trials] for i, label in enumerate(labels)}
+    rows = [(label, sum(values) / len(values)) for label, values in spread.items()]
+    delta = {k: sum(t.delta.get(k, 0) for t in trials) for k in trials[0].delta}
+    inferences = sum(t.inferences for t in trials)
+    wall_s = sum(t.wall_s for t in trials)
+    title = f"Where the CPU goes: tritongen's {args.example} plan, served"
+    body = report_lines(
+        args, ensemble, plan, bound, compute_ms, rows, spread, delta, inferences, wall_s, sampling
+    )
+    run.write(args.out, title, body)
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One timed drive of the served plan: CPU ms per inference of each process, the client's
+    last, and Triton's counters over it."""
+
+    cpu_ms: list[float]
+    delta: dict
+    inferences: float
+    wall_s: float
+
+
+def one_trial(server, processes, model: str, args, input_data: str) -> Trial:
+    before = [p.cpu_seconds() for p in processes]
+    counts_before = model_counters(server.metrics_url)
+    started = time.perf_counter()
+    client_s = drive(server, model, args.concurrency, args.seconds, input_data)
+    wall_s = time.perf_counter() - started
+    after = [p.cpu_seconds() for p in processes]
+    counts_after = model_counters(server.metrics_url)
     delta = {k: counts_after[k] - counts_before.get(k, 0) for k in counts_after}
-    inferences = delta[("nv_inference_count", spec.name)]
-    rows = [
-        (p.label, 1000 * (a - b) / inferences)
-        for p, a, b in zip(processes, after, before, strict=True)
-    ]
-    rows.append(("perf_analyzer (client, gRPC)", 1000 * client_s / inferences))
-    write_report(args, ensemble, plan, bound, compute_ms, rows, delta, inferences, wall_s, sampling)
+    inferences = delta[("nv_inference_count", model)]
+    cpu_ms = [1000 * (a - b) / inferences for a, b in zip(after, before, strict=True)]
+    return Trial([*cpu_ms, 1000 * client_s / inferences], delta, inferences, wall_s)
 
 
 def sample(server, processes, ensemble, args, input_data: str) -> dict:
@@ -220,29 +246,27 @@ def gap_lines(rows: list[tuple[str, float]], compute_ms: float) -> list[str]:
     ]
 
 
-def write_report(
-    args, ensemble, plan, bound, compute_ms, rows, delta, inferences, wall_s, sampling
-):
+def report_lines(
+    args, ensemble, plan, bound, compute_ms, rows, spread, delta, inferences, wall_s, sampling
+) -> list[str]:
     cores = os.cpu_count()
     total_ms = sum(ms for _, ms in rows)
+    totals = [sum(values) for values in zip(*spread.values(), strict=True)]
     lines = [
-        f"# Where the CPU goes: tritongen's {args.example} plan, served",
-        "",
-        f"Command: `.venv/bin/python benchmarks/where_time_goes.py {' '.join(sys.argv[1:])}`; "
-        f"{cores} cores; load average at the end {os.getloadavg()[0]:.1f}.",
-        "",
         f"Plan: {shape_line(plan)}; batch sizes {plan.batch_size}, threads {plan.threads}. "
-        f"{inferences:.0f} inferences in {wall_s:.1f} s "
+        f"{inferences:.0f} inferences in {wall_s:.1f} s over {args.trials} trials "
         f"(about {inferences / wall_s:.0f}/s, warm-up and ramp included).",
         "",
         "CPU milliseconds per inference, per process (utime + stime from /proc; the client's "
-        "from wait4):",
+        "from wait4), mean ± sd over the trials:",
         "",
         "| process | CPU ms / inference | share |",
         "|---|---|---|",
     ]
-    lines += [f"| {label} | {ms:.3f} | {ms / total_ms:.0%} |" for label, ms in rows]
-    lines += [f"| **total** | **{total_ms:.3f}** | |", ""]
+    lines += [
+        f"| {label} | {mean_sd(spread[label], 3)} | {ms / total_ms:.0%} |" for label, ms in rows
+    ]
+    lines += [f"| **total** | **{mean_sd(totals, 3)}** | |", ""]
     members = sum(compute_ms.values())
     lines += [
         f"Profiled compute (one thread, best batch), Σ c_m = **{members:.3f} ms** per sample "
@@ -270,8 +294,7 @@ def write_report(
         if sampling["server"]:
             lines += ["", "## Inside tritonserver (perf, samples by shared library)", ""]
             lines += [f"- {share:.1f}% {dso}" for share, dso in sampling["server"]]
-    args.out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    return lines
 
 
 if __name__ == "__main__":

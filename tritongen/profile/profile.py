@@ -16,8 +16,10 @@ from tritongen.spec.devices import CPU_ALIAS, DeviceClass, is_cpu_class
 from tritongen.spec.ensemble import Name
 
 PROFILE_VERSION = 1
-# Used when nothing was measured (a profile read from an older file, or no embedded server):
-# what this project's 2-core machine showed.
+# The Python-backend process's CPU seconds per call, assumed when the serving cost could not be
+# measured (a profile from an older file, no embedded server): a round figure above what a call
+# costs on ordinary CPUs, so that the planner still prefers plans that make fewer calls (groups,
+# larger batches). `source` says it was assumed, and the plan carries a warning.
 DEFAULT_PER_CALL_S = 0.0005
 
 
