@@ -1,18 +1,21 @@
-"""The serving model checked on a GPU: the vision ensemble profiled, planned, served on KIND_GPU
-instances and measured, on a machine with an NVIDIA GPU, in one command.
+"""The serving model checked on a GPU, in one command: the vision ensemble's members served by
+torch on KIND_GPU instances of the embedded tritonserver, predicted against served.
 
-    .venv/bin/python benchmarks/gpu_check.py [--duration-s 2.0] [--out DIR]
+    python3 benchmarks/gpu_check.py [--duration-s 1.5] [--budget-s 40] [--out DIR]
 
-First a preflight, one line per requirement, stopping (exit 2) at the first that fails so that
-a short lease on a GPU machine is not spent on a run that cannot work: NVML lists a GPU,
-onnxruntime has the CUDA execution provider (`pip install 'tritongen[gpu]'`), tritonserver and
-perf_analyzer are installed. Then what `benchmarks/prediction.py` does, for the vision ensemble
-on every device this machine has: the profile (with k instances side by side on the GPU), the
-plan, naive / batch_only / tritongen's plan / the plan of the other shape served on the
-embedded tritonserver, perf_analyzer at 1, 8, 32 and 64 requests in flight, and each served
-throughput beside the serving model's prediction. Writes DIR/gpu_check.md and
-DIR/gpu_check.json (DIR: $OUT when set, else benchmarks/), the preflight's lines included
-when it stops.
+On the GPU machine (benchmarks/README.md gives the whole sequence: `benchmarks/gpu_kit.py`
+here, `benchmarks/gpu_setup.sh` there). First a preflight, one line per requirement, stopping
+(exit 2) at the first that fails, so that a short lease is not spent on a run that cannot
+work: NVML lists a GPU, torch sees CUDA, tritonserver and perf_analyzer are installed. Then:
+the vision example written as TorchScript members served by torch; the serving cost and the
+profile on the GPU and on this machine's CPU (instance curves at every batch on the GPU, the
+host CPU each GPU call takes); tritongen's plan; served on the embedded tritonserver beside
+naive (one instance per member on the GPU, no batching), batch_only (one instance per member
+at its best batch, the paper's baseline) and batch_only with 2 and 4 instances of every
+member on the GPU; perf_analyzer at 1, 8, 32 and 64 requests in flight; each served figure
+beside the serving model's prediction for that plan. Writes DIR/gpu_check.md and .json (DIR:
+$OUT when set, else benchmarks/), each stage's data as soon as it is measured.
+`--without-gpu` runs everything on this machine's CPU (to try the script without a GPU).
 """
 
 from __future__ import annotations
@@ -22,18 +25,27 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from common import measure_example, summary
+from common import Run, round_figures, summary
 
+from tritongen.bench.compare import batch_only_plan, naive_plan, run_bench
 from tritongen.bench.perf import perf_analyzer_binary
+from tritongen.bench.serving_cost import measure_profile
 from tritongen.errors import TritongenError
+from tritongen.examples import vision
+from tritongen.plan.plan import Plan
+from tritongen.plan.search import make_plan
+from tritongen.profile.profile import Profile
 from tritongen.serve.server import find_tritonserver
-from tritongen.spec.devices import Inventory, detect_devices, is_cpu_class
+from tritongen.spec.devices import Device, Inventory, detect_devices, is_cpu_class
+from tritongen.spec.ensemble import load_spec
+from tritongen.spec.members import Ensemble, load_ensemble
 
-EXAMPLE = "vision"
+LEVELS = [1, 8, 32, 64]
+# batch_only with this many instances of every member on the GPU; the curves go up to the most
+GPU_INSTANCES = (2, 4)
 
 
 class PreflightFailed(Exception):
@@ -46,15 +58,11 @@ def preflight(inventory: Inventory, need_gpu: bool = True) -> list[str]:
     if need_gpu and not gpus:
         raise PreflightFailed(" ".join(["NVML lists no GPU.", *inventory.warnings]))
     lines = [f"GPU {d.id}: {d.device_class}, {d.memory_bytes / 2**30:.0f} GiB" for d in gpus]
-    import onnxruntime as ort
+    import torch
 
-    providers = ort.get_available_providers()
-    if need_gpu and "CUDAExecutionProvider" not in providers:
-        raise PreflightFailed(
-            f"onnxruntime {ort.__version__} has no CUDA execution provider ({', '.join(providers)})"
-            ": pip install 'tritongen[gpu]'"
-        )
-    lines.append(f"onnxruntime {ort.__version__}: {', '.join(providers)}")
+    if need_gpu and not torch.cuda.is_available():
+        raise PreflightFailed(f"torch {torch.__version__} sees no CUDA device")
+    lines.append(f"torch {torch.__version__}, CUDA {torch.version.cuda}")
     try:
         lines.append(f"tritonserver: {find_tritonserver().binary}")
         lines.append(f"perf_analyzer: {perf_analyzer_binary()}")
@@ -64,65 +72,119 @@ def preflight(inventory: Inventory, need_gpu: bool = True) -> list[str]:
     return [*lines, f"CPU: {cpu.device_class}, {cpu.cores} cores"]
 
 
-def gpu_lines(document: dict[str, Any]) -> list[str]:
-    """Where tritongen's plan put instances, and the GPU's k-instances curves it read."""
-    plan = document["plans"]["tritongen"]
+def compared_plans(
+    ensemble: Ensemble, inventory: Inventory, profile: Profile, device: Device
+) -> dict[str, Plan]:
+    plans = {
+        "naive": naive_plan(ensemble, inventory, device),
+        "batch_only": batch_only_plan(ensemble, inventory, profile, device),
+    }
+    for k in GPU_INSTANCES:
+        plans[f"batch_only x{k}"] = batch_only_plan(ensemble, inventory, profile, device, k)
+    plans["tritongen"] = make_plan(ensemble.spec, inventory, profile)
+    return plans
+
+
+def curve_lines(profile: dict[str, Any]) -> list[str]:
+    """The GPU's instance curves the plan read: samples/s of k instances together per batch."""
     rows = [
         f"| {member} | {device_class} | {batch} | "
         + ", ".join(f"{k}: {curve[k]:.0f}" for k in sorted(curve, key=int))
-        + " |"
-        for member, by_class in document["profile"]["members"].items()
+        + f" | {entry.get('memory_bytes', 0) / 2**20:.0f} | "
+        + f"{1e6 * entry.get('host_cpu_s_per_sample', float('nan')):.1f} |"
+        for member, by_class in profile["members"].items()
         for device_class, entries in by_class.items()
         if not is_cpu_class(device_class)
         for batch, entry in entries.items()
         if (curve := entry.get("concurrency"))
     ]
-    header = "| member | device class | batch | k instances side by side: samples/s |"
-    table = [header, "|---|---|---|---|", *rows]
+    if not rows:
+        return ["No GPU entry in the profile (`--without-gpu`).", ""]
     return [
-        "## tritongen's plan and the GPU profile",
+        "## The GPU profile: instance curves at every batch",
         "",
-        f"allocation {plan['allocation']}, groups {plan.get('groups', {})}",
-        "",
-        *(table if rows else ["No GPU entry in the profile (`--without-gpu`)."]),
+        "| member | device class | batch | k instances together: samples/s | MiB per instance "
+        "| host CPU µs per sample |",
+        "|---|---|---|---|---|---|",
+        *rows,
         "",
     ]
 
 
+def plan_lines(plans: dict[str, Plan]) -> list[str]:
+    return [
+        "## The configurations",
+        "",
+        *(
+            f"- {name}: allocation {plan.allocation}, batch {plan.batch_size}"
+            + (f", groups {list(plan.groups)}" if plan.groups else "")
+            for name, plan in plans.items()
+        ),
+        "",
+    ]
+
+
+def served_so_far(out: Path, round_: int, config: str, points: list[Any]) -> None:
+    """Each configuration's points as soon as they are served: a run cut short keeps them."""
+    line = {"round": round_, "config": config, "points": [p.to_json() for p in points]}
+    with (out / "gpu_check_served.jsonl").open("a") as file:
+        file.write(json.dumps(line) + "\n")
+    print(f"round {round_ + 1} {config}: {[round(p.throughput, 1) for p in points]}", flush=True)
+
+
+def save(out: Path, document: dict[str, Any]) -> None:
+    (out / "gpu_check.json").write_text(json.dumps(document, indent=2) + "\n")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--duration-s", type=float, default=2.0)
+    parser.add_argument("--duration-s", type=float, default=1.5)
+    parser.add_argument("--budget-s", type=float, default=40.0, help="the profile's timed runs")
     parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument(
-        "--without-gpu", action="store_true", help="try the script on a machine without a GPU"
-    )
+    parser.add_argument("--without-gpu", action="store_true")
+    parser.add_argument("--with-cpu", action="store_true", help="profile members on the CPU too")
     parser.add_argument(
         "--out", type=Path, default=Path(os.environ.get("OUT", Path(__file__).parent))
     )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
+    run = Run.start(__file__, args)
     inventory = detect_devices()
     try:
         environment = preflight(inventory, need_gpu=not args.without_gpu)
     except PreflightFailed as exc:
         message = f"gpu_check: preflight failed: {exc}"
-        (args.out / "gpu_check.md").write_text(f"# GPU check\n\n{message}\n")
+        run.write(args.out / "gpu_check.md", "GPU check", [message])
         print(message, file=sys.stderr)
         return 2
     print("\n".join(environment), flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="gpu-check-"))
-    document = measure_example(EXAMPLE, workdir, args)
-    header = [
-        "Machine: " + "; ".join(environment) + f"; {time.perf_counter() - started:.0f} s in all.",
-        f"Command: `.venv/bin/python benchmarks/gpu_check.py {' '.join(sys.argv[1:])}`.",
-        "",
-    ]
-    lines = summary({EXAMPLE: document}, header) + gpu_lines(document)
-    lines[0] = "# GPU check: predicted against served throughput"
-    (args.out / "gpu_check.md").write_text("\n".join(lines) + "\n")
-    (args.out / "gpu_check.json").write_text(json.dumps(document, indent=2) + "\n")
-    print("\n".join(lines))
+    ensemble = load_ensemble(load_spec(vision.write_example(workdir / "vision", runtime="torch")))
+    device = next((d for d in inventory.devices if d.kind == "gpu"), inventory.cpu)
+    assert device is not None  # detect_devices always lists the CPU
+    # Members are profiled where they are compared (the GPU; the CPU with --with-cpu); the
+    # CPU stays in the plan's inventory as the host whose cores every call takes.
+    profiled = inventory if args.with_cpu else Inventory((device,))
+    profile, serving, profile_s = measure_profile(
+        ensemble, inventory, use_cache=False, budget_s=args.budget_s, profiled=profiled,
+        gpu_instances=max(GPU_INSTANCES),
+    )  # fmt: skip
+    document: dict[str, Any] = {"environment": environment, "profile": profile.to_json()}
+    document["profile_s"], document["serving_cost"] = round(profile_s, 1), serving.describe()
+    save(args.out, document)
+    plans = compared_plans(ensemble, inventory, profile, device)
+    print("\n".join(plan_lines(plans)), flush=True)
+    report = run_bench(
+        ensemble, inventory, profile, plans, concurrencies=LEVELS,
+        interval_ms=int(args.duration_s * 1000), rounds=args.rounds,
+        on_result=lambda r, config, points: served_so_far(args.out, r, config, points),
+    )  # fmt: skip
+    document |= report.to_json()
+    document["trials"] = round_figures(report)
+    save(args.out, document)
+    tables = summary({"vision (torch members)": document}, ["Machine: " + "; ".join(environment)])
+    body = tables[2:] + plan_lines(plans) + curve_lines(document["profile"])
+    run.write(args.out / "gpu_check.md", "GPU check: predicted against served", body)
     return 0
 
 

@@ -88,31 +88,43 @@ class ServedMeasurer:
         return replace(point, batches=served_batches(before, after), runnable=run_queue.mean)
 
 
-def naive_plan(ensemble: Ensemble, inventory: Inventory) -> Plan:
-    """One instance of each member on the CPU with onnxruntime's default threads (all cores)."""
-    cpu = _cpu(inventory)
+def naive_plan(ensemble: Ensemble, inventory: Inventory, device: Device | None = None) -> Plan:
+    """One instance of each member on `device` (the CPU unless given), no dynamic batching;
+    on a CPU with onnxruntime's default threads (all cores)."""
+    device = device or _cpu(inventory)
     return Plan(
-        allocation={m.name: {cpu.id: 1} for m in ensemble.members},
+        allocation={m.name: {device.id: 1} for m in ensemble.members},
         batch_size={m.name: ensemble.spec.max_batch_size for m in ensemble.members},
-        threads={m.name: cpu.cores or 1 for m in ensemble.members},
+        threads={m.name: _threads(device) for m in ensemble.members},
         dynamic_batching=False,
     )
 
 
-def batch_only_plan(ensemble: Ensemble, inventory: Inventory, profile: Profile) -> Plan:
-    """One instance of each member on the CPU at the batch size its profile rates best."""
-    cpu = _cpu(inventory)
+def batch_only_plan(
+    ensemble: Ensemble,
+    inventory: Inventory,
+    profile: Profile,
+    device: Device | None = None,
+    instances: int = 1,
+) -> Plan:
+    """`instances` instances (one: the paper's batch_only) of each member on `device` (the CPU
+    unless given) at the batch size its profile rates best there."""
+    device = device or _cpu(inventory)
     batch = {}
     for member in ensemble.members:
-        entries = profile.entries(member.name, cpu.device_class)
+        entries = profile.entries(member.name, device.device_class)
         if not entries:
-            raise TritongenError(f"profile has no {cpu.device_class} entries for {member.name}")
+            raise TritongenError(f"profile has no {device.device_class} entries for {member.name}")
         batch[member.name] = max(entries, key=lambda b: entries[b].throughput)
     return Plan(
-        allocation={m.name: {cpu.id: 1} for m in ensemble.members},
+        allocation={m.name: {device.id: instances} for m in ensemble.members},
         batch_size=batch,
-        threads={m.name: cpu.cores or 1 for m in ensemble.members},
+        threads={m.name: _threads(device) for m in ensemble.members},
     )
+
+
+def _threads(device: Device) -> int:
+    return (device.cores or 1) if device.kind == "cpu" else 1
 
 
 def cpu_bound(profile: Profile, inventory: Inventory) -> float:

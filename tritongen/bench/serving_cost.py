@@ -35,6 +35,7 @@ from tritongen.bench.perf import RunQueue, measure
 from tritongen.errors import TritongenError
 from tritongen.paths import cache_dir
 from tritongen.plan.plan import Plan
+from tritongen.profile.concurrency import GPU_MAX_INSTANCES
 from tritongen.profile.profile import Profile, ServingCost, default_cost
 from tritongen.profile.profiler import profile_ensemble
 from tritongen.render.repository import render_repository
@@ -74,14 +75,19 @@ def measure_profile(
     *,
     use_cache: bool = True,
     batch_sizes: Sequence[int] | None = None,
+    budget_s: float | None = None,
+    profiled: Inventory | None = None,
+    gpu_instances: int = GPU_MAX_INSTANCES,
 ) -> tuple[Profile, ServingCost, float]:
-    """What the benchmarks plan from: the serving cost, then every member's profile with it,
-    and the seconds both took."""
+    """What the benchmarks plan from: the serving cost, then every member's profile with it
+    (`budget_s`: about how long the profile's timed runs may take; `profiled`: the devices
+    members are measured on, all of `inventory` unless given; `gpu_instances`: the most
+    instances of a member a GPU's curves try), and the seconds both took."""
     started = time.perf_counter()
     serving = serving_cost(ensemble, inventory, use_cache=use_cache)
     profile = profile_ensemble(
-        ensemble, inventory, batch_sizes=batch_sizes, use_cache=use_cache, progress=False,
-        serving=serving,
+        ensemble, profiled or inventory, batch_sizes=batch_sizes, use_cache=use_cache,
+        progress=False, serving=serving, budget_s=budget_s, gpu_instances=gpu_instances,
     )  # fmt: skip
     return profile, serving, time.perf_counter() - started
 

@@ -14,7 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from tritongen.profile.cache import PointCache, PointKey
-from tritongen.profile.concurrency import GPU_LEVEL_GAIN, Measure, instance_levels
+from tritongen.profile.concurrency import (
+    GPU_LEVEL_GAIN,
+    GPU_MAX_INSTANCES,
+    Measure,
+    instance_levels,
+)
 from tritongen.profile.worker import ConcurrencyPoint, Job, Point
 
 Curve = dict[str, float]  # {"1": alone, "2": two together, ...}: total samples/s
@@ -31,6 +36,7 @@ class InstanceCurves:
     notes: list[str]
     run: Measure
     use_cache: bool = True
+    gpu_max_instances: int = GPU_MAX_INSTANCES
 
     def cpu_curve(
         self, name: str, device: str, cores: int, alone: Point, job_of: JobOf, key_of: KeyOf
@@ -57,7 +63,7 @@ class InstanceCurves:
         (each instance's memory at its largest batch, its CUDA context included)."""
         curves = {b: {"1": round(p.throughput, 3)} for b, p in alone.items()}
         per_instance = max(p.memory_bytes for p in alone.values())
-        for k in instance_levels("gpu", 1):
+        for k in instance_levels("gpu", 1)[: self.gpu_max_instances - 1]:
             if k * per_instance > memory_bytes:
                 self.notes.append(f"{name}: {k} instances would not fit {device}'s memory")
                 break

@@ -24,7 +24,7 @@ from typing import Any
 from tritongen.errors import ProfileError, SpecError
 from tritongen.profile.cache import PointCache, PointKey
 from tritongen.profile.children import measure, run_in_child
-from tritongen.profile.concurrency import Measure, instances_together
+from tritongen.profile.concurrency import GPU_MAX_INSTANCES, Measure, instances_together
 from tritongen.profile.curves import Curve, InstanceCurves, JobOf, KeyOf
 from tritongen.profile.profile import Profile, ProfileEntry, ServingCost, default_cost
 from tritongen.profile.runtime import TORCH, runtime_version, session_settings
@@ -52,6 +52,7 @@ def profile_ensemble(
     runner: Runner | None = None,
     concurrency: bool = True,
     together_runner: Measure = instances_together,
+    gpu_instances: int = GPU_MAX_INSTANCES,
 ) -> Profile:
     """Measure every member on every device class of `inventory` that this machine has.
 
@@ -59,7 +60,8 @@ def profile_ensemble(
     scales down the time per point so the whole profile aims to take about that long;
     `use_cache=False` re-measures (and refreshes the cache). `serving` is what a served call
     costs beyond the member's compute (`serving_cost.serving_cost`; the default when None).
-    `concurrency` also measures k instances together (`tritongen.profile.concurrency`).
+    `concurrency` also measures k instances together (`tritongen.profile.concurrency`), on a
+    GPU up to `gpu_instances` of them.
     `local_gpus`, `runner` and `together_runner` are the GPUs found here and the functions
     that run a job in child processes (tests pass fakes). What could not be measured is listed
     in `extra["skipped"]`, never raised."""
@@ -97,7 +99,7 @@ def profile_ensemble(
     }
     members = assemble(ensemble, targets, points)
     if concurrency:
-        curves = InstanceCurves(cache, point_s, notes, together_runner, use_cache)
+        curves = InstanceCurves(cache, point_s, notes, together_runner, use_cache, gpu_instances)
         for target in targets:
             _add_curves(members, ensemble, target, points, curves, version)
     return Profile(members=members, extra=extra)
