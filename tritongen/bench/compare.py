@@ -27,6 +27,7 @@ from tritongen.bench.perf import (
     served_batches,
 )
 from tritongen.errors import TritongenError
+from tritongen.plan.base_model import upper_bound
 from tritongen.plan.plan import Plan
 from tritongen.plan.serving_model import Prediction, predict_plan
 from tritongen.profile.profile import Profile
@@ -125,6 +126,14 @@ def batch_only_plan(
 
 def _threads(device: Device) -> int:
     return (device.cores or 1) if device.kind == "cpu" else 1
+
+
+def hardware_bound(ensemble: Ensemble, profile: Profile, inventory: Inventory) -> float:
+    """What no configuration can beat (docs/PLANNING.md): on a CPU alone, `cpu_bound`; with
+    GPUs, the time-sharing LP with every member on every device it was profiled on."""
+    if all(d.kind == "cpu" for d in inventory.devices):
+        return cpu_bound(profile, inventory)
+    return upper_bound([m.name for m in ensemble.members], inventory, profile)
 
 
 def cpu_bound(profile: Profile, inventory: Inventory) -> float:
@@ -274,7 +283,7 @@ def run_bench(
     started = time.perf_counter()
     report = BenchReport(
         plans=plans,
-        bound=cpu_bound(profile, inventory),
+        bound=hardware_bound(ensemble, profile, inventory),
         predicted=predictions(plans, inventory, profile, max(concurrencies)),
     )
     with tempfile.TemporaryDirectory(prefix="tritongen-bench-") as tmp:

@@ -93,7 +93,11 @@ def upper_bound_rates(members: Iterable[str], inventory: Inventory, profile: Pro
     for i, member in enumerate(names):
         for j, device in enumerate(inventory.devices):
             entries = profile.entries(member, device.device_class).values()
-            rates[i, j] = max((e.throughput for e in entries), default=0.0)
+            # k instances together can beat one (the profile's instance curves)
+            rates[i, j] = max(
+                (max([e.throughput, *_curve(e)]) for e in entries),
+                default=0.0,
+            )
             one_thread = [
                 e.extra["cpu_cost_s_per_sample"]
                 for e in entries
@@ -102,6 +106,10 @@ def upper_bound_rates(members: Iterable[str], inventory: Inventory, profile: Pro
             if device.kind == "cpu" and one_thread:
                 rates[i, j] = max(rates[i, j], (device.cores or 1) / min(one_thread))
     return rates
+
+
+def _curve(entry: ProfileEntry) -> list[float]:
+    return [float(v) for v in (entry.extra.get("concurrency") or {}).values()]
 
 
 def upper_bound(members: Iterable[str], inventory: Inventory, profile: Profile) -> float:
