@@ -12,7 +12,9 @@ tree in one call (64 MiB in all):
   library (about 25 MB instead of 55);
 - `tritonclient.tar.xz`: the tritonclient package and perf_analyzer (the wheel ships that
   binary twice, as perf_client too);
-- `wheels/`: pydantic and the HTTP client's dependencies, built for CPython 3.12.
+- `wheels/`: pydantic and the HTTP client's dependencies, built for CPython 3.12;
+- `server-wheels/`: numpy 1.x for the Python-backend stub, whose pybind11 reads numpy 1's
+  array descriptors (with the image's numpy 2 every tensor a model returns arrives empty).
 
 `benchmarks/gpu_setup.sh` installs the kit there; benchmarks/README.md gives the sequence.
 """
@@ -53,6 +55,7 @@ PLATFORMS = [
     "manylinux_2_5_x86_64",
     "manylinux1_x86_64",
 ]
+SERVER_WHEELS = ["numpy==1.26.4"]
 STUB = "3.12"  # the GPU machine's Python
 
 
@@ -117,6 +120,10 @@ def main() -> int:
     wheels.mkdir(parents=True, exist_ok=True)
     for requirement in WHEELS:
         download(requirement, wheels)
+    server_wheels = args.out / "server-wheels"
+    server_wheels.mkdir(exist_ok=True)
+    for requirement in SERVER_WHEELS:
+        download(requirement, server_wheels)
     with tempfile.TemporaryDirectory() as tmp:
         sizes = {
             "pytriton.tar.xz": pytriton_archive(
@@ -127,6 +134,7 @@ def main() -> int:
             ),
         }
     sizes["wheels/"] = sum(p.stat().st_size for p in wheels.glob("*.whl"))
+    sizes["server-wheels/"] = sum(p.stat().st_size for p in server_wheels.glob("*.whl"))
     for name, size in sizes.items():
         print(f"{name}: {size / 2**20:.1f} MiB")
     total = sum(sizes.values()) / 2**20
