@@ -28,6 +28,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from common import Run, round_figures, summary
 
 from tritongen.bench.compare import batch_only_plan, naive_plan, run_bench
@@ -38,7 +39,9 @@ from tritongen.examples import vision
 from tritongen.plan.plan import Plan
 from tritongen.plan.search import make_plan
 from tritongen.profile.profile import Profile
-from tritongen.serve.server import find_tritonserver
+from tritongen.render.repository import Combiner, render_repository
+from tritongen.serve.client import EnsembleClient
+from tritongen.serve.server import EmbeddedServer, find_tritonserver
 from tritongen.spec.devices import Device, Inventory, detect_devices, is_cpu_class
 from tritongen.spec.ensemble import load_spec
 from tritongen.spec.members import Ensemble, load_ensemble
@@ -132,6 +135,39 @@ def served_so_far(out: Path, round_: int, config: str, points: list[Any]) -> Non
     print(f"round {round_ + 1} {config}: {[round(p.throughput, 1) for p in points]}", flush=True)
 
 
+def answers_on_gpu(
+    ensemble: Ensemble, inventory: Inventory, device: Device, workdir: Path
+) -> dict[str, str]:
+    """Per combiner, whether the members on `device` answer as torch in eager mode on the CPU
+    (the mean of their softmax outputs): "ok", or what went wrong, in one line."""
+    import torch
+
+    plan = naive_plan(ensemble, inventory, device)
+    images = np.random.default_rng(0).random((3, *vision.IMAGE), dtype=np.float32)
+    with torch.no_grad():
+        logits = [
+            torch.jit.load(str(m.served_file)).eval()(torch.from_numpy(images))
+            for m in ensemble.members
+        ]
+    expected = np.mean([torch.softmax(t, -1).numpy() for t in logits], axis=0)
+    found = {}
+    for combiner in Combiner:
+        repository = workdir / f"smoke-{combiner.value}"
+        render_repository(ensemble, plan, inventory, repository, combiner=combiner, force=True)
+        try:
+            with EmbeddedServer(repository, ready_timeout_s=300) as server:
+                got = EnsembleClient(server.http_url, ensemble.spec.name).infer(images)
+            error = float(np.abs(got - expected).max())
+            found[combiner.value] = "ok" if error < 2e-3 else f"differs by {error:.3g}"
+        except Exception as exc:  # the report says what failed; the check goes on
+            found[combiner.value] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+        print(
+            f"answers on {device.id} through the {combiner.value} combiner: {found[combiner.value]}",
+            flush=True,
+        )
+    return found
+
+
 def save(out: Path, document: dict[str, Any]) -> None:
     (out / "gpu_check.json").write_text(json.dumps(document, indent=2) + "\n")
 
@@ -143,6 +179,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--without-gpu", action="store_true")
     parser.add_argument("--with-cpu", action="store_true", help="profile members on the CPU too")
+    parser.add_argument("--configs", default="", help="serve only these (comma-separated)")
+    parser.add_argument("--levels", default=",".join(map(str, LEVELS)))
     parser.add_argument(
         "--out", type=Path, default=Path(os.environ.get("OUT", Path(__file__).parent))
     )
@@ -162,6 +200,8 @@ def main() -> int:
     ensemble = load_ensemble(load_spec(vision.write_example(workdir / "vision", runtime="torch")))
     device = next((d for d in inventory.devices if d.kind == "gpu"), inventory.cpu)
     assert device is not None  # detect_devices always lists the CPU
+    answers = answers_on_gpu(ensemble, inventory, device, workdir)
+    combiner = next((Combiner(c) for c, a in answers.items() if a == "ok"), Combiner.ensemble)
     # Members are profiled where they are compared (the GPU; the CPU with --with-cpu); the
     # CPU stays in the plan's inventory as the host whose cores every call takes.
     profiled = inventory if args.with_cpu else Inventory((device,))
@@ -169,21 +209,36 @@ def main() -> int:
         ensemble, inventory, use_cache=False, budget_s=args.budget_s, profiled=profiled,
         gpu_instances=max(GPU_INSTANCES),
     )  # fmt: skip
-    document: dict[str, Any] = {"environment": environment, "profile": profile.to_json()}
+    document: dict[str, Any] = {"environment": environment, "answers": answers}
+    document["combiner"], document["profile"] = combiner.value, profile.to_json()
     document["profile_s"], document["serving_cost"] = round(profile_s, 1), serving.describe()
     save(args.out, document)
     plans = compared_plans(ensemble, inventory, profile, device)
+    if args.configs:
+        plans = {n: p for n, p in plans.items() if n in args.configs.split(",")}
     print("\n".join(plan_lines(plans)), flush=True)
     report = run_bench(
-        ensemble, inventory, profile, plans, concurrencies=LEVELS,
-        interval_ms=int(args.duration_s * 1000), rounds=args.rounds,
+        ensemble, inventory, profile, plans,
+        concurrencies=[int(c) for c in args.levels.split(",")],
+        interval_ms=int(args.duration_s * 1000), rounds=args.rounds, combiner=combiner,
         on_result=lambda r, config, points: served_so_far(args.out, r, config, points),
     )  # fmt: skip
     document |= report.to_json()
     document["trials"] = round_figures(report)
     save(args.out, document)
     tables = summary({"vision (torch members)": document}, ["Machine: " + "; ".join(environment)])
-    body = tables[2:] + plan_lines(plans) + curve_lines(document["profile"])
+    answered = [f"- through the {c} combiner: {a}" for c, a in answers.items()]
+    body = [
+        "Answers of the members on the GPU against torch in eager mode on the CPU (mean softmax "
+        f"of 3 images); the configurations below are served through the {combiner.value} "
+        "combiner:",
+        "",
+        *answered,
+        "",
+        *tables[2:],
+        *plan_lines(plans),
+        *curve_lines(document["profile"]),
+    ]
     run.write(args.out / "gpu_check.md", "GPU check: predicted against served", body)
     return 0
 

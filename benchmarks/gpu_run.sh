@@ -6,7 +6,7 @@ set -u
 source benchmarks/gpu_setup.sh || exit 2
 export PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-python3 -c "import numpy, torch; print(numpy.__version__, torch.__version__)"
+"$TRITONGEN_STUB_VENV/bin/python3" -c "import numpy, torch; print(numpy.__version__, torch.__version__)"
 python3 -c "import sys, sysconfig; print(sys.version.split()[0], sysconfig.get_config_var('LIBDIR'), sysconfig.get_config_var('LDLIBRARY'))"
 ldconfig -p | grep -m2 'libpython3.12' || echo "no libpython3.12 in ldconfig"
 python3 benchmarks/gpu_check.py --out "${OUT:-benchmarks}" "$@" 2>&1 | tee "${OUT:-/tmp}/gpu_check.log"

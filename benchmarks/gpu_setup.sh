@@ -31,5 +31,7 @@ fi
 # zip files keep no modes: the binaries unpacked from wheels must be made executable.
 chmod +x "$SITE"/bin/* "$SITE"/pytriton/tritonserver/bin/* \
   "$SITE"/pytriton/tritonserver/python_backend_stubs/*/* 2>/dev/null
-export PATH="$VENV/bin:$SITE/bin:$PATH"
+export TRITONGEN_STUB_VENV="$VENV"  # the stub's packages; tritongen's own are the image's
+export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+export PATH="$SITE/bin:$PATH"
 export LD_LIBRARY_PATH="$SITE/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"

@@ -169,9 +169,13 @@ def precompile(repository: Path) -> None:
 
 def server_environment(install: TritonInstall) -> dict[str, str]:
     """The stub embeds the system's libpython and ignores PYTHONPATH: it finds this
-    environment's packages only when this interpreter's `bin/` comes first on PATH."""
+    environment's packages only when this interpreter's `bin/` comes first on PATH; or those
+    of the virtual environment TRITONGEN_STUB_VENV names (models that need other packages
+    than tritongen's own process, such as another numpy)."""
     env = dict(os.environ)
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    venv = env.get("TRITONGEN_STUB_VENV")
+    first = Path(venv) / "bin" if venv else Path(sys.executable).parent
+    env["PATH"] = os.pathsep.join([str(first), env.get("PATH", "")])
     env["LD_LIBRARY_PATH"] = os.pathsep.join(
         p for p in (str(install.libraries), env.get("LD_LIBRARY_PATH", "")) if p
     )
