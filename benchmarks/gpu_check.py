@@ -165,6 +165,8 @@ def answers_on_gpu(
             f"answers on {device.id} through the {combiner.value} combiner: {found[combiner.value]}",
             flush=True,
         )
+        if found[combiner.value] == "ok":
+            break  # the other combiners are tried only when this one fails
     return found
 
 
@@ -181,6 +183,7 @@ def main() -> int:
     parser.add_argument("--with-cpu", action="store_true", help="profile members on the CPU too")
     parser.add_argument("--configs", default="", help="serve only these (comma-separated)")
     parser.add_argument("--levels", default=",".join(map(str, LEVELS)))
+    parser.add_argument("--max-instances", type=int, default=max(GPU_INSTANCES))
     parser.add_argument(
         "--out", type=Path, default=Path(os.environ.get("OUT", Path(__file__).parent))
     )
@@ -207,7 +210,7 @@ def main() -> int:
     profiled = inventory if args.with_cpu else Inventory((device,))
     profile, serving, profile_s = measure_profile(
         ensemble, inventory, use_cache=False, budget_s=args.budget_s, profiled=profiled,
-        gpu_instances=max(GPU_INSTANCES),
+        gpu_instances=args.max_instances,
     )  # fmt: skip
     document: dict[str, Any] = {"environment": environment, "answers": answers}
     document["combiner"], document["profile"] = combiner.value, profile.to_json()
