@@ -90,6 +90,9 @@ def git_commit() -> str:
             ["git", *words], cwd=ROOT, capture_output=True, text=True, check=False
         ).stdout.strip()
 
+    # A copy of the tree without its history (the GPU machine's) is told its commit.
+    if given := os.environ.get("TRITONGEN_COMMIT"):
+        return given
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
     dirty = git("status", "--porcelain", "--untracked-files=no")
     return f"{commit} (with uncommitted changes)" if dirty else commit

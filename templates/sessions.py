@@ -57,6 +57,10 @@ class TorchSession:
             torch.set_num_interop_threads(1)
         # Triton hands read-only arrays; torch copies nothing, it only warns that it could.
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        # The member's float32, as its reference computes it: TF32 convolutions (torch's
+        # default on recent GPUs) move a softmax by more than a tolerance would forgive.
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
         self._torch = torch
         self.device = torch.device(device)
         self._module = torch.jit.load(path, map_location=self.device).eval()
