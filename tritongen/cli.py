@@ -20,7 +20,7 @@ from tritongen.bench.perf import PerfPoint
 from tritongen.errors import TritongenError
 from tritongen.plan.problem import Shape
 from tritongen.render.k8s import NGC_IMAGE, RepositorySource
-from tritongen.render.repository import Combiner, Target
+from tritongen.render.repository import Combiner, RenderTarget
 from tritongen.serve.background import report_ready, start_detached
 from tritongen.serve.client import ModelSignature, Protocol
 from tritongen.serve.server import (
@@ -241,8 +241,9 @@ def build(
         ),
     ] = None,
     target: Annotated[
-        Target, typer.Option(help="embedded: Python-backend members; docker: native onnxruntime.")
-    ] = Target.embedded,
+        RenderTarget,
+        typer.Option(help="embedded: Python-backend members; docker: native onnxruntime."),
+    ] = RenderTarget.embedded,
     devices_file: DevicesOpt = None,
     plan_file: Annotated[
         Path | None, typer.Option("--plan", help="Use this plan.json instead of planning.")

@@ -12,7 +12,7 @@ from tritongen.plan.problem import Shape
 from tritongen.plan.search import EvaluatorSource, make_plan
 from tritongen.profile.profile import Profile, load_profile
 from tritongen.profile.profiler import profile_ensemble
-from tritongen.render.repository import Combiner, Target, check_destination, render_repository
+from tritongen.render.repository import Combiner, RenderTarget, check_destination, render_repository
 from tritongen.spec.devices import Inventory, detect_devices, load_inventory
 from tritongen.spec.ensemble import Spec, load_spec
 from tritongen.spec.members import Ensemble, load_ensemble
@@ -87,7 +87,7 @@ def build(
     output: str | Path,
     *,
     combiner: Combiner | None = None,
-    target: Target = Target.embedded,
+    target: RenderTarget = RenderTarget.embedded,
     devices_file: Path | None = None,
     profile_file: Path | None = None,
     plan_file: Path | None = None,

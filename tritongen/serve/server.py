@@ -31,7 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tritongen.errors import ServerError
 from tritongen.paths import cache_dir
-from tritongen.render.repository import NODES_DIR, served_nodes
+from tritongen.render.nodes import NODES_DIR, served_nodes
 from tritongen.serve.health import metrics_answering, server_ready
 from tritongen.serve.watchdog import (
     API_KEY_HEADER,
