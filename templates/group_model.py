@@ -46,7 +46,7 @@ class TritonPythonModel:
         self.pool = self.busy = None
         if params.get("parallel_members") == "1" and len(self.members) > 1:
             self.pool = ThreadPoolExecutor(len(self.members) - 1, "member")
-            self.busy = BusyInstances(args)
+            self.busy = BusyInstances(args, params["busy_file"])
         self.combine = None
         if params.get("combines") == "1":
             output = config["output"][0]
@@ -118,18 +118,18 @@ class TritonPythonModel:
 
 
 class BusyInstances:
-    """One byte per instance of this model, shared by its instances (a file in /dev/shm named
-    after the server's PID and the model, which the embedded server removes when it stops): 1
-    while the instance executes. Without /dev/shm (or where the file there is not ours) every
-    instance counts as alone."""
+    """One byte per instance of this model, shared by its instances (the file `busy_file`
+    followed by the server's PID and the model, which the embedded server removes when it
+    stops): 1 while the instance executes. Without /dev/shm (or where the file there is not
+    ours) every instance counts as alone."""
 
     SLOTS = 4096
 
-    def __init__(self, args):
+    def __init__(self, args, busy_file):
         numbers = re.findall(r"\d+", args["model_instance_name"])[-2:]
         self.slot = (int(numbers[0]) * 512 + int(numbers[1])) % self.SLOTS if numbers else 0
         model = hashlib.sha256(args["model_repository"].encode()).hexdigest()[:16]
-        self.path = f"/dev/shm/tritongen-busy-{os.getppid()}-{model}"
+        self.path = f"{busy_file}-{os.getppid()}-{model}"
         self.map = bytearray(self.SLOTS)  # until shared
         try:
             # /dev/shm is world-writable: follow no link, share only a file of our own.

@@ -21,15 +21,10 @@ from tritongen.errors import TritongenError
 from tritongen.plan.problem import Shape
 from tritongen.render.k8s import NGC_IMAGE, RepositorySource
 from tritongen.render.repository import Combiner, RenderTarget
+from tritongen.serve.arguments import DEFAULT_PORTS, LOOPBACK, GrpcTls, access_key
 from tritongen.serve.background import report_ready, start_detached
 from tritongen.serve.client import ModelSignature, Protocol
-from tritongen.serve.server import (
-    DEFAULT_PORTS,
-    LOOPBACK,
-    EmbeddedServer,
-    GrpcTls,
-    access_key,
-)
+from tritongen.serve.server import EmbeddedServer
 from tritongen.serve.watchdog import API_KEY_HEADER, GRPC_API_KEY_HEADER
 
 if TYPE_CHECKING:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from tritongen.plan.plan import Plan
@@ -14,6 +15,16 @@ from tritongen.render.layout import (
 )
 from tritongen.render.model_files import WARMUP_DIR, copy_model, write_warmup_data
 from tritongen.spec.members import MemberModel
+
+# The files in which a group's instances say which of them is executing (BusyInstances in
+# templates/group_model.py, handed this as its `busy_file` parameter):
+# `<BUSY_FILE>-<tritonserver pid>-<model>`, removed by the server that started them.
+BUSY_FILE = Path("/dev/shm") / "tritongen-busy"
+
+
+def busy_files(pid: int) -> list[Path]:
+    """The busy files of the groups that tritonserver `pid` runs."""
+    return list(BUSY_FILE.parent.glob(f"{BUSY_FILE.name}-{pid}-*"))
 
 
 def write_group(ctx: RenderContext, name: str) -> None:
@@ -43,6 +54,7 @@ def write_group(ctx: RenderContext, name: str) -> None:
         threads=group.threads,
         parallel_members=group.parallel_members,
         warmup_batches=sorted({1, group.batch_size}) if ctx.warmup else [],
+        busy_file=str(BUSY_FILE),
     )
     version = ctx.model_dir(model_name, config)
     for member in members:
