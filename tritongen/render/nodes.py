@@ -60,3 +60,19 @@ def served_nodes(repository: Path) -> list[str]:
     """The nodes of a multi-node build (`DIR/nodes/<node>/`); empty for one repository."""
     nodes = (read_marker(repository) or {}).get("nodes")
     return [str(n) for n in nodes] if isinstance(nodes, list) else []
+
+
+def node_lines(plan: Plan, inventory: Inventory, repository: Path) -> list[str]:
+    """Where each node's repository is and at which gRPC url the combiner expects it."""
+    if not plan.spans_nodes:
+        return []
+    lines = []
+    for node in plan.node_names:
+        members = ", ".join(m for m, n in plan.nodes.items() if n == node)
+        folder = repository / NODES_DIR / node
+        if node == plan.primary_node:
+            lines.append(f"  node {node} (combiner, {members}): serve {folder}; clients call it")
+        else:
+            url = inventory.node_url(node)
+            lines.append(f"  node {node} ({members}): serve {folder} with gRPC at {url}")
+    return lines

@@ -51,6 +51,15 @@ class GrpcTls:
         return args + (["--grpc-tls-client-ca", str(self.client_ca)] if self.client_ca else [])
 
 
+def grpc_tls(cert: Path | None, key: Path | None, client_ca: Path | None) -> GrpcTls | None:
+    """TLS from `serve`'s three options; None when none is given."""
+    if cert is None and key is None and client_ca is None:
+        return None
+    if cert is None or key is None:
+        raise ServerError("--grpc-tls-cert and --grpc-tls-key go together")
+    return GrpcTls(cert.resolve(), key.resolve(), client_ca and client_ca.resolve())
+
+
 @dataclass(frozen=True)
 class ServerOptions:
     """What the server is told besides where its binary, backends and repository are."""

@@ -71,6 +71,13 @@ __all__ = [  # the serve stage's server names, importable from here
 ]
 
 
+def temp_log() -> Path:
+    """A new file for a server's log, when none is given."""
+    handle, name = tempfile.mkstemp(prefix="tritonserver-", suffix=".log")
+    os.close(handle)
+    return Path(name)
+
+
 def precompile(repository: Path) -> None:
     """Write the repository's `__pycache__` before Triton reads it. The stubs (which ignore
     PYTHONDONTWRITEBYTECODE) would write it while loading, and the repository poller would
@@ -173,9 +180,7 @@ class EmbeddedServer:
         self._environment = server_environment(install)
         precompile(self.repository)
         if self.log_path is None:
-            handle, name = tempfile.mkstemp(prefix="tritonserver-", suffix=".log")
-            os.close(handle)
-            self.log_path = Path(name)
+            self.log_path = temp_log()
         self._stopping.clear()
         self._launch_retrying(self.max_restarts)
         if self.max_restarts >= 0:
