@@ -108,7 +108,11 @@ def write_bls(ctx: RenderContext) -> None:
         member_timeout_ms=spec.member_timeout_ms or 0,
     )
     version = ctx.model_dir(spec.name, config)
-    files = {"combiner_bls.py": "model.py", "combine.py": "combine.py"}
+    files = {
+        "combiner_bls.py": "model.py",
+        "batching.py": "batching.py",
+        "combine.py": "combine.py",
+    }
     if spec.remote_urls:
         files["remote.py"] = "remote.py"
     ctx.copy_templates(version, files)
@@ -158,7 +162,10 @@ def write_native_ensemble(ctx: RenderContext) -> None:
         else [],
     )
     version = ctx.model_dir(step, config)
-    ctx.copy_templates(version, {"combine_step.py": "model.py", "combine.py": "combine.py"})
+    ctx.copy_templates(
+        version,
+        {"combine_step.py": "model.py", "batching.py": "batching.py", "combine.py": "combine.py"},
+    )
 
 
 def _static_outputs(ensemble: Ensemble) -> bool:

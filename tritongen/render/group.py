@@ -66,7 +66,12 @@ def write_group(ctx: RenderContext, name: str) -> None:
         )
     ctx.copy_templates(
         version,
-        {"group_model.py": "model.py", "combine.py": "combine.py", "sessions.py": "sessions.py"},
+        {
+            "group_model.py": "model.py",
+            "batching.py": "batching.py",
+            "combine.py": "combine.py",
+            "sessions.py": "sessions.py",
+        },
     )
 
 

@@ -48,7 +48,14 @@ def write_member(ctx: RenderContext, member: MemberModel) -> None:
         ]
         write_warmup_data(samples, ctx.root / member.name / WARMUP_DIR)
     if ctx.target is RenderTarget.embedded:
-        ctx.copy_templates(version, {"member_model.py": "model.py", "sessions.py": "sessions.py"})
+        ctx.copy_templates(
+            version,
+            {
+                "member_model.py": "model.py",
+                "batching.py": "batching.py",
+                "sessions.py": "sessions.py",
+            },
+        )
 
 
 def tensorrt_parameters(
