@@ -13,6 +13,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from batching import merged, row_count, row_slices
 from combine import make_combiner, non_finite_rows
 
 
@@ -28,21 +29,20 @@ class TritonPythonModel:
         )
 
     def execute(self, requests):
-        per_member = [
-            [pb_utils.get_input_tensor_by_name(r, name).as_numpy() for r in requests]
-            for name in self.names
+        feeds = [
+            {n: pb_utils.get_input_tensor_by_name(r, n).as_numpy() for n in self.names}
+            for r in requests
         ]
-        stacked = np.stack([a[0] if len(a) == 1 else np.concatenate(a) for a in per_member])
+        batch = merged(feeds)
+        stacked = np.stack([batch[name] for name in self.names])
         combined = self.combine(stacked).astype(self.output_dtype, copy=False)
         bad = non_finite_rows(combined)
-        responses, start = [], 0
-        for array in per_member[0]:
-            stop = start + len(array)
-            if bad[start:stop].any():
+        responses = []
+        for rows in row_slices([row_count(f) for f in feeds]):
+            if bad[rows].any():
                 error = pb_utils.TritonError("a member returned NaN or Inf for this request")
                 responses.append(pb_utils.InferenceResponse(error=error))
             else:
-                output = pb_utils.Tensor("OUTPUT", combined[start:stop])
+                output = pb_utils.Tensor("OUTPUT", combined[rows])
                 responses.append(pb_utils.InferenceResponse([output]))
-            start = stop
         return responses

@@ -14,6 +14,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from batching import answer_async, row_count, row_slices
 from combine import compute_dtype, make_combiner, non_finite_rows
 
 
@@ -23,6 +24,10 @@ class MemberFailed(Exception):
 
 class MemberLate(Exception):
     """A member gave no answer within member_timeout_ms."""
+
+
+def _member_failed(results):
+    return any(isinstance(r, MemberFailed) for r in results)
 
 
 class TritonPythonModel:
@@ -53,19 +58,8 @@ class TritonPythonModel:
             {n: pb_utils.get_input_tensor_by_name(r, n).as_numpy() for n in self.input_names}
             for r in requests
         ]
-        batch = feeds[0] if len(feeds) == 1 else self._concatenate(feeds)
-        results = await self._ask_members(batch)
-        if len(feeds) > 1 and any(isinstance(r, MemberFailed) for r in results):
-            # One request may have made a member fail: ask again for each request alone.
-            retried = await asyncio.gather(*(self._ask_members(f) for f in feeds))
-            return [self._responses([f], r)[0] for f, r in zip(feeds, retried, strict=True)]
-        return self._responses(feeds, results)
-
-    def _concatenate(self, feeds):
-        return {n: np.concatenate([f[n] for f in feeds]) for n in self.input_names}
-
-    def _rows(self, feed):
-        return len(feed[self.input_names[0]])
+        # One request may have made a member fail: then each request is asked for alone.
+        return await answer_async(feeds, self._ask_members, self._responses, _member_failed)
 
     async def _ask_members(self, batch):
         """Each member's output for `batch` (combined input name -> array), or the exception
@@ -73,28 +67,26 @@ class TritonPythonModel:
         calls = (self._infer(member, batch) for member in self.members)
         return await asyncio.gather(*calls, return_exceptions=True)
 
-    def _responses(self, feeds, results):
+    def _responses(self, counts, results):
         """One response per request: the combination of the members that answered its rows
         (`ANSWERED` says which), or an error naming the members that did not."""
         if all(isinstance(r, BaseException) for r in results):
             error = pb_utils.TritonError(self._failure(results, None))
-            return [pb_utils.InferenceResponse(error=error) for _ in feeds]
+            return [pb_utils.InferenceResponse(error=error) for _ in counts]
         outputs, answered = self._member_rows(results)
         combined = self._combine_rows(outputs, answered).astype(self.output_dtype, copy=False)
         bad = non_finite_rows(combined)
-        responses, start = [], 0
-        for feed in feeds:
-            stop = start + self._rows(feed)
-            if bad[start:stop].any():
-                error = pb_utils.TritonError(self._failure(results, answered[start:stop]))
+        responses = []
+        for rows in row_slices(counts):
+            if bad[rows].any():
+                error = pb_utils.TritonError(self._failure(results, answered[rows]))
                 responses.append(pb_utils.InferenceResponse(error=error))
             else:
                 tensors = [
-                    pb_utils.Tensor("OUTPUT", combined[start:stop]),
-                    pb_utils.Tensor("ANSWERED", answered[start:stop]),
+                    pb_utils.Tensor("OUTPUT", combined[rows]),
+                    pb_utils.Tensor("ANSWERED", answered[rows]),
                 ]
                 responses.append(pb_utils.InferenceResponse(tensors))
-            start = stop
         return responses
 
     def _member_rows(self, results):
@@ -149,7 +141,7 @@ class TritonPythonModel:
         """The member's output for `batch`, in chunks of at most its max_batch_size."""
         step = member["max_batch_size"]
         feed = {mine: batch[combined] for mine, combined in member["inputs"].items()}
-        rows = self._rows(batch)
+        rows = row_count(batch)
         chunks = [{n: a[i : i + step] for n, a in feed.items()} for i in range(0, rows, step)]
         if member.get("url"):  # one input (tritongen refuses more for a remote member)
             one = member["input"]

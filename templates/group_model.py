@@ -24,6 +24,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from batching import answer, row_count, row_slices
 from combine import make_combiner, non_finite_rows
 from sessions import open_session
 
@@ -46,7 +47,7 @@ class TritonPythonModel:
         self.pool = self.busy = None
         if params.get("parallel_members") == "1" and len(self.members) > 1:
             self.pool = ThreadPoolExecutor(len(self.members) - 1, "member")
-            self.busy = BusyInstances(args)
+            self.busy = BusyInstances(args, params["busy_file"])
         self.combine = None
         if params.get("combines") == "1":
             output = config["output"][0]
@@ -62,20 +63,19 @@ class TritonPythonModel:
             {n: pb_utils.get_input_tensor_by_name(r, n).as_numpy() for n in self.input_names}
             for r in requests
         ]
-        batch = feeds[0] if len(feeds) == 1 else _concatenate(feeds)
-        rows = [_rows(f) for f in feeds]
         parallel_members = self.busy is not None and self.busy.enter() and len(feeds) == 1
         try:
-            outputs = self._run(batch, parallel_members)
-        except MemberFailed as exc:
-            if len(feeds) == 1:
-                return [_error(str(exc))]
-            # One request may be the cause: run each alone so that only it fails.
-            return [self._respond_alone(feed) for feed in feeds]
+            return answer(
+                feeds,
+                lambda batch: self._run(batch, parallel_members),
+                self._responses,
+                lambda exc: _error(str(exc)),
+                failure=MemberFailed,
+                run_alone=self._run,
+            )
         finally:
             if self.busy is not None:
                 self.busy.leave()
-        return self._responses(rows, outputs)
 
     def finalize(self):
         if self.pool is not None:
@@ -94,42 +94,34 @@ class TritonPythonModel:
             wait(others)  # the sessions are free again before the next batch comes
         return [first, *(f.result() for f in others)]
 
-    def _respond_alone(self, feed):
-        try:
-            return self._responses([_rows(feed)], self._run(feed))[0]
-        except MemberFailed as exc:
-            return _error(str(exc))
-
-    def _responses(self, rows, outputs):
+    def _responses(self, counts, outputs):
         if self.combine is None:
-            return _split_members(rows, outputs, [m["served_as"] for m in self.members])
+            return _split_members(counts, outputs, [m["served_as"] for m in self.members])
         combined = self.combine(np.stack(outputs)).astype(self.output_dtype, copy=False)
         bad = non_finite_rows(combined)
-        responses, start = [], 0
-        for count in rows:
-            stop = start + count
-            if bad[start:stop].any():
+        responses = []
+        for rows in row_slices(counts):
+            if bad[rows].any():
                 responses.append(_error("a member returned NaN or Inf for this request"))
             else:
-                tensor = pb_utils.Tensor(self.output_name, combined[start:stop])
+                tensor = pb_utils.Tensor(self.output_name, combined[rows])
                 responses.append(pb_utils.InferenceResponse([tensor]))
-            start = stop
         return responses
 
 
 class BusyInstances:
-    """One byte per instance of this model, shared by its instances (a file in /dev/shm named
-    after the server's PID and the model, which the embedded server removes when it stops): 1
-    while the instance executes. Without /dev/shm (or where the file there is not ours) every
-    instance counts as alone."""
+    """One byte per instance of this model, shared by its instances (the file `busy_file`
+    followed by the server's PID and the model, which the embedded server removes when it
+    stops): 1 while the instance executes. Without /dev/shm (or where the file there is not
+    ours) every instance counts as alone."""
 
     SLOTS = 4096
 
-    def __init__(self, args):
+    def __init__(self, args, busy_file):
         numbers = re.findall(r"\d+", args["model_instance_name"])[-2:]
         self.slot = (int(numbers[0]) * 512 + int(numbers[1])) % self.SLOTS if numbers else 0
         model = hashlib.sha256(args["model_repository"].encode()).hexdigest()[:16]
-        self.path = f"/dev/shm/tritongen-busy-{os.getppid()}-{model}"
+        self.path = f"{busy_file}-{os.getppid()}-{model}"
         self.map = bytearray(self.SLOTS)  # until shared
         try:
             # /dev/shm is world-writable: follow no link, share only a file of our own.
@@ -167,7 +159,7 @@ def _run_member(member, session, batch):
     try:
         parts = [
             session.run([member["output"]], _feed(member, batch, i, i + step))[0]
-            for i in range(0, _rows(batch), step)
+            for i in range(0, row_count(batch), step)
         ]
     except Exception as exc:
         raise MemberFailed(
@@ -176,28 +168,19 @@ def _run_member(member, session, batch):
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
-def _rows(feed):
-    return len(next(iter(feed.values())))
-
-
 def _feed(member, batch, start, stop):
     """Rows start:stop of the group's inputs, under the names the member's model takes."""
     return {mine: batch[combined][start:stop] for mine, combined in member["inputs"].items()}
 
 
-def _concatenate(feeds):
-    return {name: np.concatenate([f[name] for f in feeds]) for name in feeds[0]}
-
-
-def _split_members(rows, outputs, names):
+def _split_members(counts, outputs, names):
     """One response per request holding each member's rows under the member's served name."""
-    responses, start = [], 0
-    for count in rows:
-        stop = start + count
-        tensors = [pb_utils.Tensor(n, o[start:stop]) for n, o in zip(names, outputs, strict=True)]
-        responses.append(pb_utils.InferenceResponse(tensors))
-        start = stop
-    return responses
+    return [
+        pb_utils.InferenceResponse(
+            [pb_utils.Tensor(n, o[rows]) for n, o in zip(names, outputs, strict=True)]
+        )
+        for rows in row_slices(counts)
+    ]
 
 
 def _error(message):

@@ -3,7 +3,7 @@ with torch: its `runtime`) on every input its config.pbtxt declares, and returns
 output it declares (the one that is combined).
 
 Rendered by tritongen; imports only numpy, onnxruntime or torch (through sessions.py beside
-it) and the Python backend's utilities.
+it) and the Python backend's utilities; batching.py beside it merges the requests of a batch.
 Settings come from this model's config.pbtxt `parameters`, never from code generation.
 """
 
@@ -11,10 +11,10 @@ import json
 import os
 import sys
 
-import numpy as np
 import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from batching import answer, row_slices
 from sessions import open_session
 
 
@@ -37,20 +37,16 @@ class TritonPythonModel:
 
     def execute(self, requests):
         feeds = [self._feed(r) for r in requests]
-        batch = feeds[0] if len(feeds) == 1 else self._concatenate(feeds)
-        try:
-            (output,) = self.session.run([self.output_name], batch)
-        except Exception as exc:  # report to the callers; the instance stays up
-            if len(feeds) > 1:  # one request may be the cause: run each alone
-                return [self._respond_alone(feed) for feed in feeds]
-            return [self._error(exc)]
-        if len(feeds) == 1:
-            return [pb_utils.InferenceResponse([pb_utils.Tensor(self.output_name, output)])]
-        first = self.input_names[0]
-        bounds = np.cumsum([len(f[first]) for f in feeds[:-1]])
+        return answer(feeds, self._run, self._responses, self._error)
+
+    def _run(self, batch):
+        (output,) = self.session.run([self.output_name], batch)
+        return output
+
+    def _responses(self, counts, output):
         return [
-            pb_utils.InferenceResponse([pb_utils.Tensor(self.output_name, part)])
-            for part in np.split(output, bounds)
+            pb_utils.InferenceResponse([pb_utils.Tensor(self.output_name, output[rows])])
+            for rows in row_slices(counts)
         ]
 
     def _feed(self, request):
@@ -58,16 +54,6 @@ class TritonPythonModel:
             n: pb_utils.get_input_tensor_by_name(request, n).as_numpy() for n in self.input_names
         }
 
-    def _concatenate(self, feeds):
-        return {n: np.concatenate([f[n] for f in feeds]) for n in self.input_names}
-
-    def _respond_alone(self, feed):
-        try:
-            (output,) = self.session.run([self.output_name], feed)
-        except Exception as exc:
-            return self._error(exc)
-        return pb_utils.InferenceResponse([pb_utils.Tensor(self.output_name, output)])
-
-    def _error(self, exc):
+    def _error(self, exc):  # reported to the callers; the instance stays up
         message = f"{self.runtime} failed: {exc}"
         return pb_utils.InferenceResponse(error=pb_utils.TritonError(message))

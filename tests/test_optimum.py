@@ -8,7 +8,7 @@ from tests.synthetic import exhaustive_best, random_problem_inputs
 from tritongen.errors import PlanError
 from tritongen.plan.optimum import best_placement
 from tritongen.plan.problem import build_problem
-from tritongen.plan.search import candidate_plan
+from tritongen.plan.search import plan_from_candidate
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3, 5, 8])
@@ -24,5 +24,5 @@ def test_milp_optimum_equals_exhaustive_search_on_tiny_instances(seed: int) -> N
     assert optimum.proven
     assert optimum.throughput == pytest.approx(exhaustive_best(problem), rel=1e-6)
     assert optimum.candidate is not None and problem.fits(optimum.candidate)
-    plan = candidate_plan(problem, optimum.candidate)
+    plan = plan_from_candidate(problem, optimum.candidate)
     assert plan.extra["base_lp_throughput"] == pytest.approx(optimum.throughput, rel=1e-6)

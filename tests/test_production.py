@@ -39,7 +39,7 @@ from tritongen.render.k8s import (
     default_name,
     render_manifests,
 )
-from tritongen.render.repository import TRT_CACHE_DIR, Combiner, Target, render_repository
+from tritongen.render.repository import TRT_CACHE_DIR, Combiner, RenderTarget, render_repository
 from tritongen.spec.devices import Device, Inventory
 from tritongen.spec.ensemble import load_spec
 from tritongen.spec.members import Ensemble, load_ensemble
@@ -96,7 +96,9 @@ def test_docker_target_runs_gpu_members_on_cuda_by_default(
     tmp_path: Path, member_models: list[Path]
 ) -> None:
     ensemble = _ensemble(tmp_path, member_models)
-    repo = render_repository(ensemble, GPU_PLAN, GPUS, tmp_path / "repo", target=Target.docker)
+    repo = render_repository(
+        ensemble, GPU_PLAN, GPUS, tmp_path / "repo", target=RenderTarget.docker
+    )
     linear = _config(repo / "linear" / "config.pbtxt")
     assert linear.platform == "onnxruntime_onnx"
     assert [(g.kind, list(g.gpus)) for g in linear.instance_group] == [
@@ -111,7 +113,9 @@ def test_tensorrt_fp16_renders_the_onnxruntime_accelerator_on_gpu_members_only(
     ensemble = _ensemble(
         tmp_path, member_models, execution={"accelerator": "tensorrt", "precision": "fp16"}
     )
-    repo = render_repository(ensemble, GPU_PLAN, GPUS, tmp_path / "repo", target=Target.docker)
+    repo = render_repository(
+        ensemble, GPU_PLAN, GPUS, tmp_path / "repo", target=RenderTarget.docker
+    )
     for gpu_member in ("linear", "mlp"):
         ((name, parameters),) = _accelerators(_config(repo / gpu_member / "config.pbtxt"))
         assert name == "tensorrt"
@@ -131,7 +135,9 @@ def test_a_member_execution_overrides_the_ensembles(
     data = spec_data(member_models, execution={"accelerator": "tensorrt"})
     data["members"][1]["execution"] = {"accelerator": "cuda"}
     ensemble = load_ensemble(load_spec(write_spec(tmp_path, data)))
-    repo = render_repository(ensemble, GPU_PLAN, GPUS, tmp_path / "repo", target=Target.docker)
+    repo = render_repository(
+        ensemble, GPU_PLAN, GPUS, tmp_path / "repo", target=RenderTarget.docker
+    )
     ((_, parameters),) = _accelerators(_config(repo / "linear" / "config.pbtxt"))
     assert parameters["precision_mode"] == "FP32"
     assert _accelerators(_config(repo / "mlp" / "config.pbtxt")) == []
@@ -141,7 +147,9 @@ def test_embedded_target_ignores_execution_options(
     tmp_path: Path, member_models: list[Path]
 ) -> None:
     ensemble = _ensemble(tmp_path, member_models, execution={"accelerator": "tensorrt"})
-    repo = render_repository(ensemble, GPU_PLAN, GPUS, tmp_path / "repo", target=Target.embedded)
+    repo = render_repository(
+        ensemble, GPU_PLAN, GPUS, tmp_path / "repo", target=RenderTarget.embedded
+    )
     assert _config(repo / "linear" / "config.pbtxt").backend == "python"
     assert _accelerators(_config(repo / "linear" / "config.pbtxt")) == []
 
@@ -187,7 +195,7 @@ def test_docker_target_model_code_needs_only_numpy_inside_the_ngc_image(
 ) -> None:
     ensemble = _ensemble(tmp_path, member_models)
     repo = render_repository(
-        ensemble, GPU_PLAN, GPUS, tmp_path / "repo", target=Target.docker, combiner=combiner
+        ensemble, GPU_PLAN, GPUS, tmp_path / "repo", target=RenderTarget.docker, combiner=combiner
     )
     sources = list(repo.rglob("*.py"))
     assert sources, "a combiner model.py is expected"
@@ -247,7 +255,9 @@ KUBERNETES_VERSIONS = ["1.27", "1.33"]  # strict schemas: unknown fields are err
 @pytest.fixture
 def docker_repo(tmp_path: Path, member_models: list[Path]) -> Path:
     ensemble = _ensemble(tmp_path, member_models, execution={"accelerator": "tensorrt"})
-    return render_repository(ensemble, GPU_PLAN, GPUS, tmp_path / "repo", target=Target.docker)
+    return render_repository(
+        ensemble, GPU_PLAN, GPUS, tmp_path / "repo", target=RenderTarget.docker
+    )
 
 
 def _manifests(folder: Path) -> dict[str, dict]:
@@ -434,7 +444,7 @@ def test_cpu_only_plan_requests_no_gpu(tmp_path: Path, member_models: list[Path]
     plan = Plan(
         allocation={m.name: {"cpu": 1} for m in ensemble.members}, batch_size=GPU_PLAN.batch_size
     )
-    repo = render_repository(ensemble, plan, GPUS, tmp_path / "repo", target=Target.docker)
+    repo = render_repository(ensemble, plan, GPUS, tmp_path / "repo", target=RenderTarget.docker)
     manifests = _manifests(render_manifests(repo, tmp_path / "d", K8sOptions())[0].parent)
     container = _container(manifests)
     assert "limits" not in container["resources"]
@@ -449,7 +459,7 @@ def test_gpus_a_pod_cannot_number_are_refused(tmp_path: Path, member_models: lis
         allocation={"linear": {"gpu1": 1}, "mlp": {"gpu1": 1}, "tanh": {"cpu": 1}},
         batch_size=GPU_PLAN.batch_size,
     )
-    repo = render_repository(ensemble, plan, GPUS, tmp_path / "repo", target=Target.docker)
+    repo = render_repository(ensemble, plan, GPUS, tmp_path / "repo", target=RenderTarget.docker)
     with pytest.raises(DeployError, match=r"GPUs \[1\].*numbers them 0-0"):
         render_manifests(repo, tmp_path / "d", K8sOptions())
 
@@ -511,7 +521,7 @@ TWO_NODE_PLAN = Plan(
 def two_node_repo(tmp_path: Path, member_models: list[Path]) -> Path:
     ensemble = _ensemble(tmp_path, member_models)
     return render_repository(
-        ensemble, TWO_NODE_PLAN, TWO_NODES, tmp_path / "repo", target=Target.docker
+        ensemble, TWO_NODE_PLAN, TWO_NODES, tmp_path / "repo", target=RenderTarget.docker
     )
 
 

@@ -344,7 +344,7 @@ def test_hostile_tensor_names_stay_data_and_python_is_never_generated(
 
 
 def _template_of(source: Path) -> str:
-    if source.name in ("combine.py", "sessions.py"):
+    if source.name in ("batching.py", "combine.py", "sessions.py"):
         return source.name
     config = (source.parent.parent / "config.pbtxt").read_text()
     if 'key: "members"' in config:

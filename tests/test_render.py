@@ -11,11 +11,11 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from tests.conftest import spec_data, write_spec
-from tritongen.errors import RenderError, SpecError
+from tritongen.errors import PlanError, RenderError
 from tritongen.plan.plan import Plan, default_plan
 from tritongen.render.repository import (
     Combiner,
-    Target,
+    RenderTarget,
     instance_groups,
     pbtxt_string,
     render_repository,
@@ -53,7 +53,7 @@ def test_plan_becomes_one_instance_group_per_device(tmp_path: Path, ensemble: En
         threads={"mlp": 2},
         queue_delay_us={"linear": 100},
     )
-    repo = render_repository(ensemble, plan, GPUS, tmp_path / "repo", target=Target.docker)
+    repo = render_repository(ensemble, plan, GPUS, tmp_path / "repo", target=RenderTarget.docker)
     linear = _config(repo / "linear" / "config.pbtxt")
     assert linear.platform == "onnxruntime_onnx"
     assert [(g.kind, g.count, list(g.gpus)) for g in linear.instance_group] == [
@@ -155,7 +155,7 @@ def test_failed_build_leaves_previous_repository_intact(tmp_path: Path, ensemble
     render_repository(ensemble, default_plan(ensemble, inventory), inventory, destination)
     before = sorted(str(p.relative_to(destination)) for p in destination.rglob("*"))
     broken = Plan(allocation={"linear": {"gpu7": 1}}, batch_size={"linear": 8})
-    with pytest.raises(SpecError, match="member"):
+    with pytest.raises(PlanError, match="member"):
         render_repository(ensemble, broken, inventory, destination)
     assert sorted(str(p.relative_to(destination)) for p in destination.rglob("*")) == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".repo")]  # no staging left

@@ -2,7 +2,7 @@
 
 TritongenError
 ├── SpecError          the ensemble spec or one of its model files is wrong
-├── PlanError          no placement satisfies the devices (a member fits nowhere)
+├── PlanError          no placement satisfies the devices, or a plan does not fit its spec
 ├── ProfileError       a member could not be measured
 ├── RenderError        the repository cannot be written where asked
 ├── ServerError        tritonserver is missing, cannot bind, or a model failed to load

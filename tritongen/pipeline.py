@@ -1,18 +1,24 @@
-"""The whole pipeline behind `tritongen build`: spec → members → devices → plan → render."""
+"""The pipeline behind `tritongen plan` and `build`: spec → members → devices → profile → plan
+(refined by serving candidates with `plan --measure`) → render."""
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from tritongen.bench.serving_cost import serving_cost
+from tritongen.bench.compare import BenchReport, ServedMeasurer, bench_plans, run_bench
+from tritongen.bench.perf import PerfPoint
+from tritongen.bench.serving_cost import ServingCost, serving_cost
 from tritongen.errors import SpecError
 from tritongen.plan.plan import Plan, default_plan, fallback_warnings, load_plan
-from tritongen.plan.problem import Shape
-from tritongen.plan.search import EvaluatorSource, make_plan
+from tritongen.plan.problem import Problem, Shape
+from tritongen.plan.search import EvaluatorSource, PlanEvaluator, make_plan
 from tritongen.profile.profile import Profile, load_profile
 from tritongen.profile.profiler import profile_ensemble
-from tritongen.render.repository import Combiner, Target, check_destination, render_repository
+from tritongen.render.repository import Combiner, RenderTarget, check_destination, render_repository
 from tritongen.spec.devices import Inventory, detect_devices, load_inventory
 from tritongen.spec.ensemble import Spec, load_spec
 from tritongen.spec.members import Ensemble, load_ensemble
@@ -26,6 +32,33 @@ def resolve_inventory(spec: Spec, devices_file: Path | None = None) -> Inventory
         path = Path(spec.devices)
         return load_inventory(path if path.is_absolute() else spec.source.parent / path)
     return detect_devices()
+
+
+def profile_members(
+    spec_path: str | Path,
+    *,
+    devices_file: Path | None = None,
+    batch_sizes: Sequence[int] | None = None,
+    budget_s: float | None = None,
+    use_cache: bool = True,
+    status: Callable[[str], AbstractContextManager[object]] = nullcontext,
+) -> tuple[Profile, ServingCost]:
+    """`tritongen profile`: what a served call costs here (shown under `status`), then each
+    member's throughput and memory per device class and batch size."""
+    spec = load_spec(spec_path)
+    ensemble = load_ensemble(spec)
+    inventory = resolve_inventory(spec, devices_file)
+    with status("measuring what a served call costs on the embedded server"):
+        serving = serving_cost(ensemble, inventory, use_cache=use_cache)
+    profile = profile_ensemble(
+        ensemble,
+        inventory,
+        batch_sizes=batch_sizes,
+        budget_s=budget_s,
+        use_cache=use_cache,
+        serving=serving,
+    )
+    return profile, serving
 
 
 @dataclass(frozen=True)
@@ -45,11 +78,13 @@ def plan_ensemble(
     profile_file: Path | None = None,
     plan_file: Path | None = None,
     quick: bool = False,
+    measure: bool = False,
     shape: Shape = Shape.auto,
     max_p99_ms: float | None = None,
 ) -> Planned:
     """The plan from `plan_file`, or one CPU instance per member (`quick`), or planned (in
-    `shape`) from the profile in `profile_file` or measured now (measurements are cached)."""
+    `shape`) from the profile in `profile_file` or measured now (measurements are cached);
+    `measure` re-ranks the best candidates by serving and measuring each."""
     spec = load_spec(spec_path)
     ensemble = load_ensemble(spec)
     inventory = resolve_inventory(spec, devices_file)
@@ -61,8 +96,54 @@ def plan_ensemble(
         profile = load_profile(profile_file)
     else:
         profile = profile_ensemble(ensemble, inventory, serving=serving_cost(ensemble, inventory))
-    plan = plan_from_profile(spec, inventory, profile, shape=shape, max_p99_ms=max_p99_ms)
+    refine_with = measured_evaluator(ensemble, inventory, profile, max_p99_ms) if measure else None
+    plan = plan_from_profile(
+        spec, inventory, profile, refine_with=refine_with, shape=shape, max_p99_ms=max_p99_ms
+    )
     return Planned(ensemble, inventory, plan, profile)
+
+
+def plan_for_command(
+    spec_path: str | Path,
+    *,
+    devices_file: Path | None = None,
+    profile_file: Path | None = None,
+    measure: bool = False,
+    shape: Shape = Shape.auto,
+    max_p99_ms: float | None = None,
+) -> tuple[Plan, Inventory, Profile]:
+    """`tritongen plan`: the plan with the inventory and profile it was made from. From a
+    given profile, and without `measure`, it opens no model file: a plan for hardware this
+    machine may not have."""
+    if profile_file is not None and not measure:
+        spec = load_spec(spec_path)
+        inventory, profile = resolve_inventory(spec, devices_file), load_profile(profile_file)
+        plan = plan_from_profile(spec, inventory, profile, shape=shape, max_p99_ms=max_p99_ms)
+        return plan, inventory, profile
+    planned = plan_ensemble(
+        spec_path,
+        devices_file=devices_file,
+        profile_file=profile_file,
+        measure=measure,
+        shape=shape,
+        max_p99_ms=max_p99_ms,
+    )
+    assert planned.profile is not None  # plan_ensemble profiles unless given a plan
+    return planned.plan, planned.inventory, planned.profile
+
+
+def measured_evaluator(
+    ensemble: Ensemble, inventory: Inventory, profile: Profile, max_p99_ms: float | None
+) -> EvaluatorSource:
+    """Serve each shortlisted candidate on the embedded server; perf_analyzer measures it."""
+    workdir = Path(tempfile.mkdtemp(prefix="tritongen-plan-"))
+    measurer = ServedMeasurer(ensemble, inventory, workdir, max_p99_ms=max_p99_ms)
+    cost = profile.serving_cost
+
+    def evaluator(problem: Problem) -> PlanEvaluator:
+        return PlanEvaluator(problem, measurer, cost)
+
+    return evaluator
 
 
 def plan_from_profile(
@@ -87,7 +168,7 @@ def build(
     output: str | Path,
     *,
     combiner: Combiner | None = None,
-    target: Target = Target.embedded,
+    target: RenderTarget = RenderTarget.embedded,
     devices_file: Path | None = None,
     profile_file: Path | None = None,
     plan_file: Path | None = None,
@@ -131,3 +212,39 @@ def shape_for(combiner: Combiner | None, shape: Shape) -> Shape:
             "call; use --combiner ensemble, or --shape separate"
         )
     return Shape.separate
+
+
+def bench_ensemble(
+    spec_path: str | Path,
+    *,
+    devices_file: Path | None = None,
+    profile_file: Path | None = None,
+    shape: Shape = Shape.auto,
+    combiner: Combiner = Combiner.ensemble,
+    concurrencies: Sequence[int] = (1, 4, 16, 64),
+    interval_ms: int = 3000,
+    rounds: int = 2,
+    on_result: Callable[[int, str, list[PerfPoint]], None] | None = None,
+) -> tuple[Planned, BenchReport]:
+    """`tritongen bench`: naive, batch_only and tritongen's plan served and measured in one
+    run, against the bound."""
+    planned = plan_ensemble(
+        spec_path,
+        devices_file=devices_file,
+        profile_file=profile_file,
+        shape=shape_for(combiner, shape),
+    )
+    ensemble, inventory, profile = planned.ensemble, planned.inventory, planned.profile
+    assert profile is not None  # plan_ensemble profiles unless given a plan
+    report = run_bench(
+        ensemble,
+        inventory,
+        profile,
+        bench_plans(ensemble, inventory, profile, planned.plan),
+        concurrencies=concurrencies,
+        interval_ms=interval_ms,
+        rounds=rounds,
+        combiner=combiner,
+        on_result=on_result,
+    )
+    return planned, report

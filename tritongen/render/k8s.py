@@ -19,13 +19,10 @@ from tritonclient.grpc import model_config_pb2
 
 from tritongen.errors import DeployError, SpecError
 from tritongen.plan.plan import Plan, load_plan
-from tritongen.render.repository import (
-    MARKER,
-    NODES_DIR,
-    TRT_CACHE_DIR,
-    parse_config,
-    templates_dir,
-)
+from tritongen.render.destination import MARKER
+from tritongen.render.member import TRT_CACHE_DIR
+from tritongen.render.nodes import NODES_DIR
+from tritongen.render.templating import parse_config, templates_dir
 
 NGC_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
 QUEUE_METRIC = "triton_queue_time_us"  # the name the Prometheus adapter rule gives the metric

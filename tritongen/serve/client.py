@@ -1,10 +1,12 @@
-"""Send arrays to a served ensemble with tritonclient, over HTTP or gRPC."""
+"""Send arrays to a served ensemble with tritonclient, over HTTP or gRPC, read from .npy/.npz
+files or made up with the values tritongen feeds by default."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,6 +15,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype, triton_to_np_dtype
 
 from tritongen.errors import TritongenError
+from tritongen.spec.values import default_fill
 
 
 class Protocol(str, Enum):
@@ -119,6 +122,54 @@ class EnsembleClient:
             output_name=metadata["outputs"][0]["name"],
             max_batch_size=int(config.get("max_batch_size", 0)),
         )
+
+
+def read_rows(data: Path | None, random: int, signature: ModelSignature) -> dict[str, np.ndarray]:
+    """Input name -> rows, from a .npy (one input) or .npz (arrays named after the inputs)
+    file, or `random` rows with the values tritongen feeds by default (spec/values.py)."""
+    if data is None and random <= 0:
+        raise TritongenError("infer: give a .npy or .npz file, or --random N")
+    if data is None:
+        rng = np.random.default_rng(0)
+        return {
+            i.name: default_fill(i.name, i.dtype.name).sample(
+                rng, i.dtype.name, (random, *(d if d > 0 else 1 for d in i.dims))
+            )
+            for i in signature.inputs
+        }
+    arrays = _read_arrays(data, signature)
+    for i in signature.inputs:
+        shape = arrays[i.name].shape[1:]
+        if len(shape) != len(i.dims) or any(
+            d > 0 and d != s for d, s in zip(i.dims, shape, strict=True)
+        ):
+            raise TritongenError(
+                f"{data}: rows of {i.name} have shape {list(shape)}, the model takes "
+                f"{list(i.dims)}; reshape the array"
+            )
+    return arrays
+
+
+def _read_arrays(data: Path, signature: ModelSignature) -> dict[str, np.ndarray]:
+    names = [i.name for i in signature.inputs]
+    try:
+        loaded = np.load(data, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise TritongenError(f"{data}: not a readable .npy or .npz file ({exc})") from None
+    if isinstance(loaded, np.ndarray):
+        if len(names) != 1:
+            raise TritongenError(
+                f"{data}: the model takes {len(names)} inputs ({', '.join(names)}); give an "
+                ".npz file with one array per input (numpy.savez(path, name=array, ...))"
+            )
+        return {names[0]: loaded}
+    with loaded:
+        missing = [n for n in names if n not in loaded.files]
+        if missing:
+            raise TritongenError(
+                f"{data}: has no array named {missing[0]!r}; the model takes {', '.join(names)}"
+            )
+        return {n: loaded[n] for n in names}
 
 
 def top_k(probabilities: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

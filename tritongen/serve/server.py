@@ -1,5 +1,6 @@
-"""The embedded Triton server: the `tritonserver` binary that the nvidia-pytriton wheel ships,
-run as a child process on loopback ports.
+"""The embedded Triton server's process: started, waited for until ready, restarted when it
+dies, stopped; its log summarized and its metrics read. Where the binary is comes from
+`install`, its command line from `arguments`.
 
     with EmbeddedServer("model_repository") as server:
         client = tritonclient.http.InferenceServerClient(server.http_url)
@@ -9,154 +10,72 @@ from __future__ import annotations
 
 import compileall
 import contextlib
-import importlib.util
-import ipaddress
 import os
 import re
-import secrets
-import shutil
 import signal
-import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from tritongen.errors import ServerError
-from tritongen.paths import cache_dir
-from tritongen.render.repository import NODES_DIR, served_nodes
+from tritongen.render.group import busy_files
+from tritongen.render.nodes import NODES_DIR, served_nodes
+from tritongen.serve.arguments import (
+    DEFAULT_PORTS,
+    LOOPBACK,
+    POLL_SECONDS,
+    GrpcTls,
+    ServerOptions,
+    access_key,
+    chosen_ports,
+    free_port,
+    server_command,
+)
 from tritongen.serve.health import metrics_answering, server_ready
+from tritongen.serve.install import (
+    TritonInstall,
+    find_tritonserver,
+    prepare_backends,
+    server_environment,
+)
 from tritongen.serve.watchdog import (
-    API_KEY_HEADER,
     Watchdog,
     report_crash_while_loading,
     report_given_up,
     report_restart,
 )
 
-LOOPBACK = "127.0.0.1"
 MAX_RESTARTS = 5  # deaths of tritonserver within RESTART_WINDOW_S that are restarted
 RESTART_WINDOW_S = 600.0
-DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}  # Triton's own defaults
-# Beyond loopback, these APIs answer only requests that carry the key in this header:
-# model-repository loads models (with uploaded files), shared-memory maps a client's memory,
-# trace and logging change what the server writes.
-RESTRICTED_APIS = ("model-repository", "shared-memory", "trace", "logging")
-API_KEY_PATTERN = re.compile(r"^[A-Za-z0-9_-]{16,256}$")
-POLL_SECONDS = 2  # repository poll period: how soon a model marked by the watchdog reloads
-INSTALL_HINT = "install it with `pip install nvidia-pytriton==0.7.0` (Linux x86_64)"
+
+__all__ = [  # the serve stage's server names, importable from here
+    "DEFAULT_PORTS",
+    "LOOPBACK",
+    "POLL_SECONDS",
+    "EmbeddedServer",
+    "GrpcTls",
+    "access_key",
+    "describe_exit",
+    "find_tritonserver",
+    "free_port",
+    "model_counters",
+    "prepare_backends",
+    "server_environment",
+    "summarize_log",
+]
 
 
-@dataclass(frozen=True)
-class GrpcTls:
-    """TLS on the server's gRPC endpoint (PEM files); `client_ca` also requires clients to
-    present a certificate it signed (mutual TLS)."""
-
-    certificate: Path
-    private_key: Path
-    client_ca: Path | None = None
-
-    def server_args(self) -> list[str]:
-        for path in (self.certificate, self.private_key, self.client_ca):
-            if path is not None and not path.is_file():
-                raise ServerError(f"{path}: no such file (gRPC TLS); give a PEM file")
-        args = [
-            "--grpc-use-ssl=true",
-            f"--grpc-server-cert={self.certificate}",
-            f"--grpc-server-key={self.private_key}",
-        ]
-        if self.client_ca is not None:
-            args += ["--grpc-use-ssl-mutual=true", f"--grpc-root-cert={self.client_ca}"]
-        return args
-
-    def cli_args(self) -> list[str]:
-        """The same, as `tritongen serve` options."""
-        args = ["--grpc-tls-cert", str(self.certificate), "--grpc-tls-key", str(self.private_key)]
-        return args + (["--grpc-tls-client-ca", str(self.client_ca)] if self.client_ca else [])
-
-
-@dataclass(frozen=True)
-class TritonInstall:
-    """Where the wheel keeps the server binary, its libraries and the Python backend."""
-
-    binary: Path
-    libraries: Path
-    backends: Path
-    stubs: Path
-
-
-def find_tritonserver(package: Path | None = None) -> TritonInstall:
-    """Locate the server inside the installed nvidia-pytriton wheel (or `package`)."""
-    if package is None:
-        spec = importlib.util.find_spec("pytriton")
-        if spec is None or not spec.submodule_search_locations:
-            raise ServerError(
-                f"tritonserver not found: the nvidia-pytriton package is missing; {INSTALL_HINT}"
-            )
-        package = Path(next(iter(spec.submodule_search_locations)))
-    install = TritonInstall(
-        binary=package / "tritonserver" / "bin" / "tritonserver",
-        libraries=package.parent / "nvidia_pytriton.libs",
-        backends=package / "tritonserver" / "backends",
-        stubs=package / "tritonserver" / "python_backend_stubs",
-    )
-    if not install.binary.is_file():
-        raise ServerError(f"tritonserver not found at {install.binary}; {INSTALL_HINT}")
-    return install
-
-
-def prepare_backends(install: TritonInstall) -> Path:
-    """A backends folder whose Python backend has the stub for the running Python beside it.
-
-    The wheel keeps one stub per Python version apart from `libtriton_python.so`; we assemble
-    the pair in our cache rather than write into site-packages.
-    """
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    stub = install.stubs / version / "triton_python_backend_stub"
-    if not stub.is_file():
-        raise ServerError(
-            f"the Triton Python backend has no stub for Python {version}; use 3.8-3.13"
-        )
-    target = cache_dir() / "backends" / f"{_wheel_id(install)}-py{version}"
-    if (target / "python" / stub.name).is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent))
-    shutil.copytree(install.backends, staging / "backends")
-    shutil.copy2(stub, staging / "backends" / "python" / stub.name)
-    with contextlib.suppress(OSError):  # another process prepared it first
-        os.rename(staging / "backends", target)
-    shutil.rmtree(staging, ignore_errors=True)
-    return target
-
-
-def _wheel_id(install: TritonInstall) -> str:
-    stat = install.binary.stat()
-    return f"{stat.st_size}-{int(stat.st_mtime)}"
-
-
-def free_port(host: str = LOOPBACK) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def check_port_free(host: str, port: int, flag: str) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            raise ServerError(
-                f"port {port} on {host} is in use; free it or pick another with {flag}"
-            ) from None
+def temp_log() -> Path:
+    """A new file for a server's log, when none is given."""
+    handle, name = tempfile.mkstemp(prefix="tritonserver-", suffix=".log")
+    os.close(handle)
+    return Path(name)
 
 
 def precompile(repository: Path) -> None:
@@ -165,48 +84,6 @@ def precompile(repository: Path) -> None:
     take those new files for a change and reload every model once, right after start."""
     with contextlib.suppress(OSError):
         compileall.compile_dir(str(repository), quiet=2, workers=1)
-
-
-def server_environment(install: TritonInstall) -> dict[str, str]:
-    """The stub embeds the system's libpython and ignores PYTHONPATH: it finds this
-    environment's packages only when this interpreter's `bin/` comes first on PATH; or those
-    of the virtual environment TRITONGEN_STUB_VENV names (models that need other packages
-    than tritongen's own process, such as another numpy)."""
-    env = dict(os.environ)
-    venv = env.get("TRITONGEN_STUB_VENV")
-    first = Path(venv) / "bin" if venv else Path(sys.executable).parent
-    env["PATH"] = os.pathsep.join([str(first), env.get("PATH", "")])
-    env["LD_LIBRARY_PATH"] = os.pathsep.join(
-        p for p in (str(install.libraries), env.get("LD_LIBRARY_PATH", "")) if p
-    )
-    return env
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a host name, or "" (every interface)
-        return False
-
-
-def access_key(
-    host: str, *, model_control: bool, confirmed: bool, api_key: str | None
-) -> str | None:
-    """The key that guards `RESTRICTED_APIS`: `api_key` when given, a new random one when
-    `host` is beyond loopback, else None. Remote model control beyond loopback lets anyone
-    who reaches the address run code on this machine, so it needs `confirmed` as well."""
-    if api_key is not None and not API_KEY_PATTERN.fullmatch(api_key):
-        raise ServerError("--api-key: use 16-256 characters from A-Z a-z 0-9 _ -")
-    if is_loopback(host):
-        return api_key
-    if model_control and not confirmed:
-        raise ServerError(
-            f"--model-control on --host {host} lets anyone who reaches it load models with "
-            "files they upload; add --allow-remote-model-control to confirm, or bind 127.0.0.1"
-        )
-    return api_key or secrets.token_urlsafe(24)
 
 
 class EmbeddedServer:
@@ -303,9 +180,7 @@ class EmbeddedServer:
         self._environment = server_environment(install)
         precompile(self.repository)
         if self.log_path is None:
-            handle, name = tempfile.mkstemp(prefix="tritonserver-", suffix=".log")
-            os.close(handle)
-            self.log_path = Path(name)
+            self.log_path = temp_log()
         self._stopping.clear()
         self._launch_retrying(self.max_restarts)
         if self.max_restarts >= 0:
@@ -450,42 +325,17 @@ class EmbeddedServer:
         return port
 
     def _command(self, install: TritonInstall, backends: Path) -> list[str]:
-        for name, port in self.ports.items():
-            if port is None:
-                self.ports[name] = free_port(self.host)
-            else:
-                check_port_free(self.host, port, f"--{name}-port")
-        return [
-            str(install.binary),
-            f"--model-repository={self.repository}",
-            f"--backend-directory={backends}",
-            f"--http-address={self.host}",
-            f"--grpc-address={self.host}",
-            f"--metrics-address={self.host}",
-            f"--http-port={self.http_port}",
-            f"--grpc-port={self.grpc_port}",
-            f"--metrics-port={self.metrics_port}",
-            *self._model_control_args(),
-            *self._restricted_args(),
-            *(self.grpc_tls.server_args() if self.grpc_tls else []),
-            "--strict-readiness=true",
-            "--exit-on-error=true",
-            "--log-verbose=0",
-            *self.extra_args,
-        ]
-
-    def _model_control_args(self) -> list[str]:
-        """Remote load/unload only when asked. Otherwise Triton polls the repository, which
-        refuses remote load/unload and lets the watchdog reload a model whose stub died."""
-        if self.model_control:
-            return ["--model-control-mode=explicit", "--load-model=*"]
-        return ["--model-control-mode=poll", f"--repository-poll-secs={POLL_SECONDS}"]
-
-    def _restricted_args(self) -> list[str]:
-        if self.api_key is None:
-            return []
-        rule = f"{','.join(RESTRICTED_APIS)}:{API_KEY_HEADER}={self.api_key}"
-        return [f"--http-restricted-api={rule}", f"--grpc-restricted-protocol={rule}"]
+        ports = chosen_ports(self.host, self.ports)
+        self.ports.update(ports)
+        options = ServerOptions(
+            self.host,
+            ports,
+            self.model_control,
+            self.api_key,
+            self.grpc_tls,
+            self.extra_args,
+        )
+        return server_command(install.binary, backends, self.repository, options)
 
     def _wait_ready(self) -> None:
         assert self.process is not None
@@ -537,7 +387,7 @@ def model_counters(metrics_url: str) -> dict[tuple[str, str], float]:
 def remove_busy_flags(pid: int) -> None:
     """The files in which the instances of tritonserver `pid`'s groups said they were busy
     (templates/group_model.py), left behind when it was killed."""
-    for path in Path("/dev/shm").glob(f"tritongen-busy-{pid}-*"):
+    for path in busy_files(pid):
         path.unlink(missing_ok=True)
 
 

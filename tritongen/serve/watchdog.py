@@ -1,4 +1,4 @@
-"""Bring back a model whose Python-backend process died.
+"""The watchdog: it brings back a model whose Python-backend process died.
 
 Triton 2.51's Python backend does not restart a stub process that was killed (the OOM killer,
 a crash in a native library): the model stays loaded and "ready" (`/v2/health/ready` and even
