@@ -18,7 +18,7 @@ from tests.onnx_factory import FEATURES
 from tritongen.errors import RenderError, SpecError
 from tritongen.examples import vision
 from tritongen.plan.plan import Group, Plan
-from tritongen.render.repository import Target, render_repository
+from tritongen.render.repository import RenderTarget, render_repository
 from tritongen.serve.client import EnsembleClient
 from tritongen.serve.server import EmbeddedServer
 from tritongen.spec.devices import detect_devices
@@ -186,5 +186,9 @@ def test_the_docker_target_refuses_members_served_by_torch(tmp_path: Path) -> No
     ensemble = _ensemble(tmp_path, "t", [_torch_member("script", "scripted.pt", [FEATURES])])
     with pytest.raises(RenderError, match="served by torch"):
         render_repository(
-            ensemble, _plan(ensemble), detect_devices(), tmp_path / "out", target=Target.docker
+            ensemble,
+            _plan(ensemble),
+            detect_devices(),
+            tmp_path / "out",
+            target=RenderTarget.docker,
         )
