@@ -199,12 +199,14 @@ def one_thread_seconds(entry: ProfileEntry, device: Device) -> float:
 
 
 def concurrency_curve(data: dict[str, float]) -> tuple[float, ...]:
-    """{"1": x1, "2": x2, ...} -> (x1, x2, ...): total samples/s of k instances together,
-    up to the first k not measured."""
-    curve: list[float] = []
-    while str(len(curve) + 1) in data:
-        curve.append(float(data[str(len(curve) + 1)]))
-    return tuple(curve)
+    """{"1": x1, "2": x2, "4": x4, ...} -> (x1, x2, x3, x4, ...): total samples/s of k = 1, 2,
+    ... instances together, up to the largest k measured. The profiler measures k = 1, 2, 4,
+    8, ... and the cores; a k between two measured ones is interpolated linearly between them."""
+    measured = sorted((int(k), float(x)) for k, x in data.items() if k.isdigit() and int(k) > 0)
+    if not measured or measured[0][0] != 1:
+        return ()  # without one instance alone there is nothing to compare k with
+    ks, xs = zip(*measured, strict=True)
+    return tuple(float(x) for x in np.interp(np.arange(1, ks[-1] + 1), ks, xs))
 
 
 def _check_profile_covers(members: Sequence[str], inventory: Inventory, profile: Profile) -> None:
