@@ -124,4 +124,6 @@ def test_sixteen_instances_on_sixteen_cores_are_predicted_at_the_measured_sixtee
     plan = Plan({"m": {"cpu": 16}}, {"m": 1}, threads={"m": 1})
 
     assert build_problem(["m"], inventory, profile).concurrent[0, 0, 0][15] == MEASURED[16]
-    assert predict_plan(plan, inventory, profile).throughput == pytest.approx(MEASURED[16], rel=0.02)
+    assert predict_plan(plan, inventory, profile).throughput == pytest.approx(
+        MEASURED[16], rel=0.02
+    )

@@ -27,8 +27,9 @@ from tritongen.bench.perf import (
     served_batches,
 )
 from tritongen.errors import TritongenError
+from tritongen.plan.conditions import has_figures, predicted_at, with_figures
 from tritongen.plan.plan import Plan
-from tritongen.plan.serving_model import Prediction, predict_plan
+from tritongen.plan.serving_model import Prediction
 from tritongen.profile.profile import Profile
 from tritongen.render.repository import Combiner, render_repository
 from tritongen.serve.server import EmbeddedServer, model_counters
@@ -135,8 +136,6 @@ class BenchReport:
     rounds: list[dict[str, list[PerfPoint]]] = field(default_factory=list)
     bound: float = 0.0
     seconds: float = 0.0
-    # config -> the serving model's prediction with the load generator on this machine
-    predicted: dict[str, Prediction] = field(default_factory=dict)
 
     def median_points(self, config: str) -> list[PerfPoint]:
         """Per concurrency, the median over rounds of each figure."""
@@ -169,6 +168,7 @@ class BenchReport:
                         "stable": p.stable,
                         "batches": p.batches,
                         "runnable": p.runnable,
+                        **_predicted_level(self.plans[name], p.concurrency),
                     }
                     for p in self.median_points(name)
                 },
@@ -191,10 +191,27 @@ class BenchReport:
         }
 
     def _predicted(self, config: str) -> dict[str, Any]:
-        prediction = self.predicted.get(config)
-        if prediction is None:
+        """The plan.json figure for this benchmark's conditions (a client on this host, at the
+        concurrency where it served best) beside what it served there."""
+        plan = self.plans[config]
+        best = max(self.median_points(config), key=lambda p: p.throughput)
+        predicted = predicted_at(plan, best.concurrency)
+        if predicted is None:
             return {}
-        return prediction_fields(prediction, self.plans[config], self.best_throughput(config))
+        return {
+            "predicted_throughput": predicted[0],
+            "measured/predicted": best.throughput / predicted[0],
+            "predicted_latency_ms": plan.extra.get("predicted_latency_ms_local_client", 0.0),
+            "predicted_batches": plan.extra.get("predicted_batches", {}),
+        }
+
+
+def _predicted_level(plan: Plan, level: int) -> dict[str, float]:
+    """plan.json's throughput and p50 for `level` requests in flight, a client on this host."""
+    predicted = predicted_at(plan, level)
+    if predicted is None:
+        return {}
+    return {"predicted_throughput": predicted[0], "predicted_p50_ms": predicted[1]}
 
 
 def prediction_fields(prediction: Prediction, plan: Plan, served: float) -> dict[str, Any]:
@@ -218,19 +235,6 @@ def _median_batches(points: Sequence[PerfPoint]) -> dict[str, float]:
     models = set().union(*(p.batches for p in points))
     return {
         m: statistics.median(p.batches[m] for p in points if m in p.batches) for m in sorted(models)
-    }
-
-
-def predictions(
-    plans: dict[str, Plan], inventory: Inventory, profile: Profile, max_in_flight: int
-) -> dict[str, Prediction]:
-    """The serving model's prediction for each configuration, perf_analyzer on this machine
-    with at most `max_in_flight` requests in flight."""
-    return {
-        name: predict_plan(
-            plan, inventory, profile, client_on_host=True, max_in_flight=max_in_flight
-        )
-        for name, plan in plans.items()
     }
 
 
@@ -258,13 +262,16 @@ def run_bench(
     on_result: Callable[[int, str, list[PerfPoint]], None] | None = None,
 ) -> BenchReport:
     """Serve each plan (one must be named `tritongen`) and measure it with perf_analyzer at each
-    concurrency, alternating the order round by round so that drift cancels."""
+    concurrency, alternating the order round by round so that drift cancels; each level is
+    compared with what the plan's plan.json predicts for it (a client on this host)."""
     started = time.perf_counter()
-    report = BenchReport(
-        plans=plans,
-        bound=cpu_bound(profile, inventory),
-        predicted=predictions(plans, inventory, profile, max(concurrencies)),
-    )
+    # Every plan served carries the figures its plan.json ships (a baseline made here, or a
+    # plan.json written before they existed, gets them from the serving model now).
+    plans = {
+        name: plan if has_figures(plan) else with_figures(plan, inventory, profile)
+        for name, plan in plans.items()
+    }
+    report = BenchReport(plans=plans, bound=cpu_bound(profile, inventory))
     with tempfile.TemporaryDirectory(prefix="tritongen-bench-") as tmp:
         measurer = ServedMeasurer(
             ensemble, inventory, Path(tmp), concurrencies, interval_ms, combiner

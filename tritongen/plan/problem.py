@@ -38,6 +38,9 @@ class Problem:
     # one device (one-thread instances on a CPU), where the profile measured it.
     concurrent: dict[tuple[int, int, int], tuple[float, ...]] = field(default_factory=dict)
     shape: Shape = Shape.auto
+    # Whether the planner may run a group's members in parallel threads (opt-in: what that
+    # costs throughput under load is not in the serving model, docs/SERVING.md).
+    parallel_members: bool = False
 
     def allowed(self, m: int, d: int, b: int) -> bool:
         return bool(self.rate[m, d, b] > 0)
@@ -132,6 +135,7 @@ def build_problem(
     profile: Profile,
     max_batch_size: int | None = None,
     shape: Shape = Shape.auto,
+    parallel_members: bool = False,
 ) -> Problem:
     """Arrays of the profile over the inventory; a member no device can take is a PlanError."""
     _check_profile_covers(members, inventory, profile)
@@ -171,6 +175,7 @@ def build_problem(
         cpu_cost,
         concurrent,
         Shape(shape),
+        parallel_members,
     )
 
 

@@ -38,7 +38,11 @@ def cgroup_cpu_quota(cgroup_root: Path, proc_cgroup: Path) -> float | None:
         if hierarchy == "0" and not controllers:  # v2: one unified hierarchy
             quotas += [q for d in _ancestors(cgroup_root, path) if (q := _v2_quota(d))]
         elif "cpu" in controllers.split(","):
-            for mount in (cgroup_root / controllers, cgroup_root / "cpu", cgroup_root / "cpu,cpuacct"):
+            for mount in (
+                cgroup_root / controllers,
+                cgroup_root / "cpu",
+                cgroup_root / "cpu,cpuacct",
+            ):
                 quotas += [q for d in _ancestors(mount, path) if (q := _v1_quota(d))]
     return min(quotas, default=None)
 
