@@ -283,6 +283,10 @@ def run(args: argparse.Namespace, seeds: list[int]) -> None:
             break
         documents.append(measure_ensemble(seed, workdir, args))
         print(f"seed {seed}: {documents[-1]['seconds']} s", flush=True)
+        write(args, documents, load_before)  # after each ensemble: a long run keeps what it did
+
+
+def write(args: argparse.Namespace, documents: list[dict[str, Any]], load_before: float) -> None:
     done = [d["seed"] for d in documents]
     lines = header(args, done, (load_before, os.getloadavg()[0])) + overall(documents)
     for document in documents:
@@ -290,7 +294,7 @@ def run(args: argparse.Namespace, seeds: list[int]) -> None:
     suffix = "_dev" if args.development else ""
     (OUT / f"{args.out}{suffix}.md").write_text("\n".join(lines) + "\n")
     (OUT / f"{args.out}{suffix}.json").write_text(json.dumps(documents, indent=2) + "\n")
-    print("\n".join(lines))
+    print("\n".join(lines), flush=True)
 
 
 if __name__ == "__main__":
