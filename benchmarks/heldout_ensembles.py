@@ -60,8 +60,8 @@ def draw_members(seed: int, quick: bool = False) -> tuple[str, list[Member]]:
     rng = random.Random(seed)
     family = "mlp" if quick else rng.choice(FAMILIES)
     count = 2 if quick else rng.randint(2, 8)
-    top = 10 ** rng.uniform(1.0, 1.6 if quick else 2.5)
-    sizes = [1.0, *(10 ** rng.uniform(0, 2.5) for _ in range(count - 2)), top]
+    top = 10 ** rng.uniform(1.0, 1.6 if quick else 2.7)
+    sizes = [1.0, *(10 ** rng.uniform(0, 2.7) for _ in range(count - 2)), top]
     kinds = {"cnn": ["cnn"], "mlp": ["mlp"], "text": ["text"], "mix": ["cnn", "mlp"]}[family]
     members = [Member(f"m{i}_{k}", k, s) for i, s in enumerate(sizes) for k in [rng.choice(kinds)]]
     return family, members
@@ -71,19 +71,17 @@ def build(member: Member, seed: int) -> nn.Module:
     """The member's torch module, calibrated (its logits spread for random inputs)."""
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    s = member.size
+    s = member.size  # widths and depths grow so that the cost grows about as the size
     if member.kind == "cnn":
-        width = max(4, round(4 * s**0.35))
-        depth = min(5, 1 + round(s**0.25))
-        stride = 2 if s < 30 or rng.random() < 0.5 else 1
-        return calibrate(Cnn(depth, width, stride), seed, IMAGE)
+        stride = 1 if s >= 100 or (s >= 30 and rng.random() < 0.5) else 2
+        depth = min(5, 1 + round(s**0.3))
+        return calibrate(Cnn(depth, max(4, round(6 * s**0.4)), stride), seed, IMAGE)
     if member.kind == "mlp":
-        width = max(8, round(8 * s**0.6))
-        return calibrate(Mlp([width] * min(4, 1 + round(s**0.2))), seed, IMAGE)
-    depth = min(6, 1 + round(s**0.3))
+        width = round(60 * s**0.6)
+        return calibrate(Mlp([width] * min(3, 1 + round(s**0.2))), seed, IMAGE)
     heads = 2 if s < 10 else 4
-    width = heads * max(8, round(8 * s**0.25))
-    return text.calibrate(text.Encoder(depth, width, heads), seed)
+    depth = min(6, 1 + round(s**0.3))
+    return text.calibrate(text.Encoder(depth, heads * round(8 * s**0.4), heads), seed)
 
 
 def write_ensemble(seed: int, out_dir: Path, quick: bool = False) -> tuple[Path, str]:
