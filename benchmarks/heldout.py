@@ -240,6 +240,11 @@ def replay(path: Path, scales: list[str]) -> None:
             predicted = predicted_at(plan, int(level))
             ratio = point["throughput"] / predicted[0] if predicted else float("nan")
             print(f"seed {document['seed']} level {level}: served/predicted {ratio:.2f}")
+        at = str(plan.extra["predicted_concurrency_local_client"])
+        served = document["configs"]["tritongen"]["concurrency"].get(at)
+        if served:
+            p99 = served["p99_ms"] / plan.extra["predicted_p99_ms_local_client"]
+            print(f"seed {document['seed']} p99 at {at}: served/predicted {p99:.2f}")
 
 
 def main() -> None:
