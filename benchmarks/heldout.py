@@ -10,7 +10,9 @@ it (a client on this host), p50 at one request in flight and p99 at the predicte
 
 `--cores N` re-runs the script under `taskset -c 0-(N-1)`: profile, plan, tritonserver and
 perf_analyzer (whose CPU the serving cost measures as the client's) all share those cores.
-`--budget-s S` starts no further ensemble once the next would end past S seconds.
+`--budget-s S` starts no further ensemble once the next would end past S seconds; `--small`
+profiles batch sizes 1, 4, 16 only and serves 1, 2 and the saturating level (at most 16) for
+1.5 s each (`--quick`: `--small` on one two-member development seed).
 `--replay FILE --scale NAME=FACTOR` predicts a recorded run's plans again with one setting of
 the serving model scaled (IN_FLIGHT, PARALLEL_MEMBERS_COST_S, PARALLEL_MEMBERS_GAIN, or tail:
 the serving cost's measured p99/mean), for the sensitivity docs/SERVING.md asks of a setting;
@@ -60,15 +62,15 @@ def measure_ensemble(seed: int, workdir: Path, args: argparse.Namespace) -> dict
     spec_path, family = write_ensemble(seed, workdir / str(seed), quick=args.quick)
     spec = load_spec(spec_path)
     ensemble, inventory = load_ensemble(spec), detect_devices()
-    batches = (1, 4, 16) if args.quick else None
+    batches = (1, 4, 16) if args.small else None
     profile, serving, profile_s = measure_profile(
         ensemble, inventory, use_cache=False, batch_sizes=batches
     )
     plan = make_plan(spec, inventory, profile)
     saturating = int(plan.extra["predicted_concurrency_local_client"])
     levels = sorted(set(levels_up_to(min(saturating, MAX_LEVEL))) | {min(saturating, MAX_LEVEL)})
-    if args.quick:
-        levels = sorted({1, 2, min(saturating, 8)})
+    if args.small:
+        levels = sorted({1, 2, min(saturating, 16)})
     report = run_bench(
         ensemble, inventory, profile, bench_plans(ensemble, inventory, profile, plan),
         concurrencies=levels, interval_ms=int(args.duration_s * 1000), rounds=args.rounds,
@@ -252,6 +254,9 @@ def main() -> None:
     parser.add_argument("--seeds", default="")
     parser.add_argument("--cores", type=int, default=0, help="pin everything to cores 0..N-1")
     parser.add_argument("--quick", action="store_true", help="one small ensemble, minutes")
+    parser.add_argument(
+        "--small", action="store_true", help="batch sizes 1, 4, 16; levels 1, 2, saturating"
+    )
     parser.add_argument("--budget-s", type=float, default=0.0)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--duration-s", type=float, default=3.0)
@@ -272,8 +277,8 @@ def main() -> None:
     development = [s for s in seeds if s in DEVELOPMENT_SEEDS]
     if development and not args.development:
         parser.error(f"seeds {development} were used while developing: not for a report")
-    if args.quick:
-        args.duration_s = min(args.duration_s, 1.5)
+    if args.quick or args.small:
+        args.small, args.duration_s = True, min(args.duration_s, 1.5)
     run(args, seeds)
 
 
