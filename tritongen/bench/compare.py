@@ -289,22 +289,29 @@ def run_bench(
 
 
 def levels_markdown(document: dict[str, Any]) -> list[str]:
-    """Every measured level of a `BenchReport.to_json()` document as a Markdown table, then
-    the ratios line (what the benchmark reports in benchmarks/ print)."""
+    """Every measured level of a `BenchReport.to_json()` document as a Markdown table, each
+    beside what its plan.json predicts there (a client on this host), then the ratios line
+    (what the benchmark reports in benchmarks/ print)."""
     bound = document["bound"]["throughput"]
     lines = [
-        "| configuration | concurrency | samples/s | p50 ms | p99 ms | of bound | stable |",
-        "|---|---|---|---|---|---|---|",
+        "| configuration | concurrency | samples/s | predicted | p50 ms | predicted p50 "
+        "| p99 ms | of bound | stable |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, config in document["configs"].items():
         for level, p in sorted(config["concurrency"].items(), key=lambda kv: int(kv[0])):
             lines.append(
-                f"| {name} | {level} | {p['throughput']:.1f} | {p['p50_ms']:.1f} | "
-                f"{p['p99_ms']:.1f} | {p['throughput'] / bound:.0%} | "
-                f"{'yes' if p['stable'] else 'no'} |"
+                f"| {name} | {level} | {p['throughput']:.1f} | "
+                f"{_cell(p.get('predicted_throughput'), 1)} | {p['p50_ms']:.1f} | "
+                f"{_cell(p.get('predicted_p50_ms'), 2)} | {p['p99_ms']:.1f} | "
+                f"{p['throughput'] / bound:.0%} | {'yes' if p['stable'] else 'no'} |"
             )
     ratios = ", ".join(f"{k} = **{v:.2f}**" for k, v in document["ratios"].items())
     return [*lines, "", f"Ratios (best concurrency of each): {ratios}", ""]
+
+
+def _cell(value: float | None, digits: int) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
 
 
 def prediction_markdown(document: dict[str, Any]) -> list[str]:
