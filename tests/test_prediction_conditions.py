@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 
 from tests.test_serving_model import cpu, cpu_profile
+from tritongen.bench.compare import BenchReport
+from tritongen.bench.perf import PerfPoint
 from tritongen.plan.conditions import predicted_at
 from tritongen.plan.plan import Plan
 from tritongen.plan.search import make_plan
@@ -67,3 +69,22 @@ def test_parallel_members_are_chosen_only_when_asked_for() -> None:
 
     assert not default.parallel_members
     assert asked.parallel_members
+
+
+def test_a_benchmark_compares_with_the_figures_its_plan_json_carries() -> None:
+    # The figures are read from the plan served, not predicted again: a plan.json whose
+    # local-client levels say 100/s and 200/s is compared with exactly those.
+    plan = make_plan(list(COSTS), cpu(), cpu_profile(COSTS))
+    levels = {
+        "1": {"throughput": 100.0, "p50_ms": 10.0},
+        "4": {"throughput": 200.0, "p50_ms": 20.0},
+    }
+    written = Plan.from_json(plan.to_json() | {"predicted_levels_local_client": levels})
+    served = [PerfPoint(1, 90.0, 11.0, 12.0, 13.0), PerfPoint(4, 210.0, 19.0, 25.0, 30.0)]
+    report = BenchReport(plans={"tritongen": written}, rounds=[{"tritongen": served}], bound=1e4)
+    document = report.to_json()["configs"]["tritongen"]
+
+    assert document["concurrency"]["1"]["predicted_throughput"] == 100.0
+    assert document["concurrency"]["4"]["predicted_p50_ms"] == 20.0
+    assert document["predicted_throughput"] == 200.0  # at the level it served best
+    assert document["measured/predicted"] == pytest.approx(210.0 / 200.0)
