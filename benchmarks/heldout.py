@@ -59,7 +59,7 @@ PINNED = "TRITONGEN_HELDOUT_PINNED"
 
 def measure_ensemble(seed: int, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
-    spec_path, family = write_ensemble(seed, workdir / str(seed), quick=args.quick)
+    spec_path, family = write_ensemble(seed, workdir / str(seed), args.quick, args.max_members)
     spec = load_spec(spec_path)
     ensemble, inventory = load_ensemble(spec), detect_devices()
     batches = (1, 4, 16) if args.small else None
@@ -258,6 +258,7 @@ def main() -> None:
         "--small", action="store_true", help="batch sizes 1, 4, 16; levels 1, 2, saturating"
     )
     parser.add_argument("--budget-s", type=float, default=0.0)
+    parser.add_argument("--max-members", type=int, default=8, help="draw at most N members")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--duration-s", type=float, default=3.0)
     parser.add_argument("--development", action="store_true", help="allow DEVELOPMENT_SEEDS")

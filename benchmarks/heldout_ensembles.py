@@ -54,12 +54,12 @@ class Mlp(Classifier):
         self.head = nn.Linear(cin, CLASSES)
 
 
-def draw_members(seed: int, quick: bool = False) -> tuple[str, list[Member]]:
+def draw_members(seed: int, quick: bool = False, max_members: int = 8) -> tuple[str, list[Member]]:
     """The family and members of ensemble `seed`: sizes log-uniform, the first the cheapest
-    and the last 10-300x it."""
+    and the last 10-500x it; at most `max_members` (a budgeted run)."""
     rng = random.Random(seed)
     family = "mlp" if quick else rng.choice(FAMILIES)
-    count = 2 if quick else rng.randint(2, 8)
+    count = 2 if quick else min(max_members, rng.randint(2, 8))
     top = 10 ** rng.uniform(1.0, 1.6 if quick else 2.7)
     sizes = [1.0, *(10 ** rng.uniform(0, 2.7) for _ in range(count - 2)), top]
     kinds = {"cnn": ["cnn"], "mlp": ["mlp"], "text": ["text"], "mix": ["cnn", "mlp"]}[family]
@@ -84,9 +84,11 @@ def build(member: Member, seed: int) -> nn.Module:
     return text.calibrate(text.Encoder(depth, heads * round(8 * s**0.4), heads), seed)
 
 
-def write_ensemble(seed: int, out_dir: Path, quick: bool = False) -> tuple[Path, str]:
+def write_ensemble(
+    seed: int, out_dir: Path, quick: bool = False, max_members: int = 8
+) -> tuple[Path, str]:
     """Export every member of ensemble `seed` to `out_dir/models` and write its spec."""
-    family, members = draw_members(seed, quick)
+    family, members = draw_members(seed, quick, max_members)
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = [f"name: heldout_{seed}", "members:"]
     for index, member in enumerate(members):
