@@ -57,6 +57,7 @@ def test_a_level_between_two_predicted_ones_reads_between_them() -> None:
     assert levels[str(low)]["throughput"] <= between[0] <= levels[str(high)]["throughput"]
     beyond = predicted_at(plan, 10 * ks[-1])
     assert beyond is not None and beyond[0] == levels[str(ks[-1])]["throughput"]
+    assert beyond[1] == pytest.approx(1000 * 10 * ks[-1] / beyond[0])  # Little's law
     assert predicted_at(Plan({"m": {"cpu": 1}}, {"m": 1}), 4) is None
 
 

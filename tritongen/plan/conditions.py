@@ -93,8 +93,8 @@ def has_figures(plan: Plan) -> bool:
 
 def predicted_at(plan: Plan, level: int, local: bool = True) -> tuple[float, float] | None:
     """(samples/s, p50 ms) plan.json predicts at `level` requests in flight: its figure at that
-    level, between the two levels around it (linear), or the saturated one beyond them. None
-    when plan.json carries no such figures."""
+    level, between the two levels around it (linear), or beyond them the saturated throughput
+    and the latency Little's law gives it. None when plan.json carries no such figures."""
     levels = plan.extra.get(f"predicted_levels{LOCAL if local else ''}")
     if not isinstance(levels, dict) or not levels:
         return None
@@ -103,6 +103,9 @@ def predicted_at(plan: Plan, level: int, local: bool = True) -> tuple[float, flo
     )
     below = max((kv for kv in known if kv[0] <= level), default=known[0])
     above = min((kv for kv in known if kv[0] >= level), default=known[-1])
+    if level > known[-1][0]:  # saturated: more in flight only wait longer (Little's law)
+        x, p50 = known[-1][1]
+        return x, max(p50, 1000 * level / x) if x > 0 else p50
     if above[0] == below[0]:
         return below[1]
     share = (level - below[0]) / (above[0] - below[0])
