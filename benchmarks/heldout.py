@@ -6,7 +6,7 @@ it (a client on this host), p50 at one request in flight and p99 at the predicte
     .venv/bin/python benchmarks/heldout.py --seeds 2101,2102,...        # benchmarks/heldout.md
     .venv/bin/python benchmarks/heldout.py --seeds ... --cores 1         # all pinned to core 0
     .venv/bin/python benchmarks/heldout.py --quick --development         # one small seed, minutes
-    .venv/bin/python benchmarks/heldout.py --replay heldout.json --scale IN_FLIGHT=1.5
+    .venv/bin/python benchmarks/heldout.py --replay benchmarks/heldout.json --scale IN_FLIGHT=1.5
 
 `--cores N` re-runs the script under `taskset -c 0-(N-1)`: profile, plan, tritonserver and
 perf_analyzer (whose CPU the serving cost measures as the client's) all share those cores.
@@ -16,7 +16,8 @@ profiles batch sizes 1, 4, 16 only and serves 1, 2 and the saturating level (at 
 `--replay FILE --scale NAME=FACTOR` predicts a recorded run's plans again with one setting of
 the serving model scaled (IN_FLIGHT, PARALLEL_MEMBERS_COST_S, PARALLEL_MEMBERS_GAIN, or tail:
 the serving cost's measured p99/mean), for the sensitivity docs/SERVING.md asks of a setting;
-nothing is served and no report is written.
+nothing is served and no report is written (`--parallel-members`: plan with parallel members
+allowed, the run their two settings are checked on).
 Shared benchmark code is imported from benchmarks/prediction.py (to move to benchmarks/common.py).
 """
 
@@ -66,7 +67,7 @@ def measure_ensemble(seed: int, workdir: Path, args: argparse.Namespace) -> dict
     profile, serving, profile_s = measure_profile(
         ensemble, inventory, use_cache=False, batch_sizes=batches
     )
-    plan = make_plan(spec, inventory, profile)
+    plan = make_plan(spec, inventory, profile, parallel_members=args.parallel_members)
     saturating = int(plan.extra["predicted_concurrency_local_client"])
     levels = sorted(set(levels_up_to(min(saturating, MAX_LEVEL))) | {min(saturating, MAX_LEVEL)})
     if args.small:
@@ -259,6 +260,9 @@ def main() -> None:
     )
     parser.add_argument("--budget-s", type=float, default=0.0)
     parser.add_argument("--max-members", type=int, default=8, help="draw at most N members")
+    parser.add_argument(
+        "--parallel-members", action="store_true", help="let the plan run members in parallel"
+    )
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--duration-s", type=float, default=3.0)
     parser.add_argument("--development", action="store_true", help="allow DEVELOPMENT_SEEDS")
