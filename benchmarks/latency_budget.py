@@ -41,7 +41,9 @@ def main() -> None:
     budget = round(fastest.extra["predicted_p99_ms"] / 3, 1)
     within = make_plan(spec, inventory, profile, max_p99_ms=budget)
     plans = {"tritongen": within, "tritongen, no budget": fastest}
-    levels = sorted({1, 8, *(int(p.extra["predicted_concurrency"]) for p in plans.values())})
+    levels = sorted(
+        {1, 8, *(int(p.extra["predicted_concurrency_local_client"]) for p in plans.values())}
+    )
     report = run_bench(
         ensemble, inventory, profile, plans, concurrencies=levels,
         interval_ms=int(args.duration_s * 1000), rounds=args.rounds,
@@ -64,23 +66,25 @@ def markdown(doc: dict[str, Any]) -> list[str]:
         f"Profile {doc['profile_s']} s, {doc['seconds']:.0f} s of serving.",
         "",
         f"Budget: p99 ≤ **{budget} ms** (a third of the fastest plan's predicted p99). "
-        "Each plan is measured at its predicted concurrency (where the model says it reaches "
-        "its throughput), medians of the rounds. *predicted* is plan.json's figure (clients "
-        "elsewhere); *predicted here* counts perf_analyzer's CPU on these cores.",
+        "Each plan is measured at the concurrency its plan.json predicts it reaches its "
+        "throughput with perf_analyzer on this host, medians of the rounds. *predicted* is "
+        "plan.json's figure for clients elsewhere (what the budget constrains); *predicted here* "
+        "and *predicted p99 here* are its figures with perf_analyzer on these cores.",
         "",
-        "| plan | shape | predicted samples/s | predicted here | predicted p99 ms "
+        "| plan | shape | predicted samples/s | predicted here | predicted p99 here ms "
         "| at concurrency | served samples/s | served p50 ms | served p99 ms | p99 within budget |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, plan in doc["plans"].items():
-        level = str(plan["predicted_concurrency"])
+        level = str(plan["predicted_concurrency_local_client"])
         config = doc["configs"][name]
         served = config["concurrency"][level]
         groups = plan.get("groups", {})
         shape = ", ".join(f"grouped, batches of {g['batch_size']}" for g in groups.values())
         lines.append(
             f"| {name} | {shape or 'separate'} | {plan['predicted_throughput']:.1f} | "
-            f"{config['predicted_throughput']:.1f} | {plan['predicted_p99_ms']:.1f} | {level} | "
+            f"{plan['predicted_throughput_local_client']:.1f} | "
+            f"{plan['predicted_p99_ms_local_client']:.1f} | {level} | "
             f"{served['throughput']:.1f} | {served['p50_ms']:.1f} | {served['p99_ms']:.1f} | "
             f"{'yes' if served['p99_ms'] <= budget else 'no'} |"
         )

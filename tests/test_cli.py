@@ -123,9 +123,7 @@ def test_build_warns_of_each_assumption_and_plan_json_records_it(
     recorded = json.loads((tmp_path / "repo" / "plan.json").read_text())["warnings"]
     assert [f"warning: {w}" for w in recorded] == warnings
     assert any(
-        "serving cost default (the profile carries no serving_cost); assumed 0.500 ms CPU per call"
-        in w
-        for w in warnings
+        "serving cost not charged (the profile carries no serving_cost)" in w for w in warnings
     )
     assert any("linear: the profile has no one-thread CPU cost" in w for w in warnings)
 

@@ -283,7 +283,7 @@ def test_a_group_of_heavy_members_runs_them_in_parallel_and_a_lone_request_waits
     # waits for the slowest, 6 ms (and the hand-offs), instead of 10.5 ms for all three.
     costs = {"big": 0.004, "mid": 0.002, "small": 0.001}
     profile = cpu_profile(costs)
-    plan = make_plan(list(costs), cpu(), profile)
+    plan = make_plan(list(costs), cpu(), profile, parallel_members=True)
     (group,) = plan.groups.values()
     serial = replace(plan, groups={"cpu": replace(group, parallel_members=False)})
 
@@ -304,6 +304,7 @@ def test_a_group_of_heavy_members_runs_them_in_parallel_and_a_lone_request_waits
 def test_a_group_whose_lone_request_would_gain_little_runs_members_one_after_another(
     costs: dict[str, float],
 ) -> None:
-    (group,) = make_plan(list(costs), cpu(), cpu_profile(costs)).groups.values()
+    plan = make_plan(list(costs), cpu(), cpu_profile(costs), parallel_members=True)
+    (group,) = plan.groups.values()
 
     assert not group.parallel_members

@@ -28,8 +28,9 @@ from tritongen.bench.perf import (
 )
 from tritongen.errors import TritongenError
 from tritongen.plan.base_model import upper_bound
+from tritongen.plan.conditions import has_figures, predicted_at, with_figures
 from tritongen.plan.plan import Plan
-from tritongen.plan.serving_model import Prediction, predict_plan
+from tritongen.plan.serving_model import Prediction
 from tritongen.profile.profile import Profile
 from tritongen.render.repository import Combiner, render_repository
 from tritongen.serve.server import EmbeddedServer, model_counters
@@ -156,8 +157,6 @@ class BenchReport:
     rounds: list[dict[str, list[PerfPoint]]] = field(default_factory=list)
     bound: float = 0.0
     seconds: float = 0.0
-    # config -> the serving model's prediction with the load generator on this machine
-    predicted: dict[str, Prediction] = field(default_factory=dict)
 
     def median_points(self, config: str) -> list[PerfPoint]:
         """Per concurrency, the median over rounds of each figure."""
@@ -190,6 +189,7 @@ class BenchReport:
                         "stable": p.stable,
                         "batches": p.batches,
                         "runnable": p.runnable,
+                        **_predicted_level(self.plans[name], p.concurrency),
                     }
                     for p in self.median_points(name)
                 },
@@ -212,10 +212,27 @@ class BenchReport:
         }
 
     def _predicted(self, config: str) -> dict[str, Any]:
-        prediction = self.predicted.get(config)
-        if prediction is None:
+        """The plan.json figure for this benchmark's conditions (a client on this host, at the
+        concurrency where it served best) beside what it served there."""
+        plan = self.plans[config]
+        best = max(self.median_points(config), key=lambda p: p.throughput)
+        predicted = predicted_at(plan, best.concurrency)
+        if predicted is None:
             return {}
-        return prediction_fields(prediction, self.plans[config], self.best_throughput(config))
+        return {
+            "predicted_throughput": predicted[0],
+            "measured/predicted": best.throughput / predicted[0],
+            "predicted_latency_ms": plan.extra.get("predicted_latency_ms_local_client", 0.0),
+            "predicted_batches": plan.extra.get("predicted_batches", {}),
+        }
+
+
+def _predicted_level(plan: Plan, level: int) -> dict[str, float]:
+    """plan.json's throughput and p50 for `level` requests in flight, a client on this host."""
+    predicted = predicted_at(plan, level)
+    if predicted is None:
+        return {}
+    return {"predicted_throughput": predicted[0], "predicted_p50_ms": predicted[1]}
 
 
 def prediction_fields(prediction: Prediction, plan: Plan, served: float) -> dict[str, Any]:
@@ -239,19 +256,6 @@ def _median_batches(points: Sequence[PerfPoint]) -> dict[str, float]:
     models = set().union(*(p.batches for p in points))
     return {
         m: statistics.median(p.batches[m] for p in points if m in p.batches) for m in sorted(models)
-    }
-
-
-def predictions(
-    plans: dict[str, Plan], inventory: Inventory, profile: Profile, max_in_flight: int
-) -> dict[str, Prediction]:
-    """The serving model's prediction for each configuration, perf_analyzer on this machine
-    with at most `max_in_flight` requests in flight."""
-    return {
-        name: predict_plan(
-            plan, inventory, profile, client_on_host=True, max_in_flight=max_in_flight
-        )
-        for name, plan in plans.items()
     }
 
 
@@ -279,13 +283,16 @@ def run_bench(
     on_result: Callable[[int, str, list[PerfPoint]], None] | None = None,
 ) -> BenchReport:
     """Serve each plan (one must be named `tritongen`) and measure it with perf_analyzer at each
-    concurrency, alternating the order round by round so that drift cancels."""
+    concurrency, alternating the order round by round so that drift cancels; each level is
+    compared with what the plan's plan.json predicts for it (a client on this host)."""
     started = time.perf_counter()
-    report = BenchReport(
-        plans=plans,
-        bound=hardware_bound(ensemble, profile, inventory),
-        predicted=predictions(plans, inventory, profile, max(concurrencies)),
-    )
+    # Every plan served carries the figures its plan.json ships (a baseline made here, or a
+    # plan.json written before they existed, gets them from the serving model now).
+    plans = {
+        name: plan if has_figures(plan) else with_figures(plan, inventory, profile)
+        for name, plan in plans.items()
+    }
+    report = BenchReport(plans=plans, bound=hardware_bound(ensemble, profile, inventory))
     with tempfile.TemporaryDirectory(prefix="tritongen-bench-") as tmp:
         measurer = ServedMeasurer(
             ensemble, inventory, Path(tmp), concurrencies, interval_ms, combiner
@@ -303,22 +310,29 @@ def run_bench(
 
 
 def levels_markdown(document: dict[str, Any]) -> list[str]:
-    """Every measured level of a `BenchReport.to_json()` document as a Markdown table, then
-    the ratios line (what the benchmark reports in benchmarks/ print)."""
+    """Every measured level of a `BenchReport.to_json()` document as a Markdown table, each
+    beside what its plan.json predicts there (a client on this host), then the ratios line
+    (what the benchmark reports in benchmarks/ print)."""
     bound = document["bound"]["throughput"]
     lines = [
-        "| configuration | concurrency | samples/s | p50 ms | p99 ms | of bound | stable |",
-        "|---|---|---|---|---|---|---|",
+        "| configuration | concurrency | samples/s | predicted | p50 ms | predicted p50 "
+        "| p99 ms | of bound | stable |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, config in document["configs"].items():
         for level, p in sorted(config["concurrency"].items(), key=lambda kv: int(kv[0])):
             lines.append(
-                f"| {name} | {level} | {p['throughput']:.1f} | {p['p50_ms']:.1f} | "
-                f"{p['p99_ms']:.1f} | {p['throughput'] / bound:.0%} | "
-                f"{'yes' if p['stable'] else 'no'} |"
+                f"| {name} | {level} | {p['throughput']:.1f} | "
+                f"{_cell(p.get('predicted_throughput'), 1)} | {p['p50_ms']:.1f} | "
+                f"{_cell(p.get('predicted_p50_ms'), 2)} | {p['p99_ms']:.1f} | "
+                f"{p['throughput'] / bound:.0%} | {'yes' if p['stable'] else 'no'} |"
             )
     ratios = ", ".join(f"{k} = **{v:.2f}**" for k, v in document["ratios"].items())
     return [*lines, "", f"Ratios (best concurrency of each): {ratios}", ""]
+
+
+def _cell(value: float | None, digits: int) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
 
 
 def prediction_markdown(document: dict[str, Any]) -> list[str]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import resource
 import tempfile
@@ -35,6 +36,7 @@ from tritongen.bench.perf import RunQueue, measure
 from tritongen.errors import TritongenError
 from tritongen.paths import cache_dir
 from tritongen.plan.plan import Plan
+from tritongen.plan.serving_model import IN_FLIGHT
 from tritongen.profile.concurrency import GPU_MAX_INSTANCES
 from tritongen.profile.profile import Profile, ServingCost, default_cost
 from tritongen.profile.profiler import profile_ensemble
@@ -103,9 +105,10 @@ def measure_serving_cost(
         with EmbeddedServer(repository) as server:
             small = _cpu_per_request(server, STAND_IN, 1, shared_memory="system")
             large = _cpu_per_request(server, STAND_IN, largest, shared_memory="system")
-            # Under load (2 x largest requests in flight) tritonserver's threads stay awake:
-            # its cost per request is what a served plan pays, and less than one at a time.
-            loaded = 2 * largest
+            # Under load tritonserver's threads stay awake: its cost per request is what a
+            # served plan pays, and less than one at a time. A busy batcher holds one batch in
+            # its call and forms the next meanwhile: IN_FLIGHT batches in flight fill them.
+            loaded = math.ceil(IN_FLIGHT * largest)
             local = _cpu_per_request(server, STAND_IN, 1, "system", concurrency=loaded)
             with RunQueue() as run_queue:
                 wired = _cpu_per_request(server, STAND_IN, 1, None, concurrency=loaded)
@@ -136,7 +139,15 @@ def measure_serving_cost(
         stub_request_s=max(0.0, extra / max(local.batch - 1, 1)),
         server_call_s=_server_call_s(local, alone),
         runnable_per_core=_runnable_per_core(wired, run_queue.mean),
+        tail=_tail(wired, loaded),
     )
+
+
+def _tail(loaded: _PerRequest, concurrency: int) -> float:
+    """p99 over mean latency under load: Little's law gives the mean, concurrency / rate."""
+    if loaded.rate <= 0 or loaded.p99_s <= 0:
+        return 0.0
+    return loaded.p99_s / (concurrency / loaded.rate)
 
 
 def _runnable_per_core(loaded: _PerRequest, runnable: float | None) -> float:
@@ -167,6 +178,7 @@ class _PerRequest:
     client: float
     batch: float = 1.0  # requests per call the batcher formed
     rate: float = 0.0  # requests per second (perf_analyzer's measurement windows)
+    p99_s: float = 0.0  # 99th percentile latency (perf_analyzer's)
 
     @property
     def total(self) -> float:
@@ -202,7 +214,9 @@ def _cpu_per_request(
     after = (_cpu_seconds([root]), _cpu_seconds(stubs), _children_cpu_seconds())
     server_s, stub_s, client_s = ((a - b) / requests for a, b in zip(after, before, strict=True))
     calls = _calls(server, model) - calls_before
-    return _PerRequest(server_s, stub_s, client_s, requests / max(calls, 1), point.throughput)
+    return _PerRequest(
+        server_s, stub_s, client_s, requests / max(calls, 1), point.throughput, point.p99_ms / 1000
+    )
 
 
 def _cpu_seconds(processes: list[psutil.Process]) -> float:
@@ -324,6 +338,7 @@ def _read_cache(path: Path) -> ServingCost | None:
             float(data["stub_request_s"]),
             float(data["server_call_s"]),
             float(data["runnable_per_core"]),
+            float(data["tail"]),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -78,6 +78,13 @@ def _compare(planned: Planned) -> None:
             ensemble, inventory, profile, plans, concurrencies=[DEMO_CONCURRENCY], rounds=1
         ).to_json()
     console.print(prediction_table(report))
+    served = report["configs"]["tritongen"]["concurrency"][str(DEMO_CONCURRENCY)]
+    if "predicted_throughput" in served:
+        console.print(
+            f"plan.json predicts {served['predicted_throughput']:.1f} samples/s at "
+            f"{DEMO_CONCURRENCY} in flight with the client on this host; served "
+            f"{served['throughput']:.1f} ({served['throughput'] / served['predicted_throughput']:.2f}x)"
+        )
     ratio = report["ratios"]["tritongen/naive"]
     console.print(
         f"tritongen served {ratio:.2f}x the naive configuration (perf_analyzer, "

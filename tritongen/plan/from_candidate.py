@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from tritongen.plan.conditions import plan_figures
 from tritongen.plan.greedy import CostModelEvaluator
 from tritongen.plan.plan import Group, Plan
 from tritongen.plan.problem import Candidate, Problem
@@ -42,9 +43,7 @@ def plan_from_candidate(
             "predicted_batches": {
                 problem.members[m]: round(b, 2) for m, b in sorted(prediction.batches.items())
             },
-            "predicted_latency_ms": round(prediction.latency_ms, 3),
-            "predicted_concurrency": prediction.concurrency,
-            "predicted_p99_ms": round(prediction.p99_ms, 3),
+            **plan_figures(problem, model.cost, candidate, model.dynamic_batching),
             **({"max_p99_ms": model.max_p99_ms} if model.max_p99_ms is not None else {}),
             **(extra or {}),
         },

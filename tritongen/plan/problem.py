@@ -41,6 +41,9 @@ class Problem:
     # GPU devices: host CPU seconds per sample one instance's calls take (launching kernels,
     # waiting for them, copies); 0 where the profile does not say.
     host_cost: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0)))
+    # Whether the planner may run a group's members in parallel threads (opt-in: what that
+    # costs throughput under load is not in the serving model, docs/SERVING.md).
+    parallel_members: bool = False
 
     def allowed(self, m: int, d: int, b: int) -> bool:
         return bool(self.rate[m, d, b] > 0)
@@ -135,6 +138,7 @@ def build_problem(
     profile: Profile,
     max_batch_size: int | None = None,
     shape: Shape = Shape.auto,
+    parallel_members: bool = False,
 ) -> Problem:
     """Arrays of the profile over the inventory; a member no device can take is a PlanError."""
     _check_profile_covers(members, inventory, profile)
@@ -176,7 +180,8 @@ def build_problem(
         cpu_cost,
         concurrent,
         Shape(shape),
-        host_cost,
+        host_cost=host_cost,
+        parallel_members=parallel_members,
     )
 
 
@@ -205,12 +210,14 @@ def one_thread_seconds(entry: ProfileEntry, device: Device) -> float:
 
 
 def concurrency_curve(data: dict[str, float]) -> tuple[float, ...]:
-    """{"1": x1, "2": x2, ...} -> (x1, x2, ...): total samples/s of k instances together,
-    up to the first k not measured."""
-    curve: list[float] = []
-    while str(len(curve) + 1) in data:
-        curve.append(float(data[str(len(curve) + 1)]))
-    return tuple(curve)
+    """{"1": x1, "2": x2, "4": x4, ...} -> (x1, x2, x3, x4, ...): total samples/s of k = 1, 2,
+    ... instances together, up to the largest k measured. The profiler measures k = 1, 2, 4,
+    8, ... and the cores; a k between two measured ones is interpolated linearly between them."""
+    measured = sorted((int(k), float(x)) for k, x in data.items() if k.isdigit() and int(k) > 0)
+    if not measured or measured[0][0] != 1:
+        return ()  # without one instance alone there is nothing to compare k with
+    ks, xs = zip(*measured, strict=True)
+    return tuple(float(x) for x in np.interp(np.arange(1, ks[-1] + 1), ks, xs))
 
 
 def _check_profile_covers(members: Sequence[str], inventory: Inventory, profile: Profile) -> None:

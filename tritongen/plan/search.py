@@ -72,11 +72,13 @@ def make_plan(
     budget: int = LP_BUDGET,
     shape: Shape = Shape.auto,
     max_p99_ms: float | None = None,
+    parallel_members: bool = False,
 ) -> Plan:
     """Worst-fit, then greedy search; the plan the evaluator (default: the serving model)
     rates best. `shape` says whether CPU members may be served together in one model;
     `max_p99_ms` keeps only plans whose predicted p99 latency, at the concurrency that reaches
-    their throughput, stays under it (a PlanError when none does).
+    their throughput, stays under it (a PlanError when none does). `parallel_members` lets a
+    group run its members in parallel threads where that serves a lone request sooner.
 
     `evaluator` and `refine_with` are Evaluators or factories taking the `Problem` (an
     Evaluator class whose constructor takes the problem is one). With `refine_with`, the
@@ -92,7 +94,9 @@ def make_plan(
     def plan_on_devices(
         subset: Sequence[str], devices: Inventory, node_shape: Shape | None = None
     ) -> Plan:
-        problem = build_problem(subset, devices, profile, max_batch_size, node_shape or shape)
+        problem = build_problem(
+            subset, devices, profile, max_batch_size, node_shape or shape, parallel_members
+        )
         serving = ServingModel(problem, profile.serving_cost, max_p99_ms=max_p99_ms)
         return _plan_on_devices(
             problem, devices, profile, serving, evaluator, refine_with, refine_top, budget

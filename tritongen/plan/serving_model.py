@@ -1,9 +1,8 @@
 """The serving model: the throughput a candidate plan reaches when Triton serves it, as the
 search's evaluator. docs/SERVING.md derives it; in short:
 
-- Triton schedules *units*: a member served alone, or a group of co-located members served in
-  one Python-backend model (one process per instance, the members run one after another on
-  each batch, each in chunks of its own batch size).
+- Triton schedules *units* (`serving_units`): a member served alone, or a group of co-located
+  members served in one Python-backend model.
 - On a CPU every instance is one thread. A unit costs, per sample, its members' one-thread
   CPU seconds at the batch they actually run plus its process's share of a call (spread over
   the batch the batcher actually forms); it can use at most one core per instance.
@@ -13,13 +12,11 @@ search's evaluator. docs/SERVING.md derives it; in short:
   machine adds its own share.
 - On a GPU a unit gets the profile's throughput of k instances together (one instance's
   when the profile has no concurrency entries: then this is the base model of docs/PLANNING.md).
-- Devices are time-shared as in the base model: the largest X such that every unit gets X
-  samples/s from its devices, each device's time summing to at most 1 — a small LP.
-- A request alone waits for each unit's call; a group whose members run in parallel
-  threads (where that saves a lone request PARALLEL_MEMBERS_GAIN of its members' time) waits for
-  its slowest member, or for its members' sum over the cores, plus PARALLEL_MEMBERS_COST_S. Under
-  load the cores are busy and it runs them one after another: running in parallel changes latency,
-  not throughput.
+- Devices are time-shared as in the base model (`serving_lp`).
+- A request alone waits for each unit's call; a group whose members run in parallel threads
+  waits for its slowest member, or for its members' sum over the cores. Under load the cores
+  are busy: running in parallel changes latency, and its throughput cost is not modelled
+  (so the planner chooses it only when asked to).
 - The batch a member's batcher forms is not the planned one: it holds the requests that arrive
   while one call runs, and calls run slower when more threads are runnable than there are
   cores. The model iterates X → batches reached → costs → X to a fixed point.
@@ -31,41 +28,43 @@ import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-from scipy.optimize import linprog
 
-from tritongen.errors import PlanError
 from tritongen.plan.plan import Plan
 from tritongen.plan.problem import Candidate, Problem, build_problem
+from tritongen.plan.serving_lp import Solved, solve_units
+from tritongen.plan.serving_units import (
+    PARALLEL_MEMBERS_COST_S,
+    PARALLEL_MEMBERS_GAIN,
+    Unit,
+    interpolate,
+    parallel_members_saving_s,
+    plan_candidate,
+    runs_members_in_parallel,
+    serving_units,
+    spinners_of,
+)
 from tritongen.profile.profile import Profile, ServingCost
 from tritongen.spec.devices import Inventory
 
+__all__ = [
+    "PARALLEL_MEMBERS_COST_S",
+    "PARALLEL_MEMBERS_GAIN",
+    "Prediction",
+    "ServingModel",
+    "predict_plan",
+    "runs_members_in_parallel",
+    "serving_units",
+]
+
 SOLVES = 3  # LPs solved while the batches reached settle (then one more)
-IN_FLIGHT = 2.0  # requests in flight per request batched at the fullest unit (measured)
-TAIL = 1.5  # p99 latency / mean latency at that concurrency (measured)
 ITERATIONS = 10  # batch updates at a fixed throughput between two solves
-# Parallel members: what it costs a lone request beyond its slowest member (hand-offs, the cores'
-# caches: served, it saved 0.9-1.3 ms less than the profile said on vision and heavy), and the
-# share of the members' time it must save to be chosen, since under moderate load it cost
-# vision 5-13% of its throughput (docs/SERVING.md, benchmarks/parallel_members.md).
-PARALLEL_MEMBERS_COST_S = 1.0e-3
-PARALLEL_MEMBERS_GAIN = 0.2
-
-
-@dataclass(frozen=True)
-class Unit:
-    """What Triton schedules as one model: one member, or a group of co-located members."""
-
-    members: tuple[int, ...]
-    counts: dict[int, int]  # device -> instances
-    threads: int  # intra-op threads per instance (CPU)
-    chunks: tuple[float, ...]  # per member: the batch its session runs (a group splits)
-    cap: float  # the largest batch the batcher forms (the served maximum without a preferred size)
-    spinning: int = 0  # per instance: threads that spin instead of working (oversubscribed CPU)
-    parallel_members: bool = False  # a group whose members run in parallel threads on each batch
-
-    @property
-    def grouped(self) -> bool:
-        return len(self.members) > 1
+# Requests in flight per request batched at the fullest unit when it is kept busy: one batch in
+# its call and the next one queued while that call runs (docs/SERVING.md, derived).
+IN_FLIGHT = 2.0
+# p99 over mean latency when the serving cost did not measure it: a request waits for the call
+# running when it arrives (uniform over one call) and then for its own, so its latency is
+# uniform over one to two calls: p99 / mean = 1.99 / 1.5 (docs/SERVING.md, derived).
+DERIVED_TAIL = 1.99 / 1.5
 
 
 @dataclass(frozen=True)
@@ -75,14 +74,15 @@ class Prediction:
     concurrency: int  # requests in flight that reach `throughput` (about)
     batches: dict[int, float] = field(default_factory=dict)  # member -> batch reached
     bottleneck: int = 0  # the member whose unit binds hardest
+    tail: float = DERIVED_TAIL  # p99 / mean latency under load (the serving cost's, if measured)
 
     @property
     def p99_ms(self) -> float:
         """The 99th percentile latency at `concurrency`: Little's law gives the mean, C / X;
-        the tail is a fixed multiple of it (measured, docs/SERVING.md)."""
+        the tail is `tail` times it (docs/SERVING.md)."""
         if self.throughput <= 0:
             return math.inf
-        return max(self.latency_ms, 1000 * TAIL * self.concurrency / self.throughput)
+        return max(self.latency_ms, 1000 * self.tail * self.concurrency / self.throughput)
 
 
 class ServingModel:
@@ -146,7 +146,7 @@ class ServingModel:
         if self.max_in_flight is not None:
             units = [self._held_to_in_flight(u, self.max_in_flight) for u in units]
         overhead = self._request_cpu_s(units)
-        spinners = _spinners(self.problem, units)
+        spinners = spinners_of(self.problem, units)
         reached, runnable, x = [u.cap for u in units], self._all_busy(units, spinners, 0.0), 0.0
         busiest = self._busiest_gpu_unit(units)  # a set: at most the one
         for _ in range(SOLVES):
@@ -167,6 +167,7 @@ class ServingModel:
             concurrency=self._concurrency(units, reached),
             batches={m: b for u, b in zip(units, reached, strict=True) for m in u.members},
             bottleneck=units[solved.binding].members[0],
+            tail=self.cost.tail or DERIVED_TAIL,
         )
 
     @staticmethod
@@ -238,16 +239,16 @@ class ServingModel:
         return compute + self._call_seconds(max(1.0, batch))
 
     def _member_cpu_seconds(self, m: int, d: int, batch: float, threads: int) -> float:
-        """Core-seconds per sample of member m on CPU d at `batch`, with `threads` threads (the
-        profile's one-thread cost; all-core throughput for an all-core instance)."""
+        """Core-seconds per sample of member m on CPU d at `batch` with `threads` threads. The
+        profile measures one thread and all the cores: a thread count between them is charged
+        its threads' cores at one thread's speed (what is not measured earns nothing)."""
         one_thread = interpolate(self.problem, self.problem.cpu_cost[m, d], batch)
         if threads <= 1:
             return one_thread / self._scaling(m, d)
-        cores = self.problem.devices[d].cores or 1
+        if threads < (self.problem.devices[d].cores or 1):
+            return threads * one_thread
         all_cores = interpolate(self.problem, self.problem.rate[m, d], batch, inverse=True)
-        share = (min(threads, cores) - 1) / max(1, cores - 1)
-        rate = 1 / one_thread + share * (1 / all_cores - 1 / one_thread)
-        return threads / rate
+        return threads * all_cores
 
     def _scaling(self, m: int, d: int) -> float:
         """How much slower each one-thread instance runs when every core runs one (the profile's
@@ -280,7 +281,7 @@ class ServingModel:
         overhead: float,
         spinners: dict[int, int],
         load: tuple[dict[int, float], float],
-    ) -> _Solved:
+    ) -> Solved:
         """The LP at the batches reached, at about throughput x. Where threads spin, they are
         always runnable and the scheduler shares a CPU's cores evenly among its runnable
         threads: a working thread gets no more than its share of the runnable ones (`load`:
@@ -426,223 +427,6 @@ class ServingModel:
         batches, and as many again on their way to it or back to their clients."""
         queued = max(sum(u.counts.values()) * b for u, b in zip(units, reached, strict=True))
         return max(1, math.ceil(IN_FLIGHT * queued))
-
-
-@dataclass(frozen=True)
-class _Solved:
-    throughput: float
-    share: dict[tuple[int, int], float]  # (unit, device) -> share of the device's time
-    binding: int  # the unit whose constraint binds hardest
-    saturated: frozenset[int] = frozenset()  # units whose instances are busy all the time
-
-
-def solve_units(
-    n_units: int,
-    n_devices: int,
-    pairs: list[tuple[int, int]],
-    rates: list[float],
-    limits: list[float],
-    request_load: dict[int, float],
-    capacity: dict[int, float] | None = None,
-) -> _Solved:
-    """maximise X: Σ_d rate·f ≥ X per unit, Σ_u f + load_d·X ≤ capacity_d (1 unless given) per
-    device, 0 ≤ f ≤ limit."""
-    capacity = capacity or {}
-    devices = {d for _, d in pairs}
-    loaded_elsewhere = any(load > 0 and d not in devices for d, load in request_load.items())
-    if len(devices) == 1 and len(pairs) == n_units and not loaded_elsewhere:
-        d = devices.pop()
-        return _one_device(pairs, rates, limits, request_load.get(d, 0.0), capacity.get(d, 1.0))
-    n = len(pairs)
-    a_ub = np.zeros((n_units + n_devices, n + 1))
-    for i, ((u, d), rate) in enumerate(zip(pairs, rates, strict=True)):
-        a_ub[u, i] = -rate
-        a_ub[n_units + d, i] = 1.0
-    a_ub[:n_units, n] = 1.0
-    for d, load in request_load.items():
-        a_ub[n_units + d, n] = load
-    b_ub = np.concatenate([np.zeros(n_units), [capacity.get(d, 1.0) for d in range(n_devices)]])
-    cost = np.zeros(n + 1)
-    cost[n] = -1.0
-    bounds = [(0.0, limit) for limit in limits] + [(0.0, None)]
-    result = linprog(cost, A_ub=a_ub, b_ub=b_ub, bounds=bounds, method="highs")
-    if result.status != 0:
-        raise PlanError(f"the serving model's LP failed: {result.message}")
-    marginals = -np.asarray(result.ineqlin.marginals)
-    share = {pair: float(result.x[i]) for i, pair in enumerate(pairs)}
-    binding = int(np.argmax(marginals[:n_units]))
-    return _Solved(float(result.x[n]), share, binding, _saturated(pairs, share, limits))
-
-
-def _saturated(
-    pairs: list[tuple[int, int]], share: dict[tuple[int, int], float], limits: list[float]
-) -> frozenset[int]:
-    """The units that use every device they are on up to their limit: requests queue there."""
-    units = {u for u, _ in pairs}
-    for pair, limit in zip(pairs, limits, strict=True):
-        if share[pair] < limit * (1 - 1e-6):
-            units.discard(pair[0])
-    return frozenset(units)
-
-
-def _one_device(
-    pairs: list[tuple[int, int]],
-    rates: list[float],
-    limits: list[float],
-    load: float,
-    capacity: float = 1.0,
-) -> _Solved:
-    """The LP in closed form when every unit shares one device: its time split in proportion
-    to each unit's seconds per sample, each unit also held to its own share limit."""
-    seconds = [1.0 / r for r in rates]
-    x = min(
-        capacity / (sum(seconds) + load),
-        *(lim / s for lim, s in zip(limits, seconds, strict=True)),
-    )
-    share = {pair: x * s for pair, s in zip(pairs, seconds, strict=True)}
-    binding = max(range(len(pairs)), key=lambda i: seconds[i] / limits[i])
-    return _Solved(x, share, pairs[binding][0], _saturated(pairs, share, limits))
-
-
-def runs_members_in_parallel(problem: Problem, c: Candidate, d: int) -> bool:
-    """Whether the group on device d runs its members in parallel: as the candidate says, else
-    on a CPU where that saves a lone request PARALLEL_MEMBERS_GAIN of its members' time."""
-    members = tuple(problem.group_members(c, d))
-    if problem.devices[d].kind != "cpu" or len(members) < 2:
-        return False
-    if c.parallel_members:
-        return c.parallel_members[d]
-    alone = sum(_alone_seconds(problem, members, d))
-    return parallel_members_saving_s(problem, members, d) >= PARALLEL_MEMBERS_GAIN * alone
-
-
-def parallel_members_saving_s(problem: Problem, members: tuple[int, ...], d: int) -> float:
-    """Seconds a lone one-sample request saves when the members run in parallel on CPU d
-    rather than one after another: it then waits for the slowest member, or for their sum
-    spread over the cores, and for PARALLEL_MEMBERS_COST_S (negative: it loses)."""
-    times = _alone_seconds(problem, members, d)
-    cores = problem.devices[d].cores or 1
-    return sum(times) - max(max(times), sum(times) / cores) - PARALLEL_MEMBERS_COST_S
-
-
-def _alone_seconds(problem: Problem, members: tuple[int, ...], d: int) -> list[float]:
-    """Each member's one-thread seconds for one sample on CPU d (the profile's batch 1)."""
-    return [interpolate(problem, problem.cpu_cost[m, d], 1.0) for m in members]
-
-
-def serving_units(problem: Problem, c: Candidate, dynamic_batching: bool = True) -> list[Unit]:
-    """The units Triton schedules for candidate c (each grouped device's group, then every
-    other member alone). onnxruntime's spare intra-op threads spin while they wait for work,
-    for tens of milliseconds after each call: where a CPU's instances want more threads than it
-    has cores, a multi-thread instance does one thread's work and its other threads spin."""
-    units = _units(problem, c, dynamic_batching)
-    wanted = {
-        d: sum(u.counts.get(d, 0) * u.threads for u in units)
-        for d, device in enumerate(problem.devices)
-        if device.kind == "cpu"
-    }
-    return [_with_spinners(problem, u, wanted) for u in units]
-
-
-def _with_spinners(problem: Problem, unit: Unit, wanted: dict[int, int]) -> Unit:
-    """`unit` as one working thread per instance and the rest spinning, where a CPU it is on is
-    oversubscribed (`wanted`: the threads the plan's instances want per CPU)."""
-    if unit.threads <= 1:
-        return unit
-    if not any(wanted[d] > (problem.devices[d].cores or 1) for d in unit.counts if d in wanted):
-        return unit
-    return replace(unit, threads=1, spinning=unit.threads - 1)
-
-
-def _spinners(problem: Problem, units: list[Unit]) -> dict[int, int]:
-    """Spinning threads per CPU (only CPUs that have some)."""
-    spinners: dict[int, int] = {}
-    for unit in units:
-        for d, n in unit.counts.items():
-            if unit.spinning and problem.devices[d].kind == "cpu":
-                spinners[d] = spinners.get(d, 0) + n * unit.spinning
-    return spinners
-
-
-def _units(problem: Problem, c: Candidate, dynamic_batching: bool) -> list[Unit]:
-    """A group's batcher forms batches up to its batch size; a member's, up to its own. A batch
-    size of 1 renders no preferred size: Triton's batcher then forms the largest batch queued,
-    up to the served maximum (none without dynamic batching)."""
-
-    def cap(batch: float) -> float:
-        if not dynamic_batching:
-            return 1.0
-        return batch if batch > 1 else float(max(problem.batch_sizes))
-
-    grouped: set[int] = set()
-    units = []
-    for d in range(len(problem.devices)):
-        members = problem.group_members(c, d)
-        if members:
-            grouped.update(members)
-            units.append(
-                Unit(
-                    members=tuple(members),
-                    counts={d: c.counts[members[0]][d]},
-                    threads=1,
-                    chunks=tuple(float(problem.batch_sizes[c.batch[m]]) for m in members),
-                    cap=cap(problem.group_batch_size(c, d)),
-                    parallel_members=runs_members_in_parallel(problem, c, d),
-                )
-            )
-    for m in range(len(problem.members)):
-        if m in grouped:
-            continue
-        batch = float(problem.batch_sizes[c.batch[m]])
-        counts = {d: n for d, n in enumerate(c.counts[m]) if n > 0}
-        units.append(Unit((m,), counts, max(1, c.threads[m]), (batch,), cap(batch)))
-    return units
-
-
-def interpolate(problem: Problem, values: np.ndarray, batch: float, inverse: bool = False) -> float:
-    """`values` (per profiled batch size) at a fractional `batch`, linear between the profiled
-    sizes around it and flat beyond them; `inverse` reads rates as seconds per sample."""
-    sizes = np.asarray(problem.batch_sizes, dtype=float)
-    known = np.isfinite(values) & (values > 0)
-    if not known.any():
-        raise PlanError("the profile has no CPU cost for a member placed on a CPU")
-    y = 1.0 / values[known] if inverse else values[known]
-    return float(np.interp(batch, sizes[known], y))
-
-
-def plan_candidate(problem: Problem, plan: Plan) -> Candidate:
-    """The candidate a plan.json stands for in `problem` (whose members and devices it uses).
-    A plan without dynamic batching runs every request alone: batch 1."""
-    index = {d.id: i for i, d in enumerate(problem.devices)}
-    counts, batch = [], []
-    for member in problem.members:
-        row = [0] * len(problem.devices)
-        for device_id, n in plan.allocation[member].items():
-            row[index[device_id]] = n
-        counts.append(tuple(row))
-        wanted = plan.batch_size[member] if plan.dynamic_batching else 1
-        batch.append(_batch_index(problem, member, wanted))
-    on_device = [
-        next((g for g in plan.groups.values() if device.id in g.allocation), None)
-        for device in problem.devices
-    ]
-    grouped = tuple(g is not None for g in on_device)
-    group_batch = tuple(
-        -1 if g is None else _batch_index(problem, ",".join(g.members), g.batch_size)
-        for g in on_device
-    )
-    threads = tuple(plan.threads.get(m, 0) for m in problem.members)
-    parallel_on = tuple(g is not None and g.parallel_members for g in on_device)
-    return Candidate(tuple(counts), tuple(batch), threads, grouped, group_batch, parallel_on)
-
-
-def _batch_index(problem: Problem, member: str, batch: int) -> int:
-    if batch not in problem.batch_sizes:
-        raise PlanError(
-            f"{member}: the plan's batch size {batch} is not in the profile "
-            f"({list(problem.batch_sizes)}); profile it or plan again"
-        )
-    return problem.batch_sizes.index(batch)
 
 
 def predict_plan(

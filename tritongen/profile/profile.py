@@ -16,11 +16,6 @@ from tritongen.spec.devices import CPU_ALIAS, DeviceClass, is_cpu_class
 from tritongen.spec.ensemble import Name
 
 PROFILE_VERSION = 1
-# The Python-backend process's CPU seconds per call, assumed when the serving cost could not be
-# measured (a profile from an older file, no embedded server): a round figure above what a call
-# costs on ordinary CPUs, so that the planner still prefers plans that make fewer calls (groups,
-# larger batches). `source` says it was assumed, and the plan carries a warning.
-DEFAULT_PER_CALL_S = 0.0005
 
 
 @dataclass(frozen=True)
@@ -39,6 +34,9 @@ class ServingCost:
     # Threads runnable per core's worth of tritonserver's and the client's CPU use, under load
     # (0: not measured); with the units' busy threads, how much slower every call runs.
     runnable_per_core: float = 0.0
+    # p99 over mean latency of requests under load (0: not measured; the serving model then
+    # uses the tail it derives)
+    tail: float = 0.0
 
     def call_s(self, batch: float) -> float:
         """CPU seconds one served call of `batch` samples adds to the member's compute."""
@@ -54,7 +52,7 @@ class ServingCost:
         return (
             f"serving cost {self.source}; assumed {1000 * self.per_call_s:.3f} ms CPU per call, "
             f"{1000 * self.per_sample_s:.4f} ms per sample, {1000 * self.per_request_s:.3f} ms "
-            "per ensemble request"
+            "per ensemble request: predictions leave out what serving costs"
         )
 
     def describe(self) -> str:
@@ -65,12 +63,14 @@ class ServingCost:
             f"and {ms['server_call_s']} in tritonserver, "
             f"{ms['per_sample_s']} per sample; {ms['per_request_s']} per request through the "
             f"ensemble scheduler; {ms['client_s']} per request for perf_analyzer on this machine; "
-            f"{self.runnable_per_core:.1f} threads runnable per core the server and client use"
+            f"{self.runnable_per_core:.1f} threads runnable per core the server and client use; "
+            f"p99 {self.tail:.2f}x the mean latency under load"
         )
 
 
 def default_cost(reason: str) -> ServingCost:
-    return ServingCost(DEFAULT_PER_CALL_S, 0.0, 0.0, f"default ({reason})")
+    """No serving cost: nothing was measured, and no figure chosen elsewhere stands for it."""
+    return ServingCost(0.0, 0.0, 0.0, f"not charged ({reason})")
 
 
 @dataclass(frozen=True)
@@ -200,6 +200,7 @@ class _ServingCostFile(BaseModel):
     stub_request_s: Finite = 0.0
     server_call_s: Finite = 0.0
     runnable_per_core: Finite = 0.0
+    tail: Finite = 0.0
 
 
 class _SkippedFile(_Open):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
 import re
 from dataclasses import asdict, dataclass, field
@@ -14,6 +13,7 @@ import psutil
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tritongen.files import read_json, validate
+from tritongen.spec.cores import usable_cores
 from tritongen.spec.ensemble import Name, TlsFiles, Url
 
 CPU_ID = "cpu"
@@ -196,13 +196,6 @@ def detect_devices() -> Inventory:
             "nvidia-ml-py: pip install 'tritongen[gpu]'); assumed this machine has the CPU only",
         )
     return Inventory((detect_cpu(), *gpus), warnings=warnings)
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its affinity), which a container may limit."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def detect_cpu() -> Device:

@@ -1,0 +1,316 @@
+"""Held-out check of the serving model: ensembles generated from seeds nobody tuned the model on
+(benchmarks/heldout_ensembles.py) are profiled, planned, and served as tritongen's plan, naive
+and batch_only; each served level is compared with the figure the served plan.json ships for
+it (a client on this host), p50 at one request in flight and p99 at the predicted concurrency.
+
+    .venv/bin/python benchmarks/heldout.py --seeds 2101,2102,...        # benchmarks/heldout.md
+    .venv/bin/python benchmarks/heldout.py --seeds ... --cores 1         # all pinned to core 0
+    .venv/bin/python benchmarks/heldout.py --quick --development         # one small seed, minutes
+    .venv/bin/python benchmarks/heldout.py --replay benchmarks/heldout.json --scale IN_FLIGHT=1.5
+
+`--cores N` re-runs the script under `taskset -c 0-(N-1)`: profile, plan, tritonserver and
+perf_analyzer (whose CPU the serving cost measures as the client's) all share those cores.
+`--budget-s S` starts no further ensemble once the next would end past S seconds; `--small`
+profiles batch sizes 1, 4, 16 only and serves 1, 2 and the saturating level (at most 16) for
+1.5 s each (`--quick`: `--small` on one two-member development seed).
+`--replay FILE --scale NAME=FACTOR` predicts a recorded run's plans again with one setting of
+the serving model scaled (IN_FLIGHT, PARALLEL_MEMBERS_COST_S, PARALLEL_MEMBERS_GAIN, or tail:
+the serving cost's measured p99/mean), for the sensitivity docs/SERVING.md asks of a setting;
+nothing is served and no report is written (`--parallel-members`: plan with parallel members
+allowed, the run their two settings are checked on).
+Shared benchmark code is imported from benchmarks/prediction.py (to move to benchmarks/common.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from heldout_ensembles import write_ensemble
+from prediction import OUT
+
+from tritongen.bench.compare import bench_plans, run_bench
+from tritongen.bench.serving_cost import measure_profile
+from tritongen.plan import serving_model, serving_units
+from tritongen.plan.conditions import levels_up_to, predicted_at, with_figures
+from tritongen.plan.plan import Plan
+from tritongen.plan.search import make_plan
+from tritongen.profile.profile import Profile
+from tritongen.spec.devices import cpu_model_name, detect_devices, load_inventory
+from tritongen.spec.ensemble import load_spec
+from tritongen.spec.members import load_ensemble
+
+# Seeds run while this script and the model were developed: never reported.
+DEVELOPMENT_SEEDS = (1001, 1002, 1003)
+QUICK_SEED = 1001
+MAX_LEVEL = 64  # the most requests in flight measured
+PINNED = "TRITONGEN_HELDOUT_PINNED"
+
+
+def measure_ensemble(seed: int, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    started = time.perf_counter()
+    spec_path, family = write_ensemble(seed, workdir / str(seed), args.quick, args.max_members)
+    spec = load_spec(spec_path)
+    ensemble, inventory = load_ensemble(spec), detect_devices()
+    batches = (1, 4, 16) if args.small else None
+    profile, serving, profile_s = measure_profile(
+        ensemble, inventory, use_cache=False, batch_sizes=batches
+    )
+    plan = make_plan(spec, inventory, profile, parallel_members=args.parallel_members)
+    saturating = int(plan.extra["predicted_concurrency_local_client"])
+    levels = sorted(set(levels_up_to(min(saturating, MAX_LEVEL))) | {min(saturating, MAX_LEVEL)})
+    if args.small:
+        levels = sorted({1, 2, min(saturating, 16)})
+    report = run_bench(
+        ensemble, inventory, profile, bench_plans(ensemble, inventory, profile, plan),
+        concurrencies=levels, interval_ms=int(args.duration_s * 1000), rounds=args.rounds,
+    )  # fmt: skip
+    document = report.to_json()
+    document |= {
+        "seed": seed,
+        "family": family,
+        "costs_ms": {m: 1000 * c for m, c in profile.cpu_cost_s_per_sample.items()},
+        "profile_s": round(profile_s, 1),
+        "serving_cost": serving.describe(),
+        "profile": profile.to_json(),
+        "inventory": inventory.to_json(),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    return document
+
+
+def level_rows(document: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per level: each configuration's served and predicted throughput and p50."""
+    rows = []
+    configs = document["configs"]
+    for level in sorted(configs["tritongen"]["concurrency"], key=int):
+        row: dict[str, Any] = {"level": int(level)}
+        for name, config in configs.items():
+            point = config["concurrency"][level]
+            row[name] = point
+        rows.append(row)
+    return rows
+
+
+def ensemble_summary(document: dict[str, Any]) -> dict[str, Any]:
+    """What the targets of issue 20 read from one ensemble."""
+    plan = Plan.from_json(document["plans"]["tritongen"])
+    rows = level_rows(document)
+    ratios = [
+        r["tritongen"]["throughput"] / r["tritongen"]["predicted_throughput"]
+        for r in rows
+        if r["tritongen"].get("predicted_throughput")
+    ]
+    vs_baselines = [
+        r["tritongen"]["throughput"] / max(r["naive"]["throughput"], r["batch_only"]["throughput"])
+        for r in rows
+    ]
+    one = rows[0]
+    p50_vs = one["tritongen"]["p50_ms"] / min(one["naive"]["p50_ms"], one["batch_only"]["p50_ms"])
+    at = str(plan.extra["predicted_concurrency_local_client"])
+    served_at = document["configs"]["tritongen"]["concurrency"].get(at)
+    p99 = served_at["p99_ms"] / plan.extra["predicted_p99_ms_local_client"] if served_at else None
+    saturated = predicted_at(plan, 10**6)
+    best = document["configs"]["tritongen"]["best_throughput"]
+    return {
+        "seed": document["seed"],
+        "family": document["family"],
+        "members": len(plan.allocation),
+        "cheapest_ms": min(document["costs_ms"].values()),
+        "dearest_ms": max(document["costs_ms"].values()),
+        "at_saturation": best / saturated[0] if saturated else None,
+        "levels": ratios,
+        "p99_ratio": p99,
+        "vs_baselines_min": min(vs_baselines),
+        "p50_at_1_vs_baselines": p50_vs,
+        "of_bound": document["ratios"]["tritongen/bound"],
+    }
+
+
+def ensemble_table(document: dict[str, Any]) -> list[str]:
+    s = ensemble_summary(document)
+    costs = ", ".join(f"{m} {c:.2f}" for m, c in document["costs_ms"].items())
+    lines = [
+        f"### seed {s['seed']}: {s['family']}, {s['members']} members ({document['seconds']} s)",
+        "",
+        f"One-thread ms per sample: {costs}. {document['serving_cost']}",
+        "",
+        "| in flight | config | predicted /s | served /s | served/predicted "
+        "| p50 predicted ms | p50 served ms | p99 served ms |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in level_rows(document):
+        for name in ("tritongen", "naive", "batch_only"):
+            p = row[name]
+            predicted = p.get("predicted_throughput", float("nan"))
+            lines.append(
+                f"| {row['level']} | {name} | {predicted:.1f} | {p['throughput']:.1f} | "
+                f"{p['throughput'] / predicted:.2f} | {p.get('predicted_p50_ms', float('nan')):.2f} "
+                f"| {p['p50_ms']:.2f} | {p['p99_ms']:.2f} |"
+            )
+    p99 = "not measured" if s["p99_ratio"] is None else f"{s['p99_ratio']:.2f}"
+    return [
+        *lines,
+        "",
+        f"tritongen at its best level / saturated figure: {s['at_saturation']:.2f}; p99 at the "
+        f"predicted concurrency served/predicted: {p99}; tritongen / best baseline, worst level: "
+        f"{s['vs_baselines_min']:.2f}; p50 at 1 / best baseline's: "
+        f"{s['p50_at_1_vs_baselines']:.2f}; of bound: {s['of_bound']:.2f}",
+        "",
+    ]
+
+
+def overall(documents: list[dict[str, Any]]) -> list[str]:
+    summaries = [ensemble_summary(d) for d in documents]
+    errors = [abs(r - 1) for s in summaries for r in s["levels"]]
+    saturated = [s["at_saturation"] for s in summaries if s["at_saturation"]]
+    p99 = [s["p99_ratio"] for s in summaries if s["p99_ratio"] is not None]
+
+    def band(values: list[float], width: float) -> str:
+        return f"{sum(abs(v - 1) <= width for v in values)} of {len(values)}"
+
+    return [
+        "## Summary",
+        "",
+        f"- served/predicted (tritongen, every level): median |error| "
+        f"{statistics.median(errors):.3f}, worst {max(errors):.3f}; within 0.90–1.10: "
+        f"{band([e + 1 for e in errors], 0.1)}, 0.80–1.20: {band([e + 1 for e in errors], 0.2)}",
+        f"- at saturation (best level / predicted_throughput_local_client): "
+        f"{', '.join(f'{r:.2f}' for r in saturated)}; within 0.90–1.10: "
+        f"{band(saturated, 0.1)}, 0.80–1.20: {band(saturated, 0.2)}",
+        f"- p99 at the predicted concurrency, served/predicted: "
+        f"{', '.join(f'{r:.2f}' for r in p99)}; within ±20%: {band(p99, 0.2)}",
+        "- tritongen / best of naive and batch_only, worst level: "
+        + ", ".join(f"{s['vs_baselines_min']:.2f}" for s in summaries),
+        "- p50 at 1 in flight / best baseline's: "
+        + ", ".join(f"{s['p50_at_1_vs_baselines']:.2f}" for s in summaries),
+        "- of the bound: " + ", ".join(f"{s['of_bound']:.2f}" for s in summaries),
+        "",
+    ]
+
+
+def header(args: argparse.Namespace, seeds: list[int], load: tuple[float, float]) -> list[str]:
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--", "tritongen"], capture_output=True, text=True,
+        check=False,
+    ).stdout.strip()  # fmt: skip
+    cpu = detect_devices().cpu
+    return [
+        "# Held-out ensembles: predicted against served",
+        "",
+        f"Model commit: {commit}{' (tritongen/ modified: not a report)' if dirty else ''}; "
+        f"seeds {', '.join(map(str, seeds))}.",
+        f"Machine: {cpu_model_name()}, {cpu.cores if cpu else '?'} usable cores of "
+        f"{os.cpu_count()}; load average {load[0]:.2f} before, {load[1]:.2f} after.",
+        f"Command: `{' '.join(sys.argv)}`.",
+        "",
+    ]
+
+
+def replay(path: Path, scales: list[str]) -> None:
+    """Predict a recorded run's plans again with settings scaled; print the errors."""
+    for item in scales:
+        name, factor = item.split("=")
+        if name == "tail":
+            continue
+        module = serving_units if name.startswith("PARALLEL") else serving_model
+        setattr(module, name, getattr(module, name) * float(factor))
+    tail = next((float(s.split("=")[1]) for s in scales if s.startswith("tail=")), 1.0)
+    for document in json.loads(path.read_text()):
+        profile = Profile.from_json(document["profile"])
+        cost = profile.extra["serving_cost"]
+        profile.extra["serving_cost"] = cost | {"tail": cost.get("tail", 0.0) * tail}
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "DEVICES.json").write_text(json.dumps(document["inventory"]))
+            inventory = load_inventory(Path(tmp) / "DEVICES.json")
+        bare = Plan.from_json(document["plans"]["tritongen"])
+        plan = with_figures(replace(bare, extra={}), inventory, profile)
+        for level, point in document["configs"]["tritongen"]["concurrency"].items():
+            predicted = predicted_at(plan, int(level))
+            ratio = point["throughput"] / predicted[0] if predicted else float("nan")
+            print(f"seed {document['seed']} level {level}: served/predicted {ratio:.2f}")
+        at = str(plan.extra["predicted_concurrency_local_client"])
+        served = document["configs"]["tritongen"]["concurrency"].get(at)
+        if served:
+            p99 = served["p99_ms"] / plan.extra["predicted_p99_ms_local_client"]
+            print(f"seed {document['seed']} p99 at {at}: served/predicted {p99:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seeds", default="")
+    parser.add_argument("--cores", type=int, default=0, help="pin everything to cores 0..N-1")
+    parser.add_argument("--quick", action="store_true", help="one small ensemble, minutes")
+    parser.add_argument(
+        "--small", action="store_true", help="batch sizes 1, 4, 16; levels 1, 2, saturating"
+    )
+    parser.add_argument("--budget-s", type=float, default=0.0)
+    parser.add_argument("--max-members", type=int, default=8, help="draw at most N members")
+    parser.add_argument(
+        "--parallel-members", action="store_true", help="let the plan run members in parallel"
+    )
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--duration-s", type=float, default=3.0)
+    parser.add_argument("--development", action="store_true", help="allow DEVELOPMENT_SEEDS")
+    parser.add_argument("--out", default="heldout")
+    parser.add_argument("--replay", type=Path)
+    parser.add_argument("--scale", action="append", default=[])
+    args = parser.parse_args()
+    if args.replay:
+        return replay(args.replay, args.scale)
+    if args.cores and os.environ.get(PINNED) != str(args.cores):
+        cores = f"0-{args.cores - 1}" if args.cores > 1 else "0"
+        env = {**os.environ, PINNED: str(args.cores)}
+        os.execvpe("taskset", ["taskset", "-c", cores, sys.executable, *sys.argv], env)
+    seeds = [int(s) for s in args.seeds.split(",") if s] or ([QUICK_SEED] if args.quick else [])
+    if not seeds:
+        parser.error("give --seeds (or --quick)")
+    development = [s for s in seeds if s in DEVELOPMENT_SEEDS]
+    if development and not args.development:
+        parser.error(f"seeds {development} were used while developing: not for a report")
+    if args.quick or args.small:
+        args.small, args.duration_s = True, min(args.duration_s, 1.5)
+    run(args, seeds)
+
+
+def run(args: argparse.Namespace, seeds: list[int]) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="heldout-"))
+    load_before, started, documents = os.getloadavg()[0], time.perf_counter(), []
+    for seed in seeds:
+        elapsed = time.perf_counter() - started
+        last = documents[-1]["seconds"] if documents else 0.0
+        if args.budget_s and elapsed + last > args.budget_s:
+            print(f"budget: seed {seed} and after not run ({elapsed:.0f} s spent)", flush=True)
+            break
+        documents.append(measure_ensemble(seed, workdir, args))
+        print(f"seed {seed}: {documents[-1]['seconds']} s", flush=True)
+        write(args, documents, load_before)  # after each ensemble: a long run keeps what it did
+
+
+def write(args: argparse.Namespace, documents: list[dict[str, Any]], load_before: float) -> None:
+    done = [d["seed"] for d in documents]
+    lines = header(args, done, (load_before, os.getloadavg()[0])) + overall(documents)
+    for document in documents:
+        lines += ensemble_table(document)
+    suffix = "_dev" if args.development else ""
+    (OUT / f"{args.out}{suffix}.md").write_text("\n".join(lines) + "\n")
+    (OUT / f"{args.out}{suffix}.json").write_text(json.dumps(documents, indent=2) + "\n")
+    print("\n".join(lines), flush=True)
+
+
+if __name__ == "__main__":
+    main()
