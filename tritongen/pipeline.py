@@ -187,7 +187,7 @@ def build(
         profile_file=profile_file,
         plan_file=plan_file,
         quick=quick,
-        shape=shape_for(combiner, shape),
+        shape=shape_for(combiner, shape, target),
         max_p99_ms=max_p99_ms,
     )
     repository = render_repository(
@@ -202,8 +202,19 @@ def build(
     return planned, repository
 
 
-def shape_for(combiner: Combiner | None, shape: Shape) -> Shape:
-    """The BLS combiner calls members one by one: asked for, it plans them separate."""
+def shape_for(
+    combiner: Combiner | None, shape: Shape, target: RenderTarget = RenderTarget.embedded
+) -> Shape:
+    """The BLS combiner calls members one by one, and the NGC image (`--target docker`) runs
+    members on its native onnxruntime backend, while a group is a Python-backend model that
+    needs onnxruntime inside the image's Python: either plans the members separate."""
+    if RenderTarget(target) is RenderTarget.docker and shape is not Shape.separate:
+        if shape is Shape.grouped:
+            raise SpecError(
+                "--shape grouped serves members inside one Python-backend model, which the NGC "
+                "image (--target docker) cannot run without onnxruntime; use --shape separate"
+            )
+        return Shape.separate
     if combiner is None or Combiner(combiner) is not Combiner.bls or shape is Shape.separate:
         return shape
     if shape is Shape.grouped:

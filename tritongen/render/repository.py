@@ -86,7 +86,7 @@ def render_repository(
     chosen = choose_combiner(ensemble, plan, combiner)
     check_combiner(ensemble, plan, chosen)
     check_plan(ensemble, plan, inventory)
-    _check_runtimes(ensemble, RenderTarget(target))
+    _check_runtimes(ensemble, RenderTarget(target), bool(plan.groups))
     with staged(destination) as staging:
         ctx = RenderContext(
             staging, environment(), ensemble, plan, inventory, RenderTarget(target), warmup
@@ -95,9 +95,15 @@ def render_repository(
     return destination
 
 
-def _check_runtimes(ensemble: Ensemble, target: RenderTarget) -> None:
-    """The NGC image runs members on its native onnxruntime backend: a member whose ONNX
-    export was not checked against torch (runtime: torch) must not be served from it."""
+def _check_runtimes(ensemble: Ensemble, target: RenderTarget, plan_groups: bool) -> None:
+    """The NGC image runs members on its native onnxruntime backend, and its Python has no
+    onnxruntime: no group there, and no member whose ONNX export was not checked against
+    torch (runtime: torch)."""
+    if target is RenderTarget.docker and plan_groups:
+        raise RenderError(
+            "the plan serves members in a group, a Python-backend model that needs onnxruntime "
+            "inside the NGC image's Python (--target docker); plan with --shape separate"
+        )
     by_torch = [m.name for m in ensemble.members if m.torchscript is not None]
     if target is RenderTarget.docker and by_torch:
         raise RenderError(
