@@ -10,8 +10,9 @@ search's evaluator. docs/SERVING.md derives it; in short:
   not share it), the request off the wire and, unless one group serves every member, one
   request to each unit, the scheduler and the combine step; a load generator on the same
   machine adds its own share.
-- On a GPU a unit gets the profile's throughput of k instances together (one instance's
-  when the profile has no concurrency entries: then this is the base model of docs/PLANNING.md).
+- On a GPU a unit gets the profile's throughput of k instances together at its batch (one
+  instance's without instance curves: the base model of docs/PLANNING.md); its calls take
+  the host CPU the profile measured around them.
 - Devices are time-shared as in the base model (`serving_lp`).
 - A request alone waits for each unit's call; a group whose members run in parallel threads
   waits for its slowest member, or for its members' sum over the cores. Under load the cores
@@ -36,6 +37,7 @@ from tritongen.plan.serving_units import (
     PARALLEL_MEMBERS_COST_S,
     PARALLEL_MEMBERS_GAIN,
     Unit,
+    gpu_host_seconds,
     interpolate,
     parallel_members_saving_s,
     plan_candidate,
@@ -214,16 +216,10 @@ class ServingModel:
         for unit, batch in zip(units, reached, strict=True):
             seconds += self.cost.server_call_s / max(1.0, batch)
             if not self._on_cpu(unit):
-                seconds += self._call_seconds(max(1.0, batch)) + self._gpu_host_s(unit)
+                seconds += self._call_seconds(max(1.0, batch)) + gpu_host_seconds(
+                    self.problem, unit
+                )
         return seconds
-
-    def _gpu_host_s(self, unit: Unit) -> float:
-        """Host CPU seconds per sample of the unit's GPU work, at its members' batches."""
-        d = min(unit.counts)
-        return sum(
-            float(self.problem.host_cost[m, d, self.problem.batch_sizes.index(int(chunk))])
-            for m, chunk in zip(unit.members, unit.chunks, strict=True)
-        )
 
     def _call_seconds(self, batch: float) -> float:
         """A unit's process's CPU per sample for calls of `batch` one-sample requests."""

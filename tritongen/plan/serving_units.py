@@ -180,3 +180,12 @@ def _batch_index(problem: Problem, member: str, batch: int) -> int:
             f"({list(problem.batch_sizes)}); profile it or plan again"
         )
     return problem.batch_sizes.index(batch)
+
+
+def gpu_host_seconds(problem: Problem, unit: Unit) -> float:
+    """Host CPU seconds per sample of a GPU unit's work, at its members' batches."""
+    d, batches = min(unit.counts), problem.batch_sizes
+    return sum(
+        float(problem.host_cost[m, d, batches.index(int(chunk))])
+        for m, chunk in zip(unit.members, unit.chunks, strict=True)
+    )
