@@ -37,8 +37,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from common import OUT, Run
 from heldout_ensembles import write_ensemble
-from prediction import OUT
 
 from tritongen.bench.compare import bench_plans, run_bench
 from tritongen.bench.serving_cost import measure_profile
@@ -200,10 +200,8 @@ def overall(documents: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-def header(args: argparse.Namespace, seeds: list[int], load: tuple[float, float]) -> list[str]:
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-    ).stdout.strip()
+def header(provenance: Run, seeds: list[int]) -> list[str]:
+    """The harness's header, and the seeds; a model changed since its commit is no report."""
     dirty = subprocess.run(
         ["git", "status", "--porcelain", "--", "tritongen"], capture_output=True, text=True,
         check=False,
@@ -212,11 +210,11 @@ def header(args: argparse.Namespace, seeds: list[int], load: tuple[float, float]
     return [
         "# Held-out ensembles: predicted against served",
         "",
-        f"Model commit: {commit}{' (tritongen/ modified: not a report)' if dirty else ''}; "
-        f"seeds {', '.join(map(str, seeds))}.",
-        f"Machine: {cpu_model_name()}, {cpu.cores if cpu else '?'} usable cores of "
-        f"{os.cpu_count()}; load average {load[0]:.2f} before, {load[1]:.2f} after.",
-        f"Command: `{' '.join(sys.argv)}`.",
+        *provenance.header(),
+        f"Seeds {', '.join(map(str, seeds))}; {cpu.cores if cpu else '?'} usable cores of "
+        f"{os.cpu_count()} ({cpu_model_name()})"
+        + (" — tritongen/ modified since the commit: not a report" if dirty else "")
+        + ".",
         "",
     ]
 
@@ -284,12 +282,12 @@ def main() -> None:
         parser.error(f"seeds {development} were used while developing: not for a report")
     if args.quick or args.small:
         args.small, args.duration_s = True, min(args.duration_s, 1.5)
-    run(args, seeds)
+    run(args, seeds, Run.start(__file__, args))
 
 
-def run(args: argparse.Namespace, seeds: list[int]) -> None:
+def run(args: argparse.Namespace, seeds: list[int], provenance: Run) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="heldout-"))
-    load_before, started, documents = os.getloadavg()[0], time.perf_counter(), []
+    started, documents = time.perf_counter(), []
     for seed in seeds:
         elapsed = time.perf_counter() - started
         last = documents[-1]["seconds"] if documents else 0.0
@@ -298,12 +296,12 @@ def run(args: argparse.Namespace, seeds: list[int]) -> None:
             break
         documents.append(measure_ensemble(seed, workdir, args))
         print(f"seed {seed}: {documents[-1]['seconds']} s", flush=True)
-        write(args, documents, load_before)  # after each ensemble: a long run keeps what it did
+        write(args, documents, provenance)  # after each ensemble: a long run keeps what it did
 
 
-def write(args: argparse.Namespace, documents: list[dict[str, Any]], load_before: float) -> None:
+def write(args: argparse.Namespace, documents: list[dict[str, Any]], provenance: Run) -> None:
     done = [d["seed"] for d in documents]
-    lines = header(args, done, (load_before, os.getloadavg()[0])) + overall(documents)
+    lines = header(provenance, done) + overall(documents)
     for document in documents:
         lines += ensemble_table(document)
     suffix = "_dev" if args.development else ""
