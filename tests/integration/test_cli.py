@@ -10,6 +10,8 @@ import yaml
 
 from tests.conftest import ROOT, assert_one_line_error, run_cli, spec_data, write_spec
 
+pytestmark = pytest.mark.subprocess
+
 
 def test_build_writes_repository_and_plan(tmp_path: Path, member_models: list[Path]) -> None:
     spec = write_spec(tmp_path, spec_data(member_models))

@@ -1,0 +1,43 @@
+"""What a served measurement records, on the embedded server with perf_analyzer (the
+synthetic parts of the benchmark: unit/test_bench_units.py)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from tritongen.bench.compare import (
+    ServedMeasurer,
+)
+from tritongen.plan.plan import Plan
+from tritongen.spec.devices import detect_devices
+from tritongen.spec.members import Ensemble
+
+pytestmark = pytest.mark.server
+
+
+def test_served_measurer_records_the_batches_each_model_executed(
+    ensemble: Ensemble, tmp_path: Path
+) -> None:
+    inventory = detect_devices()
+    batching = Plan(
+        allocation={m.name: {"cpu": 1} for m in ensemble.members},
+        batch_size={m.name: 8 for m in ensemble.members},
+        threads={m.name: 1 for m in ensemble.members},
+        queue_delay_us={m.name: 2000 for m in ensemble.members},
+    )
+    alone = replace(batching, dynamic_batching=False)
+    measurer = ServedMeasurer(ensemble, inventory, tmp_path, concurrencies=[16], interval_ms=500)
+
+    (batched,) = measurer.points(batching)
+    (unbatched,) = measurer.points(alone)
+
+    members = {m.name for m in ensemble.members}
+    assert members <= set(batched.batches) and members <= set(unbatched.batches)
+    # without a batcher every request is a call; with one, 16 in flight and a 2 ms queue
+    # delay, calls carry several requests, never more than the preferred 8
+    assert all(unbatched.batches[m] == 1.0 for m in members)
+    assert all(1.5 < batched.batches[m] <= 8.0 for m in members)
+    assert batched.runnable is not None and batched.runnable >= 0
