@@ -221,14 +221,32 @@ def test_compose_schema_rejects_a_misspelt_gpu_reservation() -> None:
     assert not _compose_validator().is_valid(compose)
 
 
-def test_docker_compose_exposes_metrics_restarts_and_keeps_tensorrt_engines() -> None:
+def test_docker_compose_runs_the_server_the_kubernetes_deployment_runs(
+    tmp_path: Path, docker_repo: Path
+) -> None:
+    """Compose and Kubernetes serve a `build --target docker` repository alike: one image and
+    command, the ports that command opens (published on loopback only), the same readiness
+    check, the repository mounted where the command reads it, the GPUs, and restarts."""
+    manifests = _manifests(render_manifests(docker_repo, tmp_path / "d", K8sOptions())[0].parent)
+    container = _container(manifests)
     service = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["tritonserver"]
-    assert "--metrics-port=8002" in service["command"]
-    assert "--allow-metrics=true" in service["command"]
-    assert service["restart"] == "unless-stopped"
-    assert f"trt-engines:{TRT_CACHE_DIR}" in service["volumes"]
-    device = service["deploy"]["resources"]["reservations"]["devices"][0]
-    assert device["driver"] == "nvidia" and device["count"] == "all"
+
+    assert (service["image"], service["command"]) == (container["image"], container["args"])
+    published = [p.split(":") for p in service["ports"]]
+    assert {host for host, _, _ in published} == {"127.0.0.1"}
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert {int(inside) for _, _, inside in published} == set(ports.values())
+    ready = container["readinessProbe"]["httpGet"]
+    assert f"localhost:{ports[ready['port']]}{ready['path']}" in " ".join(
+        service["healthcheck"]["test"]
+    )
+    (repository,) = [
+        a.split("=", 1)[1] for a in service["command"] if a.startswith("--model-repository=")
+    ]
+    assert repository in {v.split(":")[1] for v in service["volumes"]}
+    (device,) = service["deploy"]["resources"]["reservations"]["devices"]
+    assert "gpu" in device["capabilities"]
+    assert service["restart"] in {"always", "unless-stopped", "on-failure"}
 
 
 # -- Kubernetes manifests against Kubernetes' schemas -----------------------------------------
