@@ -8,7 +8,6 @@ from dataclasses import replace
 import pytest
 
 from tests.synthetic import gpu
-from tritongen.errors import PlanError
 from tritongen.plan.plan import Plan
 from tritongen.plan.problem import Shape, build_problem
 from tritongen.plan.search import PlanEvaluator, make_plan
@@ -64,14 +63,6 @@ def test_the_grouped_plan_is_predicted_faster_than_the_best_separate_one() -> No
     assert grouped.predicted_throughput > separate.predicted_throughput
 
 
-def test_no_plan_is_predicted_above_the_hardware_bound() -> None:
-    for call_s in (0.0, CALL_S, 0.005):
-        profile = cpu_profile(COSTS, call_s=call_s)
-        for shape in Shape:
-            plan = make_plan(list(COSTS), cpu(), profile, shape=shape)
-            assert plan.predicted_throughput <= plan.extra["bound"] * (1 + 1e-9)
-
-
 def test_a_group_that_does_not_fit_in_memory_leaves_the_members_separate() -> None:
     # Each member instance takes 1 GiB: four instances of all three (12 GiB) do not fit 5 GiB.
     plan = make_plan(list(COSTS), cpu(gb=5.0), cpu_profile(COSTS, memory=1.0))
@@ -96,12 +87,6 @@ def test_a_fast_members_batcher_forms_smaller_batches_than_the_bottlenecks() -> 
     # Requests queue at the member whose instances have the most to do: full batches there.
     assert reached["large"] == plan.batch_size["large"]
     assert reached["tiny"] < plan.batch_size["tiny"] or plan.batch_size["tiny"] == 1
-
-
-def test_a_dearer_call_lowers_the_prediction() -> None:
-    cheap = make_plan(list(COSTS), cpu(), cpu_profile(COSTS, call_s=0.0001))
-    dear = make_plan(list(COSTS), cpu(), cpu_profile(COSTS, call_s=0.002))
-    assert dear.predicted_throughput < cheap.predicted_throughput
 
 
 def gpu_profile(two_instances: float) -> Profile:
@@ -159,26 +144,6 @@ def test_without_cpu_or_concurrency_entries_the_model_is_the_base_lp() -> None:
     problem = build_problem(["net"], Inventory((gpu(0), gpu(1))), plain)
 
     assert ServingModel(problem, ServingCost(0.001, 0, 0, "measured")).placement_only
-
-
-def test_a_latency_budget_changes_the_plan_to_one_that_meets_it() -> None:
-    profile = cpu_profile(COSTS)
-    fastest = make_plan(list(COSTS), cpu(), profile)
-    budget = fastest.extra["predicted_p99_ms"] / 2
-
-    within = make_plan(list(COSTS), cpu(), profile, max_p99_ms=budget)
-
-    assert within.extra["predicted_p99_ms"] <= budget
-    assert within.extra["max_p99_ms"] == budget
-    assert within.predicted_throughput <= fastest.predicted_throughput
-    assert (within.allocation, within.groups) != (fastest.allocation, fastest.groups)
-
-
-def test_a_latency_budget_no_plan_meets_is_a_plan_error() -> None:
-    with pytest.raises(
-        PlanError, match=r"no plan of tiny, small, large meets a p99 latency of 0\.01 ms"
-    ):
-        make_plan(list(COSTS), cpu(), cpu_profile(COSTS), max_p99_ms=0.01)
 
 
 def separate_plan(batch: int, *, batching: bool = True, members: Iterable[str] = COSTS) -> Plan:
