@@ -124,6 +124,7 @@ def profile(
     from tritongen.spec.ensemble import load_spec
     from tritongen.spec.members import load_ensemble
 
+    sizes = parse_batch_sizes(batch_sizes) if batch_sizes else None  # before minutes of work
     loaded = load_spec(spec)
     ensemble = load_ensemble(loaded)
     inventory = resolve_inventory(loaded, devices_file)
@@ -132,7 +133,7 @@ def profile(
     result = profile_ensemble(
         ensemble,
         inventory,
-        batch_sizes=parse_batch_sizes(batch_sizes) if batch_sizes else None,
+        batch_sizes=sizes,
         budget_s=budget_s,
         use_cache=not no_cache,
         serving=serving,

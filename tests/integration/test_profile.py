@@ -249,6 +249,7 @@ def test_killed_child_fails_its_batch_and_larger_and_keeps_the_smaller() -> None
 # ------------------------------------------------------------------ the CLI
 
 
+@pytest.mark.server  # the serving cost is measured on an embedded tritonserver
 @pytest.mark.slow
 def test_cli_writes_profile_and_prints_the_table(models: dict[str, Path], tmp_path: Path) -> None:
     spec = write_spec(tmp_path, {"small": models["small"]}, max_batch_size=4)
@@ -278,6 +279,7 @@ def test_cli_corrupt_model_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.server  # the serving cost is measured on an embedded tritonserver
 def test_cli_member_that_cannot_load_is_one_line_and_profile_keeps_the_rest(
     models: dict[str, Path], tmp_path: Path
 ) -> None:

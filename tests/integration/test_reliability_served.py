@@ -73,12 +73,13 @@ def test_cli_failed_build_keeps_the_previous_repository(
     tmp_path: Path, member_models: list[Path]
 ) -> None:
     spec = write_spec(tmp_path, spec_data(member_models))
-    assert run_cli("build", str(spec), "-o", str(tmp_path / "repo")).returncode == 0
+    assert run_cli("build", str(spec), "-o", str(tmp_path / "repo"), "--quick").returncode == 0
     before = tree(tmp_path / "repo")
     data = spec_data(member_models)
     data["members"][1]["model"] = str(linear_model(tmp_path / "wide.onnx", 9, features=32))
     write_spec(tmp_path, data)
-    assert_one_line_error(run_cli("build", str(spec), "-o", str(tmp_path / "repo")), "input shape")
+    failed = run_cli("build", str(spec), "-o", str(tmp_path / "repo"), "--quick")
+    assert_one_line_error(failed, "input shape")
     assert tree(tmp_path / "repo") == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".repo")]
 
@@ -86,7 +87,7 @@ def test_cli_failed_build_keeps_the_previous_repository(
 @pytest.mark.subprocess
 def test_cli_serve_on_a_taken_port_exits_2(tmp_path: Path, member_models: list[Path]) -> None:
     spec = write_spec(tmp_path, spec_data(member_models))
-    assert run_cli("build", str(spec), "-o", str(tmp_path / "repo")).returncode == 0
+    assert run_cli("build", str(spec), "-o", str(tmp_path / "repo"), "--quick").returncode == 0
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
