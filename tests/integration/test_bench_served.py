@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from tritongen.bench.compare import (
-    ServedMeasurer,
-)
+from tests.unit import test_bench_units as unit_half
+from tritongen.bench.compare import ServedMeasurer
 from tritongen.plan.plan import Plan
 from tritongen.spec.devices import detect_devices
 from tritongen.spec.members import Ensemble
+
+ensemble = unit_half.ensemble  # a fixture the unit half of this file shares
 
 pytestmark = pytest.mark.server
 

@@ -16,13 +16,21 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import assert_one_line_error, run_cli
-from tests.unit.test_production import GPU_PLAN, GPUS, _ensemble, _manifests
+from tests.unit import test_production as unit_half
+from tests.unit.test_production import (
+    GPU_PLAN,
+    GPUS,
+    _ensemble,
+    _manifests,
+)
 from tritongen.render.k8s import (
     K8sOptions,
     RepositorySource,
     render_manifests,
 )
 from tritongen.render.repository import render_repository
+
+docker_repo = unit_half.docker_repo  # a fixture the unit half of this file shares
 
 pytestmark = pytest.mark.subprocess
 

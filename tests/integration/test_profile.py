@@ -19,6 +19,7 @@ from tests.onnx_models import (
     unrunnable,
     write_spec,
 )
+from tests.unit import test_profile_parts as unit_half
 from tritongen.errors import ProfileError
 from tritongen.profile.concurrency import instances_together
 from tritongen.profile.profile import Profile, load_profile
@@ -39,6 +40,8 @@ from tritongen.profile.worker import (
 from tritongen.spec.devices import Device, Inventory, detect_cpu
 from tritongen.spec.ensemble import load_spec
 from tritongen.spec.members import Ensemble, load_ensemble
+
+models = unit_half.models  # a fixture the unit half of this file shares
 
 pytestmark = pytest.mark.subprocess
 

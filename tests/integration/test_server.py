@@ -20,18 +20,19 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from tests.conftest import CLI, assert_one_line_error, run_cli, spec_data, write_spec
+from tests.unit import test_server_parts as unit_half
 from tests.unit.test_server_parts import KEY
 from tritongen.errors import ServerError
 from tritongen.plan.plan import default_plan
 from tritongen.render.repository import render_repository
 from tritongen.serve.client import EnsembleClient, Protocol
-from tritongen.serve.server import (
-    EmbeddedServer,
-)
+from tritongen.serve.server import EmbeddedServer
 from tritongen.serve.watchdog import API_KEY_HEADER, GRPC_API_KEY_HEADER
 from tritongen.spec.devices import detect_devices
 from tritongen.spec.ensemble import load_spec
 from tritongen.spec.members import load_ensemble
+
+repository = unit_half.repository  # a fixture the unit half of this file shares
 
 
 @pytest.mark.server
