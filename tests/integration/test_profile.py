@@ -252,14 +252,24 @@ def test_killed_child_fails_its_batch_and_larger_and_keeps_the_smaller() -> None
 # ------------------------------------------------------------------ the CLI
 
 
+@pytest.fixture(scope="module")
+def cli_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The cache the profile command's runs below share: the serving cost of their one input
+    shape and largest batch (about a minute of perf_analyzer on an embedded tritonserver) is
+    measured by the first of them only."""
+    return tmp_path_factory.mktemp("cli_cache")
+
+
 @pytest.mark.server  # the serving cost is measured on an embedded tritonserver
 @pytest.mark.slow
-def test_cli_writes_profile_and_prints_the_table(models: dict[str, Path], tmp_path: Path) -> None:
+def test_cli_writes_profile_and_prints_the_table(
+    models: dict[str, Path], tmp_path: Path, cli_cache: Path
+) -> None:
     spec = write_spec(tmp_path, {"small": models["small"]}, max_batch_size=4)
     out = tmp_path / "profile.json"
     done = run_cli(
         "profile", str(spec), "-o", str(out), "--batch-sizes", "1,2", "--budget-s", "1",
-        cache=tmp_path,
+        cache=cli_cache,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "Profile (one instance alone)" in done.stdout
@@ -267,8 +277,8 @@ def test_cli_writes_profile_and_prints_the_table(models: dict[str, Path], tmp_pa
     result = load_profile(out)
     assert sorted(result.entries("small", "cpu")) == [1, 2]
     assert result.serving_cost.source == "measured" and result.serving_cost.per_call_s > 0
-    assert list((tmp_path / "tritongen" / "profile").glob("*.json"))
-    assert list((tmp_path / "tritongen" / "serving_cost").glob("*.json"))
+    assert list((cli_cache / "tritongen" / "profile").glob("*.json"))
+    assert list((cli_cache / "tritongen" / "serving_cost").glob("*.json"))
 
 
 def test_cli_corrupt_model_is_one_line_and_exit_2(tmp_path: Path) -> None:
@@ -284,12 +294,15 @@ def test_cli_corrupt_model_is_one_line_and_exit_2(tmp_path: Path) -> None:
 
 @pytest.mark.server  # the serving cost is measured on an embedded tritonserver
 def test_cli_member_that_cannot_load_is_one_line_and_profile_keeps_the_rest(
-    models: dict[str, Path], tmp_path: Path
+    models: dict[str, Path], tmp_path: Path, cli_cache: Path
 ) -> None:
     members = {"small": models["small"], "broken": unrunnable(tmp_path / "broken.onnx", 64, 10)}
-    spec = write_spec(tmp_path, members, max_batch_size=1)
+    spec = write_spec(tmp_path, members, max_batch_size=4)
     out = tmp_path / "profile.json"
-    done = run_cli("profile", str(spec), "-o", str(out), "--budget-s", "1", cache=tmp_path)
+    done = run_cli(
+        "profile", str(spec), "-o", str(out), "--batch-sizes", "1", "--budget-s", "1",
+        cache=cli_cache,
+    )  # fmt: skip
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1
     assert "error: member broken could not be measured on any device" in done.stderr
