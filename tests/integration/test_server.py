@@ -1,4 +1,5 @@
-"""The embedded server: binaries found, loopback only, clear failures, clean stops."""
+"""The embedded server started for real: loopback only, clear failures, clean stops, restarts
+(what needs no start: unit/test_server_parts.py)."""
 
 from __future__ import annotations
 

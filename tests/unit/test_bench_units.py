@@ -1,6 +1,6 @@
 """The benchmark's configurations, bound, report and the Model-Analyzer-style hill climb,
-on synthetic profiles and measurements; and what a served measurement records, on the
-embedded server."""
+on synthetic profiles and measurements (what a served measurement records:
+integration/test_bench_served.py)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Issue 6, part 1 and 4: nothing a user or a client sends gives a traceback, a half-written
-repository, a silently wrong answer or an unready server. Faulty members: test_faults.py."""
+repository, a silently wrong answer or an unready server: the parts in this process (the CLI
+and a real server: integration/test_reliability_served.py; faulty members: test_faults.py)."""
 
 from __future__ import annotations
 

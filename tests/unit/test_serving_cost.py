@@ -1,5 +1,6 @@
-"""What a served call costs beyond the member's compute: measured on the real embedded server
-with a stand-in member, cached, and the default (saying why) when it cannot be measured."""
+"""What a served call costs beyond the member's compute: the stand-in member, the cache, and
+the default (saying why) when it cannot be measured (measured for real:
+integration/test_serving_cost_served.py)."""
 
 from __future__ import annotations
 
