@@ -1,10 +1,11 @@
 # The README's two commands: `make demo` and `make test`. Each creates .venv when missing.
+# `make test-fast`: tests/unit only (nothing started, under a minute); `make test`: all of tests/.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench soak clean
+.PHONY: demo test test-fast lint typecheck bench soak clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,7 +23,10 @@ demo: $(STAMP)
 	$(PY) -m tritongen.examples.demo
 
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=15
+
+test-fast: $(STAMP)
+	$(PY) -m pytest tests/unit
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check tritongen templates tests benchmarks

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -16,40 +15,37 @@ from tests.conftest import run_cli
 from tests.onnx_models import (
     child_killed_at_batch_8,
     even_batches_only,
-    fake_point,
     mlp,
     unrunnable,
     write_spec,
 )
-from tritongen.errors import ProfileError, SpecError
-from tritongen.profile.cache import PointCache, PointKey
+from tests.unit import test_profile_parts as unit_half
+from tritongen.errors import ProfileError
 from tritongen.profile.children import run_in_child
 from tritongen.profile.concurrency import instances_together
 from tritongen.profile.profile import Profile, load_profile
 from tritongen.profile.profiler import (
-    default_batch_sizes,
-    parse_batch_sizes,
-    point_seconds,
     profile_ensemble,
     require_measured,
 )
-from tritongen.profile.runtime import check_providers, session_settings
+from tritongen.profile.runtime import session_settings
 from tritongen.profile.worker import (
     ConcurrencyPoint,
     Failure,
-    GpuProcessMemory,
     InputFeed,
     Job,
-    JobFailure,
     Message,
     Point,
-    run_job,
 )
 from tritongen.spec.devices import Device, Inventory, detect_cpu
 from tritongen.spec.ensemble import load_spec
 from tritongen.spec.members import Ensemble, load_ensemble
 
-ROOT = Path(__file__).resolve().parents[1]
+models = unit_half.models  # a fixture the unit half of this file shares
+
+pytestmark = pytest.mark.subprocess
+
+ROOT = Path(__file__).resolve().parents[2]
 BUDGET_S = 1.0  # whole profile: a few ms of timing per point
 CPU = Device(id="cpu", kind="cpu", device_class="cpu", memory_bytes=2**33, cores=2)
 
@@ -85,16 +81,6 @@ def ensemble_of(folder: Path, members: dict[str, Path], max_batch_size: int = 8)
 def profile(ensemble: Ensemble, cache: Path, **options: Any) -> Profile:
     options = {"budget_s": BUDGET_S, "progress": False, "cache_dir": cache, **options}
     return profile_ensemble(ensemble, Inventory((CPU,)), **options)
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("models")
-    return {
-        "small": mlp(folder / "small.onnx", [64, 16, 10]),
-        "large": mlp(folder / "large.onnx", [64, 1536, 1536, 10], seed=1),
-        "fixed": mlp(folder / "fixed.onnx", [64, 32, 10], batch=1, seed=2),
-    }
 
 
 @pytest.fixture(scope="module")
@@ -249,25 +235,6 @@ def test_gpu_class_missing_here_is_skipped_not_guessed(
     }
 
 
-def test_gpu_job_on_onnxruntime_without_cuda_fails_with_the_fix(
-    models: dict[str, Path],
-) -> None:
-    job = Job(
-        model_path=str(models["small"]),
-        inputs=(InputFeed("x", "float32", (64,)),),
-        batches=(1,),
-        settings=session_settings("gpu", 1, gpu_index=0),
-        kind="gpu",
-        gpu_index=0,
-    )
-    messages: list[Message] = []
-    run_job(job, messages.append, nvml=FakeNvml(device_used=[100], processes=[]))
-    (failure,) = messages
-    assert isinstance(failure, JobFailure)
-    assert "CUDAExecutionProvider is not available" in failure.reason
-    assert "onnxruntime-gpu" in failure.reason
-
-
 # ------------------------------------------------------------------ the child process
 
 
@@ -287,13 +254,24 @@ def test_killed_child_fails_its_batch_and_larger_and_keeps_the_smaller() -> None
 # ------------------------------------------------------------------ the CLI
 
 
+@pytest.fixture(scope="module")
+def cli_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The cache the profile command's runs below share: the serving cost of their one input
+    shape and largest batch (about a minute of perf_analyzer on an embedded tritonserver) is
+    measured by the first of them only."""
+    return tmp_path_factory.mktemp("cli_cache")
+
+
+@pytest.mark.server  # the serving cost is measured on an embedded tritonserver
 @pytest.mark.slow
-def test_cli_writes_profile_and_prints_the_table(models: dict[str, Path], tmp_path: Path) -> None:
+def test_cli_writes_profile_and_prints_the_table(
+    models: dict[str, Path], tmp_path: Path, cli_cache: Path
+) -> None:
     spec = write_spec(tmp_path, {"small": models["small"]}, max_batch_size=4)
     out = tmp_path / "profile.json"
     done = run_cli(
         "profile", str(spec), "-o", str(out), "--batch-sizes", "1,2", "--budget-s", "1",
-        cache=tmp_path,
+        cache=cli_cache,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "Profile (one instance alone)" in done.stdout
@@ -301,8 +279,8 @@ def test_cli_writes_profile_and_prints_the_table(models: dict[str, Path], tmp_pa
     result = load_profile(out)
     assert sorted(result.entries("small", "cpu")) == [1, 2]
     assert result.serving_cost.source == "measured" and result.serving_cost.per_call_s > 0
-    assert list((tmp_path / "tritongen" / "profile").glob("*.json"))
-    assert list((tmp_path / "tritongen" / "serving_cost").glob("*.json"))
+    assert list((cli_cache / "tritongen" / "profile").glob("*.json"))
+    assert list((cli_cache / "tritongen" / "serving_cost").glob("*.json"))
 
 
 def test_cli_corrupt_model_is_one_line_and_exit_2(tmp_path: Path) -> None:
@@ -316,13 +294,17 @@ def test_cli_corrupt_model_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.server  # the serving cost is measured on an embedded tritonserver
 def test_cli_member_that_cannot_load_is_one_line_and_profile_keeps_the_rest(
-    models: dict[str, Path], tmp_path: Path
+    models: dict[str, Path], tmp_path: Path, cli_cache: Path
 ) -> None:
     members = {"small": models["small"], "broken": unrunnable(tmp_path / "broken.onnx", 64, 10)}
-    spec = write_spec(tmp_path, members, max_batch_size=1)
+    spec = write_spec(tmp_path, members, max_batch_size=4)
     out = tmp_path / "profile.json"
-    done = run_cli("profile", str(spec), "-o", str(out), "--budget-s", "1", cache=tmp_path)
+    done = run_cli(
+        "profile", str(spec), "-o", str(out), "--batch-sizes", "1", "--budget-s", "1",
+        cache=cli_cache,
+    )  # fmt: skip
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1
     assert "error: member broken could not be measured on any device" in done.stderr
@@ -340,103 +322,3 @@ def test_cli_bad_batch_sizes_is_one_line_and_exit_2(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------ pure parts
-
-
-def test_default_batch_sizes_are_powers_of_two_and_the_maximum() -> None:
-    assert default_batch_sizes(1) == [1]
-    assert default_batch_sizes(32) == [1, 2, 4, 8, 16, 32]
-    assert default_batch_sizes(48) == [1, 2, 4, 8, 16, 32, 48]
-
-
-def test_parse_batch_sizes_sorts_and_rejects_nonsense() -> None:
-    assert parse_batch_sizes("8, 1,2,2") == [1, 2, 8]
-    with pytest.raises(SpecError):
-        parse_batch_sizes("0,1")
-
-
-def test_budget_scales_the_time_per_point_down_not_up() -> None:
-    assert point_seconds(None, 36) == 0.6
-    assert point_seconds(1000, 36) == 0.6
-    assert 0.02 < point_seconds(20, 36) < 0.6
-    assert point_seconds(0.1, 36) == 0.02
-    with pytest.raises(SpecError):
-        point_seconds(0, 36)
-
-
-def test_cpu_session_uses_the_device_cores_as_intra_op_threads() -> None:
-    settings = session_settings("cpu", 16)
-    assert settings.providers == ("CPUExecutionProvider",)
-    assert settings.describe()["intra_op_threads"] == 16
-    assert settings.describe()["execution_mode"] == "ORT_SEQUENTIAL"
-
-
-def test_gpu_session_uses_cuda_on_its_ordinal_like_the_served_member() -> None:
-    settings = session_settings("gpu", 8, gpu_index=3)
-    (name, options), fallback = settings.providers
-    assert (name, fallback) == ("CUDAExecutionProvider", "CPUExecutionProvider")
-    assert options == {"device_id": 3}
-    assert settings.intra_op_threads == 1
-
-
-def test_check_providers_refuses_a_silent_fallback_to_the_cpu() -> None:
-    requested = session_settings("gpu", 1, 0).providers
-    check_providers(requested, ["CUDAExecutionProvider", "CPUExecutionProvider"])
-    with pytest.raises(RuntimeError, match="onnxruntime-gpu"):
-        check_providers(requested, ["CPUExecutionProvider"])
-
-
-class FakeNvml:
-    """What GpuProcessMemory reads from pynvml: device memory in use, and per-process use."""
-
-    def __init__(self, device_used: list[int], processes: list[SimpleNamespace]) -> None:
-        self.device_used = device_used  # successive readings
-        self.processes = processes
-
-    def nvmlDeviceGetHandleByIndex(self, index: int) -> str:
-        return f"handle{index}"
-
-    def nvmlDeviceGetMemoryInfo(self, handle: str) -> SimpleNamespace:
-        used = self.device_used.pop(0) if len(self.device_used) > 1 else self.device_used[0]
-        return SimpleNamespace(used=used, total=2**34)
-
-    def nvmlDeviceGetComputeRunningProcesses(self, handle: str) -> list[SimpleNamespace]:
-        return self.processes
-
-
-def test_gpu_memory_is_the_process_figure_when_nvml_lists_our_pid() -> None:
-    nvml = FakeNvml(
-        device_used=[1_000, 9_000_000],
-        processes=[
-            SimpleNamespace(pid=41, usedGpuMemory=123),
-            SimpleNamespace(pid=42, usedGpuMemory=700_000_000),
-        ],
-    )
-    assert GpuProcessMemory(nvml, index=0, pid=42).growth() == 700_000_000
-
-
-def test_gpu_memory_falls_back_to_the_device_growth_when_our_pid_is_hidden() -> None:
-    nvml = FakeNvml(device_used=[1_000_000, 501_000_000], processes=[])
-    assert GpuProcessMemory(nvml, index=0, pid=42).growth() == 500_000_000
-
-
-def test_cache_ignores_points_timed_shorter_than_asked(tmp_path: Path) -> None:
-    cache = PointCache(tmp_path)
-    key = PointKey("abc", "cpu", "1.0", batch=4, threads=2)
-    cache.put(key, replace(fake_point(4, threads=2), point_s=0.1))
-    assert cache.get(key, min_point_s=0.1) == replace(fake_point(4, threads=2), point_s=0.1)
-    assert cache.get(key, min_point_s=0.6) is None
-    assert cache.get(replace(key, threads=1), min_point_s=0.1) is None
-
-
-def test_cache_treats_a_damaged_file_as_a_miss(tmp_path: Path) -> None:
-    cache = PointCache(tmp_path)
-    key = PointKey("abc", "cpu", "1.0", batch=4, threads=2)
-    (tmp_path / key.filename).write_text("{not json")
-    assert cache.get(key, min_point_s=0.0) is None
-
-
-def test_cache_dir_follows_xdg_cache_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from tritongen.profile.cache import default_cache_dir
-
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    assert default_cache_dir() == tmp_path / "tritongen" / "profile"

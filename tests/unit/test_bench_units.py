@@ -1,10 +1,9 @@
 """The benchmark's configurations, bound, report and the Model-Analyzer-style hill climb,
-on synthetic profiles and measurements; and what a served measurement records, on the
-embedded server."""
+on synthetic profiles and measurements (what a served measurement records:
+integration/test_bench_served.py)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,6 @@ import pytest
 from tests.conftest import spec_data, write_spec
 from tritongen.bench.compare import (
     BenchReport,
-    ServedMeasurer,
     batch_only_plan,
     cpu_bound,
     naive_plan,
@@ -22,7 +20,7 @@ from tritongen.bench.perf import PerfPoint, served_batches
 from tritongen.errors import TritongenError
 from tritongen.plan.plan import Plan
 from tritongen.profile.profile import Profile, ProfileEntry
-from tritongen.spec.devices import Device, Inventory, detect_devices
+from tritongen.spec.devices import Device, Inventory
 from tritongen.spec.ensemble import load_spec
 from tritongen.spec.members import Ensemble, load_ensemble
 
@@ -152,28 +150,3 @@ def test_served_batches_are_samples_over_executions_between_two_snapshots() -> N
         ("nv_inference_exec_count", "idle"): 0.0,
     }
     assert served_batches(before, after) == {"a": 4.0, "b": 1.0}
-
-
-def test_served_measurer_records_the_batches_each_model_executed(
-    ensemble: Ensemble, tmp_path: Path
-) -> None:
-    inventory = detect_devices()
-    batching = Plan(
-        allocation={m.name: {"cpu": 1} for m in ensemble.members},
-        batch_size={m.name: 8 for m in ensemble.members},
-        threads={m.name: 1 for m in ensemble.members},
-        queue_delay_us={m.name: 2000 for m in ensemble.members},
-    )
-    alone = replace(batching, dynamic_batching=False)
-    measurer = ServedMeasurer(ensemble, inventory, tmp_path, concurrencies=[16], interval_ms=500)
-
-    (batched,) = measurer.points(batching)
-    (unbatched,) = measurer.points(alone)
-
-    members = {m.name for m in ensemble.members}
-    assert members <= set(batched.batches) and members <= set(unbatched.batches)
-    # without a batcher every request is a call; with one, 16 in flight and a 2 ms queue
-    # delay, calls carry several requests, never more than the preferred 8
-    assert all(unbatched.batches[m] == 1.0 for m in members)
-    assert all(1.5 < batched.batches[m] <= 8.0 for m in members)
-    assert batched.runnable is not None and batched.runnable >= 0

@@ -12,6 +12,8 @@ import pytest
 from tests.conftest import ROOT
 from tritongen.spec.devices import detect_devices
 
+pytestmark = pytest.mark.subprocess
+
 
 def test_without_a_gpu_the_check_stops_at_its_preflight_in_one_line(tmp_path: Path) -> None:
     if any(d.kind == "gpu" for d in detect_devices().devices):

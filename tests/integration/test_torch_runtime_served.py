@@ -1,6 +1,6 @@
 """PyTorch members served by torch (`runtime: torch`) on a real tritonserver, on the CPU:
 answers equal torch in eager mode for the vision example, a member of two integer inputs and a
-group of torch members; a member that cannot be served by torch is refused in one line."""
+group of torch members (tests/unit/test_torch_runtime.py: what is refused)."""
 
 from __future__ import annotations
 
@@ -15,15 +15,16 @@ import torch
 from tests.conftest import write_spec
 from tests.multi_models import torch_members
 from tests.onnx_factory import FEATURES
-from tritongen.errors import RenderError, SpecError
 from tritongen.examples import vision
 from tritongen.plan.plan import Group, Plan
-from tritongen.render.repository import RenderTarget, render_repository
+from tritongen.render.repository import render_repository
 from tritongen.serve.client import EnsembleClient
 from tritongen.serve.server import EmbeddedServer
 from tritongen.spec.devices import detect_devices
 from tritongen.spec.ensemble import load_spec
 from tritongen.spec.members import Ensemble, load_ensemble
+
+pytestmark = pytest.mark.server
 
 TOKENS, VOCABULARY = 7, 20
 POOL_MODULE = f"""
@@ -120,7 +121,6 @@ def _mean_softmax(logits: list[torch.Tensor]) -> np.ndarray:
     return np.mean([torch.softmax(t, -1).numpy() for t in logits], axis=0)
 
 
-@pytest.mark.server
 @pytest.mark.parametrize("model", ["small", "small_group"])
 def test_torchscript_and_function_members_served_by_torch_answer_as_torch_eager(
     torch_server: EmbeddedServer, torch_repository: Path, model: str
@@ -137,7 +137,6 @@ def test_torchscript_and_function_members_served_by_torch_answer_as_torch_eager(
         np.testing.assert_allclose(client.infer(batch), expected, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.server
 def test_members_of_two_integer_inputs_served_by_torch_answer_as_torch_eager(
     torch_server: EmbeddedServer,
 ) -> None:
@@ -157,7 +156,6 @@ def test_members_of_two_integer_inputs_served_by_torch_answer_as_torch_eager(
     np.testing.assert_allclose(got, _mean_softmax(outputs), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.server
 def test_the_vision_example_served_by_torch_answers_as_torch_eager(
     torch_server: EmbeddedServer, torch_repository: Path
 ) -> None:
@@ -171,24 +169,3 @@ def test_the_vision_example_served_by_torch_answers_as_torch_eager(
     # batch runs other kernels than this one: probabilities agree to a few 1e-4.
     np.testing.assert_allclose(got, expected, atol=2e-3)
     np.testing.assert_array_equal(got.argmax(-1), expected.argmax(-1))
-
-
-def test_an_onnx_member_asked_to_run_on_torch_is_refused_in_one_line(tmp_path: Path) -> None:
-    (tmp_path / "m.onnx").write_bytes(b"")
-    spec = {"name": "e", "members": [{"name": "m", "model": "m.onnx", "runtime": "torch"}]}
-    with pytest.raises(SpecError, match="runtime: torch is for PyTorch members") as raised:
-        load_spec(write_spec(tmp_path, spec))
-    assert "\n" not in str(raised.value)
-
-
-def test_the_docker_target_refuses_members_served_by_torch(tmp_path: Path) -> None:
-    torch_members(tmp_path)
-    ensemble = _ensemble(tmp_path, "t", [_torch_member("script", "scripted.pt", [FEATURES])])
-    with pytest.raises(RenderError, match="served by torch"):
-        render_repository(
-            ensemble,
-            _plan(ensemble),
-            detect_devices(),
-            tmp_path / "out",
-            target=RenderTarget.docker,
-        )

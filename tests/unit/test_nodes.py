@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.synthetic import gpu
-from tests.test_planner import assert_valid, entry
+from tests.unit.test_planner import assert_valid, entry
 from tritongen.errors import PlanError, SpecError
 from tritongen.plan.plan import Plan
 from tritongen.plan.search import make_plan

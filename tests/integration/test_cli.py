@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.conftest import ROOT, assert_one_line_error, run_cli, spec_data, write_spec
+from tests.conftest import assert_one_line_error, run_cli, spec_data, write_spec
+
+pytestmark = pytest.mark.subprocess
 
 
 def test_build_writes_repository_and_plan(tmp_path: Path, member_models: list[Path]) -> None:
@@ -80,17 +81,6 @@ def test_infer_without_server_exits_2(tmp_path: Path) -> None:
 
 def test_serve_missing_repository_exits_2(tmp_path: Path) -> None:
     assert_one_line_error(run_cli("serve", str(tmp_path / "nowhere")), "no such model repository")
-
-
-def test_docker_compose_serves_the_repository_on_gpus_with_a_healthcheck() -> None:
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    service = compose["services"]["tritonserver"]
-    assert service["image"] == "nvcr.io/nvidia/tritonserver:24.10-py3"
-    assert "./model_repository:/models:ro" in service["volumes"]
-    assert {p.split(":")[-1] for p in service["ports"]} == {"8000", "8001", "8002"}
-    assert all(p.startswith("127.0.0.1:") for p in service["ports"])
-    assert service["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
-    assert "/v2/health/ready" in " ".join(service["healthcheck"]["test"])
 
 
 @pytest.mark.parametrize("command", ["build", "serve", "infer", "devices", "profile", "plan"])

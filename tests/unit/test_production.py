@@ -9,17 +9,9 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import functools
-import hashlib
 import json
-import os
 import re
-import shutil
-import subprocess
 import sys
-import tarfile
-import threading
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import jsonschema
@@ -29,7 +21,7 @@ import yaml
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from tests.conftest import ROOT, assert_one_line_error, run_cli, spec_data, write_spec
+from tests.conftest import ROOT, spec_data, write_spec
 from tritongen.errors import DeployError, SpecError
 from tritongen.plan.plan import Plan
 from tritongen.render.k8s import (
@@ -44,7 +36,7 @@ from tritongen.spec.devices import Device, Inventory
 from tritongen.spec.ensemble import load_spec
 from tritongen.spec.members import Ensemble, load_ensemble
 
-SCHEMAS = Path(__file__).resolve().parent / "schemas"
+SCHEMAS = ROOT / "tests" / "schemas"
 GPUS = Inventory(
     (
         Device("cpu", "cpu", "cpu", 64 * 2**30, cores=16),
@@ -237,14 +229,32 @@ def test_compose_schema_rejects_a_misspelt_gpu_reservation() -> None:
     assert not _compose_validator().is_valid(compose)
 
 
-def test_docker_compose_exposes_metrics_restarts_and_keeps_tensorrt_engines() -> None:
+def test_docker_compose_runs_the_server_the_kubernetes_deployment_runs(
+    tmp_path: Path, docker_repo: Path
+) -> None:
+    """Compose and Kubernetes serve a `build --target docker` repository alike: one image and
+    command, the ports that command opens (published on loopback only), the same readiness
+    check, the repository mounted where the command reads it, the GPUs, and restarts."""
+    manifests = _manifests(render_manifests(docker_repo, tmp_path / "d", K8sOptions())[0].parent)
+    container = _container(manifests)
     service = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["tritonserver"]
-    assert "--metrics-port=8002" in service["command"]
-    assert "--allow-metrics=true" in service["command"]
-    assert service["restart"] == "unless-stopped"
-    assert f"trt-engines:{TRT_CACHE_DIR}" in service["volumes"]
-    device = service["deploy"]["resources"]["reservations"]["devices"][0]
-    assert device["driver"] == "nvidia" and device["count"] == "all"
+
+    assert (service["image"], service["command"]) == (container["image"], container["args"])
+    published = [p.split(":") for p in service["ports"]]
+    assert {host for host, _, _ in published} == {"127.0.0.1"}
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert {int(inside) for _, _, inside in published} == set(ports.values())
+    ready = container["readinessProbe"]["httpGet"]
+    assert f"localhost:{ports[ready['port']]}{ready['path']}" in " ".join(
+        service["healthcheck"]["test"]
+    )
+    (repository,) = [
+        a.split("=", 1)[1] for a in service["command"] if a.startswith("--model-repository=")
+    ]
+    assert repository in {v.split(":")[1] for v in service["volumes"]}
+    (device,) = service["deploy"]["resources"]["reservations"]["devices"]
+    assert "gpu" in device["capabilities"]
+    assert service["restart"] in {"always", "unless-stopped", "on-failure"}
 
 
 # -- Kubernetes manifests against Kubernetes' schemas -----------------------------------------
@@ -370,57 +380,6 @@ def test_init_container_downloads_the_repository_into_the_models_volume(
     assert {v["name"]: v for v in pod["volumes"]}["models"] == {"name": "models", "emptyDir": {}}
 
 
-def _run_init_container(
-    deployment: dict, archive: Path, models: Path
-) -> subprocess.CompletedProcess[str]:
-    """The init container's command, run here by sh against a loopback HTTP server that
-    serves `archive` (wget and sha256sum stand in for busybox's)."""
-    (init,) = deployment["spec"]["template"]["spec"]["initContainers"]
-    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(archive.parent))
-    with ThreadingHTTPServer(("127.0.0.1", 0), handler) as http:
-        threading.Thread(target=http.serve_forever, daemon=True).start()
-        env = {e["name"]: e["value"] for e in init["env"]}
-        env |= {
-            "REPOSITORY_URL": f"http://127.0.0.1:{http.server_address[1]}/{archive.name}",
-            "MODELS_DIR": str(models),
-            "PATH": os.environ["PATH"],
-        }
-        try:
-            return subprocess.run(init["command"], env=env, capture_output=True, text=True)
-        finally:
-            http.shutdown()
-
-
-@pytest.mark.skipif(shutil.which("wget") is None, reason="needs wget to stand in for busybox's")
-def test_init_container_unpacks_only_the_archive_of_the_given_sha256(
-    tmp_path: Path, docker_repo: Path
-) -> None:
-    archive = tmp_path / "served" / "repository.tar.gz"
-    archive.parent.mkdir()
-    with tarfile.open(archive, "w:gz") as tar:
-        tar.add(docker_repo, arcname=".")
-    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
-    options = K8sOptions(
-        source=RepositorySource.init, repository_url="https://h/r.tgz", repository_sha256=(digest,)
-    )
-    deployment = _manifests(render_manifests(docker_repo, tmp_path / "d", options)[0].parent)[
-        "deployment.yaml"
-    ]
-    good = tmp_path / "good"
-    good.mkdir()
-    assert _run_init_container(deployment, archive, good).returncode == 0
-    assert (good / "ens" / "config.pbtxt").is_file() and (good / "plan.json").is_file()
-    assert sorted(p.name for p in good.iterdir()) == sorted(p.name for p in docker_repo.iterdir())
-
-    with tarfile.open(archive, "w:gz") as tar:  # the same URL now serves something else
-        tar.add(docker_repo / "plan.json", arcname="plan.json")
-    tampered = tmp_path / "tampered"
-    tampered.mkdir()
-    result = _run_init_container(deployment, archive, tampered)
-    assert result.returncode != 0 and "sha256 differs" in result.stderr
-    assert list(tampered.iterdir()) == []
-
-
 @pytest.mark.parametrize(
     ("hashes", "message"),
     [
@@ -471,33 +430,6 @@ def test_default_name_is_a_dns_label() -> None:
 
 
 # -- the `tritongen k8s` command --------------------------------------------------------------
-
-
-def test_k8s_command_writes_manifests(tmp_path: Path, docker_repo: Path) -> None:
-    result = run_cli("k8s", str(docker_repo), "-o", str(tmp_path / "deploy"), "--name", "digits")
-    assert result.returncode == 0, result.stderr
-    manifests = _manifests(tmp_path / "deploy")
-    assert manifests["service.yaml"]["metadata"]["name"] == "digits"
-
-
-def test_k8s_command_errors_are_one_line_with_exit_2(
-    tmp_path: Path, docker_repo: Path, member_models: list[Path]
-) -> None:
-    out = str(tmp_path / "deploy")
-    assert_one_line_error(
-        run_cli("k8s", str(tmp_path / "none"), "-o", out), "no such model repository"
-    )
-    (tmp_path / "foreign").mkdir()
-    assert_one_line_error(run_cli("k8s", str(tmp_path / "foreign"), "-o", out), "not written by")
-    (docker_repo / "plan.json").unlink()
-    assert_one_line_error(run_cli("k8s", str(docker_repo), "-o", out), "plan.json: missing")
-    ensemble = _ensemble(tmp_path, member_models)
-    embedded = render_repository(ensemble, GPU_PLAN, GPUS, tmp_path / "embedded")
-    assert_one_line_error(run_cli("k8s", str(embedded), "-o", out), "--target docker")
-    bad_options = ["--repository-source", "init"]
-    assert_one_line_error(run_cli("k8s", str(embedded), *bad_options), "--repository-url")
-    assert_one_line_error(run_cli("k8s", str(embedded), "--name", "Bad_Name"), "--name")
-    assert not Path(out).exists()
 
 
 # -- a repository built across nodes -----------------------------------------------------------

@@ -10,6 +10,8 @@ from tritongen.plan.optimum import best_placement
 from tritongen.plan.problem import build_problem
 from tritongen.plan.search import plan_from_candidate
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize("seed", [1, 2, 3, 5, 8])
 def test_milp_optimum_equals_exhaustive_search_on_tiny_instances(seed: int) -> None:

@@ -78,7 +78,9 @@ def fault_server(
             if model.is_dir() and not (repository / model.name).exists():
                 model.rename(repository / model.name)
     write_slow_wrapper(repository / "slow" / "1")
-    with EmbeddedServer(repository, ready_timeout_s=300) as running:
+    # A killed member leaves requests Triton waits for when it stops (30 s by default).
+    quick_exit = ("--exit-timeout-secs=5",)
+    with EmbeddedServer(repository, ready_timeout_s=300, extra_args=quick_exit) as running:
         yield running
 
 

@@ -15,6 +15,8 @@ import torch
 from tritongen.spec.ensemble import load_spec
 from tritongen.spec.members import load_ensemble
 
+pytestmark = pytest.mark.slow  # exports torch modules to ONNX: seconds each
+
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 

@@ -14,10 +14,9 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from tests.conftest import merge_into, spec_data, write_spec
+from tests.conftest import assert_one_line_error, merge_into, run_cli, spec_data, write_spec
 from tests.onnx_factory import FEATURES, member_outputs, reference_combine
-from tests.test_cli import assert_one_line_error, run_cli
-from tests.test_production import _imported_modules
+from tests.unit.test_production import _imported_modules
 from tritongen.errors import ServerError, SpecError
 from tritongen.examples.digits import write_example
 from tritongen.plan.plan import default_plan

@@ -17,9 +17,8 @@ from tests.onnx_factory import CLASSES, FEATURES, linear_model
 from tritongen.bench.serving_cost import _stand_in_onnx
 from tritongen.errors import SpecError
 from tritongen.plan.plan import default_plan
-from tritongen.profile.profiler import profile_ensemble
 from tritongen.render.repository import Combiner, render_repository
-from tritongen.spec.devices import Device, Inventory, detect_devices
+from tritongen.spec.devices import detect_devices
 from tritongen.spec.ensemble import load_spec
 from tritongen.spec.members import Ensemble, load_ensemble
 from tritongen.spec.values import Fill
@@ -239,30 +238,6 @@ def test_a_remote_member_with_several_inputs_is_refused_at_render(tmp_path: Path
 
 
 # ---------------------------------------------------------------------------- profiling
-
-
-def test_profile_feeds_every_input_at_the_declared_shape(tmp_path: Path) -> None:
-    """The dynamic member only runs at its declared width (its weights are 16 rows), and the
-    token member only with both its inputs: an entry for every batch proves both."""
-    dynamic = dynamic_model(tmp_path / "d.onnx", 1)
-    ids = token_model(tmp_path / "ids.onnx", 2)
-    cpu = Device(id="cpu", kind="cpu", device_class="cpu", memory_bytes=2**33, cores=1)
-    for member, shapes in (
-        (_member("d", dynamic, profile_shape=[FEATURES]), {"d": {"x": [FEATURES]}}),
-        (_member("ids", ids), {"ids": {"input_ids": [TOKENS], "attention_mask": [TOKENS]}}),
-    ):
-        ensemble = _ensemble(tmp_path, [member])
-        profile = profile_ensemble(
-            ensemble,
-            Inventory((cpu,)),
-            batch_sizes=[1, 4],
-            budget_s=0.5,
-            progress=False,
-            cache_dir=tmp_path / "cache",
-        )
-        name = member["name"]
-        assert profile.extra["input_shapes"] == shapes
-        assert sorted(profile.entries(name, "cpu")) == [1, 4], profile.skipped
 
 
 @pytest.mark.parametrize(
