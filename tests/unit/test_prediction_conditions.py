@@ -4,8 +4,8 @@ and a client on this host, at saturation and at each concurrency up to it."""
 from __future__ import annotations
 
 import pytest
-from tests.test_serving_model import cpu, cpu_profile
 
+from tests.unit.test_serving_model import cpu, cpu_profile
 from tritongen.bench.compare import BenchReport
 from tritongen.bench.perf import PerfPoint
 from tritongen.plan.conditions import predicted_at

@@ -21,15 +21,14 @@ from tritongen.profile.profiler import (
     parse_batch_sizes,
     point_seconds,
 )
+from tritongen.profile.runtime import check_providers, session_settings
 from tritongen.profile.worker import (
     GpuProcessMemory,
     InputFeed,
     Job,
     JobFailure,
     Message,
-    check_providers,
     run_job,
-    session_settings,
 )
 
 
