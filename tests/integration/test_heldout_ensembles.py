@@ -17,7 +17,7 @@ from tritongen.spec.members import load_ensemble
 
 pytestmark = pytest.mark.slow  # exports torch modules to ONNX: seconds each
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 def generator():  # type: ignore[no-untyped-def]

@@ -5,8 +5,6 @@ sessions, which the image's Python lacks): for that target the members are plann
 
 from __future__ import annotations
 
-import ast
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from tests.conftest import spec_data, write_spec
+from tests.unit.test_production import ALLOWED_IMPORTS, _imported_modules
 from tritongen.errors import RenderError, SpecError
 from tritongen.pipeline import shape_for
 from tritongen.plan.problem import Shape
@@ -26,7 +25,6 @@ from tritongen.spec.members import Ensemble, load_ensemble
 
 CPU = Inventory((Device("cpu", "cpu", "cpu", 8 * 2**30, cores=4),))
 NGC_PLATFORMS = {"onnxruntime_onnx", "ensemble"}  # what the NGC image runs natively
-NGC_PYTHON = {"numpy", "triton_python_backend_utils", *sys.stdlib_module_names}
 
 
 def _profile(names: list[str]) -> Profile:
@@ -42,16 +40,6 @@ def _profile(names: list[str]) -> Profile:
 
 def _ensemble(tmp_path: Path, member_models: list[Path]) -> Ensemble:
     return load_ensemble(load_spec(write_spec(tmp_path, spec_data(member_models))))
-
-
-def _imports(source: Path) -> set[str]:
-    found = set()
-    for node in ast.walk(ast.parse(source.read_text())):
-        if isinstance(node, ast.Import):
-            found |= {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            found.add(node.module.split(".")[0])
-    return found
 
 
 def test_the_default_cpu_plan_groups_members_but_not_for_the_docker_target(
@@ -70,7 +58,7 @@ def test_the_default_cpu_plan_groups_members_but_not_for_the_docker_target(
         assert config.platform in NGC_PLATFORMS or config.backend == "python", config.name
     for source in repo.rglob("*.py"):
         siblings = {p.stem for p in source.parent.glob("*.py")}
-        foreign = _imports(source) - NGC_PYTHON - siblings
+        foreign = _imported_modules(source) - ALLOWED_IMPORTS - siblings
         assert not foreign, f"{source.relative_to(repo)} imports {sorted(foreign)}"
 
 
