@@ -38,8 +38,10 @@ from tritongen.spec.devices import Inventory, cpu_model_name, detect_devices
 from tritongen.spec.ensemble import Spec, load_spec
 from tritongen.spec.members import Ensemble, load_ensemble
 
-OUT = Path(__file__).resolve().parent
-ROOT = OUT.parent
+ROOT = Path(__file__).resolve().parent.parent
+# Reports go beside the scripts; on the GPU machine, where a run's files come back from $OUT,
+# there.
+OUT = Path(os.environ.get("OUT") or ROOT / "benchmarks")
 # The fewest trials a quoted figure rests on: with fewer there is no spread to report.
 TRIALS = 3
 LEVELS = [1, 8, 32, 64]

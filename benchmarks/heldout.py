@@ -11,8 +11,9 @@ it (a client on this host), p50 at one request in flight and p99 at the predicte
 `--cores N` re-runs the script under `taskset -c 0-(N-1)`: profile, plan, tritonserver and
 perf_analyzer (whose CPU the serving cost measures as the client's) all share those cores.
 `--budget-s S` starts no further ensemble once the next would end past S seconds; `--small`
-profiles batch sizes 1, 4, 16 only and serves 1, 2 and the saturating level (at most 16) for
-1.5 s each (`--quick`: `--small` on one two-member development seed).
+profiles batch sizes 1, 4, 16 only and serves 1, 2 and the saturating level (at most 64) for
+1.5 s each (`--quick`: `--small` on one two-member development seed). `--cpu-only` leaves a
+GPU machine's GPUs out (its CPU checked alone); reports go to $OUT when it is set.
 `--replay FILE --scale NAME=FACTOR` predicts a recorded run's plans again with one setting of
 the serving model scaled (IN_FLIGHT, PARALLEL_MEMBERS_COST_S, PARALLEL_MEMBERS_GAIN, or tail:
 the serving cost's measured p99/mean), for the sensitivity docs/SERVING.md asks of a setting;
@@ -47,7 +48,7 @@ from tritongen.plan.conditions import levels_up_to, predicted_at, with_figures
 from tritongen.plan.plan import Plan
 from tritongen.plan.search import make_plan
 from tritongen.profile.profile import Profile
-from tritongen.spec.devices import cpu_model_name, detect_devices, load_inventory
+from tritongen.spec.devices import Inventory, cpu_model_name, detect_devices, load_inventory
 from tritongen.spec.ensemble import load_spec
 from tritongen.spec.members import load_ensemble
 
@@ -63,15 +64,17 @@ def measure_ensemble(seed: int, workdir: Path, args: argparse.Namespace) -> dict
     spec_path, family = write_ensemble(seed, workdir / str(seed), args.quick, args.max_members)
     spec = load_spec(spec_path)
     ensemble, inventory = load_ensemble(spec), detect_devices()
+    if args.cpu_only and inventory.cpu is not None:  # a GPU machine's CPU, checked alone
+        inventory = Inventory((inventory.cpu,))
     batches = (1, 4, 16) if args.small else None
     profile, serving, profile_s = measure_profile(
         ensemble, inventory, use_cache=False, batch_sizes=batches
     )
     plan = make_plan(spec, inventory, profile, parallel_members=args.parallel_members)
-    saturating = int(plan.extra["predicted_concurrency_local_client"])
-    levels = sorted(set(levels_up_to(min(saturating, MAX_LEVEL))) | {min(saturating, MAX_LEVEL)})
-    if args.small:
-        levels = sorted({1, 2, min(saturating, 16)})
+    saturating = saturating_level(plan)
+    levels = levels_up_to(saturating)
+    if args.small:  # fewer levels, the saturating one always: the figure it checks is there
+        levels = sorted({1, 2, saturating})
     report = run_bench(
         ensemble, inventory, profile, bench_plans(ensemble, inventory, profile, plan),
         concurrencies=levels, interval_ms=int(args.duration_s * 1000), rounds=args.rounds,
@@ -88,6 +91,11 @@ def measure_ensemble(seed: int, workdir: Path, args: argparse.Namespace) -> dict
         "seconds": round(time.perf_counter() - started, 1),
     }
     return document
+
+
+def saturating_level(plan: Plan) -> int:
+    """The requests in flight plan.json says saturate it (a client on this host), as measured."""
+    return min(int(plan.extra["predicted_concurrency_local_client"]), MAX_LEVEL)
 
 
 def level_rows(document: dict[str, Any]) -> list[dict[str, Any]]:
@@ -121,15 +129,20 @@ def ensemble_summary(document: dict[str, Any]) -> dict[str, Any]:
     at = str(plan.extra["predicted_concurrency_local_client"])
     served_at = document["configs"]["tritongen"]["concurrency"].get(at)
     p99 = served_at["p99_ms"] / plan.extra["predicted_p99_ms_local_client"] if served_at else None
-    saturated = predicted_at(plan, 10**6)
-    best = document["configs"]["tritongen"]["best_throughput"]
+    level = saturating_level(plan)
+    saturated = predicted_at(plan, level)
+    served_saturated = document["configs"]["tritongen"]["concurrency"].get(str(level))
     return {
         "seed": document["seed"],
         "family": document["family"],
         "members": len(plan.allocation),
         "cheapest_ms": min(document["costs_ms"].values()),
         "dearest_ms": max(document["costs_ms"].values()),
-        "at_saturation": best / saturated[0] if saturated else None,
+        "at_saturation": (
+            served_saturated["throughput"] / saturated[0]
+            if saturated and served_saturated
+            else None
+        ),
         "levels": ratios,
         "p99_ratio": p99,
         "vs_baselines_min": min(vs_baselines),
@@ -160,10 +173,11 @@ def ensemble_table(document: dict[str, Any]) -> list[str]:
                 f"| {p['p50_ms']:.2f} | {p['p99_ms']:.2f} |"
             )
     p99 = "not measured" if s["p99_ratio"] is None else f"{s['p99_ratio']:.2f}"
+    sat = "not measured" if s["at_saturation"] is None else f"{s['at_saturation']:.2f}"
     return [
         *lines,
         "",
-        f"tritongen at its best level / saturated figure: {s['at_saturation']:.2f}; p99 at the "
+        f"tritongen at the saturating level / predicted there: {sat}; p99 at the "
         f"predicted concurrency served/predicted: {p99}; tritongen / best baseline, worst level: "
         f"{s['vs_baselines_min']:.2f}; p50 at 1 / best baseline's: "
         f"{s['p50_at_1_vs_baselines']:.2f}; of bound: {s['of_bound']:.2f}",
@@ -186,7 +200,7 @@ def overall(documents: list[dict[str, Any]]) -> list[str]:
         f"- served/predicted (tritongen, every level): median |error| "
         f"{statistics.median(errors):.3f}, worst {max(errors):.3f}; within 0.90–1.10: "
         f"{band([e + 1 for e in errors], 0.1)}, 0.80–1.20: {band([e + 1 for e in errors], 0.2)}",
-        f"- at saturation (best level / predicted_throughput_local_client): "
+        f"- at the saturating level (served / predicted there, a client on this host): "
         f"{', '.join(f'{r:.2f}' for r in saturated)}; within 0.90–1.10: "
         f"{band(saturated, 0.1)}, 0.80–1.20: {band(saturated, 0.2)}",
         f"- p99 at the predicted concurrency, served/predicted: "
@@ -263,6 +277,7 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--duration-s", type=float, default=3.0)
+    parser.add_argument("--cpu-only", action="store_true", help="leave this machine's GPUs out")
     parser.add_argument("--development", action="store_true", help="allow DEVELOPMENT_SEEDS")
     parser.add_argument("--out", default="heldout")
     parser.add_argument("--replay", type=Path)

@@ -3,11 +3,15 @@ curve measured at each batch, within the GPU's memory, and a GPU's calls cost it
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from tests.synthetic import gpu
+from tritongen.plan.plan import Plan
 from tritongen.plan.search import make_plan
-from tritongen.profile.profile import Profile, ProfileEntry
+from tritongen.plan.serving_model import predict_plan
+from tritongen.profile.profile import Profile, ProfileEntry, ServingCost
 from tritongen.spec.devices import Device, Inventory
 
 GIB = 2**30
@@ -49,3 +53,40 @@ def test_the_host_cpu_a_gpu_call_takes_bounds_the_prediction() -> None:
 
     assert free.predicted_throughput > 1000.0
     assert dear.predicted_throughput <= 1000.0
+
+
+def _with_stub(profile: Profile, per_call_s: float, per_request_s: float) -> Profile:
+    cost = ServingCost(per_call_s, 0.0, 0.0, "measured", stub_request_s=per_request_s)
+    return Profile(profile.members, extra={"serving_cost": cost.to_json()})
+
+
+def test_an_instance_serves_no_faster_than_its_process_takes_requests_in() -> None:
+    # The GPU does 50,000 samples/s at batch 16 with one instance or two; the Python-backend
+    # process around each instance takes 0.2 ms per request in and out, one call at a time:
+    # one instance serves under 5,000/s, and a second process doubles that though the GPU's
+    # curve is flat.
+    flat = Profile({"net": {"V100-16GB": {16: _entry(50000.0, 50000.0)}}})
+    inventory = Inventory((gpu(0), Device("cpu", "cpu", "cpu", 8 * GIB, cores=16)))
+    free = make_plan(["net"], inventory, flat)
+    dear = make_plan(["net"], inventory, _with_stub(flat, 0.0001, 0.0002))
+
+    assert free.allocation["net"] == {"gpu0": 1}
+    assert free.predicted_throughput == pytest.approx(50000.0, rel=1e-6)
+    assert sum(dear.allocation["net"].values()) >= 2
+    one = predict_plan(
+        replace(dear, allocation={"net": {"gpu0": 1}}), inventory, _with_stub(flat, 1e-4, 2e-4)
+    )
+    assert one.throughput < 5000.0
+    assert dear.predicted_throughput > 1.8 * one.throughput
+
+
+def test_a_fast_plan_gets_combine_step_instances_enough_for_its_rate() -> None:
+    flat = Profile({"net": {"V100-16GB": {16: _entry(50000.0, 50000.0)}}})
+    inventory = Inventory((gpu(0), Device("cpu", "cpu", "cpu", 8 * GIB, cores=16)))
+    plan = make_plan(["net"], inventory, _with_stub(flat, 0.0001, 0.0))
+
+    # each combine-step call of one request costs 0.1 ms: 10,000 requests/s per instance
+    assert plan.predicted_throughput > 10000.0
+    assert plan.combine_instances * 10000.0 >= plan.predicted_throughput
+    assert (plan.combine_instances - 1) * 10000.0 < plan.predicted_throughput
+    assert Plan.from_json(plan.to_json()).combine_instances == plan.combine_instances

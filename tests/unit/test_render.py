@@ -4,6 +4,7 @@ failed build never damages what was there."""
 from __future__ import annotations
 
 import stat
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,14 @@ def test_a_smaller_planned_batch_goes_to_the_batcher_not_to_the_api(
     assert list(mlp.dynamic_batching.preferred_batch_size) == [4]
     assert _config(repo / "ens" / "config.pbtxt").platform == "ensemble"
     assert (repo / "ens" / "1").is_dir()
+
+
+def test_the_combine_step_gets_the_plans_instances(tmp_path: Path, ensemble: Ensemble) -> None:
+    plan = replace(default_plan(ensemble, detect_devices()), combine_instances=3)
+    repo = render_repository(ensemble, plan, detect_devices(), tmp_path / "repo")
+    steps = [p.parent for p in repo.glob("*/1/combine.py")]
+    (step,) = [s for s in steps if (s.parent / "config.pbtxt").is_file() and s.parent.name != "ens"]
+    assert [g.count for g in _config(step.parent / "config.pbtxt").instance_group] == [3]
 
 
 def test_bls_combiner_chunks_requests_by_member_batch(tmp_path: Path, ensemble: Ensemble) -> None:

@@ -274,3 +274,23 @@ def test_a_group_whose_lone_request_would_gain_little_runs_members_one_after_ano
     (group,) = plan.groups.values()
 
     assert not group.parallel_members
+
+
+def test_a_lone_request_waits_for_the_measured_trip_and_its_slowest_member() -> None:
+    # Two members on two cores, 1 ms and 4 ms a sample alone, served separately, one thread
+    # each: alone, a request takes the trip the serving cost measured (3 ms, the hops between
+    # processes) and the slower member, whatever CPU seconds the trip's hops charge.
+    costs = {"a": 0.001, "b": 0.004}
+    profile = cpu_profile(costs)
+    profile.extra["serving_cost"]["path_s"] = 0.003
+    plan = Plan(
+        {m: {"cpu": 1} for m in costs}, {m: 1 for m in costs}, threads={m: 1 for m in costs}
+    )
+    alone = predict_plan(plan, cpu(cores=2), profile).latency_ms
+    cpu_only = profile.extra["serving_cost"] | {"path_s": 0.0}
+    charged = predict_plan(plan, cpu(cores=2), Profile(profile.members, {"serving_cost": cpu_only}))
+
+    slowest_ms = 1000 * 0.004 * (1 + 0.5 / 1)  # cpu_entry's cost at batch 1
+    one_more_request_ms = 0.0  # the cost carries no request_s
+    assert alone == pytest.approx(3.0 + slowest_ms + one_more_request_ms, rel=0.05)
+    assert charged.latency_ms < alone

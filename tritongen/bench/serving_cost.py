@@ -113,6 +113,7 @@ def measure_serving_cost(
             with RunQueue() as run_queue:
                 wired = _cpu_per_request(server, STAND_IN, 1, None, concurrency=loaded)
             whole = _cpu_per_request(server, ENSEMBLE, 1, None, concurrency=loaded)
+            lone = _cpu_per_request(server, ENSEMBLE, 1, None)
         # The same load without dynamic batching: every request is a call of its own, so what
         # tritonserver spends per call (its side of the IPC) is no longer shared by a batch.
         repository = _stand_in_repository(
@@ -140,6 +141,7 @@ def measure_serving_cost(
         server_call_s=_server_call_s(local, alone),
         runnable_per_core=_runnable_per_core(wired, run_queue.mean),
         tail=_tail(wired, loaded),
+        path_s=lone.p50_s,
     )
 
 
@@ -179,6 +181,7 @@ class _PerRequest:
     batch: float = 1.0  # requests per call the batcher formed
     rate: float = 0.0  # requests per second (perf_analyzer's measurement windows)
     p99_s: float = 0.0  # 99th percentile latency (perf_analyzer's)
+    p50_s: float = 0.0  # median latency (perf_analyzer's)
 
     @property
     def total(self) -> float:
@@ -215,7 +218,13 @@ def _cpu_per_request(
     server_s, stub_s, client_s = ((a - b) / requests for a, b in zip(after, before, strict=True))
     calls = _calls(server, model) - calls_before
     return _PerRequest(
-        server_s, stub_s, client_s, requests / max(calls, 1), point.throughput, point.p99_ms / 1000
+        server_s,
+        stub_s,
+        client_s,
+        requests / max(calls, 1),
+        point.throughput,
+        point.p99_ms / 1000,
+        point.p50_ms / 1000,
     )
 
 
@@ -339,6 +348,7 @@ def _read_cache(path: Path) -> ServingCost | None:
             float(data["server_call_s"]),
             float(data["runnable_per_core"]),
             float(data["tail"]),
+            float(data["path_s"]),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -12,6 +12,7 @@ from tritongen.plan.greedy import CostModelEvaluator
 from tritongen.plan.plan import Group, Plan
 from tritongen.plan.problem import Candidate, Problem
 from tritongen.plan.serving_model import ServingModel, runs_members_in_parallel
+from tritongen.plan.serving_units import combine_step_instances
 from tritongen.profile.profile import default_cost
 
 DEFAULT_QUEUE_DELAY_US = 100
@@ -35,6 +36,7 @@ def plan_from_candidate(
         threads=_threads(problem, candidate),
         queue_delay_us=_queue_delays(problem, candidate),
         groups=_groups(problem, candidate),
+        combine_instances=combine_step_instances(prediction.throughput, model.cost),
         extra={
             "model": "serving",
             "serving_cost": model.cost.to_json(),

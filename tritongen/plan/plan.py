@@ -61,6 +61,9 @@ class Plan:
     # Co-located members (group name -> Group). A grouped member's `allocation`, `batch_size`
     # and `threads` repeat its group's, so that readers of those fields keep working.
     groups: dict[str, Group] = field(default_factory=dict)
+    # Instances of the combine step (Triton's ensemble scheduler's last step): each serves one
+    # call at a time, so a fast ensemble needs more than one
+    combine_instances: int = 1
     # What was assumed because something could not be measured (one line each)
     warnings: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)  # baseline, bottleneck, model name...
@@ -90,6 +93,7 @@ class Plan:
             "dynamic_batching": self.dynamic_batching,
             **nodes,
             **({"groups": {n: g.to_json() for n, g in self.groups.items()}} if self.groups else {}),
+            "combine_instances": self.combine_instances,
             **({"warnings": list(self.warnings)} if self.warnings else {}),
             **self.extra,
         }
@@ -113,6 +117,7 @@ class Plan:
             nodes=checked.nodes,
             primary_node=checked.primary_node,
             warnings=tuple(checked.warnings),
+            combine_instances=checked.combine_instances,
             groups={
                 name: Group(
                     members=tuple(g.members),
@@ -165,6 +170,7 @@ class _PlanFile(BaseModel):
     primary_node: Name | None = None
     warnings: list[Annotated[str, Field(max_length=2000)]] = []
     groups: dict[Name, _GroupFile] = {}
+    combine_instances: Annotated[int, Field(strict=True, ge=1, le=64)] = 1
 
 
 def load_plan(path: str | Path) -> Plan:

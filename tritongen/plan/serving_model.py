@@ -38,6 +38,8 @@ from tritongen.plan.serving_units import (
     PARALLEL_MEMBERS_GAIN,
     Unit,
     gpu_host_seconds,
+    gpu_rate,
+    gpu_work_s,
     interpolate,
     parallel_members_saving_s,
     plan_candidate,
@@ -256,17 +258,9 @@ class ServingModel:
                 return min(1.0, curve[k - 1] / (k * curve[0]))
         return 1.0
 
-    def _gpu_rate(self, unit: Unit, d: int) -> float:
-        """Samples/s of the unit's instances on GPU d: the profile's rate of k instances side
-        by side (of one, without concurrency entries); a group's members run one after another."""
-        seconds = 0.0
-        for m, chunk in zip(unit.members, unit.chunks, strict=True):
-            b = self.problem.batch_sizes.index(int(chunk))
-            curve = self.problem.concurrent.get((m, d, b))
-            k = unit.counts[d]
-            rate = curve[min(k, len(curve)) - 1] if curve else float(self.problem.rate[m, d, b])
-            seconds += 1.0 / rate
-        return 1.0 / seconds
+    def _gpu_rate(self, unit: Unit, d: int, batch: float) -> float:
+        """Samples/s of the unit's instances on GPU d at calls of `batch` requests."""
+        return gpu_rate(self.problem, self.cost, unit, d, batch)
 
     # ------------------------------------------------------------------ the LP
 
@@ -325,7 +319,7 @@ class ServingModel:
         threads' share of the `sharing` runnable threads, when spinners crowd the cores)."""
         device = self.problem.devices[d]
         if device.kind != "cpu":
-            return self._gpu_rate(unit, d), 1.0
+            return self._gpu_rate(unit, d, batch), 1.0
         cores = device.cores or 1
         rate = cores / self._cpu_seconds(unit, d, batch)
         return rate, min(1.0, unit.counts[d] * max(1, unit.threads) / (sharing or cores))
@@ -394,28 +388,44 @@ class ServingModel:
         """Wall seconds one call of `batch` samples takes on the unit's first device."""
         d = min(unit.counts)
         if self.problem.devices[d].kind != "cpu":
-            return batch / self._gpu_rate(unit, d)
+            return batch / self._gpu_rate(unit, d, batch)
         compute = batch * self._cpu_seconds(unit, d, batch) / max(1, unit.threads)
         return (compute + self.cost.server_call_s) * stretch
 
     def _alone_latency_s(
         self, units: list[Unit], overhead: float, spinners: dict[int, int]
     ) -> float:
-        """One request alone: its own CPU overhead, then all its units at once; a CPU runs at
-        most `cores` of them at once, and fewer when spinning threads take their share of its
-        cores."""
-        times = [self._alone_call_s(unit) for unit in units]
+        """One request alone: its trip through the server, then all its units at once; a CPU
+        runs at most `cores` of them at once, and fewer when spinning threads take their share
+        of its cores. The trip is the serving cost's measured one where there is one (a request
+        through the ensemble to a member that computes nothing, and one more request per unit
+        beyond the first), the request's CPU seconds otherwise."""
+        cost = self.cost
+        if cost.path_s > 0:
+            trip = cost.path_s + (len(units) - 1) * cost.request_s
+            times = [self._alone_call_s(unit, work_only=True) for unit in units]
+        else:
+            trip, times = overhead, [self._alone_call_s(unit) for unit in units]
         spinning = spinners.get(self._server_cpu, 0)
         crowd = max(1.0, (spinning + len(times)) / self._cores) if spinning else 1.0
-        return overhead + max(max(times) * crowd, sum(times) / self._cores)
+        return trip + max(max(times) * crowd, sum(times) / self._cores)
 
-    def _alone_call_s(self, unit: Unit) -> float:
-        """Wall seconds of one lone one-sample call of `unit`: a group whose members run side by
-        side waits for the slowest (or their sum spread over the cores) and the hand-offs, not
-        for all of them."""
-        seconds = self._call_wall_s(unit, 1.0, 1.0)
+    def _alone_call_s(self, unit: Unit, work_only: bool = False) -> float:
+        """Wall seconds of one lone one-sample call of `unit` (`work_only`: its members' work
+        without the call's own cost, which the measured trip holds): a group whose members run
+        side by side waits for the slowest (or their sum spread over the cores) and the
+        hand-offs, not for all of them."""
+        d = min(unit.counts)
+        if not work_only:
+            seconds = self._call_wall_s(unit, 1.0, 1.0)
+        elif self.problem.devices[d].kind == "cpu":
+            seconds = sum(
+                self._member_cpu_seconds(m, d, 1.0, unit.threads) for m in unit.members
+            ) / max(1, unit.threads)
+        else:
+            seconds = gpu_work_s(self.problem, unit, d, together=1)
         if unit.parallel_members:
-            seconds -= parallel_members_saving_s(self.problem, unit.members, min(unit.counts))
+            seconds -= parallel_members_saving_s(self.problem, unit.members, d)
         return seconds
 
     def _concurrency(self, units: list[Unit], reached: list[float]) -> int:

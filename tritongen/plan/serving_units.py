@@ -5,6 +5,7 @@ per-sample costs read at any batch."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -12,6 +13,7 @@ import numpy as np
 from tritongen.errors import PlanError
 from tritongen.plan.plan import Plan
 from tritongen.plan.problem import Candidate, Problem
+from tritongen.profile.profile import ServingCost
 
 # Parallel members are opt-in (`--parallel-members`): their throughput cost under load is not
 # in the model. Settings, not measurements (docs/SERVING.md gives how they are checked): what a
@@ -189,3 +191,34 @@ def gpu_host_seconds(problem: Problem, unit: Unit) -> float:
         float(problem.host_cost[m, d, batches.index(int(chunk))])
         for m, chunk in zip(unit.members, unit.chunks, strict=True)
     )
+
+
+def gpu_work_s(problem: Problem, unit: Unit, d: int, together: int | None = None) -> float:
+    """Seconds one instance of a GPU unit takes per sample of its members' work while
+    `together` instances (all of its own by default) run side by side: the profile's rate of k
+    instances together (held beyond the largest k measured; one instance's without
+    concurrency entries) shared by the k; a group's members run one after another."""
+    seconds, k = 0.0, together or unit.counts[d]
+    for m, chunk in zip(unit.members, unit.chunks, strict=True):
+        b = problem.batch_sizes.index(int(chunk))
+        curve = problem.concurrent.get((m, d, b))
+        rate = curve[min(k, len(curve)) - 1] if curve else float(problem.rate[m, d, b])
+        seconds += k / rate
+    return seconds
+
+
+def gpu_rate(problem: Problem, cost: ServingCost, unit: Unit, d: int, batch: float) -> float:
+    """Samples/s of a GPU unit's instances on GPU d at calls of `batch` one-sample requests.
+    Each instance is one Python-backend process that serves one call at a time: between two
+    calls on the GPU it takes the call's requests in and writes their responses, on the host,
+    while its GPU work waits (the serving cost's per-call and per-request seconds)."""
+    b = max(1.0, batch)
+    stub = (cost.per_call_s + cost.stub_request_s * (b - 1)) / b + cost.per_sample_s
+    return unit.counts[d] / (gpu_work_s(problem, unit, d) + stub)
+
+
+def combine_step_instances(throughput: float, cost: ServingCost) -> int:
+    """Instances of the combine step that serve `throughput` requests/s: it is a
+    Python-backend model like a member's, one call at a time per instance, each request costing
+    at most a one-request call (the serving cost's per-call and per-sample seconds)."""
+    return max(1, math.ceil(throughput * (cost.per_call_s + cost.per_sample_s)))

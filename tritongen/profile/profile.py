@@ -37,6 +37,10 @@ class ServingCost:
     # p99 over mean latency of requests under load (0: not measured; the serving model then
     # uses the tail it derives)
     tail: float = 0.0
+    # Wall seconds of one request alone through the ensemble over gRPC with a member that
+    # computes nothing: the hops between processes (a thread woken at each) that CPU seconds
+    # leave out (0: not measured; a lone request is then charged its CPU alone)
+    path_s: float = 0.0
 
     def call_s(self, batch: float) -> float:
         """CPU seconds one served call of `batch` samples adds to the member's compute."""
@@ -64,7 +68,8 @@ class ServingCost:
             f"{ms['per_sample_s']} per sample; {ms['per_request_s']} per request through the "
             f"ensemble scheduler; {ms['client_s']} per request for perf_analyzer on this machine; "
             f"{self.runnable_per_core:.1f} threads runnable per core the server and client use; "
-            f"p99 {self.tail:.2f}x the mean latency under load"
+            f"p99 {self.tail:.2f}x the mean latency under load; {ms['path_s']} for a request "
+            "alone through the ensemble"
         )
 
 

@@ -151,7 +151,7 @@ def write_native_ensemble(ctx: RenderContext) -> None:
     config = ctx.render(
         "combine_step.pbtxt.j2",
         **common,
-        instances=1,
+        instances=ctx.plan.combine_instances,
         queue_delay_us=0,
         weights=spec.weights,
         rule=spec.combine.rule.value,
