@@ -85,8 +85,25 @@ def test_a_fast_plan_gets_combine_step_instances_enough_for_its_rate() -> None:
     inventory = Inventory((gpu(0), Device("cpu", "cpu", "cpu", 8 * GIB, cores=16)))
     plan = make_plan(["net"], inventory, _with_stub(flat, 0.0001, 0.0))
 
-    # each combine-step call of one request costs 0.1 ms: 10,000 requests/s per instance
+    # each combine-step call of one request costs 0.1 ms (and its one member's tensor nothing):
+    # 10,000 requests/s per instance
     assert plan.predicted_throughput > 10000.0
     assert plan.combine_instances * 10000.0 >= plan.predicted_throughput
     assert (plan.combine_instances - 1) * 10000.0 < plan.predicted_throughput
     assert Plan.from_json(plan.to_json()).combine_instances == plan.combine_instances
+
+
+def test_two_members_processes_wait_on_the_host_side_by_side_not_in_turn() -> None:
+    # Two members on one GPU, each 50,000 samples/s with the GPU to itself, each behind one
+    # process that takes 0.2 ms per request: the processes' host time is their own, so the
+    # ensemble passes what one process passes (under 5,000/s), not half of it.
+    entry = {16: _entry(50000.0, 50000.0)}
+    profile = _with_stub(
+        Profile({"a": {"V100-16GB": entry}, "b": {"V100-16GB": entry}}), 1e-4, 2e-4
+    )
+    inventory = Inventory((gpu(0), Device("cpu", "cpu", "cpu", 8 * GIB, cores=16)))
+    alone = predict_plan(Plan({"a": {"gpu0": 1}}, {"a": 16}), inventory, profile).throughput
+    both = Plan({"a": {"gpu0": 1}, "b": {"gpu0": 1}}, {"a": 16, "b": 16})
+
+    assert alone < 5000.0
+    assert predict_plan(both, inventory, profile).throughput == pytest.approx(alone, rel=0.1)

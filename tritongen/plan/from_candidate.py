@@ -36,7 +36,9 @@ def plan_from_candidate(
         threads=_threads(problem, candidate),
         queue_delay_us=_queue_delays(problem, candidate),
         groups=_groups(problem, candidate),
-        combine_instances=combine_step_instances(prediction.throughput, model.cost),
+        combine_instances=combine_step_instances(
+            prediction.throughput, model.cost, len(problem.members)
+        ),
         extra={
             "model": "serving",
             "serving_cost": model.cost.to_json(),

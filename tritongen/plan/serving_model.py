@@ -38,6 +38,7 @@ from tritongen.plan.serving_units import (
     PARALLEL_MEMBERS_GAIN,
     Unit,
     gpu_host_seconds,
+    gpu_instances_rate,
     gpu_rate,
     gpu_work_s,
     interpolate,
@@ -258,9 +259,12 @@ class ServingModel:
                 return min(1.0, curve[k - 1] / (k * curve[0]))
         return 1.0
 
-    def _gpu_rate(self, unit: Unit, d: int, batch: float) -> float:
-        """Samples/s of the unit's instances on GPU d at calls of `batch` requests."""
-        return gpu_rate(self.problem, self.cost, unit, d, batch)
+    def _gpu_rate_and_limit(self, unit: Unit, d: int, batch: float) -> tuple[float, float]:
+        """Samples/s of the unit with all of GPU d's time, and the share of it its instances'
+        processes can use at calls of `batch` requests (docs/SERVING.md)."""
+        rate = gpu_rate(self.problem, unit, d)
+        passed = gpu_instances_rate(self.problem, self.cost, unit, d, batch)
+        return rate, min(1.0, passed / rate)
 
     # ------------------------------------------------------------------ the LP
 
@@ -319,7 +323,7 @@ class ServingModel:
         threads' share of the `sharing` runnable threads, when spinners crowd the cores)."""
         device = self.problem.devices[d]
         if device.kind != "cpu":
-            return self._gpu_rate(unit, d, batch), 1.0
+            return self._gpu_rate_and_limit(unit, d, batch)
         cores = device.cores or 1
         rate = cores / self._cpu_seconds(unit, d, batch)
         return rate, min(1.0, unit.counts[d] * max(1, unit.threads) / (sharing or cores))
@@ -388,7 +392,7 @@ class ServingModel:
         """Wall seconds one call of `batch` samples takes on the unit's first device."""
         d = min(unit.counts)
         if self.problem.devices[d].kind != "cpu":
-            return batch / self._gpu_rate(unit, d, batch)
+            return batch / gpu_instances_rate(self.problem, self.cost, unit, d, batch)
         compute = batch * self._cpu_seconds(unit, d, batch) / max(1, unit.threads)
         return (compute + self.cost.server_call_s) * stretch
 

@@ -207,18 +207,29 @@ def gpu_work_s(problem: Problem, unit: Unit, d: int, together: int | None = None
     return seconds
 
 
-def gpu_rate(problem: Problem, cost: ServingCost, unit: Unit, d: int, batch: float) -> float:
-    """Samples/s of a GPU unit's instances on GPU d at calls of `batch` one-sample requests.
+def gpu_rate(problem: Problem, unit: Unit, d: int) -> float:
+    """Samples/s of the unit's instances with all of GPU d's time (the profile's curve)."""
+    return unit.counts[d] / gpu_work_s(problem, unit, d)
+
+
+def gpu_instances_rate(
+    problem: Problem, cost: ServingCost, unit: Unit, d: int, batch: float
+) -> float:
+    """Samples/s the unit's instances on GPU d can pass at calls of `batch` one-sample requests.
     Each instance is one Python-backend process that serves one call at a time: between two
     calls on the GPU it takes the call's requests in and writes their responses, on the host,
-    while its GPU work waits (the serving cost's per-call and per-request seconds)."""
+    while its GPU work waits (the serving cost's per-call and per-request seconds). That host
+    time is the instance's, not the GPU's: the GPU serves other instances meanwhile."""
     b = max(1.0, batch)
     stub = (cost.per_call_s + cost.stub_request_s * (b - 1)) / b + cost.per_sample_s
     return unit.counts[d] / (gpu_work_s(problem, unit, d) + stub)
 
 
-def combine_step_instances(throughput: float, cost: ServingCost) -> int:
-    """Instances of the combine step that serve `throughput` requests/s: it is a
-    Python-backend model like a member's, one call at a time per instance, each request costing
-    at most a one-request call (the serving cost's per-call and per-sample seconds)."""
-    return max(1, math.ceil(throughput * (cost.per_call_s + cost.per_sample_s)))
+def combine_step_instances(throughput: float, cost: ServingCost, members: int) -> int:
+    """Instances of the combine step that serve `throughput` requests/s. It is a Python-backend
+    model like a member's, one call at a time per instance, and each request costs it a call's
+    share and, for each member's output it reads, what one request's tensor costs a member's
+    process (the serving cost's per-call, per-request and per-sample seconds); reckoned at
+    one-request calls, so that it does not bind: a spare instance costs one idle process."""
+    per_request = cost.per_call_s + members * (cost.stub_request_s + cost.per_sample_s)
+    return max(1, math.ceil(throughput * per_request))
