@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from tritongen.plan.conditions import plan_figures
 from tritongen.plan.greedy import CostModelEvaluator
 from tritongen.plan.plan import Group, Plan
@@ -14,9 +12,6 @@ from tritongen.plan.problem import Candidate, Problem
 from tritongen.plan.serving_model import ServingModel, runs_members_in_parallel
 from tritongen.plan.serving_units import combine_step_instances
 from tritongen.profile.profile import default_cost
-
-DEFAULT_QUEUE_DELAY_US = 100
-MAX_QUEUE_DELAY_US = 100_000
 
 
 def plan_from_candidate(
@@ -93,19 +88,8 @@ def _threads(problem: Problem, c: Candidate) -> dict[str, int]:
 
 
 def _queue_delays(problem: Problem, c: Candidate) -> dict[str, int]:
-    """Wait for a full batch at most as long as one batch takes on the member's fastest device:
-    a batch then forms while the previous one computes, and latency at most doubles."""
-    delays = {}
-    for m, member in enumerate(problem.members):
-        b = c.batch[m]
-        placed = np.nonzero(c.counts[m])[0]
-        if all(problem.devices[d].kind == "cpu" for d in placed):
-            # A busy one-thread instance lets requests queue on their own: waiting for a
-            # fuller batch would only add latency.
-            delays[member] = 0
-            continue
-        fastest = max(problem.rate[m, d, b] for d in placed)
-        batch_seconds = problem.batch_sizes[b] / fastest
-        delay = round(batch_seconds * 1e6)
-        delays[member] = min(max(delay, DEFAULT_QUEUE_DELAY_US), MAX_QUEUE_DELAY_US)
-    return delays
+    """No batcher waits for a fuller batch. A busy instance lets requests queue on their own
+    while its call runs (one thread on a CPU; on a GPU its process takes each call's requests
+    in and out between GPU calls, docs/SERVING.md), and the queue is its next batch; a delay
+    would only hold a request that arrives alone."""
+    return {member: 0 for member in problem.members}

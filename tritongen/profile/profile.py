@@ -206,6 +206,7 @@ class _ServingCostFile(BaseModel):
     server_call_s: Finite = 0.0
     runnable_per_core: Finite = 0.0
     tail: Finite = 0.0
+    path_s: Finite = 0.0
 
 
 class _SkippedFile(_Open):
