@@ -81,6 +81,7 @@ def plan_ensemble(
     measure: bool = False,
     shape: Shape = Shape.auto,
     max_p99_ms: float | None = None,
+    parallel_members: bool = False,
 ) -> Planned:
     """The plan from `plan_file`, or one CPU instance per member (`quick`), or planned (in
     `shape`) from the profile in `profile_file` or measured now (measurements are cached);
@@ -98,7 +99,13 @@ def plan_ensemble(
         profile = profile_ensemble(ensemble, inventory, serving=serving_cost(ensemble, inventory))
     refine_with = measured_evaluator(ensemble, inventory, profile, max_p99_ms) if measure else None
     plan = plan_from_profile(
-        spec, inventory, profile, refine_with=refine_with, shape=shape, max_p99_ms=max_p99_ms
+        spec,
+        inventory,
+        profile,
+        refine_with=refine_with,
+        shape=shape,
+        max_p99_ms=max_p99_ms,
+        parallel_members=parallel_members,
     )
     return Planned(ensemble, inventory, plan, profile)
 
@@ -111,6 +118,7 @@ def plan_for_command(
     measure: bool = False,
     shape: Shape = Shape.auto,
     max_p99_ms: float | None = None,
+    parallel_members: bool = False,
 ) -> tuple[Plan, Inventory, Profile]:
     """`tritongen plan`: the plan with the inventory and profile it was made from. From a
     given profile, and without `measure`, it opens no model file: a plan for hardware this
@@ -118,7 +126,14 @@ def plan_for_command(
     if profile_file is not None and not measure:
         spec = load_spec(spec_path)
         inventory, profile = resolve_inventory(spec, devices_file), load_profile(profile_file)
-        plan = plan_from_profile(spec, inventory, profile, shape=shape, max_p99_ms=max_p99_ms)
+        plan = plan_from_profile(
+            spec,
+            inventory,
+            profile,
+            shape=shape,
+            max_p99_ms=max_p99_ms,
+            parallel_members=parallel_members,
+        )
         return plan, inventory, profile
     planned = plan_ensemble(
         spec_path,
@@ -127,6 +142,7 @@ def plan_for_command(
         measure=measure,
         shape=shape,
         max_p99_ms=max_p99_ms,
+        parallel_members=parallel_members,
     )
     assert planned.profile is not None  # plan_ensemble profiles unless given a plan
     return planned.plan, planned.inventory, planned.profile
@@ -154,11 +170,18 @@ def plan_from_profile(
     refine_with: EvaluatorSource | None = None,
     shape: Shape = Shape.auto,
     max_p99_ms: float | None = None,
+    parallel_members: bool = False,
 ) -> Plan:
     """The planner's plan, carrying what it rests on that was assumed (`plan.json`'s
-    `warnings`)."""
+    `warnings`); `parallel_members`: a group may run its members in parallel threads."""
     plan = make_plan(
-        spec, inventory, profile, refine_with=refine_with, shape=shape, max_p99_ms=max_p99_ms
+        spec,
+        inventory,
+        profile,
+        refine_with=refine_with,
+        shape=shape,
+        max_p99_ms=max_p99_ms,
+        parallel_members=parallel_members,
     )
     return replace(plan, warnings=fallback_warnings(plan, inventory, profile))
 
@@ -176,6 +199,7 @@ def build(
     force: bool = False,
     shape: Shape = Shape.auto,
     max_p99_ms: float | None = None,
+    parallel_members: bool = False,
 ) -> tuple[Planned, Path]:
     """`tritongen build`: plan (see `plan_ensemble`), then render the repository (one per
     node under `output/nodes/` when the plan spans nodes; `combiner` None: see
@@ -189,6 +213,7 @@ def build(
         quick=quick,
         shape=shape_for(combiner, shape, target),
         max_p99_ms=max_p99_ms,
+        parallel_members=parallel_members,
     )
     repository = render_repository(
         planned.ensemble,

@@ -3,12 +3,14 @@ unit/test_planner.py)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import assert_one_line_error, run_cli
 from tests.unit.test_planner import write_inputs
+from tests.unit.test_serving_model import cpu, cpu_profile
 
 pytestmark = pytest.mark.subprocess
 
@@ -48,3 +50,28 @@ def test_cli_plan_with_a_latency_budget_no_plan_meets_exits_2_in_one_line(
 
     assert_one_line_error(result, "no plan of resnet50, vgg16 meets a p99 latency of 0.001 ms")
     assert not (tmp_path / "plan.json").exists()
+
+
+def test_cli_plan_runs_a_groups_members_in_parallel_only_when_asked(tmp_path: Path) -> None:
+    # Three 5 ms members grouped on 4 cores: in parallel a lone request waits ~5 ms, not 15.
+    costs = {"a": 0.005, "b": 0.005, "c": 0.005}
+    spec = tmp_path / "ensemble.yaml"
+    spec.write_text(
+        "name: trio\nmembers:\n"
+        + "".join(f"  - name: {n}\n    model: missing/{n}.onnx\n" for n in costs)
+    )
+    devices = tmp_path / "DEVICES.json"
+    cpu(cores=4).save(devices)
+    profile = tmp_path / "profile.json"
+    cpu_profile(costs).save(profile)
+
+    def planned(*flags: str) -> dict[str, object]:
+        out = tmp_path / f"plan{len(flags)}.json"
+        args = ("--devices", str(devices), "--profile", str(profile), "--shape", "grouped")
+        result = run_cli("plan", str(spec), *args, "-o", str(out), *flags)
+        assert result.returncode == 0, result.stderr
+        (group,) = json.loads(out.read_text())["groups"].values()
+        return group
+
+    assert not planned().get("parallel_members")
+    assert planned("--parallel-members")["parallel_members"] is True

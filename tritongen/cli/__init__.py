@@ -50,6 +50,15 @@ ShapeOpt = Annotated[
     ),
 ]
 
+ParallelOpt = Annotated[
+    bool,
+    typer.Option(
+        "--parallel-members",
+        help="Let a group on a CPU run its members in parallel threads where that cuts a lone "
+        "request's latency; its cost under load is not in the serving model (docs/SERVING.md).",
+    ),
+]
+
 
 @app.command()
 def devices(
@@ -131,6 +140,7 @@ def plan(
     ] = False,
     shape: ShapeOpt = Shape.auto,
     max_p99_ms: LatencyOpt = None,
+    parallel_members: ParallelOpt = False,
 ) -> None:
     """Decide how many instances of each member go on which device, at which batch size."""
     from tritongen.pipeline import plan_for_command
@@ -143,6 +153,7 @@ def plan(
         measure=measure,
         shape=shape,
         max_p99_ms=max_p99_ms,
+        parallel_members=parallel_members,
     )
     result.save(output)
     console.print(plan_table(result, inventory, member_profile))
@@ -189,6 +200,7 @@ def build(
     ] = False,
     shape: ShapeOpt = Shape.auto,
     max_p99_ms: LatencyOpt = None,
+    parallel_members: ParallelOpt = False,
 ) -> None:
     """Render a Triton model repository that serves the ensemble as one model."""
     from tritongen.pipeline import build as build_repository
@@ -207,6 +219,7 @@ def build(
         force=force,
         shape=shape,
         max_p99_ms=max_p99_ms,
+        parallel_members=parallel_members,
     )
     ensemble, plan = planned.ensemble, planned.plan
     chosen = choose_combiner(ensemble, plan, combiner)
