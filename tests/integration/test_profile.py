@@ -109,6 +109,17 @@ def test_profile_has_an_entry_per_batch_with_positive_throughput(measured: Any) 
             assert entry.extra["latency_ms"] > 0
             assert entry.extra["spread"] >= 0
             assert set(entry.extra["throughput_by_threads"]) == {"1", "2"}
+        # a lone request's call, at each thread count, where a lone request has one sample
+        assert set(entries[1].extra["lone_latency_s_by_threads"]) == {"1", "2"}
+        assert all("lone_latency_s_by_threads" not in entries[b].extra for b in (2, 4, 8))
+        # and its call when it runs after the other member in one process, as in a group
+        assert entries[1].extra["lone_latency_s_in_group"] > 0
+
+
+def test_a_lone_call_in_a_group_is_slower_for_the_larger_member(measured: Any) -> None:
+    _, result, _, _ = measured
+    small, large = (result.entries(m, "cpu")[1].extra for m in ("small", "large"))
+    assert large["lone_latency_s_in_group"] > small["lone_latency_s_in_group"]
 
 
 def test_larger_model_is_slower_and_takes_more_memory(measured: Any) -> None:

@@ -28,6 +28,7 @@ from tritongen.profile.worker import (
     Job,
     JobFailure,
     Message,
+    Point,
     run_job,
 )
 
@@ -159,3 +160,24 @@ def test_cache_dir_follows_xdg_cache_home(monkeypatch: pytest.MonkeyPatch, tmp_p
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert default_cache_dir() == tmp_path / "tritongen" / "profile"
+
+
+def test_a_cpu_job_times_batch_one_as_a_lone_request_meets_it(models: dict[str, Path]) -> None:
+    # Each lone call comes after the process slept and its core's cache was written over:
+    # it cannot be faster than the hot loop's calls by more than timing noise, and only
+    # batch 1 (a lone request's) gets one.
+    job = Job(
+        model_path=str(models["large"]),
+        inputs=(InputFeed("x", "float32", (64,)),),
+        batches=(1, 4),
+        settings=session_settings("cpu", 1),
+        point_s=0.15,
+        lone_gap_s=0.001,
+    )
+    messages: list[Message] = []
+    run_job(job, messages.append)
+    points = {m.batch: m for m in messages if isinstance(m, Point)}
+
+    assert points[4].lone_latency_s is None
+    lone = points[1].lone_latency_s
+    assert lone is not None and lone > 0.8 * points[1].latency_s

@@ -294,3 +294,60 @@ def test_a_lone_request_waits_for_the_measured_trip_and_its_slowest_member() -> 
     one_more_request_ms = 0.0  # the cost carries no request_s
     assert alone == pytest.approx(3.0 + slowest_ms + one_more_request_ms, rel=0.05)
     assert charged.latency_ms < alone
+
+
+def test_a_lone_request_waits_for_each_members_lone_call_where_the_profile_measured_it() -> None:
+    # The two members on one core: a lone request waits for the trip and both members' calls.
+    # Where the profile measured their batch-1 calls as a lone request makes them (2 ms and
+    # 7 ms, slower than their 1.5 ms and 6 ms of CPU in a hot loop), it waits for those.
+    costs = {"a": 0.001, "b": 0.004}
+    profile = cpu_profile(costs)
+    profile.extra["serving_cost"]["path_s"] = 0.003
+    plan = Plan({m: {"cpu": 1} for m in costs}, {m: 1 for m in costs}, threads={"a": 1, "b": 1})
+    hot = predict_plan(plan, cpu(cores=1), profile).latency_ms
+    for name, lone_s in {"a": 0.002, "b": 0.007}.items():
+        profile.members[name]["cpu"][1].extra["lone_latency_s_by_threads"] = {"1": lone_s}
+    cold = predict_plan(plan, cpu(cores=1), profile).latency_ms
+
+    assert hot == pytest.approx(3.0 + 1.5 + 6.0, rel=0.05)
+    assert cold == pytest.approx(3.0 + 2.0 + 7.0, rel=0.05)
+
+
+def test_the_p99_tail_weighs_the_stand_ins_against_the_calls_by_their_cpu() -> None:
+    # The stand-in computes nothing, so its measured p99/mean (1.8) is the server's path's;
+    # waiting IN_FLIGHT calls, half a call more for a request that misses its batch, is 1.25.
+    # Members of 10-20 ms leave the path a sliver of the CPU; of 10-20 us, most of it.
+    tails = {}
+    for name, costs in {"heavy": {"a": 0.01, "b": 0.02}, "light": {"a": 1e-5, "b": 2e-5}}.items():
+        profile = cpu_profile(costs)
+        profile.extra["serving_cost"]["tail"] = 1.8
+        plan = make_plan(list(costs), cpu(cores=2), profile)
+        prediction = predict_plan(plan, cpu(cores=2), profile)
+        mean_ms = 1000 * prediction.concurrency / prediction.throughput
+        assert prediction.p99_ms == pytest.approx(
+            max(prediction.latency_ms, prediction.tail * mean_ms)
+        )
+        tails[name] = prediction.tail
+
+    assert tails["heavy"] == pytest.approx(1.25, abs=0.02)
+    assert 1.25 + 0.1 < tails["light"] < 1.8
+
+
+def test_a_lone_request_through_a_group_waits_for_its_members_timed_one_after_another() -> None:
+    # Grouped on one core, one thread: the profile timed each member's batch-1 call after the
+    # other's (3 ms and 9 ms); a lone request waits for the trip and both of those.
+    costs = {"a": 0.001, "b": 0.004}
+    profile = cpu_profile(costs)
+    profile.extra["serving_cost"]["path_s"] = 0.003
+    for name, lone_s in {"a": 0.003, "b": 0.009}.items():
+        profile.members[name]["cpu"][1].extra["lone_latency_s_in_group"] = lone_s
+    separate = Plan({m: {"cpu": 1} for m in costs}, {m: 1 for m in costs}, threads={"a": 1, "b": 1})
+    grouped = make_plan(list(costs), cpu(cores=1), profile, shape=Shape.grouped)
+
+    assert len(grouped.groups) == 1
+    assert predict_plan(grouped, cpu(cores=1), profile).latency_ms == pytest.approx(
+        3.0 + 3.0 + 9.0, rel=0.05
+    )
+    assert predict_plan(separate, cpu(cores=1), profile).latency_ms == pytest.approx(
+        3.0 + 1.5 + 6.0, rel=0.05
+    )

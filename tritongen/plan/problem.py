@@ -41,6 +41,11 @@ class Problem:
     # GPU devices: host CPU seconds per sample one instance's calls take (launching kernels,
     # waiting for them, copies); 0 where the profile does not say.
     host_cost: np.ndarray = field(default_factory=lambda: np.zeros((0, 0, 0)))
+    # CPU devices: (member, device, threads) -> wall seconds of the call a lone one-sample
+    # request makes, where the profile measured it (cold: docs/SERVING.md, *Latency*).
+    lone: dict[tuple[int, int, int], float] = field(default_factory=dict)
+    # (member, device) -> the same call when the member runs in a group, after the others
+    lone_in_group: dict[tuple[int, int], float] = field(default_factory=dict)
     # Whether the planner may run a group's members in parallel threads (opt-in: what that
     # costs throughput under load is not in the serving model, docs/SERVING.md).
     parallel_members: bool = False
@@ -157,7 +162,14 @@ def build_problem(
     rate, memory, cpu_cost = np.zeros(dims), np.full(dims, np.inf), np.full(dims, np.nan)
     concurrent: dict[tuple[int, int, int], tuple[float, ...]] = {}
     host_cost = np.zeros(dims)
+    lone: dict[tuple[int, int, int], float] = {}
+    lone_in_group: dict[tuple[int, int], float] = {}
     for (i, j, k), entry in _entries(members, inventory, profile, batch_sizes):
+        if batch_sizes[k] == 1:
+            for threads, seconds in entry.extra.get("lone_latency_s_by_threads", {}).items():
+                lone[i, j, int(threads)] = float(seconds)
+            if "lone_latency_s_in_group" in entry.extra:
+                lone_in_group[i, j] = float(entry.extra["lone_latency_s_in_group"])
         rate[i, j, k], memory[i, j, k] = entry.throughput, entry.memory_bytes
         host_cost[i, j, k] = float(entry.extra.get("host_cpu_s_per_sample", 0.0))
         cpu_cost[i, j, k] = one_thread_seconds(entry, inventory.devices[j])
@@ -181,6 +193,8 @@ def build_problem(
         concurrent,
         Shape(shape),
         host_cost=host_cost,
+        lone=lone,
+        lone_in_group=lone_in_group,
         parallel_members=parallel_members,
     )
 

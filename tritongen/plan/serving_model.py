@@ -66,10 +66,11 @@ ITERATIONS = 10  # batch updates at a fixed throughput between two solves
 # Requests in flight per request batched at the fullest unit when it is kept busy: one batch in
 # its call and the next one queued while that call runs (docs/SERVING.md, derived).
 IN_FLIGHT = 2.0
-# p99 over mean latency when the serving cost did not measure it: a request waits for the call
-# running when it arrives (uniform over one call) and then for its own, so its latency is
-# uniform over one to two calls: p99 / mean = 1.99 / 1.5 (docs/SERVING.md, derived).
-DERIVED_TAIL = 1.99 / 1.5
+# p99 over mean latency of the time a request waits for calls at the predicted concurrency: about
+# IN_FLIGHT calls of the fullest unit (the one its batch queues behind and its own); clients that
+# resend when answered come back as a batch, so the slowest are those that missed their batch's
+# call and wait for the next free instance, on average half a call longer (docs/SERVING.md).
+TAIL = 1 + 0.5 / IN_FLIGHT
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ class Prediction:
     concurrency: int  # requests in flight that reach `throughput` (about)
     batches: dict[int, float] = field(default_factory=dict)  # member -> batch reached
     bottleneck: int = 0  # the member whose unit binds hardest
-    tail: float = DERIVED_TAIL  # p99 / mean latency under load (the serving cost's, if measured)
+    tail: float = TAIL  # p99 / mean latency at `concurrency` (`ServingModel._tail`)
 
     @property
     def p99_ms(self) -> float:
@@ -172,8 +173,17 @@ class ServingModel:
             concurrency=self._concurrency(units, reached),
             batches={m: b for u, b in zip(units, reached, strict=True) for m in u.members},
             bottleneck=units[solved.binding].members[0],
-            tail=self.cost.tail or DERIVED_TAIL,
+            tail=self._tail(units, reached, overhead, solved.throughput),
         )
+
+    def _tail(self, units: list[Unit], reached: list[float], overhead: float, x: float) -> float:
+        """p99 / mean latency at the predicted concurrency: a request's time is spent in the
+        server's path, whose tail the serving cost measured (the stand-in computes nothing),
+        and waiting for calls (TAIL); each weighs the share of the server's CPU it takes."""
+        path_tail = self.cost.tail or TAIL
+        busy = x * (overhead + self._server_calls_s(units, reached)) / self._cores
+        share = min(1.0, busy)
+        return 1 + (path_tail - 1) * share + (TAIL - 1) * (1 - share)
 
     @staticmethod
     def _held_to_in_flight(unit: Unit, in_flight: int) -> Unit:
@@ -423,14 +433,29 @@ class ServingModel:
         if not work_only:
             seconds = self._call_wall_s(unit, 1.0, 1.0)
         elif self.problem.devices[d].kind == "cpu":
-            seconds = sum(
-                self._member_cpu_seconds(m, d, 1.0, unit.threads) for m in unit.members
-            ) / max(1, unit.threads)
+            seconds = self._lone_work_s(unit, d)
         else:
             seconds = gpu_work_s(self.problem, unit, d, together=1)
         if unit.parallel_members:
             seconds -= parallel_members_saving_s(self.problem, unit.members, d)
         return seconds
+
+    def _lone_work_s(self, unit: Unit, d: int) -> float:
+        """Wall seconds of the unit's members' work in a lone request's call on CPU d: a
+        one-thread group's members as the profile timed them one after another, where it did."""
+        in_group = [self.problem.lone_in_group.get((m, d)) for m in unit.members]
+        if len(unit.members) > 1 and unit.threads <= 1 and None not in in_group:
+            return sum(s for s in in_group if s is not None)
+        return sum(self._lone_member_s(m, d, unit.threads) for m in unit.members)
+
+    def _lone_member_s(self, m: int, d: int, threads: int) -> float:
+        """Wall seconds of member m's part of a lone request's call on CPU d: measured cold
+        where the profile did (a lone request finds the caches taken by other work), else its
+        CPU seconds at batch 1 spread over its threads."""
+        measured = self.problem.lone.get((m, d, max(1, threads)))
+        if measured is not None:
+            return measured
+        return self._member_cpu_seconds(m, d, 1.0, threads) / max(1, threads)
 
     def _concurrency(self, units: list[Unit], reached: list[float]) -> int:
         """Requests in flight that keep the fullest unit's batches as they are: its instances'

@@ -65,8 +65,12 @@ def parallel_members_saving_s(problem: Problem, members: tuple[int, ...], d: int
 
 
 def _alone_seconds(problem: Problem, members: tuple[int, ...], d: int) -> list[float]:
-    """Each member's one-thread seconds for one sample on CPU d (the profile's batch 1)."""
-    return [interpolate(problem, problem.cpu_cost[m, d], 1.0) for m in members]
+    """Each member's one-thread seconds for one lone sample on CPU d: measured cold where the
+    profile did, else its CPU seconds at batch 1."""
+    return [
+        problem.lone.get((m, d, 1), interpolate(problem, problem.cpu_cost[m, d], 1.0))
+        for m in members
+    ]
 
 
 def serving_units(problem: Problem, c: Candidate, dynamic_batching: bool = True) -> list[Unit]:

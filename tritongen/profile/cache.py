@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import TypeVar
 
 from tritongen.paths import cache_dir
-from tritongen.profile.worker import ConcurrencyPoint, Point
+from tritongen.profile.worker import ConcurrencyPoint, GroupLonePoint, Point
 
-P = TypeVar("P", Point, ConcurrencyPoint)
+P = TypeVar("P", Point, ConcurrencyPoint, GroupLonePoint)
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class PointCache:
             return None
         return point if point.point_s >= min_point_s else None
 
-    def put(self, key: PointKey, point: Point | ConcurrencyPoint) -> None:
+    def put(self, key: PointKey, point: Point | ConcurrencyPoint | GroupLonePoint) -> None:
         """Write atomically: a profile interrupted mid-write leaves no half file behind."""
         try:
             self.directory.mkdir(parents=True, exist_ok=True)

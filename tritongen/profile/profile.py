@@ -34,8 +34,8 @@ class ServingCost:
     # Threads runnable per core's worth of tritonserver's and the client's CPU use, under load
     # (0: not measured); with the units' busy threads, how much slower every call runs.
     runnable_per_core: float = 0.0
-    # p99 over mean latency of requests under load (0: not measured; the serving model then
-    # uses the tail it derives)
+    # p99 over mean latency of the stand-in's requests under load (0: not measured): its calls
+    # compute nothing, so this is the tail of the server's path alone (docs/SERVING.md)
     tail: float = 0.0
     # Wall seconds of one request alone through the ensemble over gRPC with a member that
     # computes nothing: the hops between processes (a thread woken at each) that CPU seconds
@@ -190,6 +190,8 @@ class _EntryFile(_Open):
     cpu_cost_s_per_sample: Positive | None = None
     throughput_by_threads: dict[BatchKey, Positive] | None = None
     concurrency: dict[BatchKey, Positive] | None = None  # instances together -> samples/s
+    lone_latency_s_by_threads: dict[BatchKey, Positive] | None = None  # threads -> seconds
+    lone_latency_s_in_group: Positive | None = None  # its call in a lone request's group
 
 
 class _ServingCostFile(BaseModel):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
@@ -26,6 +26,7 @@ from tritongen.profile.cache import PointCache, PointKey
 from tritongen.profile.children import measure, run_in_child
 from tritongen.profile.concurrency import GPU_MAX_INSTANCES, Measure, instances_together
 from tritongen.profile.curves import Curve, InstanceCurves, JobOf, KeyOf
+from tritongen.profile.lone import group_key, lone_in_group
 from tritongen.profile.profile import Profile, ProfileEntry, ServingCost, default_cost
 from tritongen.profile.runtime import TORCH, runtime_version, session_settings
 from tritongen.profile.tasks import PointId, Runner, Skipped, Target, Task
@@ -36,6 +37,8 @@ from tritongen.spec.members import Ensemble, MemberModel
 DEFAULT_POINT_S = 0.6  # timed seconds per (member, device class, batch, threads)
 MIN_POINT_S = 0.02  # --budget-s never goes below this (nor below the worker's minimum runs)
 ROUNDS = 3
+# Where no serving cost was measured: about what one measured on a 2-core machine (0.6-1.1 ms)
+DEFAULT_LONE_GAP_S = 0.001
 
 
 def profile_ensemble(
@@ -74,7 +77,8 @@ def profile_ensemble(
     point_s = point_seconds(budget_s, sum(len(t.batches) for t in tasks))
     cache, version = PointCache(cache_dir), _onnxruntime_version()
     points = _cached_points(tasks, cache, version, point_s) if use_cache else {}
-    jobs = [j for t in tasks if (j := _job(t, points, point_s)) is not None]
+    gap_s = lone_gap_s(serving)
+    jobs = [j for t in tasks if (j := _job(t, points, point_s, gap_s)) is not None]
     measured, failures = measure(jobs, runner or run_in_child, progress)
     for (task, _), by_batch in zip(jobs, measured, strict=True):
         for point in by_batch.values():
@@ -98,11 +102,44 @@ def profile_ensemble(
         "load_average_1min": [load_before, _load_average()],
     }
     members = assemble(ensemble, targets, points)
+    rotation = partial(lone_in_group, cache=cache, use_cache=use_cache)
+    for target in (t for t in targets if t.kind == "cpu"):
+        _add_group_lone(members, tasks, target, (rotation, version, point_s, gap_s), notes)
     if concurrency:
         curves = InstanceCurves(cache, point_s, notes, together_runner, use_cache, gpu_instances)
         for target in targets:
             _add_curves(members, ensemble, target, points, curves, version)
     return Profile(members=members, extra=extra)
+
+
+def _add_group_lone(
+    members: dict[str, dict[str, dict[int, ProfileEntry]]],
+    tasks: Sequence[Task],
+    target: Target,
+    how: tuple[Callable[..., dict[str, float]], str, float, float],
+    notes: list[str],
+) -> None:
+    """Each member's seconds in a lone request through a group of every member measured
+    at batch 1 on `target` (one thread, `profile.lone`), in their batch-1 entries as
+    `extra["lone_latency_s_in_group"]`."""
+    rotation, version, point_s, gap_s = how
+    alone = [
+        t
+        for t in tasks
+        if t.target == target and t.threads == 1 and 1 in t.batches
+        and 1 in members.get(t.member.name, {}).get(target.device_class, {})
+    ]  # fmt: skip
+    if len(alone) < 2:
+        return
+    jobs = {t.member.name: _job(replace(t, batches=(1,)), {}, point_s)[1] for t in alone}
+    key = group_key([_key(t, version, 1) for t in alone])
+    try:
+        seconds = rotation(jobs, gap_s, key=key)
+    except RuntimeError as exc:
+        notes.append(f"a lone request through a group on {target.device_class}: {exc}")
+        return
+    for name, value in seconds.items():
+        members[name][target.device_class][1].extra["lone_latency_s_in_group"] = value
 
 
 def _add_curves(
@@ -277,7 +314,15 @@ def _settings(target: Target, threads: int, member: MemberModel | None = None) -
     )
 
 
-def _job(task: Task, points: dict[PointId, Point], point_s: float) -> Any:
+def lone_gap_s(serving: ServingCost | None) -> float:
+    """How long a served instance waits between the calls of requests sent one at a time:
+    the rest of a lone request's trip (the serving cost's `path_s`), else DEFAULT_LONE_GAP_S."""
+    if serving is not None and serving.path_s > 0:
+        return serving.path_s
+    return DEFAULT_LONE_GAP_S
+
+
+def _job(task: Task, points: dict[PointId, Point], point_s: float, gap_s: float = 0.0) -> Any:
     """The Job for the batches of `task` the cache did not answer, paired with its task."""
     missing = tuple(b for b in task.batches if _point_id(task, b) not in points)
     if not missing:
@@ -291,6 +336,7 @@ def _job(task: Task, points: dict[PointId, Point], point_s: float) -> Any:
         gpu_index=task.target.gpu_index,
         point_s=point_s,
         rounds=ROUNDS,
+        lone_gap_s=gap_s,
     )
     return task, job
 
@@ -363,6 +409,9 @@ def _entry_from_point(
     single = by_threads.get(1)
     if target.kind == "cpu" and single is not None:
         extra["cpu_cost_s_per_sample"] = single.cpu_s_per_call / batch
+    lone = {str(t): p.lone_latency_s for t, p in by_threads.items() if p and p.lone_latency_s}
+    if lone:  # seconds of a lone request's call, by threads (docs/SERVING.md, *Latency*)
+        extra["lone_latency_s_by_threads"] = lone
     if target.kind == "gpu":  # the host's side of a GPU call: launches, waits, copies
         extra["host_cpu_s_per_sample"] = point.cpu_s_per_call / batch
     return ProfileEntry(round(point.throughput, 3), point.memory_bytes, extra)

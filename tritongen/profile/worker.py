@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 from tritongen.profile.runtime import SessionSettings, build_session, import_runtime
@@ -56,6 +56,8 @@ class Job:
     point_s: float = 0.6  # timed seconds per batch size, spread over `rounds`
     rounds: int = 3
     min_runs: int = 9
+    # > 0: also time batch 1 as a lone request meets it, each call after this long idle
+    lone_gap_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ class Point:
     memory_bytes: int  # growth after loading the session and running this batch
     process_bytes: int  # resident set of the fresh process before the session (per instance)
     point_s: float  # the timed seconds asked for (a cached point is reused only if >= asked)
+    lone_latency_s: float | None = None  # median seconds of a lone call (`lone_calls`)
 
     @property
     def throughput(self) -> float:
@@ -160,7 +163,48 @@ def run_job(job: Job, send: Callable[[Message], None], nvml: Any = None) -> None
         send(JobFailure(f"{what}: {describe_error(exc)}"))
         return
     for batch, samples in _measure_rounds(job, session, probe, send).items():
-        send(summarize(batch, job, samples, process_bytes))
+        point = summarize(batch, job, samples, process_bytes)
+        if batch == 1 and job.lone_gap_s > 0 and job.kind == "cpu":
+            point = replace(point, lone_latency_s=lone_latency_s(session, samples.feed, job))
+        send(point)
+
+
+def lone_latency_s(session: Any, feed: dict[str, Any], job: Job) -> float:
+    """The median seconds of a call made as a lone request makes it: the process slept
+    `lone_gap_s` waiting for the request (the rest of its trip through the server) while other
+    work took the core's cache, which is written over before each call. Back-to-back calls
+    (the rounds) keep the member's weights and code in the cache and the core awake; served
+    alone, a small member's call takes several times as long."""
+    import numpy as np
+
+    scribble = np.zeros(core_cache_bytes() // 8)
+    times: list[float] = []
+    start = time.perf_counter()
+    while time.perf_counter() - start < job.point_s / job.rounds or len(times) < job.min_runs:
+        time.sleep(job.lone_gap_s)
+        scribble += 1.0
+        before = time.perf_counter()
+        session.run(None, feed)
+        times.append(time.perf_counter() - before)
+    return float(np.median(times))
+
+
+def core_cache_bytes() -> int:
+    """The largest cache private to one core (Linux sysfs: the level-2 cache on most CPUs);
+    1 MiB where the kernel does not say."""
+    sizes = {}
+    for index in range(8):
+        folder = f"/sys/devices/system/cpu/cpu0/cache/index{index}"
+        try:
+            with open(f"{folder}/level") as level, open(f"{folder}/size") as size:
+                text = size.read().strip().upper()
+                sizes[int(level.read())] = int(text.rstrip("KM")) * (
+                    1 << 20 if text.endswith("M") else 1 << 10
+                )
+        except (OSError, ValueError):
+            continue
+    private = [v for k, v in sizes.items() if k <= 2]
+    return max(private) if private else 1 << 20
 
 
 @dataclass
@@ -355,6 +399,15 @@ class ConcurrencyPoint:
     batch: int
     instances: int
     throughput: float
+    point_s: float
+
+
+@dataclass(frozen=True)
+class GroupLonePoint:
+    """Each member's median seconds in a lone request's rotation through a group
+    (`profile.lone`), and the seconds timed."""
+
+    seconds: dict[str, float]
     point_s: float
 
 

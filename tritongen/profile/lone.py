@@ -1,0 +1,102 @@
+"""A lone request through a group: each member's batch-1 call as a group on a CPU makes it
+when requests come one at a time, every member one after another in one process, after the
+process slept through the rest of the request's trip.
+
+A member's calls in a hot loop keep its weights in the core's caches; in a group, the members
+before it have taken them, and the process slept in between, so each call starts cold. The
+serving model charges a lone request through a group these times (docs/SERVING.md, *Latency*).
+One spawned process loads every member's session (one intra-op thread, as a group serves
+them) and times the rotation; the result is cached like a profile point.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from tritongen.profile.cache import PointCache, PointKey
+from tritongen.profile.runtime import build_session
+from tritongen.profile.worker import (
+    GroupLonePoint,
+    Job,
+    JobFailure,
+    describe_error,
+    sample_inputs,
+    timed_calls,
+)
+
+START_TIMEOUT_S = 120.0  # loading every member's session and timing the rotation
+
+
+def group_key(keys: Sequence[PointKey]) -> PointKey:
+    """The cache key of a rotation: its members' batch-1 one-thread keys, in order."""
+    members = hashlib.sha256("|".join(k.sha256 for k in keys).encode()).hexdigest()
+    shapes = "lone in group: " + "|".join(k.shapes for k in keys)
+    first = keys[0]
+    return replace(first, sha256=members, shapes=shapes, instances=len(keys))
+
+
+def lone_in_group(
+    jobs: dict[str, Job],
+    gap_s: float,
+    cache: PointCache,
+    key: PointKey,
+    use_cache: bool = True,
+) -> dict[str, float]:
+    """Each member's seconds in a lone request's rotation through the group of `jobs` (each
+    a member's one-thread job), from the cache or measured in a fresh process."""
+    point_s = max(job.point_s for job in jobs.values())
+    if use_cache and (cached := cache.get(key, point_s, GroupLonePoint)) is not None:
+        return cached.seconds
+    context = multiprocessing.get_context("spawn")
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(target=rotation_main, args=(jobs, gap_s, sender), daemon=True)
+    process.start()
+    sender.close()
+    try:
+        if not receiver.poll(START_TIMEOUT_S + point_s):
+            raise RuntimeError(f"the rotation sent nothing for {START_TIMEOUT_S:.0f} s")
+        message = receiver.recv()
+    except EOFError:
+        raise RuntimeError("the rotation's process died") from None
+    finally:
+        process.join(timeout=10)
+        if process.is_alive():
+            process.kill()
+            process.join()
+        receiver.close()
+    if isinstance(message, JobFailure):
+        raise RuntimeError(message.reason)
+    cache.put(key, GroupLonePoint(message, point_s))
+    return dict(message)
+
+
+def rotation_main(jobs: dict[str, Job], gap_s: float, conn: Any) -> None:
+    """Entry point of the rotation's process: load every session, warm each up, then time
+    rounds of (sleep `gap_s`, every member once at batch 1) for about one point's time."""
+    try:
+        import numpy as np
+
+        rng = np.random.default_rng(0)
+        sessions = {
+            name: (build_session(job.model_path, job.settings), sample_inputs(rng, job, 1))
+            for name, job in jobs.items()
+        }
+        for session, feed in sessions.values():
+            timed_calls(session, feed, min_s=0.0, min_runs=3)
+        times: dict[str, list[float]] = {name: [] for name in sessions}
+        point_s = max(job.point_s for job in jobs.values())
+        start = time.perf_counter()
+        while time.perf_counter() - start < point_s or len(times[next(iter(times))]) < 9:
+            time.sleep(gap_s)
+            for name, (session, feed) in sessions.items():
+                times[name] += timed_calls(session, feed, min_s=0.0, min_runs=1)
+        conn.send({name: float(np.median(t)) for name, t in times.items()})
+    except Exception as exc:
+        conn.send(JobFailure(f"the rotation failed: {describe_error(exc)}"))
+    finally:
+        conn.close()
