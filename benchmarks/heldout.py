@@ -215,12 +215,19 @@ def overall(documents: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-def header(provenance: Run, seeds: list[int]) -> list[str]:
+def model_modified() -> bool:
+    """Whether tritongen/ differs from the commit (read when the run starts: the model a run
+    imports is the one on disk then)."""
+    return bool(
+        subprocess.run(
+            ["git", "status", "--porcelain", "--", "tritongen"], capture_output=True, text=True,
+            check=False,
+        ).stdout.strip()
+    )  # fmt: skip
+
+
+def header(provenance: Run, seeds: list[int], dirty: bool) -> list[str]:
     """The harness's header, and the seeds; a model changed since its commit is no report."""
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--", "tritongen"], capture_output=True, text=True,
-        check=False,
-    ).stdout.strip()  # fmt: skip
     cpu = detect_devices().cpu
     return [
         "# Held-out ensembles: predicted against served",
@@ -293,7 +300,9 @@ def main() -> None:
         parser.error(f"seeds {development} were used while developing: not for a report")
     if args.quick or args.small:
         args.small, args.duration_s = True, min(args.duration_s, 1.5)
-    run(args, seeds, Run.start(__file__, args))
+    provenance = Run.start(__file__, args)
+    args.modified = model_modified()
+    run(args, seeds, provenance)
 
 
 def run(args: argparse.Namespace, seeds: list[int], provenance: Run) -> None:
@@ -312,7 +321,7 @@ def run(args: argparse.Namespace, seeds: list[int], provenance: Run) -> None:
 
 def write(args: argparse.Namespace, documents: list[dict[str, Any]], provenance: Run) -> None:
     done = [d["seed"] for d in documents]
-    lines = header(provenance, done) + overall(documents)
+    lines = header(provenance, done, args.modified) + overall(documents)
     for document in documents:
         lines += ensemble_table(document)
     suffix = "_dev" if args.development else ""

@@ -89,3 +89,17 @@ def test_a_benchmark_compares_with_the_figures_its_plan_json_carries() -> None:
     assert document["concurrency"]["4"]["predicted_p50_ms"] == 20.0
     assert document["predicted_throughput"] == 200.0  # at the level it served best
     assert document["measured/predicted"] == pytest.approx(210.0 / 200.0)
+
+
+def test_a_plan_for_a_client_on_this_host_keeps_its_budget_there_and_ships_both_figures() -> None:
+    # A benchmark checks a budget with perf_analyzer on the same cores: planned for that, the
+    # budget binds the local figure; plan.json's predicted_throughput stays the deployed one.
+    profile = cpu_profile(COSTS)
+    fastest = make_plan(list(COSTS), cpu(cores=2), profile, client_on_host=True)
+    budget = fastest.extra["predicted_p99_ms_local_client"] / 3
+    within = make_plan(list(COSTS), cpu(cores=2), profile, max_p99_ms=budget, client_on_host=True)
+
+    assert within.extra["predicted_p99_ms_local_client"] <= budget
+    for plan in (fastest, within):
+        assert plan.predicted_throughput == plan.extra["predicted_throughput"]
+        assert plan.extra["predicted_throughput_local_client"] < plan.predicted_throughput

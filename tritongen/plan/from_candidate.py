@@ -24,10 +24,11 @@ def plan_from_candidate(
     written (and the base model's LP figure beside it)."""
     model = model or ServingModel(problem, default_cost("not given"))
     prediction = model.predict(candidate)
+    figures = plan_figures(problem, model.cost, candidate, model.dynamic_batching)
     return Plan(
         allocation=allocation(problem, candidate),
         batch_size=batch_sizes(problem, candidate),
-        predicted_throughput=prediction.throughput,
+        predicted_throughput=figures["predicted_throughput"],  # as deployed, whatever `model`
         threads=_threads(problem, candidate),
         queue_delay_us=_queue_delays(problem, candidate),
         groups=_groups(problem, candidate),
@@ -42,7 +43,7 @@ def plan_from_candidate(
             "predicted_batches": {
                 problem.members[m]: round(b, 2) for m, b in sorted(prediction.batches.items())
             },
-            **plan_figures(problem, model.cost, candidate, model.dynamic_batching),
+            **figures,
             **({"max_p99_ms": model.max_p99_ms} if model.max_p99_ms is not None else {}),
             **(extra or {}),
         },

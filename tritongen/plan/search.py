@@ -73,12 +73,15 @@ def make_plan(
     shape: Shape = Shape.auto,
     max_p99_ms: float | None = None,
     parallel_members: bool = False,
+    client_on_host: bool = False,
 ) -> Plan:
     """Worst-fit, then greedy search; the plan the evaluator (default: the serving model)
     rates best. `shape` says whether CPU members may be served together in one model;
     `max_p99_ms` keeps only plans whose predicted p99 latency, at the concurrency that reaches
     their throughput, stays under it (a PlanError when none does). `parallel_members` lets a
     group run its members in parallel threads where that serves a lone request sooner.
+    `client_on_host`: rate plans for a load generator on this host (a benchmark, whose budget
+    is then checked where it is served); plan.json carries the figures of both conditions.
 
     `evaluator` and `refine_with` are Evaluators or factories taking the `Problem` (an
     Evaluator class whose constructor takes the problem is one). With `refine_with`, the
@@ -97,7 +100,9 @@ def make_plan(
         problem = build_problem(
             subset, devices, profile, max_batch_size, node_shape or shape, parallel_members
         )
-        serving = ServingModel(problem, profile.serving_cost, max_p99_ms=max_p99_ms)
+        serving = ServingModel(
+            problem, profile.serving_cost, client_on_host=client_on_host, max_p99_ms=max_p99_ms
+        )
         return _plan_on_devices(
             problem, devices, profile, serving, evaluator, refine_with, refine_top, budget
         )
