@@ -43,3 +43,7 @@ def test_served_measurer_records_the_batches_each_model_executed(
     assert all(unbatched.batches[m] == 1.0 for m in members)
     assert all(1.0 <= batched.batches[m] <= 8.0 for m in members)
     assert batched.runnable is not None and batched.runnable >= 0
+    # every request costs tritonserver, the members' processes and perf_analyzer some CPU
+    for point in (batched, unbatched):
+        assert set(point.cpu_s_per_request) == {"server", "models", "client"}
+        assert all(0 < s < 1 for s in point.cpu_s_per_request.values())

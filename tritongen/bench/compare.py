@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from tritongen.bench.cpu_use import cpu_seconds, per_request
 from tritongen.bench.perf import (
     PerfPoint,
     RunQueue,
@@ -77,7 +78,7 @@ class ServedMeasurer:
 
     def _measure_one(self, server: EmbeddedServer, concurrency: int, input_data: str) -> PerfPoint:
         """One concurrency level, with the mean batch each served model executed meanwhile."""
-        before = model_counters(server.metrics_url)
+        before, cpu_before = model_counters(server.metrics_url), cpu_seconds(server.pid)
         with RunQueue() as run_queue:
             (point,) = measure(
                 server.grpc_url,
@@ -86,8 +87,15 @@ class ServedMeasurer:
                 interval_ms=self.interval_ms,
                 input_data=input_data,
             )
-        after = model_counters(server.metrics_url)
-        return replace(point, batches=served_batches(before, after), runnable=run_queue.mean)
+        after, cpu_after = model_counters(server.metrics_url), cpu_seconds(server.pid)
+        success = ("nv_inference_request_success", self.ensemble.spec.name)
+        requests = after.get(success, 0.0) - before.get(success, 0.0)
+        return replace(
+            point,
+            batches=served_batches(before, after),
+            runnable=run_queue.mean,
+            cpu_s_per_request=per_request(cpu_after.minus(cpu_before), requests),
+        )
 
 
 def naive_plan(ensemble: Ensemble, inventory: Inventory, device: Device | None = None) -> Plan:

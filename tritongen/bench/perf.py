@@ -34,6 +34,8 @@ class PerfPoint:
     stable: bool = True  # False: perf_analyzer's stability test never passed (noisy machine)
     batches: dict[str, float] = field(default_factory=dict)  # model -> mean batch it executed
     runnable: float | None = None  # mean threads runnable on the machine meanwhile (RunQueue)
+    # CPU seconds per request meanwhile: tritonserver, its model processes, the load generator
+    cpu_s_per_request: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
