@@ -1,6 +1,7 @@
 """Where the CPU of a served request goes, predicted against served: tritonserver's own
 process, the group's processes and perf_analyzer, in CPU seconds per request, for tritongen's
-plan of held-out ensembles served at one request in flight and at 64, over several trials.
+plan of held-out ensembles served at one request in flight and at 64, over several trials;
+and the serving cost's stand-in alone at the load it is measured at and at 64.
 
 The serving model predicts tritonserver's and the client's share from the serving cost's
 stand-in, which computes nothing (`bench/serving_cost.py`); what is left of the predicted CPU
@@ -22,7 +23,7 @@ from common import OUT, TRIALS, Run
 from heldout_ensembles import write_ensemble
 
 from tritongen.bench.compare import ServedMeasurer
-from tritongen.bench.serving_cost import measure_profile
+from tritongen.bench.serving_cost import measure_profile, stand_in_cpu
 from tritongen.plan.plan import Plan
 from tritongen.plan.search import make_plan
 from tritongen.profile.profile import ServingCost
@@ -67,12 +68,18 @@ def measure(seed: int, args: argparse.Namespace) -> dict[str, Any]:
         interval_ms=int(1000 * args.duration_s),
     )
     trials = [[p.to_json() for p in measurer.points(plan)] for _ in range(args.rounds)]
+    largest = spec.max_batch_size
+    alone = [
+        stand_in_cpu(ensemble.inputs, ensemble.num_classes, largest, inventory, (2 * largest, 64))
+        for _ in range(args.rounds)
+    ]
     cores = inventory.cpu.cores if inventory.cpu and inventory.cpu.cores else 1
     return {
         "seed": seed,
         "plan": plan.to_json(),
         "predicted": predicted_parts(plan, cost, cores, len(ensemble.members)),
         "trials": trials,
+        "stand_in": alone,
     }
 
 
@@ -111,6 +118,17 @@ def markdown(document: dict[str, Any]) -> list[str]:
             + " | ".join(f"{predicted[p] * 1e3:.3f}" if p in predicted else "—" for p in PARTS)
             + " |"
         )
+    lines += [
+        "",
+        "The serving cost's stand-in alone (it computes nothing), CPU ms per request over gRPC:",
+        "",
+        "| in flight | " + " | ".join(PARTS) + " |",
+        "|---|" + "---|" * len(PARTS),
+    ]
+    for level in document["stand_in"][0]:
+        runs = [trial[level] for trial in document["stand_in"]]
+        cells = [spread([r[part] * 1e3 for r in runs]) for part in PARTS]
+        lines.append(f"| {level} | {' | '.join(cells)} |")
     return [*lines, ""]
 
 

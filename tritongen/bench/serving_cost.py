@@ -145,6 +145,25 @@ def measure_serving_cost(
     )
 
 
+def stand_in_cpu(
+    inputs: Sequence[TensorSignature],
+    num_classes: int,
+    largest: int,
+    inventory: Inventory,
+    concurrencies: Sequence[int],
+) -> dict[int, dict[str, float]]:
+    """The stand-in over gRPC at each of `concurrencies`: CPU seconds per request of
+    tritonserver, its Python-backend process and the client, as the serving cost reads them
+    at one load (a benchmark's check of what the load changes)."""
+    with tempfile.TemporaryDirectory(prefix="tritongen-serving-cost-") as tmp:
+        repository = _stand_in_repository(Path(tmp), inputs, num_classes, largest, inventory)
+        with EmbeddedServer(repository) as server:
+            found = {
+                c: _cpu_per_request(server, STAND_IN, 1, None, concurrency=c) for c in concurrencies
+            }
+    return {c: {"server": r.server, "models": r.stub, "client": r.client} for c, r in found.items()}
+
+
 def _tail(loaded: _PerRequest, concurrency: int) -> float:
     """p99 over mean latency under load: Little's law gives the mean, concurrency / rate."""
     if loaded.rate <= 0 or loaded.p99_s <= 0:
