@@ -8,7 +8,7 @@ that holds when real members share the cores.
 from __future__ import annotations
 
 import resource
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import psutil
 
@@ -44,11 +44,7 @@ def per_request(used: CpuSeconds, requests: float) -> dict[str, float]:
     """{"server", "models", "client"}: CPU seconds per request served."""
     if requests <= 0:
         return {}
-    return {
-        "server": used.server / requests,
-        "models": used.models / requests,
-        "client": used.client / requests,
-    }
+    return {part: seconds / requests for part, seconds in asdict(used).items()}
 
 
 def _seconds(process: psutil.Process) -> float:

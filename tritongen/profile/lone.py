@@ -90,8 +90,9 @@ def rotation_main(jobs: dict[str, Job], gap_s: float, conn: Any) -> None:
             timed_calls(session, feed, min_s=0.0, min_runs=3)
         times: dict[str, list[float]] = {name: [] for name in sessions}
         point_s = max(job.point_s for job in jobs.values())
+        min_runs = max(job.min_runs for job in jobs.values())
         start = time.perf_counter()
-        while time.perf_counter() - start < point_s or len(times[next(iter(times))]) < 9:
+        while time.perf_counter() - start < point_s or len(times[next(iter(times))]) < min_runs:
             time.sleep(gap_s)
             for name, (session, feed) in sessions.items():
                 times[name] += timed_calls(session, feed, min_s=0.0, min_runs=1)
