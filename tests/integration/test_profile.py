@@ -112,8 +112,13 @@ def test_profile_has_an_entry_per_batch_with_positive_throughput(measured: Any) 
         # a lone request's call, at each thread count, where a lone request has one sample
         assert set(entries[1].extra["lone_latency_s_by_threads"]) == {"1", "2"}
         assert all("lone_latency_s_by_threads" not in entries[b].extra for b in (2, 4, 8))
-        # and its call when it runs after the other member in one process, as in a group
+        # and its call when it runs after the other member in one process, as in a group;
+        # back to back at the largest batch, its CPU per sample there (at most a few times
+        # its hot loop's: the other member's weights took the caches)
         assert entries[1].extra["lone_latency_s_in_group"] > 0
+        in_group = entries[8].extra["cpu_cost_s_per_sample_in_group"]
+        assert 0.5 < in_group / entries[8].extra["cpu_cost_s_per_sample"] < 3
+        assert all("cpu_cost_s_per_sample_in_group" not in entries[b].extra for b in (1, 2, 4))
 
 
 def test_a_lone_call_in_a_group_is_slower_for_the_larger_member(measured: Any) -> None:

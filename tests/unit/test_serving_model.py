@@ -351,3 +351,26 @@ def test_a_lone_request_through_a_group_waits_for_its_members_timed_one_after_an
     assert predict_plan(separate, cpu(cores=1), profile).latency_ms == pytest.approx(
         3.0 + 1.5 + 6.0, rel=0.05
     )
+
+
+def test_a_groups_members_are_charged_the_cpu_their_rotation_measured() -> None:
+    # Heavy members (members' work dwarfs the calls), one thread each, grouped on two cores.
+    # The profile's rotation at batch 16 found each member 25% dearer run after the other
+    # than in its own hot loop: the group's throughput falls by about that; the same members
+    # served apart keep their hot-loop cost.
+    costs = {"a": 0.004, "b": 0.008}
+    profile = cpu_profile(costs)
+    inventory = cpu(cores=2)
+    grouped = make_plan(list(costs), inventory, profile, shape=Shape.grouped)
+    apart = Plan(
+        {m: {"cpu": 1} for m in costs}, {m: 16 for m in costs}, threads={m: 1 for m in costs}
+    )
+    before = (predict_plan(grouped, inventory, profile), predict_plan(apart, inventory, profile))
+    for entries in profile.members.values():
+        hot = entries["cpu"][16].extra["cpu_cost_s_per_sample"]
+        entries["cpu"][16].extra["cpu_cost_s_per_sample_in_group"] = 1.25 * hot
+    after = (predict_plan(grouped, inventory, profile), predict_plan(apart, inventory, profile))
+
+    assert len(grouped.groups) == 1
+    assert after[0].throughput == pytest.approx(before[0].throughput / 1.25, rel=0.05)
+    assert after[1].throughput == pytest.approx(before[1].throughput)

@@ -46,6 +46,9 @@ class Problem:
     lone: dict[tuple[int, int, int], float] = field(default_factory=dict)
     # (member, device) -> the same call when the member runs in a group, after the others
     lone_in_group: dict[tuple[int, int], float] = field(default_factory=dict)
+    # (member, device) -> how much more CPU per sample the member takes in a group, run after
+    # the others, than in a hot loop of its own: measured at the largest batch they share
+    in_group: dict[tuple[int, int], float] = field(default_factory=dict)
     # Whether the planner may run a group's members in parallel threads (opt-in: what that
     # costs throughput under load is not in the serving model, docs/SERVING.md).
     parallel_members: bool = False
@@ -164,6 +167,7 @@ def build_problem(
     host_cost = np.zeros(dims)
     lone: dict[tuple[int, int, int], float] = {}
     lone_in_group: dict[tuple[int, int], float] = {}
+    in_group: dict[tuple[int, int], float] = {}
     for (i, j, k), entry in _entries(members, inventory, profile, batch_sizes):
         if batch_sizes[k] == 1:
             for threads, seconds in entry.extra.get("lone_latency_s_by_threads", {}).items():
@@ -173,6 +177,10 @@ def build_problem(
         rate[i, j, k], memory[i, j, k] = entry.throughput, entry.memory_bytes
         host_cost[i, j, k] = float(entry.extra.get("host_cpu_s_per_sample", 0.0))
         cpu_cost[i, j, k] = one_thread_seconds(entry, inventory.devices[j])
+        if "cpu_cost_s_per_sample_in_group" in entry.extra and cpu_cost[i, j, k] > 0:
+            in_group[i, j] = (
+                float(entry.extra["cpu_cost_s_per_sample_in_group"]) / cpu_cost[i, j, k]
+            )
         if "concurrency" in entry.extra:
             concurrent[i, j, k] = concurrency_curve(entry.extra["concurrency"])
     capacity = np.array([d.memory_bytes for d in inventory.devices], dtype=float)
@@ -195,6 +203,7 @@ def build_problem(
         host_cost=host_cost,
         lone=lone,
         lone_in_group=lone_in_group,
+        in_group=in_group,
         parallel_members=parallel_members,
     )
 

@@ -243,9 +243,18 @@ class ServingModel:
         """CPU seconds per sample of `unit` on CPU device d when its batcher forms `batch`."""
         compute = sum(
             self._member_cpu_seconds(m, d, min(chunk, batch), unit.threads)
+            * self._in_group(unit, m, d)
             for m, chunk in zip(unit.members, unit.chunks, strict=True)
         )
         return compute + self._call_seconds(max(1.0, batch))
+
+    def _in_group(self, unit: Unit, m: int, d: int) -> float:
+        """How much more CPU member m takes in `unit` than in a hot loop of its own: in a
+        one-thread group its calls run after the other members', whose weights took the
+        core's caches (measured by the profile's rotation; 1 where it was not)."""
+        if len(unit.members) < 2 or unit.threads > 1:
+            return 1.0
+        return self.problem.in_group.get((m, d), 1.0)
 
     def _member_cpu_seconds(self, m: int, d: int, batch: float, threads: int) -> float:
         """Core-seconds per sample of member m on CPU d at `batch` with `threads` threads. The

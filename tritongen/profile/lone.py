@@ -1,12 +1,12 @@
-"""A lone request through a group: each member's batch-1 call as a group on a CPU makes it
-when requests come one at a time, every member one after another in one process, after the
-process slept through the rest of the request's trip.
+"""A group's rotation: each member's call as a group on a CPU makes it, every member one after
+another in one process. At batch 1 after the process slept through the rest of a request's
+trip, it is a lone request's; at the largest batch without a pause, a busy group's.
 
 A member's calls in a hot loop keep its weights in the core's caches; in a group, the members
-before it have taken them, and the process slept in between, so each call starts cold. The
-serving model charges a lone request through a group these times (docs/SERVING.md, *Latency*).
+before it have taken them (and a lone request's process slept in between), so each call starts
+colder. The serving model charges a group these times (docs/SERVING.md, *Latency* and *CPU*).
 One spawned process loads every member's session (one intra-op thread, as a group serves
-them) and times the rotation; the result is cached like a profile point.
+them) and times the rotation at the jobs' batch; the result is cached like a profile point.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ START_TIMEOUT_S = 120.0  # loading every member's session and timing the rotatio
 
 
 def group_key(keys: Sequence[PointKey]) -> PointKey:
-    """The cache key of a rotation: its members' batch-1 one-thread keys, in order."""
+    """The cache key of a rotation: its members' one-thread keys at its batch, in order."""
     members = hashlib.sha256("|".join(k.sha256 for k in keys).encode()).hexdigest()
     shapes = "lone in group: " + "|".join(k.shapes for k in keys)
     first = keys[0]
@@ -47,8 +47,9 @@ def lone_in_group(
     key: PointKey,
     use_cache: bool = True,
 ) -> dict[str, float]:
-    """Each member's seconds in a lone request's rotation through the group of `jobs` (each
-    a member's one-thread job), from the cache or measured in a fresh process."""
+    """Each member's seconds per call in the rotation through the group of `jobs` (each a
+    member's one-thread job at the rotation's batch, its first), a pause of `gap_s` before
+    each round; from the cache or measured in a fresh process."""
     point_s = max(job.point_s for job in jobs.values())
     if use_cache and (cached := cache.get(key, point_s, GroupLonePoint)) is not None:
         return cached.seconds
@@ -77,13 +78,17 @@ def lone_in_group(
 
 def rotation_main(jobs: dict[str, Job], gap_s: float, conn: Any) -> None:
     """Entry point of the rotation's process: load every session, warm each up, then time
-    rounds of (sleep `gap_s`, every member once at batch 1) for about one point's time."""
+    rounds of (sleep `gap_s`, every member once at its job's first batch) for about one
+    point's time."""
     try:
         import numpy as np
 
         rng = np.random.default_rng(0)
         sessions = {
-            name: (build_session(job.model_path, job.settings), sample_inputs(rng, job, 1))
+            name: (
+                build_session(job.model_path, job.settings),
+                sample_inputs(rng, job, job.batches[0]),
+            )
             for name, job in jobs.items()
         }
         for session, feed in sessions.values():
@@ -93,7 +98,8 @@ def rotation_main(jobs: dict[str, Job], gap_s: float, conn: Any) -> None:
         min_runs = max(job.min_runs for job in jobs.values())
         start = time.perf_counter()
         while time.perf_counter() - start < point_s or len(times[next(iter(times))]) < min_runs:
-            time.sleep(gap_s)
+            if gap_s > 0:
+                time.sleep(gap_s)
             for name, (session, feed) in sessions.items():
                 times[name] += timed_calls(session, feed, min_s=0.0, min_runs=1)
         conn.send({name: float(np.median(t)) for name, t in times.items()})

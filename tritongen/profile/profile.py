@@ -192,6 +192,7 @@ class _EntryFile(_Open):
     concurrency: dict[BatchKey, Positive] | None = None  # instances together -> samples/s
     lone_latency_s_by_threads: dict[BatchKey, Positive] | None = None  # threads -> seconds
     lone_latency_s_in_group: Positive | None = None  # its call in a lone request's group
+    cpu_cost_s_per_sample_in_group: Positive | None = None  # in a busy group's rotation
 
 
 class _ServingCostFile(BaseModel):

@@ -37,6 +37,8 @@ from tritongen.spec.members import Ensemble, MemberModel
 DEFAULT_POINT_S = 0.6  # timed seconds per (member, device class, batch, threads)
 MIN_POINT_S = 0.02  # --budget-s never goes below this (nor below the worker's minimum runs)
 ROUNDS = 3
+LONE_IN_GROUP = "lone_latency_s_in_group"  # entry keys of a group's rotation (`profile.lone`)
+IN_GROUP = "cpu_cost_s_per_sample_in_group"
 # Where no serving cost was measured: about what one measured on a 2-core machine (0.6-1.1 ms)
 DEFAULT_LONE_GAP_S = 0.001
 
@@ -119,27 +121,42 @@ def _add_group_lone(
     how: tuple[Callable[..., dict[str, float]], str, float, float],
     notes: list[str],
 ) -> None:
-    """Each member's seconds in a lone request through a group of every member measured
-    at batch 1 on `target` (one thread, `profile.lone`), in their batch-1 entries as
-    `extra["lone_latency_s_in_group"]`."""
+    """The rotation through a group of the one-thread members on `target` (`profile.lone`),
+    in their entries: at batch 1 after a lone request's pause, seconds per call as
+    `extra["lone_latency_s_in_group"]`; back to back at the largest batch two or more of them
+    were measured at (those members), CPU seconds per sample as
+    `extra["cpu_cost_s_per_sample_in_group"]`."""
     rotation, version, point_s, gap_s = how
     alone = [
         t
         for t in tasks
-        if t.target == target and t.threads == 1 and 1 in t.batches
-        and 1 in members.get(t.member.name, {}).get(target.device_class, {})
+        if t.target == target and t.threads == 1
+        and members.get(t.member.name, {}).get(target.device_class)
     ]  # fmt: skip
     if len(alone) < 2:
         return
-    jobs = {t.member.name: _job(replace(t, batches=(1,)), {}, point_s)[1] for t in alone}
-    key = group_key([_key(t, version, 1) for t in alone])
-    try:
-        seconds = rotation(jobs, gap_s, key=key)
-    except RuntimeError as exc:
-        notes.append(f"a lone request through a group on {target.device_class}: {exc}")
-        return
-    for name, value in seconds.items():
-        members[name][target.device_class][1].extra["lone_latency_s_in_group"] = value
+    rotations = [(1, gap_s, LONE_IN_GROUP), (_largest_shared(alone, members), 0.0, IN_GROUP)]
+    for batch, pause, key_name in rotations:
+        these = [t for t in alone if batch in members[t.member.name][target.device_class]]
+        if len(these) < 2 or (key_name == IN_GROUP and batch == 1):
+            continue
+        jobs = {t.member.name: _job(replace(t, batches=(batch,)), {}, point_s)[1] for t in these}
+        try:
+            seconds = rotation(jobs, pause, key=group_key([_key(t, version, batch) for t in these]))
+        except RuntimeError as exc:
+            notes.append(f"a group's rotation at batch {batch} on {target.device_class}: {exc}")
+            continue
+        for name, value in seconds.items():  # per call at batch 1; per sample (CPU) beyond
+            members[name][target.device_class][batch].extra[key_name] = value / batch
+
+
+def _largest_shared(tasks: Sequence[Task], members: dict[str, dict[str, dict[int, Any]]]) -> int:
+    """The largest batch at least two of `tasks`' members have an entry at (1 if none)."""
+    seen: dict[int, int] = {}
+    for t in tasks:
+        for batch in members[t.member.name][t.target.device_class]:
+            seen[batch] = seen.get(batch, 0) + 1
+    return max((b for b, n in seen.items() if n >= 2), default=1)
 
 
 def _add_curves(
