@@ -3,11 +3,17 @@ with a stand-in member (the rest: unit/test_serving_cost.py)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 import pytest
 
+from tests.conftest import spec_data, write_spec
 from tests.unit.test_serving_cost import SIGNATURE
-from tritongen.bench.serving_cost import measure_serving_cost
+from tritongen.bench.serving_cost import measure_contention, measure_serving_cost
 from tritongen.spec.devices import detect_devices
+from tritongen.spec.ensemble import load_spec
+from tritongen.spec.members import load_ensemble
 
 pytestmark = pytest.mark.server
 
@@ -24,3 +30,19 @@ def test_measured_on_the_embedded_server() -> None:
     assert 0 < cost.runnable_per_core < 100
     # p99 over the mean latency under load: a tail is never shorter than the mean
     assert 1 <= cost.tail < 100
+
+
+def test_contention_sets_the_paths_cpu_with_members_busy_against_idle_cores(
+    member_models: list[Path], tmp_path: Path
+) -> None:
+    ensemble = load_ensemble(load_spec(write_spec(tmp_path, spec_data(member_models))))
+    factor = measure_contention(ensemble, detect_devices())
+    # the stand-in's requests were answered both ways; the same requests cost the path about
+    # as much CPU, more where the members' work takes the caches (not several times more)
+    assert 0.7 < factor < 3.0
+    # and the model charges that factor to everything the path costs per call and per request
+    cost = replace(measure_serving_cost(SIGNATURE, 5, 8, detect_devices()), contention=factor)
+    loaded = cost.under_load()
+    assert loaded.request_s == pytest.approx(cost.request_s * factor)
+    assert loaded.per_call_s == pytest.approx(cost.per_call_s * factor)
+    assert loaded.path_s == cost.path_s and loaded.tail == cost.tail

@@ -15,6 +15,7 @@ fixed cost per call and a cost per sample (the copies). Results are cached per i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -23,7 +24,7 @@ import resource
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,7 @@ from tritongen.errors import TritongenError
 from tritongen.paths import cache_dir
 from tritongen.plan.plan import Plan
 from tritongen.plan.serving_model import IN_FLIGHT
+from tritongen.profile.busy import busy_jobs, members_busy
 from tritongen.profile.concurrency import GPU_MAX_INSTANCES
 from tritongen.profile.profile import Profile, ServingCost, default_cost
 from tritongen.profile.profiler import profile_ensemble
@@ -49,6 +51,7 @@ from tritongen.spec.members import Ensemble, TensorSignature, load_ensemble
 STAND_IN = "stand_in"
 ENSEMBLE = "serving_cost"  # the stand-in as a one-member ensemble
 MEASURE_INTERVAL_MS = 1500
+CONTENTION_ROUNDS = 2  # idle and busy in turn: a drift of the machine hits both alike
 
 
 def serving_cost(
@@ -62,13 +65,49 @@ def serving_cost(
     largest = ensemble.spec.max_batch_size
     try:
         path = _cache_path(ensemble.inputs, largest)
-        if use_cache and (cached := _read_cache(path)) is not None:
-            return cached
-        cost = measure_serving_cost(ensemble.inputs, ensemble.num_classes, largest, inventory)
+        cost = _read_cache(path) if use_cache else None
+        if cost is None:
+            cost = measure_serving_cost(ensemble.inputs, ensemble.num_classes, largest, inventory)
+            _write_cache(path, cost)
+        return replace(cost, contention=members_contention(ensemble, inventory, use_cache))
     except TritongenError as exc:
         return default_cost(f"not measured: {exc}")
-    _write_cache(path, cost)
-    return cost
+
+
+def members_contention(ensemble: Ensemble, inventory: Inventory, use_cache: bool = True) -> float:
+    """The serving cost's `contention` for this ensemble's members, from the cache when it is
+    there (per members and input shape)."""
+    path = _contention_path(ensemble)
+    if use_cache:
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            return float(json.loads(path.read_text())["contention"])
+    factor = measure_contention(ensemble, inventory)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"contention": factor}) + "\n")
+    tmp.replace(path)
+    return factor
+
+
+def measure_contention(ensemble: Ensemble, inventory: Inventory) -> float:
+    """CPU per request of the stand-in's path (tritonserver, its process, the client over
+    gRPC) at the serving cost's load, with the members computing on every core (`profile.busy`)
+    over the same with the cores idle, the two taken in turn `CONTENTION_ROUNDS` times."""
+    largest = ensemble.spec.max_batch_size
+    loaded = math.ceil(IN_FLIGHT * largest)
+    jobs = busy_jobs(ensemble, largest)
+    cores = inventory.cpu.cores if inventory.cpu and inventory.cpu.cores else 1
+    idle, busy = 0.0, 0.0
+    with tempfile.TemporaryDirectory(prefix="tritongen-contention-") as tmp:
+        repository = _stand_in_repository(
+            Path(tmp), ensemble.inputs, ensemble.num_classes, largest, inventory
+        )
+        with EmbeddedServer(repository) as server:
+            for _ in range(CONTENTION_ROUNDS):
+                idle += _cpu_per_request(server, STAND_IN, 1, None, concurrency=loaded).path
+                with members_busy(jobs, cores):
+                    busy += _cpu_per_request(server, STAND_IN, 1, None, concurrency=loaded).path
+    return busy / idle if idle > 0 else 0.0
 
 
 def measure_profile(
@@ -206,6 +245,11 @@ class _PerRequest:
     def total(self) -> float:
         return self.server + self.stub
 
+    @property
+    def path(self) -> float:
+        """Every process on the request's path, the client's included."""
+        return self.server + self.stub + self.client
+
 
 def _cpu_per_request(
     server: EmbeddedServer,
@@ -339,6 +383,15 @@ def _stand_in_onnx(path: Path, inputs: Sequence[TensorSignature], num_classes: i
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     onnx.save(model, path)
+
+
+def _contention_path(ensemble: Ensemble) -> Path:
+    key = {
+        "members": [m.sha256 for m in ensemble.members],
+        "serving_cost": _cache_path(ensemble.inputs, ensemble.spec.max_batch_size).name,
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+    return cache_dir() / "contention" / f"{digest}.json"
 
 
 def _cache_path(inputs: Sequence[TensorSignature], largest: int) -> Path:

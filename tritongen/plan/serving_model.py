@@ -111,6 +111,9 @@ class ServingModel:
         self.max_in_flight = max_in_flight
         self.dynamic_batching = dynamic_batching
         self.cost = cost
+        # What the path's CPU costs while the members compute on the same cores: the figures
+        # throughput is charged (a lone request's trip and the tails are measured as they are)
+        self._loaded = cost.under_load()
         self.client_on_host = client_on_host
         self.max_p99_ms = max_p99_ms
         self.calls = 0
@@ -213,7 +216,7 @@ class ServingModel:
         tritonserver takes it off the wire and handles it; through the ensemble scheduler it
         also makes one request to every unit beyond the first (the first is in
         `per_request_s`), and the combine step; a local load generator sends it."""
-        cost = self.cost
+        cost = self._loaded
         seconds = cost.request_s + cost.wire_s
         one_model = len(units) == 1 and len(units[0].members) == len(self.problem.members)
         if not one_model:
@@ -227,7 +230,7 @@ class ServingModel:
         host time the profile measured around the GPU's work (launches, waits, copies)."""
         seconds = 0.0
         for unit, batch in zip(units, reached, strict=True):
-            seconds += self.cost.server_call_s / max(1.0, batch)
+            seconds += self._loaded.server_call_s / max(1.0, batch)
             if not self._on_cpu(unit):
                 seconds += self._call_seconds(max(1.0, batch)) + gpu_host_seconds(
                     self.problem, unit
@@ -236,7 +239,7 @@ class ServingModel:
 
     def _call_seconds(self, batch: float) -> float:
         """A unit's process's CPU per sample for calls of `batch` one-sample requests."""
-        cost = self.cost
+        cost = self._loaded
         return cost.per_call_s / batch + cost.stub_request_s * (1 - 1 / batch) + cost.per_sample_s
 
     def _cpu_seconds(self, unit: Unit, d: int, batch: float) -> float:
@@ -282,7 +285,7 @@ class ServingModel:
         """Samples/s of the unit with all of GPU d's time, and the share of it its instances'
         processes can use at calls of `batch` requests (docs/SERVING.md)."""
         rate = gpu_rate(self.problem, unit, d)
-        passed = gpu_instances_rate(self.problem, self.cost, unit, d, batch)
+        passed = gpu_instances_rate(self.problem, self._loaded, unit, d, batch)
         return rate, min(1.0, passed / rate)
 
     # ------------------------------------------------------------------ the LP
@@ -411,9 +414,9 @@ class ServingModel:
         """Wall seconds one call of `batch` samples takes on the unit's first device."""
         d = min(unit.counts)
         if self.problem.devices[d].kind != "cpu":
-            return batch / gpu_instances_rate(self.problem, self.cost, unit, d, batch)
+            return batch / gpu_instances_rate(self.problem, self._loaded, unit, d, batch)
         compute = batch * self._cpu_seconds(unit, d, batch) / max(1, unit.threads)
-        return (compute + self.cost.server_call_s) * stretch
+        return (compute + self._loaded.server_call_s) * stretch
 
     def _alone_latency_s(
         self, units: list[Unit], overhead: float, spinners: dict[int, int]

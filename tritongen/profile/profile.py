@@ -5,7 +5,7 @@ memory it takes, per device class and batch size, and what serving adds to that 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -41,6 +41,18 @@ class ServingCost:
     # computes nothing: the hops between processes (a thread woken at each) that CPU seconds
     # leave out (0: not measured; a lone request is then charged its CPU alone)
     path_s: float = 0.0
+    # CPU per request of the path (tritonserver, the Python-backend process, the client) at the
+    # load above with the ensemble's members computing on every core, over the same on idle
+    # cores (0: not measured): their work takes the caches the path's threads come back to
+    contention: float = 0.0
+
+    def under_load(self) -> ServingCost:
+        """The CPU seconds charged while the members compute on the same cores: every per-call,
+        per-sample and per-request figure times the measured `contention`."""
+        if self.contention <= 0:
+            return self
+        scaled = {name: getattr(self, name) * self.contention for name in _PATH_CPU}
+        return replace(self, **scaled)
 
     def call_s(self, batch: float) -> float:
         """CPU seconds one served call of `batch` samples adds to the member's compute."""
@@ -69,8 +81,21 @@ class ServingCost:
             f"ensemble scheduler; {ms['client_s']} per request for perf_analyzer on this machine; "
             f"{self.runnable_per_core:.1f} threads runnable per core the server and client use; "
             f"p99 {self.tail:.2f}x the mean latency under load; {ms['path_s']} for a request "
-            "alone through the ensemble"
+            f"alone through the ensemble; the path's CPU {self.contention:.2f}x with the members "
+            "busy on every core"
         )
+
+
+_PATH_CPU = (
+    "per_call_s",
+    "per_sample_s",
+    "per_request_s",
+    "wire_s",
+    "client_s",
+    "request_s",
+    "stub_request_s",
+    "server_call_s",
+)
 
 
 def default_cost(reason: str) -> ServingCost:
@@ -210,6 +235,7 @@ class _ServingCostFile(BaseModel):
     runnable_per_core: Finite = 0.0
     tail: Finite = 0.0
     path_s: Finite = 0.0
+    contention: Finite = 0.0
 
 
 class _SkippedFile(_Open):

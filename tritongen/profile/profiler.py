@@ -90,7 +90,7 @@ def profile_ensemble(
         "onnxruntime": version,
         "point_s": point_s,
         "rounds": ROUNDS,
-        "session": {t.device_class: _settings(t, t.threads[0]).describe() for t in targets},
+        "session": {t.device_class: member_settings(t, t.threads[0]).describe() for t in targets},
         "runtime": {m.name: m.runtime for m in ensemble.members},
         "serving_cost": (serving or default_cost("not measured")).to_json(),
         **cpu_costs(ensemble, targets, points),
@@ -318,7 +318,7 @@ def _candidate_batches(ensemble: Ensemble, batch_sizes: Sequence[int] | None) ->
     return default_batch_sizes(ensemble.spec.max_batch_size)
 
 
-def _settings(target: Target, threads: int, member: MemberModel | None = None) -> Any:
+def member_settings(target: Target, threads: int, member: MemberModel | None = None) -> Any:
     if member is None or member.runtime != TORCH:
         return session_settings(target.kind, threads, target.gpu_index)
     return session_settings(
@@ -348,7 +348,7 @@ def _job(task: Task, points: dict[PointId, Point], point_s: float, gap_s: float 
         model_path=str(task.member.served_file),
         inputs=task.inputs,
         batches=missing,
-        settings=_settings(task.target, task.threads, task.member),
+        settings=member_settings(task.target, task.threads, task.member),
         kind=task.target.kind,
         gpu_index=task.target.gpu_index,
         point_s=point_s,
