@@ -62,7 +62,10 @@ PINNED = "TRITONGEN_HELDOUT_PINNED"
 
 def measure_ensemble(seed: int, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
-    spec_path, family = write_ensemble(seed, workdir / str(seed), args.quick, args.max_members)
+    spec_path, family = write_ensemble(
+        seed, workdir / str(seed), args.quick, args.max_members, args.heavy
+    )
+    family += ", heavy" if args.heavy else ""
     spec = load_spec(spec_path)
     ensemble, inventory = load_ensemble(spec), detect_devices()
     if args.cpu_only and inventory.cpu is not None:  # a GPU machine's CPU, checked alone
@@ -275,6 +278,9 @@ def main() -> None:
     )
     parser.add_argument("--budget-s", type=float, default=0.0)
     parser.add_argument("--max-members", type=int, default=8, help="draw at most N members")
+    parser.add_argument(
+        "--heavy", action="store_true", help="every member about 1 ms per sample or more"
+    )
     parser.add_argument(
         "--parallel-members", action="store_true", help="let the plan run members in parallel"
     )

@@ -54,14 +54,23 @@ class Mlp(Classifier):
         self.head = nn.Linear(cin, CLASSES)
 
 
-def draw_members(seed: int, quick: bool = False, max_members: int = 8) -> tuple[str, list[Member]]:
+HEAVY_FLOOR = 40.0  # a heavy ensemble's cheapest size: about 1 ms per sample of one core
+HEAVY_SPAN = 1.15  # and its dearest 10-14x that
+
+
+def draw_members(
+    seed: int, quick: bool = False, max_members: int = 8, heavy: bool = False
+) -> tuple[str, list[Member]]:
     """The family and members of ensemble `seed`: sizes log-uniform, the first the cheapest
-    and the last 10-500x it; at most `max_members` (a budgeted run)."""
+    and the last 10-500x it; at most `max_members` (a budgeted run). `heavy`: every member
+    about 1 ms per sample or more, the dearest 10-14x the cheapest."""
     rng = random.Random(seed)
     family = "mlp" if quick else rng.choice(FAMILIES)
     count = 2 if quick else min(max_members, rng.randint(2, 8))
-    top = 10 ** rng.uniform(1.0, 1.6 if quick else 2.7)
-    sizes = [1.0, *(10 ** rng.uniform(0, 2.7) for _ in range(count - 2)), top]
+    span, floor = (HEAVY_SPAN, HEAVY_FLOOR) if heavy else (1.6 if quick else 2.7, 1.0)
+    top = 10 ** rng.uniform(1.0, span)
+    middle = [10 ** rng.uniform(0, span) for _ in range(count - 2)]
+    sizes = [floor * s for s in [1.0, *middle, top]]
     kinds = {"cnn": ["cnn"], "mlp": ["mlp"], "text": ["text"], "mix": ["cnn", "mlp"]}[family]
     members = [Member(f"m{i}_{k}", k, s) for i, s in enumerate(sizes) for k in [rng.choice(kinds)]]
     return family, members
@@ -85,10 +94,10 @@ def build(member: Member, seed: int) -> nn.Module:
 
 
 def write_ensemble(
-    seed: int, out_dir: Path, quick: bool = False, max_members: int = 8
+    seed: int, out_dir: Path, quick: bool = False, max_members: int = 8, heavy: bool = False
 ) -> tuple[Path, str]:
     """Export every member of ensemble `seed` to `out_dir/models` and write its spec."""
-    family, members = draw_members(seed, quick, max_members)
+    family, members = draw_members(seed, quick, max_members, heavy)
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = [f"name: heldout_{seed}", "members:"]
     for index, member in enumerate(members):

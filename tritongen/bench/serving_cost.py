@@ -11,6 +11,8 @@ takes the ensemble's inputs, so the tensors copied are the ensemble's); the
 client passes tensors through system shared memory so that the wire protocol's copies, paid
 once per ensemble request rather than per member call, are left out. Two batch sizes give a
 fixed cost per call and a cost per sample (the copies). Results are cached per input signature.
+The same load served again while the ensemble's own members compute on every core gives how
+much more the path costs when it shares the cores with them (`contention`, cached per ensemble).
 """
 
 from __future__ import annotations

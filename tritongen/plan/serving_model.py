@@ -9,7 +9,8 @@ search's evaluator. docs/SERVING.md derives it; in short:
   tritonserver pays its side of each call (a batch shares it) and, per request (a batch does
   not share it), the request off the wire and, unless one group serves every member, one
   request to each unit, the scheduler and the combine step; a load generator on the same
-  machine adds its own share.
+  machine adds its own share. Under load all of these cost what the serving cost measured
+  with the members busy on the same cores (`contention`).
 - On a GPU a unit gets the profile's throughput of k instances together at its batch (one
   instance's without instance curves: the base model of docs/PLANNING.md); its calls take
   the host CPU the profile measured around them.
