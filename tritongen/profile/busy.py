@@ -69,20 +69,21 @@ def members_busy(jobs: dict[str, Job], processes: int) -> Iterator[None]:
 
 
 def busy_main(jobs: dict[str, Job], stop: Any, ready: Any) -> None:
-    """Entry point of one background process: load every session, say so, then run each
-    member once at its job's batch, in turn, until `stop` is set."""
-    try:
-        import numpy as np
+    """Entry point of one background process: load every session that loads (a member that
+    does not is reported by the profile, not here), say so, then run each member once at its
+    job's batch, in turn, until `stop` is set."""
+    import numpy as np
 
-        rng = np.random.default_rng(0)
-        sessions = [
-            (build_session(job.model_path, job.settings), sample_inputs(rng, job, job.batches[0]))
-            for job in jobs.values()
-        ]
-    except Exception as exc:
-        ready.put(describe_error(exc))
+    rng, sessions, failures = np.random.default_rng(0), [], []
+    for job in jobs.values():
+        try:
+            session = build_session(job.model_path, job.settings)
+            sessions.append((session, sample_inputs(rng, job, job.batches[0])))
+        except Exception as exc:
+            failures.append(describe_error(exc))
+    ready.put("" if sessions else "; ".join(failures) or "no member")
+    if not sessions:
         return
-    ready.put("")
     while not stop.is_set():
         for session, feed in sessions:
             session.run(None, feed)
