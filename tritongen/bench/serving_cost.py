@@ -22,19 +22,19 @@ import hashlib
 import json
 import math
 import os
-import resource
 import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
-import psutil
 import yaml
 from onnx import TensorProto, helper
 
+from tritongen.bench.cpu_use import cpu_seconds, per_request
 from tritongen.bench.perf import RunQueue, measure
 from tritongen.errors import TritongenError
 from tritongen.paths import cache_dir
@@ -87,10 +87,7 @@ def members_contention(ensemble: Ensemble, inventory: Inventory, use_cache: bool
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
             return float(json.loads(path.read_text())["contention"])
     factor = measure_contention(ensemble, inventory)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"contention": factor}) + "\n")
-    tmp.replace(path)
+    _write_json(path, {"contention": factor})
     return factor
 
 
@@ -265,9 +262,7 @@ def _cpu_per_request(
 ) -> _PerRequest:
     """CPU per request of `batch` samples to `model`, `concurrency` at a time (at 1 the
     batcher has nothing to merge, so a request is one call)."""
-    root = psutil.Process(server.pid)
-    stubs = root.children(recursive=True)
-    before = (_cpu_seconds([root]), _cpu_seconds(stubs), _children_cpu_seconds())
+    before = cpu_seconds(server.pid)
     requests_before, calls_before = _requests(server, model), _calls(server, model)
     (point,) = measure(
         server.grpc_url,
@@ -282,28 +277,17 @@ def _cpu_per_request(
     requests = _requests(server, model) - requests_before
     if requests <= 0:
         raise TritongenError(f"the stand-in {model} answered no request")
-    after = (_cpu_seconds([root]), _cpu_seconds(stubs), _children_cpu_seconds())
-    server_s, stub_s, client_s = ((a - b) / requests for a, b in zip(after, before, strict=True))
+    used = per_request(cpu_seconds(server.pid).minus(before), requests)
     calls = _calls(server, model) - calls_before
     return _PerRequest(
-        server_s,
-        stub_s,
-        client_s,
+        used["server"],
+        used["models"],
+        used["client"],
         requests / max(calls, 1),
         point.throughput,
         point.p99_ms / 1000,
         point.p50_ms / 1000,
     )
-
-
-def _cpu_seconds(processes: list[psutil.Process]) -> float:
-    return sum(sum(p.cpu_times()[:2]) for p in processes)  # user + system
-
-
-def _children_cpu_seconds() -> float:
-    """CPU seconds of this process's children that have ended (perf_analyzer runs)."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def _calls(server: EmbeddedServer, model: str) -> float:
@@ -432,7 +416,12 @@ def _read_cache(path: Path) -> ServingCost | None:
 
 
 def _write_cache(path: Path, cost: ServingCost) -> None:
+    _write_json(path, cost.to_json())
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write `data` to `path` whole or not at all (profiles running at once share the cache)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(cost.to_json()) + "\n")
+    tmp.write_text(json.dumps(data) + "\n")
     tmp.replace(path)
