@@ -4,7 +4,8 @@ trip, it is a lone request's; at the largest batch without a pause, a busy group
 
 A member's calls in a hot loop keep its weights in the core's caches; in a group, the members
 before it have taken them (and a lone request's process slept in between), so each call starts
-colder. The serving model charges a group these times (docs/SERVING.md, *Latency* and *What one sample costs*).
+colder. The serving model charges a group these times (docs/SERVING.md, *Latency* and *What
+one sample costs*).
 One spawned process loads every member's session (one intra-op thread, as a group serves
 them) and times the rotation at the jobs' batch; the result is cached like a profile point.
 """
