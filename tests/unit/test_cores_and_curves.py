@@ -113,3 +113,30 @@ def test_sixteen_instances_on_sixteen_cores_are_predicted_at_the_measured_sixtee
     assert predict_plan(plan, inventory, profile).throughput == pytest.approx(
         MEASURED[16], rel=0.02
     )
+
+
+def test_instances_are_priced_with_the_curve_of_the_batch_they_run_at() -> None:
+    # At batch 1 a large member streams its weights from memory on every call, and two
+    # instances share the bandwidth (0.6 each); at batch 16 they compute (0.98 each).
+    entries = {
+        1: ProfileEntry(
+            150.0,
+            GIB // 10,
+            {"cpu_cost_s_per_sample": 1 / 100.0, "concurrency": {"1": 100.0, "2": 120.0}},
+        ),
+        16: ProfileEntry(
+            1500.0,
+            GIB // 10,
+            {"cpu_cost_s_per_sample": 1 / 1000.0, "concurrency": {"1": 1000.0, "2": 1960.0}},
+        ),
+    }
+    free = ServingCost(0.0, 0.0, 0.0, "measured")
+    profile = Profile({"m": {"cpu": entries}}, {"serving_cost": free.to_json()})
+    inventory = Inventory((Device("cpu", "cpu", "cpu", 64 * GIB, cores=2),))
+
+    def served(batch: int) -> float:
+        plan = Plan({"m": {"cpu": 2}}, {"m": batch}, threads={"m": 1}, dynamic_batching=batch > 1)
+        return predict_plan(plan, inventory, profile).throughput
+
+    assert served(1) == pytest.approx(120.0, rel=0.02)
+    assert served(16) == pytest.approx(1960.0, rel=0.02)

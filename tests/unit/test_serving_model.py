@@ -374,3 +374,43 @@ def test_a_groups_members_are_charged_the_cpu_their_rotation_measured() -> None:
     assert len(grouped.groups) == 1
     assert after[0].throughput == pytest.approx(before[0].throughput / 1.25, rel=0.05)
     assert after[1].throughput == pytest.approx(before[1].throughput)
+
+
+def test_a_rotation_on_every_core_is_compared_with_hot_loops_on_every_core() -> None:
+    # Two one-thread instances of each member together run at 0.8 of one alone (the instance
+    # curve at batch 16); the rotation, two processes at once as a group's two instances,
+    # cost 1.25x those hot loops together. The group is charged 1.25x, not 1.25 / 0.8.
+    costs = {"a": 0.004, "b": 0.008}
+    profile = cpu_profile(costs)
+    inventory = cpu(cores=2)
+    grouped = make_plan(list(costs), inventory, profile, shape=Shape.grouped)
+    for entries in profile.members.values():
+        hot = entries["cpu"][16].extra["cpu_cost_s_per_sample"]
+        entries["cpu"][16].extra["concurrency"] = {"1": 1 / hot, "2": 1.6 / hot}
+    together = predict_plan(grouped, inventory, profile)
+    for entries in profile.members.values():
+        hot = entries["cpu"][16].extra["cpu_cost_s_per_sample"]
+        entries["cpu"][16].extra["cpu_cost_s_per_sample_in_group"] = 1.25 * hot / 0.8
+    rotated = predict_plan(grouped, inventory, profile)
+
+    assert rotated.throughput == pytest.approx(together.throughput / 1.25, rel=0.05)
+
+
+def test_separate_members_lone_calls_share_the_cores_as_their_batch_1_curves_say() -> None:
+    # Two members apart on two cores, each a 10 ms lone call; at batch 1 two instances
+    # together serve what one does alone (each streams its weights and the two share the
+    # memory's bandwidth): a lone request's two calls, at once, take twice as long.
+    costs = {"a": 0.01, "b": 0.01}
+    profile = cpu_profile(costs)
+    profile.extra["serving_cost"]["path_s"] = 0.001
+    for entries in profile.members.values():
+        entries["cpu"][1].extra["lone_latency_s_by_threads"] = {"1": 0.01}
+    apart = Plan({m: {"cpu": 1} for m in costs}, {m: 1 for m in costs}, threads={"a": 1, "b": 1})
+    alone = predict_plan(apart, cpu(cores=2), profile).latency_ms
+    for entries in profile.members.values():
+        one = entries["cpu"][1].extra["cpu_cost_s_per_sample"]
+        entries["cpu"][1].extra["concurrency"] = {"1": 1 / one, "2": 1 / one}
+    shared = predict_plan(apart, cpu(cores=2), profile).latency_ms
+
+    assert alone == pytest.approx(1.0 + 10.0, rel=0.05)
+    assert shared == pytest.approx(1.0 + 20.0, rel=0.05)

@@ -47,7 +47,8 @@ class Problem:
     # (member, device) -> the same call when the member runs in a group, after the others
     lone_in_group: dict[tuple[int, int], float] = field(default_factory=dict)
     # (member, device) -> how much more CPU per sample the member takes in a group, run after
-    # the others, than in a hot loop of its own: measured at the largest batch they share
+    # the others, than in hot loops of its own: measured at the largest batch they share, on
+    # every core at once
     in_group: dict[tuple[int, int], float] = field(default_factory=dict)
     # Whether the planner may run a group's members in parallel threads (opt-in: what that
     # costs throughput under load is not in the serving model, docs/SERVING.md).
@@ -178,9 +179,13 @@ def build_problem(
         host_cost[i, j, k] = float(entry.extra.get("host_cpu_s_per_sample", 0.0))
         cpu_cost[i, j, k] = one_thread_seconds(entry, inventory.devices[j])
         if "cpu_cost_s_per_sample_in_group" in entry.extra and cpu_cost[i, j, k] > 0:
-            in_group[i, j] = (
-                float(entry.extra["cpu_cost_s_per_sample_in_group"]) / cpu_cost[i, j, k]
+            # the rotation ran on every core at once: compared with hot loops on every core
+            share = per_instance_share(
+                concurrency_curve(entry.extra.get("concurrency", {})),
+                inventory.devices[j].cores or 1,
             )
+            hot_loops = cpu_cost[i, j, k] / share
+            in_group[i, j] = float(entry.extra["cpu_cost_s_per_sample_in_group"]) / hot_loops
         if "concurrency" in entry.extra:
             concurrent[i, j, k] = concurrency_curve(entry.extra["concurrency"])
     capacity = np.array([d.memory_bytes for d in inventory.devices], dtype=float)
@@ -241,6 +246,15 @@ def concurrency_curve(data: dict[str, float]) -> tuple[float, ...]:
         return ()  # without one instance alone there is nothing to compare k with
     ks, xs = zip(*measured, strict=True)
     return tuple(float(x) for x in np.interp(np.arange(1, ks[-1] + 1), ks, xs))
+
+
+def per_instance_share(curve: tuple[float, ...], cores: int) -> float:
+    """The share of its speed alone one one-thread instance keeps when every core runs one
+    (an instance curve; 1 without one)."""
+    if len(curve) < 2:
+        return 1.0
+    k = min(cores, len(curve))
+    return min(1.0, curve[k - 1] / (k * curve[0]))
 
 
 def _check_profile_covers(members: Sequence[str], inventory: Inventory, profile: Profile) -> None:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from tritongen.plan.plan import Plan
-from tritongen.plan.problem import Candidate, Problem, build_problem
+from tritongen.plan.problem import Candidate, Problem, build_problem, per_instance_share
 from tritongen.plan.serving_lp import Solved, solve_units
 from tritongen.plan.serving_units import (
     PARALLEL_MEMBERS_COST_S,
@@ -266,21 +266,24 @@ class ServingModel:
         its threads' cores at one thread's speed (what is not measured earns nothing)."""
         one_thread = interpolate(self.problem, self.problem.cpu_cost[m, d], batch)
         if threads <= 1:
-            return one_thread / self._scaling(m, d)
+            return one_thread / self._scaling(m, d, batch)
         if threads < (self.problem.devices[d].cores or 1):
             return threads * one_thread
         all_cores = interpolate(self.problem, self.problem.rate[m, d], batch, inverse=True)
         return threads * all_cores
 
-    def _scaling(self, m: int, d: int) -> float:
-        """How much slower each one-thread instance runs when every core runs one (the profile's
-        concurrency entries on a CPU; 1 when it has none)."""
+    def _scaling(self, m: int, d: int, batch: float) -> float:
+        """How much slower each one-thread instance runs at `batch` when every core runs one
+        (the profile's instance curves on a CPU, between the batches they were measured at;
+        1 without them)."""
+        ratios = np.full(len(self.problem.batch_sizes), np.nan)
         cores = self.problem.devices[d].cores or 1
-        for (mm, dd, _), curve in self.problem.concurrent.items():
+        for (mm, dd, b), curve in self.problem.concurrent.items():
             if (mm, dd) == (m, d) and len(curve) >= 2:
-                k = min(cores, len(curve))
-                return min(1.0, curve[k - 1] / (k * curve[0]))
-        return 1.0
+                ratios[b] = per_instance_share(curve, cores)
+        if np.isnan(ratios).all():
+            return 1.0
+        return interpolate(self.problem, ratios, batch)
 
     def _gpu_rate_and_limit(self, unit: Unit, d: int, batch: float) -> tuple[float, float]:
         """Samples/s of the unit with all of GPU d's time, and the share of it its instances'
@@ -433,6 +436,8 @@ class ServingModel:
             times = [self._alone_call_s(unit, work_only=True) for unit in units]
         else:
             trip, times = overhead, [self._alone_call_s(unit) for unit in units]
+        if len(units) > 1 and self._cores > 1:  # the units' calls run at once, on every core
+            times = [t / self._lone_share(unit) for t, unit in zip(times, units, strict=True)]
         spinning = spinners.get(self._server_cpu, 0)
         crowd = max(1.0, (spinning + len(times)) / self._cores) if spinning else 1.0
         return trip + max(max(times) * crowd, sum(times) / self._cores)
@@ -452,6 +457,17 @@ class ServingModel:
         if unit.parallel_members:
             seconds -= parallel_members_saving_s(self.problem, unit.members, d)
         return seconds
+
+    def _lone_share(self, unit: Unit) -> float:
+        """The share of its lone speed a one-sample call of `unit` keeps while the other
+        units' calls run on the other cores: its members' instance curves at batch 1,
+        weighted by their lone calls (1 on a GPU, and for threads that take every core)."""
+        d = min(unit.counts)
+        if self.problem.devices[d].kind != "cpu" or unit.threads > 1:
+            return 1.0
+        alone = [self._lone_member_s(m, d, 1) for m in unit.members]
+        slowed = [t / self._scaling(m, d, 1.0) for t, m in zip(alone, unit.members, strict=True)]
+        return sum(alone) / sum(slowed) if sum(slowed) > 0 else 1.0
 
     def _lone_work_s(self, unit: Unit, d: int) -> float:
         """Wall seconds of the unit's members' work in a lone request's call on CPU d: a

@@ -1,7 +1,9 @@
 """Which instance curves a profile carries, and how they are measured or read from the cache.
 
-On a CPU, one curve per member: k one-thread instances at the batch where one thread costs
-least per sample, k up to the cores (the serving model reads it as the cores' contention).
+On a CPU, a curve at every batch a member was profiled at with one thread: k one-thread
+instances, k up to the cores (the serving model reads it as the cores' contention, which
+depends on the batch: at small batches a large member streams its weights from memory on
+every call, and k instances share the memory's bandwidth; at large batches they compute).
 On a GPU, a curve at every profiled batch, k = 1, 2, ... until a level no longer raises any
 batch's throughput by GPU_LEVEL_GAIN, or k instances would not fit the GPU's memory: the
 planner chooses batch and instances together, and the gain of a second instance is largest
@@ -38,17 +40,24 @@ class InstanceCurves:
     use_cache: bool = True
     gpu_max_instances: int = GPU_MAX_INSTANCES
 
-    def cpu_curve(
-        self, name: str, device: str, cores: int, alone: Point, job_of: JobOf, key_of: KeyOf
-    ) -> Curve:
-        """One batch's curve, k = 2, 4, ... up to the cores, up to the first failure."""
-        curve = {"1": round(alone.throughput, 3)}
+    def cpu_curves(
+        self,
+        name: str,
+        device: str,
+        cores: int,
+        alone: dict[int, Point],
+        job_of: JobOf,
+        key_of: KeyOf,
+    ) -> dict[int, Curve]:
+        """A curve per batch, k = 2, 4, ... up to the cores, up to the first failure."""
+        curves = {b: {"1": round(p.throughput, 3)} for b, p in alone.items()}
         for k in instance_levels("cpu", cores):
-            found = self._level(name, device, k, (alone.batch,), job_of, key_of)
+            found = self._level(name, device, k, tuple(sorted(alone)), job_of, key_of)
             if found is None:
                 break
-            curve[str(k)] = round(found[alone.batch].throughput, 3)
-        return curve
+            for batch, point in found.items():
+                curves[batch][str(k)] = round(point.throughput, 3)
+        return curves
 
     def gpu_curves(
         self,

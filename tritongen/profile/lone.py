@@ -1,19 +1,23 @@
 """A group's rotation: each member's call as a group on a CPU makes it, every member one after
 another in one process. At batch 1 after the process slept through the rest of a request's
-trip, it is a lone request's; at the largest batch without a pause, a busy group's.
+trip, it is a lone request's; at the largest batch without a pause, a busy group's, timed in
+as many processes as the CPU has cores, all rotating at once, as a group's instances do.
 
 A member's calls in a hot loop keep its weights in the core's caches; in a group, the members
 before it have taken them (and a lone request's process slept in between), so each call starts
-colder. The serving model charges a group these times (docs/SERVING.md, *Latency* and *What
-one sample costs*).
-One spawned process loads every member's session (one intra-op thread, as a group serves
-them) and times the rotation at the jobs' batch; the result is cached like a profile point.
+colder, and in a busy group the other cores' instances, rotating through other members, share
+the caches and the memory's bandwidth. The serving model charges a group these times
+(docs/SERVING.md, *Latency* and *What one sample costs*).
+Each spawned process loads every member's session (one intra-op thread, as a group serves
+them); once all are ready they time the rotation at the jobs' batch together, and each member's
+median over the processes is cached like a profile point.
 """
 
 from __future__ import annotations
 
 import hashlib
 import multiprocessing
+import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -47,40 +51,66 @@ def lone_in_group(
     cache: PointCache,
     key: PointKey,
     use_cache: bool = True,
+    processes: int = 1,
 ) -> dict[str, float]:
     """Each member's seconds per call in the rotation through the group of `jobs` (each a
     member's one-thread job at the rotation's batch, its first), a pause of `gap_s` before
-    each round; from the cache or measured in a fresh process."""
+    each round, `processes` rotating at once; from the cache or measured in fresh processes."""
     point_s = max(job.point_s for job in jobs.values())
+    if processes > 1:
+        key = replace(key, shapes=f"{key.shapes} in {processes} processes")
     if use_cache and (cached := cache.get(key, point_s, GroupLonePoint)) is not None:
         return cached.seconds
+    found = _rotate_together(jobs, gap_s, processes, point_s)
+    seconds = {name: float(statistics.median(f[name] for f in found)) for name in jobs}
+    cache.put(key, GroupLonePoint(seconds, point_s))
+    return seconds
+
+
+def _rotate_together(
+    jobs: dict[str, Job], gap_s: float, processes: int, point_s: float
+) -> list[dict[str, float]]:
     context = multiprocessing.get_context("spawn")
-    receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(target=rotation_main, args=(jobs, gap_s, sender), daemon=True)
-    process.start()
-    sender.close()
+    go = context.Event()
+    children = []
     try:
-        if not receiver.poll(START_TIMEOUT_S + point_s):
-            raise RuntimeError(f"the rotation sent nothing for {START_TIMEOUT_S:.0f} s")
+        for _ in range(processes):
+            receiver, sender = context.Pipe(duplex=False)
+            process = context.Process(
+                target=rotation_main, args=(jobs, gap_s, go, sender), daemon=True
+            )
+            process.start()
+            sender.close()
+            children.append((process, receiver))
+        for _, receiver in children:
+            _receive(receiver, START_TIMEOUT_S)  # loaded and warmed up
+        go.set()
+        return [_receive(receiver, START_TIMEOUT_S + point_s) for _, receiver in children]
+    finally:
+        for process, receiver in children:
+            process.join(timeout=10)
+            if process.is_alive():
+                process.kill()
+                process.join()
+            receiver.close()
+
+
+def _receive(receiver: Any, timeout_s: float) -> Any:
+    try:
+        if not receiver.poll(timeout_s):
+            raise RuntimeError(f"the rotation sent nothing for {timeout_s:.0f} s")
         message = receiver.recv()
     except EOFError:
         raise RuntimeError("the rotation's process died") from None
-    finally:
-        process.join(timeout=10)
-        if process.is_alive():
-            process.kill()
-            process.join()
-        receiver.close()
     if isinstance(message, JobFailure):
         raise RuntimeError(message.reason)
-    cache.put(key, GroupLonePoint(message, point_s))
-    return dict(message)
+    return message
 
 
-def rotation_main(jobs: dict[str, Job], gap_s: float, conn: Any) -> None:
-    """Entry point of the rotation's process: load every session, warm each up, then time
-    rounds of (sleep `gap_s`, every member once at its job's first batch) for about one
-    point's time."""
+def rotation_main(jobs: dict[str, Job], gap_s: float, go: Any, conn: Any) -> None:
+    """Entry point of a rotation's process: load every session, warm each up, say so, and
+    once `go` is set time rounds of (sleep `gap_s`, every member once at its job's first
+    batch) for about one point's time."""
     try:
         import numpy as np
 
@@ -94,6 +124,8 @@ def rotation_main(jobs: dict[str, Job], gap_s: float, conn: Any) -> None:
         }
         for session, feed in sessions.values():
             timed_calls(session, feed, min_s=0.0, min_runs=3)
+        conn.send("ready")
+        go.wait()
         times: dict[str, list[float]] = {name: [] for name in sessions}
         point_s = max(job.point_s for job in jobs.values())
         min_runs = max(job.min_runs for job in jobs.values())

@@ -124,8 +124,8 @@ def _add_group_lone(
     """The rotation through a group of the one-thread members on `target` (`profile.lone`),
     in their entries: at batch 1 after a lone request's pause, seconds per call as
     `extra["lone_latency_s_in_group"]`; back to back at the largest batch two or more of them
-    were measured at (those members), CPU seconds per sample as
-    `extra["cpu_cost_s_per_sample_in_group"]`."""
+    were measured at (those members), one rotation per core at once, CPU seconds per sample
+    as `extra["cpu_cost_s_per_sample_in_group"]`."""
     rotation, version, point_s, gap_s = how
     alone = [
         t
@@ -135,14 +135,19 @@ def _add_group_lone(
     ]  # fmt: skip
     if len(alone) < 2:
         return
-    rotations = [(1, gap_s, LONE_IN_GROUP), (_largest_shared(alone, members), 0.0, IN_GROUP)]
-    for batch, pause, key_name in rotations:
+    cores = target.threads[0]
+    rotations = [
+        (1, gap_s, LONE_IN_GROUP, 1),
+        (_largest_shared(alone, members), 0.0, IN_GROUP, cores),
+    ]
+    for batch, pause, key_name, processes in rotations:
         these = [t for t in alone if batch in members[t.member.name][target.device_class]]
         if len(these) < 2 or (key_name == IN_GROUP and batch == 1):
             continue
         jobs = {t.member.name: _job(replace(t, batches=(batch,)), {}, point_s)[1] for t in these}
         try:
-            seconds = rotation(jobs, pause, key=group_key([_key(t, version, batch) for t in these]))
+            key = group_key([_key(t, version, batch) for t in these])
+            seconds = rotation(jobs, pause, key=key, processes=processes)
         except RuntimeError as exc:
             notes.append(f"a group's rotation at batch {batch} on {target.device_class}: {exc}")
             continue
@@ -199,13 +204,10 @@ def _member_curves(
     job_of: JobOf,
     key_of: KeyOf,
 ) -> dict[int, Curve]:
-    """On a CPU, the curve at the cheapest one-thread batch; on a GPU, one at every batch."""
+    """A curve at every batch measured with one thread (`tritongen.profile.curves`)."""
     if target.kind == "cpu":
-        batch = min(alone, key=lambda b: alone[b].cpu_s_per_call / b)
         cores = target.threads[0]
-        return {
-            batch: curves.cpu_curve(name, target.device_class, cores, alone[batch], job_of, key_of)
-        }
+        return curves.cpu_curves(name, target.device_class, cores, alone, job_of, key_of)
     memory = target.memory_bytes or 0
     return curves.gpu_curves(name, target.device_class, alone, memory, job_of, key_of)
 
