@@ -19,6 +19,7 @@ from tritongen.profile.worker import (
     Point,
     Started,
     child_main,
+    stop_process,
 )
 
 SILENCE_LIMIT_S = 300.0  # a child that sends nothing for this long is stuck: stop it
@@ -130,18 +131,11 @@ def run_in_child(
                 reported.add(message.batch)
             on_message(message)
     finally:
-        _stop(process)
+        stop_process(process)
         receiver.close()
     if stalled or process.exitcode != 0:
         reason = _death_reason(process, stalled)
         _report_death(job, on_message, reported, current, reason, target)
-
-
-def _stop(process: Any) -> None:
-    process.join(timeout=10)
-    if process.is_alive():
-        process.kill()
-        process.join()
 
 
 def _death_reason(process: Any, stalled: bool) -> str:

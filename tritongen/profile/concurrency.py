@@ -27,6 +27,7 @@ from tritongen.profile.worker import (
     describe_error,
     run_queue_delay_s,
     sample_inputs,
+    stop_process,
     timed_calls,
 )
 
@@ -108,10 +109,7 @@ def _together_once(
         ]
     finally:
         for process, receiver in children:
-            process.join(timeout=10)
-            if process.is_alive():
-                process.kill()
-                process.join()
+            stop_process(process)
             receiver.close()
     points = {
         b: ConcurrencyPoint(

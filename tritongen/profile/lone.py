@@ -31,6 +31,7 @@ from tritongen.profile.worker import (
     JobFailure,
     describe_error,
     sample_inputs,
+    stop_process,
     timed_calls,
 )
 
@@ -88,10 +89,7 @@ def _rotate_together(
         return [_receive(receiver, START_TIMEOUT_S + point_s) for _, receiver in children]
     finally:
         for process, receiver in children:
-            process.join(timeout=10)
-            if process.is_alive():
-                process.kill()
-                process.join()
+            stop_process(process)
             receiver.close()
 
 

@@ -411,6 +411,14 @@ class GroupLonePoint:
     point_s: float
 
 
+def stop_process(process: Any) -> None:
+    """Wait a little for a child process that has said all it will, then kill it."""
+    process.join(timeout=10)
+    if process.is_alive():
+        process.kill()
+        process.join()
+
+
 def child_main(job: Job, conn: Any) -> None:
     """Entry point of the spawned process: stream messages, then close the pipe. Anything
     unexpected goes back as a JobFailure rather than a traceback over the progress bar."""
