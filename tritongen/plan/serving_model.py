@@ -124,6 +124,7 @@ class ServingModel:
             (d for d, dev in enumerate(problem.devices) if dev.kind == "cpu"), 0
         )
         self._cores = self._cores_of(self._server_cpu) if problem.devices else 1
+        self._shares = self._instance_shares()
 
     @property
     def placement_only(self) -> bool:
@@ -276,14 +277,18 @@ class ServingModel:
         """How much slower each one-thread instance runs at `batch` when every core runs one
         (the profile's instance curves on a CPU, between the batches they were measured at;
         1 without them)."""
-        ratios = np.full(len(self.problem.batch_sizes), np.nan)
-        cores = self.problem.devices[d].cores or 1
-        for (mm, dd, b), curve in self.problem.concurrent.items():
-            if (mm, dd) == (m, d) and len(curve) >= 2:
-                ratios[b] = per_instance_share(curve, cores)
-        if np.isnan(ratios).all():
-            return 1.0
-        return interpolate(self.problem, ratios, batch)
+        shares = self._shares.get((m, d))
+        return 1.0 if shares is None else interpolate(self.problem, shares, batch)
+
+    def _instance_shares(self) -> dict[tuple[int, int], np.ndarray]:
+        """(member, device) -> per profiled batch, the share of its speed alone a one-thread
+        instance keeps when every core runs one (NaN where no curve was measured)."""
+        shares: dict[tuple[int, int], np.ndarray] = {}
+        for (m, d, b), curve in self.problem.concurrent.items():
+            if len(curve) >= 2:
+                row = shares.setdefault((m, d), np.full(len(self.problem.batch_sizes), np.nan))
+                row[b] = per_instance_share(curve, self.problem.devices[d].cores or 1)
+        return shares
 
     def _gpu_rate_and_limit(self, unit: Unit, d: int, batch: float) -> tuple[float, float]:
         """Samples/s of the unit with all of GPU d's time, and the share of it its instances'

@@ -25,6 +25,7 @@ from tritongen.profile.worker import (
     Job,
     JobFailure,
     describe_error,
+    expect_message,
     run_queue_delay_s,
     sample_inputs,
     stop_process,
@@ -39,6 +40,7 @@ GPU_MAX_INSTANCES = 8
 # memory and host cores.
 GPU_LEVEL_GAIN = 0.05
 START_TIMEOUT_S = 120.0  # loading and warming up one session
+TOGETHER = "an instance run together"  # who a message came from, in errors
 
 Measure = Callable[[Job, Sequence[int], int], dict[int, ConcurrencyPoint]]
 
@@ -100,10 +102,10 @@ def _together_once(
             sender.close()
             children.append((process, receiver))
         for _, receiver in children:
-            _expect(receiver, START_TIMEOUT_S, str)
+            expect_message(receiver, START_TIMEOUT_S, str, TOGETHER)
         go.set()
         runs = [
-            _expect(r, START_TIMEOUT_S + job.point_s, TogetherRun)
+            expect_message(r, START_TIMEOUT_S + job.point_s, TogetherRun, TOGETHER)
             for _ in batches
             for _, r in children
         ]
@@ -149,18 +151,3 @@ def together_main(job: Job, batches: tuple[int, ...], go: Any, barrier: Any, con
         conn.send(JobFailure(f"run of instances together failed: {describe_error(exc)}"))
     finally:
         conn.close()
-
-
-def _expect(receiver: Any, timeout_s: float, kind: type) -> Any:
-    """The next message of one child, which must be of `kind`."""
-    if not receiver.poll(timeout_s):
-        raise RuntimeError(f"an instance run together sent nothing for {timeout_s:.0f} s")
-    try:
-        message = receiver.recv()
-    except EOFError:
-        raise RuntimeError("an instance run together died") from None
-    if isinstance(message, JobFailure):
-        raise RuntimeError(message.reason)
-    if not isinstance(message, kind):
-        raise RuntimeError(f"an instance run together sent {describe_error(RuntimeError(message))}")
-    return message

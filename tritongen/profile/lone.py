@@ -30,12 +30,14 @@ from tritongen.profile.worker import (
     Job,
     JobFailure,
     describe_error,
+    expect_message,
     sample_inputs,
     stop_process,
     timed_calls,
 )
 
 START_TIMEOUT_S = 120.0  # loading every member's session and timing the rotation
+ROTATION = "the rotation's process"  # who a message came from, in errors
 
 
 def group_key(keys: Sequence[PointKey]) -> PointKey:
@@ -84,25 +86,14 @@ def _rotate_together(
             sender.close()
             children.append((process, receiver))
         for _, receiver in children:
-            _receive(receiver, START_TIMEOUT_S)  # loaded and warmed up
+            expect_message(receiver, START_TIMEOUT_S, str, ROTATION)  # loaded, warmed up
         go.set()
-        return [_receive(receiver, START_TIMEOUT_S + point_s) for _, receiver in children]
+        timeout_s = START_TIMEOUT_S + point_s
+        return [expect_message(r, timeout_s, dict, ROTATION) for _, r in children]
     finally:
         for process, receiver in children:
             stop_process(process)
             receiver.close()
-
-
-def _receive(receiver: Any, timeout_s: float) -> Any:
-    try:
-        if not receiver.poll(timeout_s):
-            raise RuntimeError(f"the rotation sent nothing for {timeout_s:.0f} s")
-        message = receiver.recv()
-    except EOFError:
-        raise RuntimeError("the rotation's process died") from None
-    if isinstance(message, JobFailure):
-        raise RuntimeError(message.reason)
-    return message
 
 
 def rotation_main(jobs: dict[str, Job], gap_s: float, go: Any, conn: Any) -> None:

@@ -411,6 +411,22 @@ class GroupLonePoint:
     point_s: float
 
 
+def expect_message(receiver: Any, timeout_s: float, kind: type, sender: str) -> Any:
+    """The next message from a child process (`sender` names it in errors), which must be of
+    `kind`; a JobFailure it sends is raised."""
+    if not receiver.poll(timeout_s):
+        raise RuntimeError(f"{sender} sent nothing for {timeout_s:.0f} s")
+    try:
+        message = receiver.recv()
+    except EOFError:
+        raise RuntimeError(f"{sender} died") from None
+    if isinstance(message, JobFailure):
+        raise RuntimeError(message.reason)
+    if not isinstance(message, kind):
+        raise RuntimeError(f"{sender} sent {describe_error(RuntimeError(message))}")
+    return message
+
+
 def stop_process(process: Any) -> None:
     """Wait a little for a child process that has said all it will, then kill it."""
     process.join(timeout=10)
