@@ -52,14 +52,20 @@ def compute_dtype(dtype):
     return np.float64 if dtype.itemsize == 8 or dtype == np.int32 else np.float32
 
 
+def _weighted_sum(weights, outputs):
+    """Σ_m weights[m] · outputs[m], in numpy's own loops: a BLAS call (tensordot, dot) would
+    wake numpy's BLAS threads, which spin between calls on the cores the members use."""
+    return np.multiply(weights.reshape(-1, *([1] * (outputs.ndim - 1))), outputs).sum(axis=0)
+
+
 def _weighted_mean(outputs, weights):
-    return np.tensordot(weights, outputs, axes=1)
+    return _weighted_sum(weights, outputs)
 
 
 def _geometric_mean(outputs, weights):
     # Clip so that a zero probability from one member does not erase a class entirely.
     logs = np.log(np.maximum(outputs, np.finfo(np.float32).tiny))
-    combined = np.exp(np.tensordot(weights, logs, axes=1))
+    combined = np.exp(_weighted_sum(weights, logs))
     combined /= combined.sum(axis=-1, keepdims=True)
     return combined
 
@@ -72,7 +78,7 @@ def _majority_vote(outputs, weights):
     classes = outputs.shape[-1]
     elected = outputs.argmax(axis=-1)  # (members, rows, ...)
     one_hot = elected[..., None] == np.arange(classes)
-    return np.tensordot(weights, one_hot.astype(np.float32), axes=1)
+    return _weighted_sum(weights, one_hot.astype(np.float32))
 
 
 _REDUCERS = {

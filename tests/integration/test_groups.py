@@ -1,16 +1,21 @@
 """Members served together in one Python-backend model (a group), on a real tritonserver:
 answers equal the onnxruntime + numpy reference under every rule, a group beside members
 served alone works through Triton's scheduler, faults stay confined to their request, and the
-served API takes the spec's batch size whatever batches the plan prefers."""
+served API takes the spec's batch size whatever batches the plan prefers, and a group's
+process keeps to its one thread."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
@@ -234,3 +239,54 @@ def test_parallel_members_share_busy_flags_that_go_with_the_server(
         flags = list(Path("/dev/shm").glob(f"tritongen-busy-{pid}-*"))
         assert len(flags) == 1 and flags[0].stat().st_size > 0
     assert not list(Path("/dev/shm").glob(f"tritongen-busy-{pid}-*"))
+
+
+def _runnable_shares(server_pid: int, seconds: float) -> dict[tuple[int, int], float]:
+    """Per thread of the server's model processes: the share of samples, taken every few
+    milliseconds over `seconds`, in which it was running or waiting to run ('R')."""
+    processes = psutil.Process(server_pid).children(recursive=True)
+    seen: dict[tuple[int, int], list[bool]] = {}
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for process in processes:
+            for thread in process.threads():
+                stat = Path(f"/proc/{process.pid}/task/{thread.id}/stat")
+                with contextlib.suppress(OSError):
+                    state = stat.read_text().rsplit(")", 1)[1].split()[0]
+                    seen.setdefault((process.pid, thread.id), []).append(state == "R")
+        time.sleep(0.005)
+    return {key: sum(states) / len(states) for key, states in seen.items()}
+
+
+def test_a_groups_process_spins_no_thread_while_requests_come_one_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # numpy's BLAS gets threads of its own here (a value the user gave the server is kept):
+    # OpenBLAS's spin between calls, so only a combine that calls no BLAS leaves them asleep.
+    # Members x rows x classes above OpenBLAS's threshold for sharing one product out.
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
+    models = [linear_model(tmp_path / f"wide_{i}.onnx", i, classes=1000) for i in range(3)]
+    repository = tmp_path / "repository"
+    repository.mkdir()
+    names = [p.stem for p in models]
+    combine = {"rule": "weighted_mean", "transform": "none"}
+    _render(tmp_path, repository, models, "one_thread", names, combine=combine)
+    with EmbeddedServer(repository, ready_timeout_s=300) as server:
+        stop = threading.Event()
+
+        def send() -> None:  # the HTTP client stays on the thread that made it
+            client = EnsembleClient(server.http_url, "one_thread")
+            while not stop.is_set():
+                client.infer(_rows(MAX_BATCH, seed=7))
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        try:
+            time.sleep(0.5)
+            shares = _runnable_shares(server.pid, seconds=1.5)
+        finally:
+            stop.set()
+            sender.join()
+    # a spinning thread is runnable all the time; the one that runs the members waits for
+    # each request between calls
+    assert shares and max(shares.values()) < 0.8, shares

@@ -19,6 +19,7 @@ from tritongen.serve.server import (
     find_tritonserver,
     free_port,
     model_counters,
+    server_environment,
     summarize_log,
 )
 from tritongen.spec.devices import detect_devices
@@ -84,3 +85,13 @@ def test_beyond_loopback_the_restricted_apis_always_get_a_key(host: str) -> None
 def test_on_loopback_the_apis_are_restricted_only_when_asked(host: str) -> None:
     assert access_key(host, model_control=True, confirmed=False, api_key=None) is None
     assert access_key(host, model_control=False, confirmed=False, api_key=KEY) == KEY
+
+
+def test_the_models_processes_get_one_blas_thread_unless_the_user_gave_a_number(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    install = find_tritonserver()
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    monkeypatch.setenv("MKL_NUM_THREADS", "3")
+    env = server_environment(install)
+    assert env["OPENBLAS_NUM_THREADS"] == "1" and env["MKL_NUM_THREADS"] == "3"

@@ -15,6 +15,10 @@ from pathlib import Path
 from tritongen.errors import ServerError
 from tritongen.paths import cache_dir
 
+# numpy's BLAS threads, one per core in every Python-backend process, spin between calls
+# (OpenBLAS: sched_yield) on the cores the members compute on; each instance is meant to be
+# one thread (docs/SERVING.md). Unset ones are set to 1; a value the user gave is kept.
+ONE_THREAD = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 INSTALL_HINT = "install it with `pip install nvidia-pytriton==0.7.0` (Linux x86_64)"
 
 
@@ -82,7 +86,8 @@ def server_environment(install: TritonInstall) -> dict[str, str]:
     """The stub embeds the system's libpython and ignores PYTHONPATH: it finds this
     environment's packages only when this interpreter's `bin/` comes first on PATH; or those
     of the virtual environment TRITONGEN_STUB_VENV names (models that need other packages
-    than tritongen's own process, such as another numpy)."""
+    than tritongen's own process, such as another numpy). numpy's BLAS runs one thread
+    (`ONE_THREAD`)."""
     env = dict(os.environ)
     venv = env.get("TRITONGEN_STUB_VENV")
     first = Path(venv) / "bin" if venv else Path(sys.executable).parent
@@ -90,4 +95,5 @@ def server_environment(install: TritonInstall) -> dict[str, str]:
     env["LD_LIBRARY_PATH"] = os.pathsep.join(
         p for p in (str(install.libraries), env.get("LD_LIBRARY_PATH", "")) if p
     )
+    env.update({name: "1" for name in ONE_THREAD if name not in env})
     return env
