@@ -36,10 +36,14 @@ def test_contention_sets_the_paths_cpu_with_members_busy_against_idle_cores(
     member_models: list[Path], tmp_path: Path
 ) -> None:
     ensemble = load_ensemble(load_spec(write_spec(tmp_path, spec_data(member_models))))
-    factor = measure_contention(ensemble, detect_devices())
+    found = measure_contention(ensemble, detect_devices())
+    factor = found.path
     # the stand-in's requests were answered both ways; the same requests cost the path about
     # as much CPU, more where the members' work takes the caches (not several times more)
     assert 0.7 < factor < 3.0
+    # the members ran beside the path and alone: their extra CPU is a share of the path's
+    # (their runs were counted, or there would be nothing to compare)
+    assert 0.0 <= found.refill < 1.0
     # and the model charges that factor to everything the path costs per call and per request
     cost = replace(measure_serving_cost(SIGNATURE, 5, 8, detect_devices()), contention=factor)
     loaded = cost.under_load()

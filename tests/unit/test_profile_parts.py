@@ -15,6 +15,7 @@ from tests.onnx_models import (
     mlp,
 )
 from tritongen.errors import SpecError
+from tritongen.profile.busy import Work
 from tritongen.profile.cache import PointCache, PointKey
 from tritongen.profile.profiler import (
     default_batch_sizes,
@@ -181,3 +182,10 @@ def test_a_cpu_job_times_batch_one_as_a_lone_request_meets_it(models: dict[str, 
     assert points[4].lone_latency_s is None
     lone = points[1].lone_latency_s
     assert lone is not None and lone > 0.8 * points[1].latency_s
+
+
+def test_the_members_extra_cpu_beside_the_path_is_counted_per_member_run() -> None:
+    alone = Work(runs=(10, 4, 0), cpu_s=(1.0, 2.0, 0.0))  # 0.1 s and 0.5 s a run alone
+    beside = Work(runs=(6, 2, 3), cpu_s=(0.9, 1.1, 5.0))  # the third ran only beside: left out
+    assert beside.extra_cpu_s(alone) == pytest.approx((0.9 - 0.6) + (1.1 - 1.0))
+    assert Work((12, 5, 3), (2.0, 3.0, 1.0)).minus(alone) == Work((2, 1, 3), (1.0, 1.0, 1.0))

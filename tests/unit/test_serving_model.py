@@ -414,3 +414,17 @@ def test_separate_members_lone_calls_share_the_cores_as_their_batch_1_curves_say
 
     assert alone == pytest.approx(1.0 + 10.0, rel=0.05)
     assert shared == pytest.approx(1.0 + 20.0, rel=0.05)
+
+
+def test_the_members_refill_beside_the_path_lowers_a_path_bound_plan_most() -> None:
+    heavy = {"a": 0.002, "b": 0.004}
+
+    def ratio(members: dict[str, float]) -> float:
+        profile = cpu_profile(members)
+        plain = make_plan(list(members), cpu(cores=2), profile).predicted_throughput
+        profile.extra["serving_cost"]["refill"] = 0.5
+        refilled = make_plan(list(members), cpu(cores=2), profile).predicted_throughput
+        return refilled / plain
+
+    fast = {"a": 0.00002, "b": 0.00005, "c": 0.0001}  # the path's CPU takes most of the cores
+    assert ratio(fast) < ratio(heavy) < 1.0

@@ -40,7 +40,7 @@ from tritongen.errors import TritongenError
 from tritongen.paths import cache_dir
 from tritongen.plan.plan import Plan
 from tritongen.plan.serving_model import IN_FLIGHT
-from tritongen.profile.busy import busy_jobs, members_busy
+from tritongen.profile.busy import BusyMembers, Work, busy_jobs, members_busy
 from tritongen.profile.concurrency import GPU_MAX_INSTANCES
 from tritongen.profile.profile import Profile, ServingCost, default_cost
 from tritongen.profile.profiler import profile_ensemble
@@ -54,6 +54,7 @@ STAND_IN = "stand_in"
 ENSEMBLE = "serving_cost"  # the stand-in as a one-member ensemble
 MEASURE_INTERVAL_MS = 1500
 CONTENTION_ROUNDS = 2  # idle and busy in turn: a drift of the machine hits both alike
+MEMBERS_ALONE_S = 3 * MEASURE_INTERVAL_MS / 1000  # perf_analyzer's three windows
 
 
 def serving_cost(
@@ -74,32 +75,46 @@ def serving_cost(
     except TritongenError as exc:
         return default_cost(f"not measured: {exc}")
     try:
-        return replace(cost, contention=members_contention(ensemble, inventory, use_cache))
+        found = members_contention(ensemble, inventory, use_cache)
     except TritongenError:  # the path is then charged as measured on idle cores
         return cost
+    return replace(cost, contention=found.path, refill=found.refill)
 
 
-def members_contention(ensemble: Ensemble, inventory: Inventory, use_cache: bool = True) -> float:
-    """The serving cost's `contention` for this ensemble's members, from the cache when it is
-    there (per members and input shape)."""
+@dataclass(frozen=True)
+class Contention:
+    """The path and the members on the same busy cores (docs/SERVING.md)."""
+
+    path: float  # the path's CPU per request beside the members over on idle cores
+    refill: float  # the members' extra CPU beside the path, per CPU second the path took
+
+
+def members_contention(
+    ensemble: Ensemble, inventory: Inventory, use_cache: bool = True
+) -> Contention:
+    """The serving cost's `contention` and `refill` for this ensemble's members, from the
+    cache when it is there (per members and input shape)."""
     path = _contention_path(ensemble)
     if use_cache:
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            return float(json.loads(path.read_text())["contention"])
-    factor = measure_contention(ensemble, inventory)
-    _write_json(path, {"contention": factor})
-    return factor
+            cached = json.loads(path.read_text())
+            return Contention(float(cached["contention"]), float(cached["refill"]))
+    found = measure_contention(ensemble, inventory)
+    _write_json(path, {"contention": found.path, "refill": found.refill})
+    return found
 
 
-def measure_contention(ensemble: Ensemble, inventory: Inventory) -> float:
+def measure_contention(ensemble: Ensemble, inventory: Inventory) -> Contention:
     """CPU per request of the stand-in's path (tritonserver, its process, the client over
     gRPC) at the serving cost's load, with the members computing on every core (`profile.busy`)
-    over the same with the cores idle, the two taken in turn `CONTENTION_ROUNDS` times."""
+    over the same with the cores idle; and the members' CPU per run beside that load over the
+    same alone, the extra per CPU second of the path. Idle and busy are taken in turn
+    `CONTENTION_ROUNDS` times."""
     largest = ensemble.spec.max_batch_size
     loaded = math.ceil(IN_FLIGHT * largest)
     jobs = busy_jobs(ensemble, largest)
     cores = inventory.cpu.cores if inventory.cpu and inventory.cpu.cores else 1
-    idle, busy = 0.0, 0.0
+    idle = busy = extra = path_cpu = 0.0
     with tempfile.TemporaryDirectory(prefix="tritongen-contention-") as tmp:
         repository = _stand_in_repository(
             Path(tmp), ensemble.inputs, ensemble.num_classes, largest, inventory
@@ -107,9 +122,23 @@ def measure_contention(ensemble: Ensemble, inventory: Inventory) -> float:
         with EmbeddedServer(repository) as server:
             for _ in range(CONTENTION_ROUNDS):
                 idle += _cpu_per_request(server, STAND_IN, 1, None, concurrency=loaded).path
-                with members_busy(jobs, cores):
-                    busy += _cpu_per_request(server, STAND_IN, 1, None, concurrency=loaded).path
-    return busy / idle if idle > 0 else 0.0
+                with members_busy(jobs, cores) as members:
+                    alone = _members_alone(members)
+                    before = members.work()
+                    beside = _cpu_per_request(server, STAND_IN, 1, None, concurrency=loaded)
+                    extra += members.work().minus(before).extra_cpu_s(alone)
+                busy += beside.path
+                path_cpu += beside.path * beside.requests
+    return Contention(
+        busy / idle if idle > 0 else 0.0, max(0.0, extra) / path_cpu if path_cpu > 0 else 0.0
+    )
+
+
+def _members_alone(members: BusyMembers) -> Work:
+    """The members' runs and CPU over a window as long as a path measurement's, alone."""
+    before = members.work()
+    time.sleep(MEMBERS_ALONE_S)
+    return members.work().minus(before)
 
 
 def measure_profile(
@@ -242,6 +271,7 @@ class _PerRequest:
     rate: float = 0.0  # requests per second (perf_analyzer's measurement windows)
     p99_s: float = 0.0  # 99th percentile latency (perf_analyzer's)
     p50_s: float = 0.0  # median latency (perf_analyzer's)
+    requests: float = 0.0  # requests answered while measured
 
     @property
     def total(self) -> float:
@@ -287,6 +317,7 @@ def _cpu_per_request(
         point.throughput,
         point.p99_ms / 1000,
         point.p50_ms / 1000,
+        requests,
     )
 
 

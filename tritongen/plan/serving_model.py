@@ -251,7 +251,8 @@ class ServingModel:
             * self._in_group(unit, m, d)
             for m, chunk in zip(unit.members, unit.chunks, strict=True)
         )
-        return compute + self._call_seconds(max(1.0, batch))
+        # the process's calls also cost its members the caches they refill (`refill`)
+        return compute + self._call_seconds(max(1.0, batch)) * (1 + self.cost.refill)
 
     def _in_group(self, unit: Unit, m: int, d: int) -> float:
         """How much more CPU member m takes in `unit` than in a hot loop of its own: in a
@@ -367,10 +368,10 @@ class ServingModel:
 
     def _cpu_load(self, overhead: float) -> dict[int, float]:
         """Share of each CPU's time one ensemble sample per second takes for its request (the
-        server's CPU: the first CPU device)."""
+        server's CPU: the first CPU device), with the members' refill that CPU costs."""
         for d, device in enumerate(self.problem.devices):
             if device.kind == "cpu":
-                return {d: overhead / (device.cores or 1)}
+                return {d: overhead * (1 + self.cost.refill) / (device.cores or 1)}
         return {}
 
     # ------------------------------------------------------------------ batches and latency

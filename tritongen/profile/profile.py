@@ -45,6 +45,10 @@ class ServingCost:
     # load above with the ensemble's members computing on every core, over the same on idle
     # cores (0: not measured): their work takes the caches the path's threads come back to
     contention: float = 0.0
+    # The members' CPU per run beside that load over alone, the extra per CPU second the path
+    # took (0: not measured): the path's time slices take the caches the members come back to,
+    # so a CPU second of the path costs the machine 1 + refill seconds
+    refill: float = 0.0
 
     def under_load(self) -> ServingCost:
         """The CPU seconds charged while the members compute on the same cores: every per-call,
@@ -82,7 +86,7 @@ class ServingCost:
             f"{self.runnable_per_core:.1f} threads runnable per core the server and client use; "
             f"p99 {self.tail:.2f}x the mean latency under load; {ms['path_s']} for a request "
             f"alone through the ensemble; the path's CPU {self.contention:.2f}x with the members "
-            "busy on every core"
+            f"busy on every core, and {self.refill:.2f} s more of the members' per second of it"
         )
 
 
@@ -236,6 +240,7 @@ class _ServingCostFile(BaseModel):
     tail: Finite = 0.0
     path_s: Finite = 0.0
     contention: Finite = 0.0
+    refill: Finite = 0.0
 
 
 class _SkippedFile(_Open):
