@@ -24,11 +24,10 @@ from tritongen.errors import TritongenError
 from tritongen.profile.profiler import input_feeds, member_batches, member_settings
 from tritongen.profile.runtime import build_session
 from tritongen.profile.tasks import Target
-from tritongen.profile.worker import Job, describe_error, sample_inputs
+from tritongen.profile.worker import Job, describe_error, sample_inputs, stop_process
 from tritongen.spec.members import Ensemble
 
 START_TIMEOUT_S = 120.0  # loading every member's session in each process
-STOP_TIMEOUT_S = 10.0
 
 
 def busy_jobs(ensemble: Ensemble, batch: int) -> dict[str, Job]:
@@ -109,10 +108,7 @@ def members_busy(jobs: dict[str, Job], processes: int) -> Iterator[BusyMembers]:
     finally:
         stop.set()
         for worker in workers:
-            worker.join(timeout=STOP_TIMEOUT_S)
-            if worker.is_alive():
-                worker.kill()
-                worker.join()
+            stop_process(worker)
 
 
 def busy_main(jobs: dict[str, Job], stop: Any, ready: Any, tally: tuple[Any, Any]) -> None:
