@@ -10,7 +10,11 @@ import pytest
 
 from tests.conftest import spec_data, write_spec
 from tests.unit.test_serving_cost import SIGNATURE
-from tritongen.bench.serving_cost import measure_contention, measure_serving_cost
+from tritongen.bench.serving_cost import (
+    WAIT_AFTER_S,
+    measure_contention,
+    measure_serving_cost,
+)
 from tritongen.spec.devices import detect_devices
 from tritongen.spec.ensemble import load_spec
 from tritongen.spec.members import load_ensemble
@@ -30,6 +34,11 @@ def test_measured_on_the_embedded_server() -> None:
     assert 0 < cost.runnable_per_core < 100
     # p99 over the mean latency under load: a tail is never shorter than the mean
     assert 1 <= cost.tail < 100
+    # the slow stand-in's calls lasted about as long as asked, and cost the threads waiting
+    # on them more than instant calls (tritonserver's, the process's and the client's spin
+    # before they sleep), but not a call's worth
+    assert 0.5 * WAIT_AFTER_S < cost.wait_after_s < 3 * WAIT_AFTER_S
+    assert 0 < cost.wait_call_s + cost.client_wait_call_s < WAIT_AFTER_S
 
 
 def test_contention_sets_the_paths_cpu_with_members_busy_against_idle_cores(

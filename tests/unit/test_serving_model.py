@@ -413,6 +413,42 @@ def test_a_rotation_measured_cheaper_than_the_hot_loops_charges_the_hot_loops() 
     assert cheaper.throughput == pytest.approx(unmeasured.throughput)
 
 
+def _with_waiting(profile: Profile, call_s: float, after_s: float) -> Profile:
+    serving = dict(profile.extra["serving_cost"], wait_call_s=call_s, wait_after_s=after_s)
+    return replace(profile, extra={**profile.extra, "serving_cost": serving})
+
+
+def test_a_long_call_costs_the_processes_waiting_on_it_what_the_serving_cost_measured() -> None:
+    # Heavy members in one group on two cores: its calls of 16 samples last far longer than
+    # the 5 ms the waiting was measured on, so each call costs 2 ms more of the cores
+    # (and the batches the cores' busier server lets form).
+    costs = {"a": 0.004, "b": 0.008}
+    profile, inventory = cpu_profile(costs), cpu(cores=2)
+    plan = make_plan(list(costs), inventory, profile, shape=Shape.grouped)
+    instant = predict_plan(plan, inventory, profile)
+    waiting = predict_plan(plan, inventory, _with_waiting(profile, 0.002, 0.005))
+
+    # once per call, not per sample: between a sixteenth of it and all of it per sample
+    extra = 2 / waiting.throughput - 2 / instant.throughput
+    assert 0.002 / 16 <= extra < 0.002
+
+
+def test_a_call_shorter_than_the_waiting_measured_is_charged_its_share_of_it() -> None:
+    # Light members: a call lasts well under 50 ms, so measured on calls twice as long the
+    # same waiting costs each call half as much.
+    costs = {"a": 0.0001, "b": 0.0002}
+    profile, inventory = cpu_profile(costs), cpu(cores=2)
+    plan = make_plan(list(costs), inventory, profile, shape=Shape.grouped)
+    instant = 2 / predict_plan(plan, inventory, profile).throughput
+    extra = [
+        2 / predict_plan(plan, inventory, _with_waiting(profile, 0.002, after)).throughput - instant
+        for after in (0.05, 0.1)
+    ]
+
+    assert extra[0] > 0
+    assert extra[1] == pytest.approx(extra[0] / 2, rel=0.05)
+
+
 def test_separate_members_lone_calls_share_the_cores_as_their_batch_1_curves_say() -> None:
     # Two members apart on two cores, each a 10 ms lone call; at batch 1 two instances
     # together serve what one does alone (each streams its weights and the two share the

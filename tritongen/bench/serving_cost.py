@@ -55,6 +55,14 @@ ENSEMBLE = "serving_cost"  # the stand-in as a one-member ensemble
 MEASURE_INTERVAL_MS = 1500
 CONTENTION_ROUNDS = 2  # idle and busy in turn: a drift of the machine hits both alike
 MEMBERS_ALONE_S = 3 * MEASURE_INTERVAL_MS / 1000  # perf_analyzer's three windows
+# The slow stand-in's calls last about this long (products of a 128 x 128 matrix, whatever
+# the batch): past the time the threads that wait on a call spin before they sleep (a model
+# sleeping 0, 2, 8 and 32 ms per call cost tritonserver, its process and the client more CPU
+# per call up to 8 ms, and no more at 32)
+WAIT_AFTER_S = 0.008
+BURN_WIDTH = 128
+BURN_PROBE = 8  # products timed first, to size the call
+BURN_CALLS = 20  # timed in this process for the call's own CPU and wall
 
 
 def serving_cost(
@@ -184,6 +192,7 @@ def measure_serving_cost(
                 wired = _cpu_per_request(server, STAND_IN, 1, None, concurrency=loaded)
             whole = _cpu_per_request(server, ENSEMBLE, 1, None, concurrency=loaded)
             lone = _cpu_per_request(server, ENSEMBLE, 1, None)
+        slow = _slow_calls(Path(tmp) / "slow", inputs, num_classes, largest, inventory, wired)
         # The same load without dynamic batching: every request is a call of its own, so what
         # tritonserver spends per call (its side of the IPC) is no longer shared by a batch.
         repository = _stand_in_repository(
@@ -212,6 +221,68 @@ def measure_serving_cost(
         runnable_per_core=_runnable_per_core(wired, run_queue.mean),
         tail=_tail(wired, loaded),
         path_s=lone.p50_s,
+        wait_call_s=slow.call_s,
+        client_wait_call_s=slow.client_call_s,
+        wait_after_s=slow.after_s,
+    )
+
+
+@dataclass(frozen=True)
+class _Waiting:
+    """What a long call costs the processes that wait on it, beyond an instant one's."""
+
+    call_s: float  # tritonserver and the Python-backend process, CPU seconds per call
+    client_call_s: float  # the client, per call
+    after_s: float  # the calls' wall seconds
+
+
+def _slow_calls(
+    root: Path,
+    inputs: Sequence[TensorSignature],
+    num_classes: int,
+    largest: int,
+    inventory: Inventory,
+    instant: _PerRequest,
+) -> _Waiting:
+    """The stand-in made slow (its calls compute for milliseconds), at the load `instant` was
+    measured at: its CPU per request over the instant stand-in's, less the slow calls' own
+    compute (timed in this process), times the requests per call."""
+    root.mkdir(parents=True, exist_ok=True)
+    _stand_in_onnx(root / "probe.onnx", inputs, num_classes, BURN_PROBE)
+    _, probe_s = _burn_seconds(root / "probe.onnx", inputs, largest)
+    steps = max(BURN_PROBE, math.ceil(BURN_PROBE * WAIT_AFTER_S / max(probe_s, 1e-6)))
+    repository = _stand_in_repository(root, inputs, num_classes, largest, inventory, burn=steps)
+    with EmbeddedServer(repository) as server:
+        slow = _cpu_per_request(
+            server, STAND_IN, 1, None, concurrency=math.ceil(IN_FLIGHT * largest)
+        )
+    compute_s, wall_s = _burn_seconds(root / "stand_in.onnx", inputs, round(slow.batch))
+    waiting = slow.server - instant.server + slow.stub - instant.stub - compute_s / slow.batch
+    return _Waiting(
+        max(0.0, waiting) * slow.batch,
+        max(0.0, slow.client - instant.client) * slow.batch,
+        wall_s,
+    )
+
+
+def _burn_seconds(path: Path, inputs: Sequence[TensorSignature], batch: int) -> tuple[float, float]:
+    """CPU and wall seconds of one call of the slow stand-in at `batch`, one thread, here."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    feed = {
+        f"input_{i}": np.zeros([max(1, batch), *(d if d > 0 else 1 for d in s.dims)], s.dtype)
+        for i, s in enumerate(inputs)
+    }
+    session.run(None, feed)
+    cpu, wall = time.process_time(), time.perf_counter()
+    for _ in range(BURN_CALLS):
+        session.run(None, feed)
+    return (
+        (time.process_time() - cpu) / BURN_CALLS,
+        (time.perf_counter() - wall) / BURN_CALLS,
     )
 
 
@@ -339,12 +410,13 @@ def _stand_in_repository(
     inventory: Inventory,
     *,
     batching: bool = True,
+    burn: int = 0,
 ) -> Path:
     """A repository serving the stand-in the way tritongen serves members (Python backend,
     one single-threaded instance, no queue delay; without dynamic batching when not
-    `batching`)."""
+    `batching`; computing `burn` matrix products per call when given)."""
     root.mkdir(parents=True, exist_ok=True)
-    _stand_in_onnx(root / "stand_in.onnx", inputs, num_classes)
+    _stand_in_onnx(root / "stand_in.onnx", inputs, num_classes, burn)
     spec_path = root / "stand_in.yaml"
     spec = {
         "name": ENSEMBLE,
@@ -366,10 +438,12 @@ def _stand_in_repository(
     return render_repository(ensemble, plan, inventory, root / "repository", force=True)
 
 
-def _stand_in_onnx(path: Path, inputs: Sequence[TensorSignature], num_classes: int) -> None:
+def _stand_in_onnx(
+    path: Path, inputs: Sequence[TensorSignature], num_classes: int, burn: int = 0
+) -> None:
     """Inputs `input_0`, `input_1`... of the given dtypes and dims [N, *dims] → the sum of
     their per-sample means, tiled to [N, num_classes] (float32): it reads every value of every
-    input and computes nothing else."""
+    input and computes nothing else, but `burn` products of a matrix per call when given."""
     nodes, means = [], []
     for index in range(len(inputs)):
         name = f"input_{index}"
@@ -379,10 +453,10 @@ def _stand_in_onnx(path: Path, inputs: Sequence[TensorSignature], num_classes: i
             helper.make_node("ReduceMean", [f"rows_{index}"], [f"mean_{index}"], axes=[1]),
         ]
         means.append(f"mean_{index}")
-    nodes += [
-        helper.make_node("Sum", means, ["total"]),
-        helper.make_node("Tile", ["total", "repeats"], ["y"]),
-    ]
+    nodes.append(helper.make_node("Sum", means, ["total"]))
+    burned, weights = _burn_nodes(burn)
+    nodes += burned
+    nodes.append(helper.make_node("Tile", ["burned" if burn else "total", "repeats"], ["y"]))
     graph = helper.make_graph(
         nodes,
         "stand_in",
@@ -398,11 +472,41 @@ def _stand_in_onnx(path: Path, inputs: Sequence[TensorSignature], num_classes: i
         initializer=[
             helper.make_tensor("flat", TensorProto.INT64, [2], [0, -1]),
             helper.make_tensor("repeats", TensorProto.INT64, [2], [1, num_classes]),
+            *weights,
         ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     onnx.save(model, path)
+
+
+def _burn_nodes(steps: int) -> tuple[list[Any], list[Any]]:
+    """Nodes that turn `total` into `burned` (the same values) after `steps` products of a
+    matrix that depends on the input, so that no optimizer computes them ahead; and their
+    initializers."""
+    if steps <= 0:
+        return [], []
+    rng = np.random.default_rng(0)
+    matrix = rng.standard_normal((BURN_WIDTH, BURN_WIDTH)).astype(np.float32) / BURN_WIDTH**0.5
+    nodes = [
+        helper.make_node("ReduceMean", ["total"], ["level"], keepdims=0),
+        helper.make_node("Add", ["matrix", "level"], ["x_0"]),
+    ]
+    for step in range(steps):
+        nodes += [
+            helper.make_node("MatMul", [f"x_{step}", "matrix"], [f"p_{step}"]),
+            helper.make_node("Tanh", [f"p_{step}"], [f"x_{step + 1}"]),
+        ]
+    nodes += [
+        helper.make_node("ReduceMean", [f"x_{steps}"], ["spent"], keepdims=0),
+        helper.make_node("Mul", ["spent", "zero"], ["nothing"]),
+        helper.make_node("Add", ["total", "nothing"], ["burned"]),
+    ]
+    weights = [
+        helper.make_tensor("matrix", TensorProto.FLOAT, matrix.shape, matrix.flatten()),
+        helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
+    ]
+    return nodes, weights
 
 
 def _contention_path(ensemble: Ensemble) -> Path:
@@ -441,6 +545,9 @@ def _read_cache(path: Path) -> ServingCost | None:
             float(data["runnable_per_core"]),
             float(data["tail"]),
             float(data["path_s"]),
+            wait_call_s=float(data["wait_call_s"]),
+            client_wait_call_s=float(data["client_wait_call_s"]),
+            wait_after_s=float(data["wait_after_s"]),
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None

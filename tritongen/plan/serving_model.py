@@ -230,14 +230,34 @@ class ServingModel:
         each call (one per batch a unit's batcher forms); for a unit on a GPU also its
         Python-backend process's, which the GPU does not do: the call's overhead and the
         host time the profile measured around the GPU's work (launches, waits, copies)."""
-        seconds = 0.0
+        cost = self._loaded
+        seconds = self._client_waiting_s(units, reached)
         for unit, batch in zip(units, reached, strict=True):
-            seconds += self._loaded.server_call_s / max(1.0, batch)
+            waiting = cost.wait_call_s * self._long_call(unit, batch)
+            seconds += (cost.server_call_s + waiting) / max(1.0, batch)
             if not self._on_cpu(unit):
                 seconds += self._call_seconds(max(1.0, batch)) + gpu_host_seconds(
                     self.problem, unit
                 )
         return seconds
+
+    def _long_call(self, unit: Unit, batch: float) -> float:
+        """How much of a long call's waiting (the serving cost's `wait_call_s`, measured on
+        calls of `wait_after_s`) one of the unit's calls at `batch` costs: all of it from
+        `wait_after_s` on, in proportion below (docs/SERVING.md)."""
+        after = self._loaded.wait_after_s
+        if after <= 0:
+            return 0.0
+        return min(1.0, self._call_wall_s(unit, max(1.0, batch), 1.0) / after)
+
+    def _client_waiting_s(self, units: list[Unit], reached: list[float]) -> float:
+        """A local client's waiting per ensemble sample: once per response, which comes when
+        the unit whose calls last longest answers."""
+        if not self.client_on_host or not units:
+            return 0.0
+        u = max(range(len(units)), key=lambda i: self._call_wall_s(units[i], reached[i], 1.0))
+        long_call = self._long_call(units[u], reached[u])
+        return self._loaded.client_wait_call_s * long_call / max(1.0, reached[u])
 
     def _call_seconds(self, batch: float) -> float:
         """A unit's process's CPU per sample for calls of `batch` one-sample requests."""

@@ -49,6 +49,13 @@ class ServingCost:
     # took (0: not measured): the path's time slices take the caches the members come back to,
     # so a CPU second of the path costs the machine 1 + refill seconds
     refill: float = 0.0
+    # More CPU per call when a call lasts (tritonserver's, the Python-backend process's; the
+    # client's apart), measured with a stand-in whose calls take `wait_after_s`: the threads
+    # that wait on a call spin before they sleep, so a long call costs them more than the
+    # stand-in's instant ones (0: not measured)
+    wait_call_s: float = 0.0
+    client_wait_call_s: float = 0.0
+    wait_after_s: float = 0.0
 
     def under_load(self) -> ServingCost:
         """The CPU seconds charged while the members compute on the same cores: every per-call,
@@ -86,7 +93,9 @@ class ServingCost:
             f"{self.runnable_per_core:.1f} threads runnable per core the server and client use; "
             f"p99 {self.tail:.2f}x the mean latency under load; {ms['path_s']} for a request "
             f"alone through the ensemble; the path's CPU {self.contention:.2f}x with the members "
-            f"busy on every core, and {self.refill:.2f} s more of the members' per second of it"
+            f"busy on every core, and {self.refill:.2f} s more of the members' per second of it; "
+            f"{ms['wait_call_s']} more per call (+{ms['client_wait_call_s']} the client's) for "
+            f"calls of {ms['wait_after_s']}"
         )
 
 
@@ -99,6 +108,8 @@ _PATH_CPU = (
     "request_s",
     "stub_request_s",
     "server_call_s",
+    "wait_call_s",
+    "client_wait_call_s",
 )
 
 
@@ -241,6 +252,9 @@ class _ServingCostFile(BaseModel):
     path_s: Finite = 0.0
     contention: Finite = 0.0
     refill: Finite = 0.0
+    wait_call_s: Finite = 0.0
+    client_wait_call_s: Finite = 0.0
+    wait_after_s: Finite = 0.0
 
 
 class _SkippedFile(_Open):
