@@ -205,6 +205,24 @@ def test_perf_analyzer_gets_valid_input_data(served: Served, tmp_path: Path) -> 
     assert point.throughput > 0
 
 
+def test_perf_analyzer_sends_at_the_request_rate_asked(served: Served, tmp_path: Path) -> None:
+    # evenly spaced requests, whatever is in flight: the ensemble answers far faster than
+    # 40 a second, so it serves what was sent
+    data = input_data_for(served.ensembles["ids_ensemble_mean"], tmp_path)
+    (point,) = measure(
+        served.server.grpc_url,
+        "ids_ensemble_mean",
+        [],
+        interval_ms=1000,
+        max_trials=3,
+        stability_percent=1000,
+        input_data=data,
+        request_rate=40,
+    )
+    assert point.concurrency == 0
+    assert point.throughput == pytest.approx(40, rel=0.15)
+
+
 def test_infer_cli_sends_every_input(served: Served) -> None:
     result = run_cli(
         "infer", "--model", "ids_bls_mean", "--url", served.server.http_url, "--random", "3"

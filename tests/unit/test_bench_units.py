@@ -139,6 +139,18 @@ def test_perf_analyzer_csv_is_parsed_in_milliseconds() -> None:
     assert parse_report(csv) == [PerfPoint(2, 1048.93, 1.783, 2.316, 3.454)]
 
 
+def test_a_run_at_a_request_rate_is_parsed_with_no_concurrency() -> None:
+    from tritongen.bench.perf import parse_report
+
+    csv = (
+        "Request Rate,Inferences/Second,Client Send,Network+Server Send/Recv,Server Queue,"
+        "Server Compute Input,Server Compute Infer,Server Compute Output,Client Recv,"
+        "p50 latency,p90 latency,p95 latency,p99 latency\n"
+        "117,116.812,11,321,86,31,375,158,2,979,1206,1265,1406\n"
+    )
+    assert parse_report(csv) == [PerfPoint(0, 116.812, 0.979, 1.206, 1.406)]
+
+
 def test_served_batches_are_samples_over_executions_between_two_snapshots() -> None:
     before = {("nv_inference_count", "a"): 10.0, ("nv_inference_exec_count", "a"): 10.0}
     after = {

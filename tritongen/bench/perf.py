@@ -83,11 +83,13 @@ def measure(
     shared_memory: str | None = None,
     input_data: str = "zero",
     timeout_s: float = 600,
+    request_rate: float | None = None,
 ) -> list[PerfPoint]:
     """Throughput and latency percentiles of `model` at each concurrency, one run each.
     `shared_memory="system"` passes tensors through POSIX shared memory instead of the wire
     (client and server on one host). `input_data` is perf_analyzer's: "zero", or a JSON file
-    (`input_data_for`)."""
+    (`input_data_for`). `request_rate`: instead of concurrencies, one run that sends that many
+    requests per second, evenly spaced (its point's concurrency is 0)."""
     options = [
         "-m", model,
         "-u", url,
@@ -102,14 +104,26 @@ def measure(
         *(["--shape", shape] if shape else []),
         *(["--shared-memory", shared_memory] if shared_memory else []),
     ]  # fmt: skip
+    loads = [_load(c, None) for c in concurrencies]
+    if request_rate is not None:
+        loads = [_load(0, request_rate)]
     points = []
-    for concurrency in concurrencies:
+    for load in loads:
         try:
-            points.append(_run(options, concurrency, stability_percent, timeout_s))
+            points.append(_run(options, load, stability_percent, timeout_s))
         except UnstableMeasurement:
-            point = _run(options, concurrency, UNCHECKED_STABILITY, timeout_s)
+            point = _run(options, load, UNCHECKED_STABILITY, timeout_s)
             points.append(replace(point, stable=False))
     return points
+
+
+def _load(concurrency: int, request_rate: float | None) -> list[str]:
+    """perf_analyzer's options for `concurrency` requests in flight, or `request_rate`
+    requests per second sent at even intervals whatever is in flight."""
+    if request_rate is None:
+        return ["--concurrency-range", f"{concurrency}:{concurrency}"]
+    rate = f"{request_rate:.3f}"
+    return ["--request-rate-range", f"{rate}:{rate}", "--request-distribution", "constant"]
 
 
 def input_data_for(ensemble: Ensemble, folder: Path) -> str:
@@ -180,14 +194,14 @@ class UnstableMeasurement(TritongenError):
     pass
 
 
-def _run(options: list[str], concurrency: int, stability: int, timeout_s: float) -> PerfPoint:
+def _run(options: list[str], load: list[str], stability: int, timeout_s: float) -> PerfPoint:
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "perf.csv"
         command = [
             str(perf_analyzer_binary()),
             *options,
+            *load,
             "--stability-percentage", str(stability),
-            "--concurrency-range", f"{concurrency}:{concurrency}",
             "-f", str(report),
         ]  # fmt: skip
         result = subprocess.run(
@@ -195,7 +209,7 @@ def _run(options: list[str], concurrency: int, stability: int, timeout_s: float)
         )
         output = result.stdout + result.stderr
         if "Failed to obtain stable measurement" in output:
-            raise UnstableMeasurement(f"concurrency {concurrency}: no stable window")
+            raise UnstableMeasurement(f"{' '.join(load[:2])}: no stable window")
         if result.returncode != 0 or not report.exists():
             tail = " ".join(output.split()[-40:])
             raise TritongenError(f"perf_analyzer failed (exit {result.returncode}): {tail}")
@@ -203,12 +217,13 @@ def _run(options: list[str], concurrency: int, stability: int, timeout_s: float)
 
 
 def parse_report(text: str) -> list[PerfPoint]:
-    """perf_analyzer's CSV (-f): latencies in microseconds."""
+    """perf_analyzer's CSV (-f): latencies in microseconds; a run at a request rate has no
+    concurrency (0)."""
     points = []
     for row in csv.DictReader(text.splitlines()):
         points.append(
             PerfPoint(
-                concurrency=int(row["Concurrency"]),
+                concurrency=int(row.get("Concurrency") or 0),
                 throughput=float(row["Inferences/Second"]),
                 p50_ms=float(row["p50 latency"]) / 1000,
                 p90_ms=float(row["p90 latency"]) / 1000,
