@@ -15,11 +15,11 @@ profiles batch sizes 1, 4, 16 only and serves 1, 2 and the saturating level (at 
 1.5 s each (`--quick`: `--small` on one two-member development seed). `--cpu-only` leaves a
 GPU machine's GPUs out (its CPU checked alone); reports go to $OUT when it is set.
 `--replay FILE --scale NAME=FACTOR` predicts a recorded run's plans again with one setting of
-the serving model scaled (IN_FLIGHT, TAIL, PARALLEL_MEMBERS_COST_S, PARALLEL_MEMBERS_GAIN),
-for the sensitivity docs/SERVING.md asks of a setting;
+the serving model scaled (IN_FLIGHT, TAIL, PARALLEL_MEMBERS_COST_S, PARALLEL_MEMBERS_GAIN), or
+one figure of the recorded serving cost (e.g. wait_call_s), for the sensitivity docs/SERVING.md
+asks of a setting and of a noisy measurement;
 nothing is served and no report is written (`--parallel-members`: plan with parallel members
 allowed, the run their two settings are checked on).
-Shared benchmark code is imported from benchmarks/prediction.py (to move to benchmarks/common.py).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from tritongen.plan import serving_model, serving_units
 from tritongen.plan.conditions import levels_up_to, predicted_at, with_figures
 from tritongen.plan.plan import Plan
 from tritongen.plan.search import make_plan
-from tritongen.profile.profile import Profile
+from tritongen.profile.profile import Profile, ServingCost
 from tritongen.spec.devices import Inventory, cpu_model_name, detect_devices, load_inventory
 from tritongen.spec.ensemble import load_spec
 from tritongen.spec.members import load_ensemble
@@ -249,27 +249,52 @@ def header(provenance: Run, seeds: list[int], dirty: bool) -> list[str]:
 
 
 def replay(path: Path, scales: list[str]) -> None:
-    """Predict a recorded run's plans again with settings scaled; print the errors."""
+    """Predict a recorded run's plans again with settings scaled (a serving model's constant,
+    or a field of the recorded serving cost); print the errors, then their summary."""
+    fields: dict[str, float] = {}
     for item in scales:
         name, factor = item.split("=")
+        if name in ServingCost.__dataclass_fields__:
+            fields[name] = float(factor)
+            continue
         module = serving_units if name.startswith("PARALLEL") else serving_model
         setattr(module, name, getattr(module, name) * float(factor))
+    saturating, p99s = [], []
     for document in json.loads(path.read_text()):
-        profile = Profile.from_json(document["profile"])
+        recorded = document["profile"]
+        cost = recorded.get("serving_cost", {})
+        cost = cost | {name: cost.get(name, 0.0) * f for name, f in fields.items()}
+        profile = Profile.from_json(recorded | {"serving_cost": cost})
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / "DEVICES.json").write_text(json.dumps(document["inventory"]))
             inventory = load_inventory(Path(tmp) / "DEVICES.json")
         bare = Plan.from_json(document["plans"]["tritongen"])
         plan = with_figures(replace(bare, extra={}), inventory, profile)
-        for level, point in document["configs"]["tritongen"]["concurrency"].items():
+        levels = document["configs"]["tritongen"]["concurrency"]
+        for level, point in levels.items():
             predicted = predicted_at(plan, int(level))
             ratio = point["throughput"] / predicted[0] if predicted else float("nan")
             print(f"seed {document['seed']} level {level}: served/predicted {ratio:.2f}")
+        saturating.append(ratio)  # the last level served is the saturating one
         at = str(plan.extra["predicted_concurrency_local_client"])
-        served = document["configs"]["tritongen"]["concurrency"].get(at)
+        served = levels.get(at)
         if served:
             p99 = served["p99_ms"] / plan.extra["predicted_p99_ms_local_client"]
             print(f"seed {document['seed']} p99 at {at}: served/predicted {p99:.2f}")
+            p99s.append(p99)
+    print(replay_summary(saturating, p99s))
+
+
+def replay_summary(saturating: list[float], p99s: list[float]) -> str:
+    errors = [abs(r - 1) for r in saturating]
+    within = sum(0.90 <= r <= 1.10 for r in saturating)
+    p99_within = sum(0.80 <= r <= 1.20 for r in p99s)
+    return (
+        f"saturating level: median |error| {statistics.median(errors):.3f}, {within} of "
+        f"{len(saturating)} within 0.90-1.10 ({min(saturating):.2f}-{max(saturating):.2f}); "
+        f"p99 at the predicted concurrency: {p99_within} of {len(p99s)} within ±20%"
+        + (f" ({min(p99s):.2f}-{max(p99s):.2f})" if p99s else "")
+    )
 
 
 def main() -> None:
