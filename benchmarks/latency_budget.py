@@ -1,8 +1,11 @@
-"""A latency budget, in one run: the fastest plan and the fastest plan whose predicted p99
-stays under a budget (a third of the first's predicted p99), each served on the embedded
-tritonserver and measured with perf_analyzer at the concurrency the serving model says reaches
-its throughput (and a few others). Both are planned for what is checked here, perf_analyzer on
-the same cores (`make_plan(client_on_host=True)`): the budget holds where it is measured.
+"""A latency budget, in one run: the fastest plan and the fastest plan whose p99 stays under a
+budget (a third of the first's predicted p99), each served on the embedded tritonserver and
+measured with perf_analyzer at the concurrency the serving model says reaches its throughput
+(and a few others). Both are planned for what is checked here, perf_analyzer on the same cores
+(`make_plan(client_on_host=True)`): the budget holds where it is measured. The budget's plan is
+made as `tritongen build --max-p99-ms` makes it on the machine it serves on: planned, served at
+its predicted concurrency, planned again under a tighter budget while it served over
+(`tritongen.bench.budget`); the run then measures it afresh.
 
     .venv/bin/python benchmarks/latency_budget.py [--example text] [--rounds 3]
     .venv/bin/python benchmarks/latency_budget.py --seed 2301   # a held-out ensemble
@@ -21,6 +24,7 @@ from typing import Any
 from common import OUT, TRIALS, Run, round_figures, trials_markdown
 from heldout_ensembles import write_ensemble
 
+from tritongen.bench.budget import plan_checked
 from tritongen.bench.compare import levels_markdown, run_bench
 from tritongen.bench.serving_cost import measure_profile
 from tritongen.errors import PlanError
@@ -51,7 +55,10 @@ def main() -> None:
     budget = round(fastest.extra["predicted_p99_ms_local_client"] / 3, 1)
     out = "latency_budget" + ("" if args.seed is None else f"_{args.seed}")
     try:
-        within = make_plan(spec, inventory, profile, max_p99_ms=budget, client_on_host=True)
+        within = plan_checked(
+            lambda ms: make_plan(spec, inventory, profile, max_p99_ms=ms, client_on_host=True),
+            ensemble, inventory, budget, folder / "checks",
+        )  # fmt: skip
     except PlanError as exc:  # a finding of the run, not a failure of the script
         body = [f"Budget: p99 ≤ **{budget} ms** (a third of the fastest plan's predicted p99).",
                 "", f"No plan is predicted within it; nothing was served: {exc}"]  # fmt: skip
@@ -107,6 +114,7 @@ def markdown(doc: dict[str, Any]) -> list[str]:
     return [
         *lines,
         "",
+        *checks_markdown(doc["plans"]["tritongen"]),
         f"Over {doc['rounds']} trials:",
         "",
         *trials_markdown(doc["trials"]),
@@ -114,6 +122,23 @@ def markdown(doc: dict[str, Any]) -> list[str]:
         "",
         *levels_markdown(doc),
     ]
+
+
+def checks_markdown(plan: dict[str, Any]) -> list[str]:
+    """The plans served while the budget's plan was made (`budget_checks`)."""
+    checks = plan.get("budget_checks", [])
+    lines = [
+        f"Made by serving {len(checks)} plan(s) at their predicted concurrency before this run:",
+        "",
+        "| planned under ms | at concurrency | predicted p99 here ms | served p99 ms |",
+        "|---|---|---|---|",
+    ]
+    for check in checks:
+        lines.append(
+            f"| {check['planned_ms']:.1f} | {check['concurrency']} | "
+            f"{check['predicted_p99_ms']:.1f} | {check['served_p99_ms']:.1f} |"
+        )
+    return [*lines, ""] + [f"Warning: {w}" for w in plan.get("warnings", [])] + [""]
 
 
 if __name__ == "__main__":

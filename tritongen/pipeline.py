@@ -9,16 +9,18 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from tritongen.bench.budget import plan_checked
 from tritongen.bench.compare import BenchReport, ServedMeasurer, bench_plans, run_bench
 from tritongen.bench.perf import PerfPoint
 from tritongen.bench.serving_cost import ServingCost, serving_cost
-from tritongen.errors import SpecError
+from tritongen.errors import ServerError, SpecError
 from tritongen.plan.plan import Plan, default_plan, fallback_warnings, load_plan
 from tritongen.plan.problem import Problem, Shape
 from tritongen.plan.search import EvaluatorSource, PlanEvaluator, make_plan
 from tritongen.profile.profile import Profile, load_profile
 from tritongen.profile.profiler import profile_ensemble
 from tritongen.render.repository import Combiner, RenderTarget, check_destination, render_repository
+from tritongen.serve.install import find_tritonserver
 from tritongen.spec.devices import Inventory, detect_devices, load_inventory
 from tritongen.spec.ensemble import Spec, load_spec
 from tritongen.spec.members import Ensemble, load_ensemble
@@ -98,16 +100,39 @@ def plan_ensemble(
     else:
         profile = profile_ensemble(ensemble, inventory, serving=serving_cost(ensemble, inventory))
     refine_with = measured_evaluator(ensemble, inventory, profile, max_p99_ms) if measure else None
-    plan = plan_from_profile(
-        spec,
-        inventory,
-        profile,
-        refine_with=refine_with,
-        shape=shape,
-        max_p99_ms=max_p99_ms,
-        parallel_members=parallel_members,
-    )
+
+    def plan_under(budget_ms: float | None) -> Plan:
+        return plan_from_profile(
+            spec,
+            inventory,
+            profile,
+            refine_with=refine_with,
+            shape=shape,
+            max_p99_ms=budget_ms,
+            parallel_members=parallel_members,
+        )
+
+    budget_ms = max_p99_ms
+    if budget_ms is None and spec.slo is not None:
+        budget_ms = spec.slo.p99_ms
+    here = profile_file is None and devices_file is None and spec.devices == "auto"
+    if budget_ms is None or not here or inventory.nodes:
+        return Planned(ensemble, inventory, plan_under(max_p99_ms), profile)
+    plan = checked_plan(plan_under, ensemble, inventory, budget_ms)
     return Planned(ensemble, inventory, plan, profile)
+
+
+def checked_plan(
+    plan_under: Callable[[float], Plan], ensemble: Ensemble, inventory: Inventory, budget_ms: float
+) -> Plan:
+    """The plan under a p99 budget, checked by serving it here (`bench.budget`); unchecked, and
+    saying so, where the embedded server cannot run."""
+    try:
+        find_tritonserver()
+    except ServerError as exc:
+        plan = plan_under(budget_ms)
+        return replace(plan, warnings=(*plan.warnings, f"p99 budget not checked by serving: {exc}"))
+    return plan_checked(plan_under, ensemble, inventory, budget_ms)
 
 
 def plan_for_command(

@@ -155,7 +155,25 @@ def _summary(plan: Plan) -> Table:
         summary.add_row("hardware bound", f"{bound:,.1f} samples/s  (plan at {share:.0%})")
     if plan.extra.get("bottleneck"):
         summary.add_row("bottleneck", str(plan.extra["bottleneck"]))
+    if plan.extra.get("max_p99_ms"):
+        summary.add_row("p99 budget", budget_line(plan))
     return summary
+
+
+def budget_line(plan: Plan) -> str:
+    """The p99 budget, and what the plan served against it where it was checked."""
+    budget = plan.extra["max_p99_ms"]
+    check = plan.extra.get("budget_check")
+    if not isinstance(check, dict):
+        predicted = plan.extra.get("predicted_p99_ms")
+        said = f"; predicted {predicted:.1f} ms" if isinstance(predicted, (int, float)) else ""
+        return f"{budget:g} ms{said} (not checked by serving)"
+    served = len(plan.extra.get("budget_checks", [check]))
+    return (
+        f"{budget:g} ms; served {check['served_p99_ms']:.1f} ms at {check['concurrency']} in "
+        f"flight with a client on this host (predicted {check['predicted_p99_ms']:.1f}; "
+        f"{served} plan{'s' if served > 1 else ''} served to check)"
+    )
 
 
 def shape_line(plan: Plan) -> str:

@@ -1,0 +1,72 @@
+"""A p99 budget checked by serving the plan (`bench.budget`), on the embedded server with
+perf_analyzer; the planner is stood in for by a fixed plan, so what is tested is the check."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from tests.unit import test_bench_units as unit_half
+from tritongen.bench.budget import plan_checked
+from tritongen.errors import PlanError
+from tritongen.plan.plan import Plan
+from tritongen.spec.devices import detect_devices
+from tritongen.spec.members import Ensemble
+
+ensemble = unit_half.ensemble  # a fixture the unit half of the bench tests shares
+
+pytestmark = pytest.mark.server
+
+
+def _planner(ensemble: Ensemble, refuse_after: int) -> tuple[list[float], Callable[[float], Plan]]:
+    """A stand-in planner: one plan, whatever the budget, predicted at 2 in flight; a
+    PlanError (nothing predicted within) once it has been asked `refuse_after` times."""
+    asked: list[float] = []
+    plan = Plan(
+        allocation={m.name: {"cpu": 1} for m in ensemble.members},
+        batch_size={m.name: 4 for m in ensemble.members},
+        threads={m.name: 1 for m in ensemble.members},
+        extra={"predicted_concurrency_local_client": 2, "predicted_p99_ms_local_client": 5.0},
+    )
+
+    def plan_under(budget_ms: float) -> Plan:
+        if len(asked) == refuse_after:
+            raise PlanError(f"no plan meets a p99 latency of {budget_ms:g} ms")
+        asked.append(budget_ms)
+        return replace(plan, extra=plan.extra | {"max_p99_ms": budget_ms})
+
+    return asked, plan_under
+
+
+def test_a_plan_served_over_its_budget_is_planned_again_under_a_tighter_one(
+    ensemble: Ensemble, tmp_path: Path
+) -> None:
+    # no served request takes a microsecond: every check misses, each asks the planner for a
+    # budget tighter by served over budget, until the planner has nothing within it
+    asked, plan_under = _planner(ensemble, refuse_after=2)
+    plan = plan_checked(plan_under, ensemble, detect_devices(), 0.001, tmp_path)
+
+    checks = plan.extra["budget_checks"]
+    assert len(checks) == 2 and asked[0] == 0.001 and asked[1] < asked[0]
+    assert asked[1] == pytest.approx(0.001 * 0.001 / checks[0]["served_p99_ms"])
+    assert all(c["concurrency"] == 2 and c["served_p99_ms"] > 0.001 for c in checks)
+    # the user's budget stays the plan's; the one that served the lowest p99 is kept, saying
+    # it missed
+    assert plan.extra["max_p99_ms"] == 0.001
+    lowest = min(c["served_p99_ms"] for c in checks)
+    assert plan.extra["budget_check"]["served_p99_ms"] == lowest
+    assert any("over the 0.001 ms budget" in w for w in plan.warnings)
+
+
+def test_a_plan_served_within_its_budget_is_checked_once(
+    ensemble: Ensemble, tmp_path: Path
+) -> None:
+    asked, plan_under = _planner(ensemble, refuse_after=3)
+    plan = plan_checked(plan_under, ensemble, detect_devices(), 60_000.0, tmp_path)
+
+    assert asked == [60_000.0]
+    (check,) = plan.extra["budget_checks"]
+    assert 0 < check["served_p99_ms"] <= 60_000.0 and plan.warnings == ()

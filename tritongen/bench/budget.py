@@ -1,0 +1,99 @@
+"""A latency budget checked by serving: the plan made under `--max-p99-ms` is served on the
+embedded server and measured at the concurrency its plan.json says reaches its throughput
+with a client on this host; where its p99 came out over the budget, it is planned again under
+a budget tightened by what was served over what was planned, and checked again.
+
+The serving model's p99 rests on a lone request's latency and on the tail (docs/SERVING.md),
+which are least sure where a request fans out to many members served apart on few cores. A
+budget is a promise the user deploys on, so it is measured rather than trusted where it can be.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from tritongen.bench.compare import ServedMeasurer
+from tritongen.errors import PlanError
+from tritongen.plan.plan import Plan
+from tritongen.spec.devices import Inventory
+from tritongen.spec.members import Ensemble
+
+CHECKS = 3  # plans served at most: each takes a server start and a few seconds of load
+CHECK_INTERVAL_MS = 2000
+
+
+@dataclass(frozen=True)
+class BudgetCheck:
+    """One plan served at its predicted concurrency."""
+
+    planned_ms: float  # the budget the plan was made under
+    concurrency: int
+    predicted_p99_ms: float  # plan.json's, for a client on this host
+    served_p99_ms: float
+
+
+def plan_checked(
+    plan_under: Callable[[float], Plan],
+    ensemble: Ensemble,
+    inventory: Inventory,
+    budget_ms: float,
+    workdir: Path | None = None,
+) -> Plan:
+    """The plan `plan_under(budget_ms)` gives, served and measured; while its served p99 is
+    over `budget_ms`, the plan under a budget tightened by served over the budget, up to
+    CHECKS plans. The first within the budget is returned, else the one that served the
+    lowest p99 with a warning; plan.json keeps its check (`budget_check`) and every one
+    (`budget_checks`)."""
+    folder = workdir or Path(tempfile.mkdtemp(prefix="tritongen-budget-"))
+    planned_ms = budget_ms
+    tried: list[tuple[Plan, BudgetCheck]] = []
+    for _ in range(CHECKS):
+        try:
+            plan = plan_under(planned_ms)
+        except PlanError:
+            if not tried:
+                raise
+            break  # nothing is predicted within a tighter budget: the best served stands
+        check = served_check(ensemble, inventory, plan, planned_ms, folder)
+        tried.append((plan, check))
+        if check.served_p99_ms <= budget_ms:
+            break
+        planned_ms *= budget_ms / check.served_p99_ms
+    return _chosen(tried, budget_ms)
+
+
+def served_check(
+    ensemble: Ensemble, inventory: Inventory, plan: Plan, planned_ms: float, folder: Path
+) -> BudgetCheck:
+    """`plan` served and measured at its predicted concurrency (a client on this host)."""
+    level = int(plan.extra["predicted_concurrency_local_client"])
+    measurer = ServedMeasurer(
+        ensemble, inventory, folder, concurrencies=[level], interval_ms=CHECK_INTERVAL_MS
+    )
+    (point,) = measurer.points(plan)
+    return BudgetCheck(
+        planned_ms, level, float(plan.extra["predicted_p99_ms_local_client"]), point.p99_ms
+    )
+
+
+def _chosen(tried: list[tuple[Plan, BudgetCheck]], budget_ms: float) -> Plan:
+    checks = [asdict(check) for _, check in tried]
+    plan, check = next(
+        ((p, c) for p, c in tried if c.served_p99_ms <= budget_ms),
+        min(tried, key=lambda pc: pc[1].served_p99_ms),
+    )
+    extra = plan.extra | {
+        "max_p99_ms": budget_ms,
+        "budget_check": asdict(check),
+        "budget_checks": checks,
+    }
+    warnings = plan.warnings
+    if check.served_p99_ms > budget_ms:
+        warnings += (
+            f"p99 {check.served_p99_ms:.1f} ms served at {check.concurrency} requests in "
+            f"flight, over the {budget_ms:g} ms budget: no plan checked ({len(tried)}) met it",
+        )
+    return replace(plan, extra=extra, warnings=warnings)
