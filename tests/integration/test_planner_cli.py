@@ -52,6 +52,23 @@ def test_cli_plan_with_a_latency_budget_no_plan_meets_exits_2_in_one_line(
     assert not (tmp_path / "plan.json").exists()
 
 
+def test_cli_plan_for_other_hardware_shows_its_budget_was_predicted_not_served(
+    tmp_path: Path,
+) -> None:
+    # planned from a profile and devices given: nothing here can serve it to check the budget
+    spec, devices, profile = write_inputs(tmp_path)
+
+    result = run_cli(
+        "plan", str(spec), "--devices", str(devices), "--profile", str(profile),
+        "--max-p99-ms", "100000", "-o", str(tmp_path / "plan.json"),
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stderr
+    assert "p99 budget" in result.stdout and "not checked by serving" in result.stdout
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert plan["max_p99_ms"] == 100000 and "budget_check" not in plan
+
+
 def test_cli_plan_runs_a_groups_members_in_parallel_only_when_asked(tmp_path: Path) -> None:
     # Three 5 ms members grouped on 4 cores: in parallel a lone request waits ~5 ms, not 15.
     costs = {"a": 0.005, "b": 0.005, "c": 0.005}
