@@ -4,7 +4,6 @@ perf_analyzer; the planner is stood in for by a fixed plan, so what is tested is
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,22 +20,26 @@ ensemble = unit_half.ensemble  # a fixture the unit half of the bench tests shar
 pytestmark = pytest.mark.server
 
 
-def _planner(ensemble: Ensemble, refuse_after: int) -> tuple[list[float], Callable[[float], Plan]]:
-    """A stand-in planner: one plan, whatever the budget, predicted at 2 in flight; a
-    PlanError (nothing predicted within) once it has been asked `refuse_after` times."""
+def _planner(ensemble: Ensemble, batches: list[int]) -> tuple[list[float], Callable[[float], Plan]]:
+    """A stand-in planner: its i-th plan serves batches of `batches[i]`, predicted at 2 in
+    flight, whatever the budget; a PlanError (nothing predicted within) once they run out."""
     asked: list[float] = []
-    plan = Plan(
-        allocation={m.name: {"cpu": 1} for m in ensemble.members},
-        batch_size={m.name: 4 for m in ensemble.members},
-        threads={m.name: 1 for m in ensemble.members},
-        extra={"predicted_concurrency_local_client": 2, "predicted_p99_ms_local_client": 5.0},
-    )
 
     def plan_under(budget_ms: float) -> Plan:
-        if len(asked) == refuse_after:
+        if len(asked) == len(batches):
             raise PlanError(f"no plan meets a p99 latency of {budget_ms:g} ms")
+        batch = batches[len(asked)]
         asked.append(budget_ms)
-        return replace(plan, extra=plan.extra | {"max_p99_ms": budget_ms})
+        return Plan(
+            allocation={m.name: {"cpu": 1} for m in ensemble.members},
+            batch_size={m.name: batch for m in ensemble.members},
+            threads={m.name: 1 for m in ensemble.members},
+            extra={
+                "predicted_concurrency_local_client": 2,
+                "predicted_p99_ms_local_client": 5.0,
+                "max_p99_ms": budget_ms,
+            },
+        )
 
     return asked, plan_under
 
@@ -44,19 +47,22 @@ def _planner(ensemble: Ensemble, refuse_after: int) -> tuple[list[float], Callab
 def test_a_plan_served_over_its_budget_is_planned_again_under_a_tighter_one(
     ensemble: Ensemble, tmp_path: Path
 ) -> None:
-    # no served request takes a microsecond: every check misses, each asks the planner for a
-    # budget tighter by served over budget, until the planner has nothing within it
-    asked, plan_under = _planner(ensemble, refuse_after=2)
+    # no served request takes a microsecond: every check misses, and each asks the planner
+    # for a budget tighter by the budget over what was served; the planner's second plan is
+    # its first again, which is not served twice; then a third, then nothing within
+    asked, plan_under = _planner(ensemble, [4, 4, 2])
     plan = plan_checked(plan_under, ensemble, detect_devices(), 0.001, tmp_path)
 
-    checks = plan.extra["budget_checks"]
-    assert len(checks) == 2 and asked[0] == 0.001 and asked[1] < asked[0]
-    assert asked[1] == pytest.approx(0.001 * 0.001 / checks[0]["served_p99_ms"])
-    assert all(c["concurrency"] == 2 and c["served_p99_ms"] > 0.001 for c in checks)
+    first, second = plan.extra["budget_checks"]
+    assert len(asked) == 3 and asked[0] == 0.001
+    ratio = 0.001 / first["served_p99_ms"]
+    assert asked[1] == pytest.approx(0.001 * ratio) and asked[2] == pytest.approx(asked[1] * ratio)
+    assert second["planned_ms"] == asked[2]
+    assert all(c["concurrency"] == 2 and c["served_p99_ms"] > 0.001 for c in (first, second))
     # the user's budget stays the plan's; the one that served the lowest p99 is kept, saying
     # it missed
     assert plan.extra["max_p99_ms"] == 0.001
-    lowest = min(c["served_p99_ms"] for c in checks)
+    lowest = min(first["served_p99_ms"], second["served_p99_ms"])
     assert plan.extra["budget_check"]["served_p99_ms"] == lowest
     assert any("over the 0.001 ms budget" in w for w in plan.warnings)
 
@@ -64,7 +70,7 @@ def test_a_plan_served_over_its_budget_is_planned_again_under_a_tighter_one(
 def test_a_plan_served_within_its_budget_is_checked_once(
     ensemble: Ensemble, tmp_path: Path
 ) -> None:
-    asked, plan_under = _planner(ensemble, refuse_after=3)
+    asked, plan_under = _planner(ensemble, [4, 2])
     plan = plan_checked(plan_under, ensemble, detect_devices(), 60_000.0, tmp_path)
 
     assert asked == [60_000.0]
