@@ -7,9 +7,10 @@ import tempfile
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
-from tritongen.bench.budget import plan_checked
+from tritongen.bench.budget import Planner, plan_checked
 from tritongen.bench.compare import BenchReport, ServedMeasurer, bench_plans, run_bench
 from tritongen.bench.perf import PerfPoint
 from tritongen.bench.serving_cost import ServingCost, serving_cost
@@ -101,13 +102,13 @@ def plan_ensemble(
         profile = profile_ensemble(ensemble, inventory, serving=serving_cost(ensemble, inventory))
     refine_with = measured_evaluator(ensemble, inventory, profile, max_p99_ms) if measure else None
 
-    def plan_under(budget_ms: float | None) -> Plan:
+    def plan_under(budget_ms: float | None, in_shape: Shape = shape) -> Plan:
         return plan_from_profile(
             spec,
             inventory,
             profile,
             refine_with=refine_with,
-            shape=shape,
+            shape=in_shape,
             max_p99_ms=budget_ms,
             parallel_members=parallel_members,
         )
@@ -118,21 +119,24 @@ def plan_ensemble(
     here = profile_file is None and devices_file is None and spec.devices == "auto"
     if budget_ms is None or not here or inventory.nodes:
         return Planned(ensemble, inventory, plan_under(max_p99_ms), profile)
-    plan = checked_plan(plan_under, ensemble, inventory, budget_ms)
+    # the shape asked for; where the planner may choose, each shape's best after it
+    shapes = [shape, *((Shape.grouped, Shape.separate) if shape is Shape.auto else ())]
+    planners = [partial(plan_under, in_shape=s) for s in shapes]
+    plan = checked_plan(planners, ensemble, inventory, budget_ms)
     return Planned(ensemble, inventory, plan, profile)
 
 
 def checked_plan(
-    plan_under: Callable[[float], Plan], ensemble: Ensemble, inventory: Inventory, budget_ms: float
+    planners: Sequence[Planner], ensemble: Ensemble, inventory: Inventory, budget_ms: float
 ) -> Plan:
-    """The plan under a p99 budget, checked by serving it here (`bench.budget`); unchecked, and
-    saying so, where the embedded server cannot run."""
+    """The plan under a p99 budget, checked by serving it here (`bench.budget`); the first
+    planner's, unchecked and saying so, where the embedded server cannot run."""
     try:
         find_tritonserver()
     except ServerError as exc:
-        plan = plan_under(budget_ms)
+        plan = planners[0](budget_ms)
         return replace(plan, warnings=(*plan.warnings, f"p99 budget not checked by serving: {exc}"))
-    return plan_checked(plan_under, ensemble, inventory, budget_ms)
+    return plan_checked(planners, ensemble, inventory, budget_ms)
 
 
 def plan_for_command(

@@ -48,21 +48,22 @@ def test_a_plan_served_over_its_budget_is_planned_again_under_a_tighter_one(
     ensemble: Ensemble, tmp_path: Path
 ) -> None:
     # no served request takes a microsecond: every check misses, and each asks the planner
-    # for a budget tighter by the budget over what was served; the planner's second plan is
-    # its first again, which is not served twice; then a third, then nothing within
-    asked, plan_under = _planner(ensemble, [4, 4, 2])
-    plan = plan_checked(plan_under, ensemble, detect_devices(), 0.001, tmp_path)
+    # for a budget tighter by the budget over what was served; the first planner's second
+    # plan is its first again, which is not served twice, then it has nothing within; the
+    # next planner (another shape, in the pipeline) is asked from the budget itself
+    first_asked, first = _planner(ensemble, [4, 4])
+    next_asked, then = _planner(ensemble, [2])
+    plan = plan_checked([first, then], ensemble, detect_devices(), 0.001, tmp_path)
 
-    first, second = plan.extra["budget_checks"]
-    assert len(asked) == 3 and asked[0] == 0.001
-    ratio = 0.001 / first["served_p99_ms"]
-    assert asked[1] == pytest.approx(0.001 * ratio) and asked[2] == pytest.approx(asked[1] * ratio)
-    assert second["planned_ms"] == asked[2]
-    assert all(c["concurrency"] == 2 and c["served_p99_ms"] > 0.001 for c in (first, second))
+    served_4, served_2 = plan.extra["budget_checks"]
+    ratio = 0.001 / served_4["served_p99_ms"]
+    assert first_asked == [0.001, pytest.approx(0.001 * ratio)]
+    assert next_asked == [0.001] and served_2["planned_ms"] == 0.001
+    assert all(c["concurrency"] == 2 and c["served_p99_ms"] > 0.001 for c in (served_4, served_2))
     # the user's budget stays the plan's; the one that served the lowest p99 is kept, saying
     # it missed
     assert plan.extra["max_p99_ms"] == 0.001
-    lowest = min(first["served_p99_ms"], second["served_p99_ms"])
+    lowest = min(served_4["served_p99_ms"], served_2["served_p99_ms"])
     assert plan.extra["budget_check"]["served_p99_ms"] == lowest
     assert any("over the 0.001 ms budget" in w for w in plan.warnings)
 
@@ -71,8 +72,18 @@ def test_a_plan_served_within_its_budget_is_checked_once(
     ensemble: Ensemble, tmp_path: Path
 ) -> None:
     asked, plan_under = _planner(ensemble, [4, 2])
-    plan = plan_checked(plan_under, ensemble, detect_devices(), 60_000.0, tmp_path)
+    never_asked, other = _planner(ensemble, [1])
+    plan = plan_checked([plan_under, other], ensemble, detect_devices(), 60_000.0, tmp_path)
 
-    assert asked == [60_000.0]
+    assert asked == [60_000.0] and never_asked == []
     (check,) = plan.extra["budget_checks"]
     assert 0 < check["served_p99_ms"] <= 60_000.0 and plan.warnings == ()
+
+
+def test_no_planner_with_a_plan_within_the_budget_is_the_first_ones_error(
+    ensemble: Ensemble, tmp_path: Path
+) -> None:
+    _, refuses = _planner(ensemble, [])
+    _, also = _planner(ensemble, [])
+    with pytest.raises(PlanError, match="no plan meets a p99 latency of 5 ms"):
+        plan_checked([refuses, also], ensemble, detect_devices(), 5.0, tmp_path)

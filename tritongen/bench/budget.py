@@ -11,7 +11,7 @@ budget is a promise the user deploys on, so it is measured rather than trusted w
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -36,38 +36,58 @@ class BudgetCheck:
     served_p99_ms: float
 
 
+Planner = Callable[[float], Plan]  # a budget in ms -> the plan made under it (or PlanError)
+
+
 def plan_checked(
-    plan_under: Callable[[float], Plan],
+    planners: Sequence[Planner],
     ensemble: Ensemble,
     inventory: Inventory,
     budget_ms: float,
     workdir: Path | None = None,
 ) -> Plan:
-    """The plan `plan_under(budget_ms)` gives, served and measured; while its served p99 is
-    over `budget_ms`, the plan under a budget tightened by the budget over what was served, up
-    to CHECKS plans served. A plan that served over the budget is not served again (a p99 near
-    the budget comes out either side of it from one measurement to the next): the budget is
-    tightened until the planner gives another. The first within the budget is returned, else
-    the one that served the lowest p99 with a warning; plan.json keeps its check
-    (`budget_check`) and every one (`budget_checks`)."""
+    """The first planner's plan under `budget_ms`, served and measured; while its served p99
+    is over the budget, the plan under a budget tightened by the budget over what was served;
+    when that planner has nothing more within, the next planner's (e.g. another shape: the
+    model ranks shapes least surely under a budget), up to CHECKS plans served. A plan that
+    served over the budget is not served again (a p99 near the budget comes out either side of
+    it from one measurement to the next). The first within the budget is returned, else the one
+    that served the lowest p99 with a warning; plan.json keeps its check (`budget_check`) and
+    every one (`budget_checks`). The first planner's PlanError when no planner has a plan."""
     folder = workdir or Path(tempfile.mkdtemp(prefix="tritongen-budget-"))
-    planned_ms = budget_ms
     tried: list[tuple[Plan, BudgetCheck]] = []
-    for _ in range(PLANS):
+    refused: PlanError | None = None
+    for plan_under in planners:
         try:
-            plan = plan_under(planned_ms)
-        except PlanError:
-            if not tried:
-                raise
-            break  # nothing is predicted within a tighter budget: the best served stands
+            _check_planner(plan_under, budget_ms, tried, (ensemble, inventory, folder))
+        except PlanError as exc:
+            refused = refused or exc
+        if tried and (tried[-1][1].served_p99_ms <= budget_ms or len(tried) == CHECKS):
+            break
+    if not tried:
+        assert refused is not None  # every planner refused, or there would be a plan
+        raise refused
+    return _chosen(tried, budget_ms)
+
+
+def _check_planner(
+    plan_under: Planner,
+    budget_ms: float,
+    tried: list[tuple[Plan, BudgetCheck]],
+    serving: tuple[Ensemble, Inventory, Path],
+) -> None:
+    """Serve `plan_under`'s plans into `tried`, tightening its budget after each miss, until
+    one is within `budget_ms`, CHECKS are tried, or it has nothing within (PlanError)."""
+    planned_ms = budget_ms
+    for _ in range(PLANS):
+        plan = plan_under(planned_ms)
         check = next((c for p, c in tried if _same_shape(p, plan)), None)
         if check is None:
-            check = served_check(ensemble, inventory, plan, planned_ms, folder)
+            check = served_check(*serving[:2], plan, planned_ms, serving[2])
             tried.append((plan, check))
             if check.served_p99_ms <= budget_ms or len(tried) == CHECKS:
-                break
+                return
         planned_ms *= budget_ms / check.served_p99_ms
-    return _chosen(tried, budget_ms)
 
 
 def _same_shape(a: Plan, b: Plan) -> bool:
