@@ -1,7 +1,8 @@
 """A latency budget checked by serving: the plan made under `--max-p99-ms` is served on the
 embedded server and measured at the concurrency its plan.json says reaches its throughput
 with a client on this host; where its p99 came out over the budget, it is planned again under
-a budget tightened by what was served over what was planned, and checked again.
+a budget tightened by what was served over what was planned, and checked again; a plan is
+given only when one served within the budget.
 
 The serving model's p99 rests on a lone request's latency and on the tail (docs/SERVING.md),
 which are least sure where a request fans out to many members served apart on few cores. A
@@ -51,9 +52,9 @@ def plan_checked(
     when that planner has nothing more within, the next planner's (e.g. another shape: the
     model ranks shapes least surely under a budget), up to CHECKS plans served. A plan that
     served over the budget is not served again (a p99 near the budget comes out either side of
-    it from one measurement to the next). The first within the budget is returned, else the one
-    that served the lowest p99 with a warning; plan.json keeps its check (`budget_check`) and
-    every one (`budget_checks`). The first planner's PlanError when no planner has a plan."""
+    it from one measurement to the next). The first within the budget is returned; plan.json
+    keeps its check (`budget_check`) and every one (`budget_checks`). A PlanError when none
+    served within it, and the first planner's when no planner has a plan."""
     folder = workdir or Path(tempfile.mkdtemp(prefix="tritongen-budget-"))
     tried: list[tuple[Plan, BudgetCheck]] = []
     refused: PlanError | None = None
@@ -113,20 +114,20 @@ def served_check(
 
 
 def _chosen(tried: list[tuple[Plan, BudgetCheck]], budget_ms: float) -> Plan:
-    checks = [asdict(check) for _, check in tried]
-    plan, check = next(
-        ((p, c) for p, c in tried if c.served_p99_ms <= budget_ms),
-        min(tried, key=lambda pc: pc[1].served_p99_ms),
-    )
+    """The first plan tried that served within the budget, carrying the checks; a PlanError
+    naming the lowest p99 served when none did."""
+    within = [(p, c) for p, c in tried if c.served_p99_ms <= budget_ms]
+    if not within:
+        lowest = min((c for _, c in tried), key=lambda c: c.served_p99_ms)
+        raise PlanError(
+            f"no plan served a p99 latency within {budget_ms:g} ms here: of the {len(tried)} "
+            f"served, the lowest was {lowest.served_p99_ms:.1f} ms at {lowest.concurrency} "
+            "requests in flight; raise the budget or add devices"
+        )
+    plan, check = within[0]
     extra = plan.extra | {
         "max_p99_ms": budget_ms,
         "budget_check": asdict(check),
-        "budget_checks": checks,
+        "budget_checks": [asdict(c) for _, c in tried],
     }
-    warnings = plan.warnings
-    if check.served_p99_ms > budget_ms:
-        warnings += (
-            f"p99 {check.served_p99_ms:.1f} ms served at {check.concurrency} requests in "
-            f"flight, over the {budget_ms:g} ms budget: no plan checked ({len(tried)}) met it",
-        )
-    return replace(plan, extra=extra, warnings=warnings)
+    return replace(plan, extra=extra)
