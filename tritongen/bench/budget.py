@@ -1,7 +1,7 @@
 """A latency budget checked by serving: the plan made under `--max-p99-ms` is served on the
 embedded server and measured at the concurrency its plan.json says reaches its throughput
 with a client on this host; where its p99 came out over the budget, it is planned again under
-a budget tightened by what was served over what was planned, and checked again; a plan is
+a budget tightened by the budget over what was served, and checked again; a plan is
 given only when one served within the budget.
 
 The serving model's p99 rests on a lone request's latency and on the tail (docs/SERVING.md),
