@@ -4,6 +4,7 @@ unit/test_planner.py)."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -38,15 +39,19 @@ def test_cli_plan_measure_needs_the_model_files_and_says_which(tmp_path: Path) -
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def _plan_with_budget(tmp_path: Path, max_p99_ms: str) -> subprocess.CompletedProcess[str]:
+    """`tritongen plan` of the two-member inputs under a p99 budget, into tmp_path/plan.json."""
+    spec, devices, profile = write_inputs(tmp_path)
+    return run_cli(
+        "plan", str(spec), "--devices", str(devices), "--profile", str(profile),
+        "--max-p99-ms", max_p99_ms, "-o", str(tmp_path / "plan.json"),
+    )  # fmt: skip
+
+
 def test_cli_plan_with_a_latency_budget_no_plan_meets_exits_2_in_one_line(
     tmp_path: Path,
 ) -> None:
-    spec, devices, profile = write_inputs(tmp_path)
-
-    result = run_cli(
-        "plan", str(spec), "--devices", str(devices), "--profile", str(profile),
-        "--max-p99-ms", "0.001", "-o", str(tmp_path / "plan.json"),
-    )  # fmt: skip
+    result = _plan_with_budget(tmp_path, "0.001")
 
     assert_one_line_error(result, "no plan of resnet50, vgg16 meets a p99 latency of 0.001 ms")
     assert not (tmp_path / "plan.json").exists()
@@ -56,12 +61,7 @@ def test_cli_plan_for_other_hardware_shows_its_budget_was_predicted_not_served(
     tmp_path: Path,
 ) -> None:
     # planned from a profile and devices given: nothing here can serve it to check the budget
-    spec, devices, profile = write_inputs(tmp_path)
-
-    result = run_cli(
-        "plan", str(spec), "--devices", str(devices), "--profile", str(profile),
-        "--max-p99-ms", "100000", "-o", str(tmp_path / "plan.json"),
-    )  # fmt: skip
+    result = _plan_with_budget(tmp_path, "100000")
 
     assert result.returncode == 0, result.stderr
     assert "p99 budget" in result.stdout and "not checked by serving" in result.stdout

@@ -127,28 +127,26 @@ def test_hill_climb_reaches_the_peak_and_counts_every_measurement(ensemble: Ense
     assert len(calls) > 20  # the method's price: many served configurations
 
 
-def test_perf_analyzer_csv_is_parsed_in_milliseconds() -> None:
+@pytest.mark.parametrize(
+    ("load", "row", "expected"),
+    [  # a run at a concurrency, and one at a request rate (no concurrency: 0)
+        ("Concurrency", "2,1048.93,3,79,1,60,1507,244,1,1783,2316,2541,3454",
+         PerfPoint(2, 1048.93, 1.783, 2.316, 3.454)),
+        ("Request Rate", "117,116.812,11,321,86,31,375,158,2,979,1206,1265,1406",
+         PerfPoint(0, 116.812, 0.979, 1.206, 1.406)),
+    ],
+)  # fmt: skip
+def test_perf_analyzer_csv_is_parsed_in_milliseconds(
+    load: str, row: str, expected: PerfPoint
+) -> None:
     from tritongen.bench.perf import parse_report
 
     csv = (
-        "Concurrency,Inferences/Second,Client Send,Network+Server Send/Recv,Server Queue,"
+        f"{load},Inferences/Second,Client Send,Network+Server Send/Recv,Server Queue,"
         "Server Compute Input,Server Compute Infer,Server Compute Output,Client Recv,"
-        "p50 latency,p90 latency,p95 latency,p99 latency\n"
-        "2,1048.93,3,79,1,60,1507,244,1,1783,2316,2541,3454\n"
+        f"p50 latency,p90 latency,p95 latency,p99 latency\n{row}\n"
     )
-    assert parse_report(csv) == [PerfPoint(2, 1048.93, 1.783, 2.316, 3.454)]
-
-
-def test_a_run_at_a_request_rate_is_parsed_with_no_concurrency() -> None:
-    from tritongen.bench.perf import parse_report
-
-    csv = (
-        "Request Rate,Inferences/Second,Client Send,Network+Server Send/Recv,Server Queue,"
-        "Server Compute Input,Server Compute Infer,Server Compute Output,Client Recv,"
-        "p50 latency,p90 latency,p95 latency,p99 latency\n"
-        "117,116.812,11,321,86,31,375,158,2,979,1206,1265,1406\n"
-    )
-    assert parse_report(csv) == [PerfPoint(0, 116.812, 0.979, 1.206, 1.406)]
+    assert parse_report(csv) == [expected]
 
 
 def test_served_batches_are_samples_over_executions_between_two_snapshots() -> None:
