@@ -17,7 +17,7 @@ from tritongen.bench.serving_cost import ServingCost, serving_cost
 from tritongen.errors import ServerError, SpecError
 from tritongen.plan.plan import Plan, default_plan, fallback_warnings, load_plan
 from tritongen.plan.problem import Problem, Shape
-from tritongen.plan.search import EvaluatorSource, PlanEvaluator, make_plan
+from tritongen.plan.search import EvaluatorSource, PlanEvaluator, latency_budget, make_plan
 from tritongen.profile.profile import Profile, load_profile
 from tritongen.profile.profiler import profile_ensemble
 from tritongen.render.repository import Combiner, RenderTarget, check_destination, render_repository
@@ -113,9 +113,7 @@ def plan_ensemble(
             parallel_members=parallel_members,
         )
 
-    budget_ms = max_p99_ms
-    if budget_ms is None and spec.slo is not None:
-        budget_ms = spec.slo.p99_ms
+    budget_ms = latency_budget(spec, max_p99_ms)
     here = profile_file is None and devices_file is None and spec.devices == "auto"
     if budget_ms is None or not here or inventory.nodes:
         return Planned(ensemble, inventory, plan_under(max_p99_ms), profile)

@@ -56,11 +56,15 @@ def plan_checked(
     keeps its check (`budget_check`) and every one (`budget_checks`). A PlanError when none
     served within it, and the first planner's when no planner has a plan."""
     folder = workdir or Path(tempfile.mkdtemp(prefix="tritongen-budget-"))
+
+    def serve(plan: Plan, planned_ms: float) -> BudgetCheck:
+        return served_check(ensemble, inventory, plan, planned_ms, folder)
+
     tried: list[tuple[Plan, BudgetCheck]] = []
     refused: PlanError | None = None
     for plan_under in planners:
         try:
-            _check_planner(plan_under, budget_ms, tried, (ensemble, inventory, folder))
+            _check_planner(plan_under, budget_ms, tried, serve)
         except PlanError as exc:
             refused = refused or exc
         if tried and (tried[-1][1].served_p99_ms <= budget_ms or len(tried) == CHECKS):
@@ -75,16 +79,17 @@ def _check_planner(
     plan_under: Planner,
     budget_ms: float,
     tried: list[tuple[Plan, BudgetCheck]],
-    serving: tuple[Ensemble, Inventory, Path],
+    serve: Callable[[Plan, float], BudgetCheck],
 ) -> None:
-    """Serve `plan_under`'s plans into `tried`, tightening its budget after each miss, until
-    one is within `budget_ms`, CHECKS are tried, or it has nothing within (PlanError)."""
+    """Serve (`serve(plan, planned_ms)`) `plan_under`'s plans into `tried`, tightening its
+    budget after each miss, until one is within `budget_ms`, CHECKS are tried, or it has
+    nothing within (PlanError)."""
     planned_ms = budget_ms
     for _ in range(PLANS):
         plan = plan_under(planned_ms)
         check = next((c for p, c in tried if _same_shape(p, plan)), None)
         if check is None:
-            check = served_check(*serving[:2], plan, planned_ms, serving[2])
+            check = serve(plan, planned_ms)
             tried.append((plan, check))
             if check.served_p99_ms <= budget_ms or len(tried) == CHECKS:
                 return

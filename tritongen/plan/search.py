@@ -91,8 +91,8 @@ def make_plan(
     this search runs on each node's devices.
     """
     names, max_batch_size = _member_names(members, max_batch_size)
-    if max_p99_ms is None and isinstance(members, Spec) and members.slo is not None:
-        max_p99_ms = members.slo.p99_ms
+    if isinstance(members, Spec):
+        max_p99_ms = latency_budget(members, max_p99_ms)
 
     def plan_on_devices(
         subset: Sequence[str], devices: Inventory, node_shape: Shape | None = None
@@ -110,6 +110,13 @@ def make_plan(
     if inventory.nodes:
         return plan_across_nodes(names, inventory, profile, plan_on_devices, max_batch_size)
     return plan_on_devices(names, inventory)
+
+
+def latency_budget(spec: Spec, max_p99_ms: float | None) -> float | None:
+    """The p99 budget in ms: the one asked for, else the spec's `slo.p99_ms`, else none."""
+    if max_p99_ms is None and spec.slo is not None:
+        return spec.slo.p99_ms
+    return max_p99_ms
 
 
 def _plan_on_devices(
