@@ -113,12 +113,22 @@ def test_profile_has_an_entry_per_batch_with_positive_throughput(measured: Any) 
         assert set(entries[1].extra["lone_latency_s_by_threads"]) == {"1", "2"}
         assert all("lone_latency_s_by_threads" not in entries[b].extra for b in (2, 4, 8))
         # and its call when it runs after the other member in one process, as in a group;
-        # back to back at the largest batch, its CPU per sample there (at most a few times
-        # its hot loop's: the other member's weights took the caches)
+        # back to back at the largest batch, its CPU per sample there
         assert entries[1].extra["lone_latency_s_in_group"] > 0
-        in_group = entries[8].extra["cpu_cost_s_per_sample_in_group"]
-        assert 0.5 < in_group / entries[8].extra["cpu_cost_s_per_sample"] < 3
+        assert entries[8].extra["cpu_cost_s_per_sample_in_group"] > 0
         assert all("cpu_cost_s_per_sample_in_group" not in entries[b].extra for b in (1, 2, 4))
+
+
+def test_a_busy_groups_cost_per_sample_is_near_the_hot_loops_for_a_member_its_weights_rule(
+    measured: Any,
+) -> None:
+    # per sample, not per call (8 samples a call would be ~8x): the larger member's weights
+    # outweigh the other's, so the caches it loses in a group cost it little. The small
+    # member's sub-microsecond samples are not compared: a call's fixed cost and a busy
+    # machine move its figure several times over from run to run.
+    _, result, _, _ = measured
+    largest = result.entries("large", "cpu")[8].extra
+    assert 0.5 < largest["cpu_cost_s_per_sample_in_group"] / largest["cpu_cost_s_per_sample"] < 3
 
 
 def test_a_lone_call_in_a_group_is_slower_for_the_larger_member(measured: Any) -> None:
