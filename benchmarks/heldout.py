@@ -17,7 +17,8 @@ GPU machine's GPUs out (its CPU checked alone); reports go to $OUT when it is se
 `--replay FILE --scale NAME=FACTOR` predicts a recorded run's plans again with one setting of
 the serving model scaled (IN_FLIGHT, TAIL, PARALLEL_MEMBERS_COST_S, PARALLEL_MEMBERS_GAIN), or
 one figure of the recorded serving cost (e.g. wait_call_s), for the sensitivity docs/SERVING.md
-asks of a setting and of a noisy measurement;
+asks of a setting and of a noisy measurement; `--set NAME=VALUE` puts one value in place of
+every ensemble's recorded figure (what a measurement without noise would have predicted);
 nothing is served and no report is written (`--parallel-members`: plan with parallel members
 allowed, the run their two settings are checked on).
 """
@@ -248,10 +249,15 @@ def header(provenance: Run, seeds: list[int], dirty: bool) -> list[str]:
     ]
 
 
-def replay(path: Path, scales: list[str]) -> None:
+def replay(path: Path, scales: list[str], values: list[str] | None = None) -> None:
     """Predict a recorded run's plans again with settings scaled (a serving model's constant,
-    or a field of the recorded serving cost); print the errors, then their summary."""
+    or a field of the recorded serving cost) and recorded serving-cost fields set to one value
+    (`values`, NAME=VALUE); print the errors, then their summary."""
     fields: dict[str, float] = {}
+    set_to = {name: float(value) for name, value in (item.split("=") for item in values or [])}
+    unknown = set(set_to) - set(ServingCost.__dataclass_fields__)
+    if unknown:
+        raise SystemExit(f"--set takes fields of the serving cost, not {sorted(unknown)}")
     for item in scales:
         name, factor = item.split("=")
         if name in ServingCost.__dataclass_fields__:
@@ -263,7 +269,7 @@ def replay(path: Path, scales: list[str]) -> None:
     for document in json.loads(path.read_text()):
         recorded = document["profile"]
         cost = recorded.get("serving_cost", {})
-        cost = cost | {name: cost.get(name, 0.0) * f for name, f in fields.items()}
+        cost = cost | {name: cost.get(name, 0.0) * f for name, f in fields.items()} | set_to
         profile = Profile.from_json(recorded | {"serving_cost": cost})
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / "DEVICES.json").write_text(json.dumps(document["inventory"]))
@@ -320,9 +326,10 @@ def main() -> None:
     parser.add_argument("--out", default="heldout")
     parser.add_argument("--replay", type=Path)
     parser.add_argument("--scale", action="append", default=[])
+    parser.add_argument("--set", action="append", default=[], dest="set_fields")
     args = parser.parse_args()
     if args.replay:
-        return replay(args.replay, args.scale)
+        return replay(args.replay, args.scale, args.set_fields)
     if args.cores and os.environ.get(PINNED) != str(args.cores):
         cores = f"0-{args.cores - 1}" if args.cores > 1 else "0"
         env = {**os.environ, PINNED: str(args.cores)}
