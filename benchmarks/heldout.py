@@ -349,7 +349,8 @@ def main() -> None:
 
 def run(args: argparse.Namespace, seeds: list[int], provenance: Run) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="heldout-"))
-    started, documents = time.perf_counter(), []
+    documents: list[dict[str, Any]] = []
+    started = time.perf_counter()
     for seed in seeds:
         elapsed = time.perf_counter() - started
         last = documents[-1]["seconds"] if documents else 0.0
