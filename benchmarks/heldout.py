@@ -252,19 +252,16 @@ def header(provenance: Run, seeds: list[int], dirty: bool) -> list[str]:
 def replay(path: Path, scales: list[str], values: list[str] | None = None) -> None:
     """Predict a recorded run's plans again with settings scaled (a serving model's constant,
     or a field of the recorded serving cost) and recorded serving-cost fields set to one value
-    (`values`, NAME=VALUE); print the errors, then their summary."""
-    fields: dict[str, float] = {}
-    set_to = {name: float(value) for name, value in (item.split("=") for item in values or [])}
-    unknown = set(set_to) - set(ServingCost.__dataclass_fields__)
-    if unknown:
-        raise SystemExit(f"--set takes fields of the serving cost, not {sorted(unknown)}")
-    for item in scales:
-        name, factor = item.split("=")
-        if name in ServingCost.__dataclass_fields__:
-            fields[name] = float(factor)
-            continue
+    (`values`); print the errors, then their summary."""
+    recorded_fields = set(ServingCost.__dataclass_fields__)
+    factors = name_values(scales)
+    fields = {name: f for name, f in factors.items() if name in recorded_fields}
+    for name in factors.keys() - fields.keys():
         module = serving_units if name.startswith("PARALLEL") else serving_model
-        setattr(module, name, getattr(module, name) * float(factor))
+        setattr(module, name, getattr(module, name) * factors[name])
+    set_to = name_values(values or [])
+    if unknown := set_to.keys() - recorded_fields:
+        raise SystemExit(f"--set takes fields of the serving cost, not {sorted(unknown)}")
     saturating, p99s = [], []
     for document in json.loads(path.read_text()):
         recorded = document["profile"]
@@ -289,6 +286,15 @@ def replay(path: Path, scales: list[str], values: list[str] | None = None) -> No
             print(f"seed {document['seed']} p99 at {at}: served/predicted {p99:.2f}")
             p99s.append(p99)
     print(replay_summary(saturating, p99s))
+
+
+def name_values(items: list[str]) -> dict[str, float]:
+    """NAME=NUMBER items (`--scale`, `--set`) as a dict; a malformed one ends the script."""
+    pairs = [item.partition("=") for item in items]
+    try:
+        return {name: float(value) for name, _, value in pairs}
+    except ValueError:
+        raise SystemExit(f"expected NAME=NUMBER, got {items}") from None
 
 
 def replay_summary(saturating: list[float], p99s: list[float]) -> str:
