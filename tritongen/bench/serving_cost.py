@@ -58,8 +58,8 @@ STAND_IN = "stand_in"
 WAITS = "stand_in_waits"  # the stand-in, sleeping WAIT_AFTER_S before each call
 ENSEMBLE = "serving_cost"  # the stand-in as a one-member ensemble
 MEASURE_INTERVAL_MS = 1500
-# Idle and busy in turn, so that a drift of the machine hits both alike; three rounds so
-# that the median leaves out one round the rest of the machine disturbed
+# Idle and busy in turn, so that a drift of the machine hits both alike; three rounds, so
+# that the waiting measured beside the members has a median that leaves out one disturbed round
 CONTENTION_ROUNDS = 3
 MEMBERS_ALONE_S = 3 * MEASURE_INTERVAL_MS / 1000  # perf_analyzer's three windows
 # The waiting stand-in sleeps this long per call: past the time the threads that wait on a
