@@ -29,13 +29,8 @@ WEIGHTS = [1.0, 2.0, 0.5]
 MAX_BATCH = 8
 
 
-# A profile measures the serving cost before the members: about three minutes on a 2-core
-# machine, with the waiting stand-in's rounds idle and beside the busy members
-CLI_TIMEOUT_S = 360
-
-
 def run_cli(
-    *args: str, cwd: Path | None = None, cache: Path | None = None, timeout: float = CLI_TIMEOUT_S
+    *args: str, cwd: Path | None = None, cache: Path | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
     """`tritongen ARGS` as a user runs it; `cache` isolates its cache folder."""
     env = {**os.environ, "COLUMNS": "160"}
