@@ -69,6 +69,8 @@ def command_line(script: str, args: argparse.Namespace | None) -> str:
         flag = "--" + key.replace("_", "-")
         if value is True:
             words.append(flag)
+        elif isinstance(value, list):  # an option given once per item, or not at all
+            words += [word for item in value for word in (flag, str(item))]
         elif value not in (None, False):
             words += [flag, str(value)]
     return " ".join(words)

@@ -332,10 +332,10 @@ def main() -> None:
     parser.add_argument("--out", default="heldout")
     parser.add_argument("--replay", type=Path)
     parser.add_argument("--scale", action="append", default=[])
-    parser.add_argument("--set", action="append", default=[], dest="set_fields")
+    parser.add_argument("--set", action="append", default=[])
     args = parser.parse_args()
     if args.replay:
-        return replay(args.replay, args.scale, args.set_fields)
+        return replay(args.replay, args.scale, args.set)
     if args.cores and os.environ.get(PINNED) != str(args.cores):
         cores = f"0-{args.cores - 1}" if args.cores > 1 else "0"
         env = {**os.environ, PINNED: str(args.cores)}
