@@ -7,7 +7,8 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -29,8 +30,13 @@ WEIGHTS = [1.0, 2.0, 0.5]
 MAX_BATCH = 8
 
 
+# A profile measures the serving cost before the members: about three minutes on a 2-core
+# machine, with the waiting stand-in's rounds idle and beside the busy members
+CLI_TIMEOUT_S = 360
+
+
 def run_cli(
-    *args: str, cwd: Path | None = None, cache: Path | None = None, timeout: float = 120
+    *args: str, cwd: Path | None = None, cache: Path | None = None, timeout: float = CLI_TIMEOUT_S
 ) -> subprocess.CompletedProcess[str]:
     """`tritongen ARGS` as a user runs it; `cache` isolates its cache folder."""
     env = {**os.environ, "COLUMNS": "160"}
@@ -114,3 +120,25 @@ def server(
     repository = build_matrix_repository(member_models, tmp_path_factory.mktemp("matrix"))
     with EmbeddedServer(repository, ready_timeout_s=300) as running:
         yield running
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float) -> None:
+    """Poll `condition` until it holds; fail the test after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "gave up waiting"
+        time.sleep(0.2)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie waiting for its reaper does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = (
+        Path(f"/proc/{pid}/stat").read_text().split()[2]
+        if Path(f"/proc/{pid}/stat").exists()
+        else "X"
+    )
+    return status != "Z"

@@ -4,6 +4,10 @@ here. Budgets are small, so figures are coarse; the tests check what must hold a
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import process_alive, run_cli, wait_until
 from tests.onnx_models import (
     child_killed_at_batch_8,
     even_batches_only,
@@ -275,6 +279,37 @@ def test_killed_child_fails_its_batch_and_larger_and_keeps_the_smaller() -> None
     assert points == {1, 2}
     assert set(failures) == {8, 16}
     assert "killed (SIGKILL), most likely out of memory at batch 8" in failures[16]
+
+
+# A profile killed outright (a test's timeout, the OOM killer) while the members are kept busy
+# in the background: prints the workers' pids, then waits to be killed.
+BUSY_THEN_WAIT = """
+import multiprocessing, sys, time
+from tritongen.profile.busy import busy_jobs, members_busy
+from tritongen.spec.ensemble import load_spec
+from tritongen.spec.members import load_ensemble
+ensemble = load_ensemble(load_spec(sys.argv[1]))
+with members_busy(busy_jobs(ensemble, 4), 2):
+    print(*[child.pid for child in multiprocessing.active_children()], flush=True)
+    time.sleep(600)
+"""
+
+
+def test_busy_members_end_with_a_profile_killed_outright(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    spec = write_spec(tmp_path, models, 8)
+    command = [sys.executable, "-c", BUSY_THEN_WAIT, str(spec)]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT) as parent:
+        assert parent.stdout is not None
+        workers = [int(pid) for pid in parent.stdout.readline().split()]
+        assert len(workers) == 2 and all(process_alive(pid) for pid in workers)
+        parent.kill()  # SIGKILL: no finally block of the parent runs
+    try:
+        wait_until(lambda: not any(process_alive(pid) for pid in workers), 30)
+    finally:
+        for pid in filter(process_alive, workers):
+            os.kill(pid, signal.SIGKILL)
 
 
 # ------------------------------------------------------------------ the CLI

@@ -10,8 +10,6 @@ import re
 import signal
 import socket
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +18,15 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from tests.conftest import CLI, assert_one_line_error, run_cli, spec_data, write_spec
+from tests.conftest import (
+    CLI,
+    assert_one_line_error,
+    process_alive,
+    run_cli,
+    spec_data,
+    wait_until,
+    write_spec,
+)
 from tests.unit import test_server_parts as unit_half
 from tests.unit.test_server_parts import KEY
 from tritongen.errors import ServerError
@@ -136,7 +142,27 @@ def test_serve_background_prints_json_binds_loopback_and_stops_on_sigterm(reposi
         assert all(re.search(r"\s(\[::ffff:)?127\.0\.0\.1\]?:", line) for line in ours), ours
     finally:
         os.kill(info["pid"], signal.SIGTERM)
-    _wait_until(lambda: not _alive(info["pid"]) and not _alive(info["server_pid"]), 60)
+    wait_until(lambda: not process_alive(info["pid"]) and not process_alive(info["server_pid"]), 60)
+
+
+@pytest.mark.server
+def test_serve_killed_outright_takes_its_tritonserver_with_it(repository: Path) -> None:
+    free = ["--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"]
+    result = subprocess.run(
+        [*CLI, "serve", str(repository), "--background", *free],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout.strip().splitlines()[-1])
+    assert process_alive(info["server_pid"])
+    os.kill(info["pid"], signal.SIGKILL)  # no handler runs: only the kernel can stop the server
+    try:
+        wait_until(lambda: not process_alive(info["server_pid"]), 60)
+    finally:
+        if process_alive(info["server_pid"]):
+            os.kill(info["server_pid"], signal.SIGKILL)
 
 
 @pytest.mark.server
@@ -149,7 +175,7 @@ def test_a_crashed_tritonserver_is_restarted_on_its_ports_and_reported(
     with caplog.at_level("WARNING"), EmbeddedServer(repository) as server:
         crashed, ports = server.pid, (server.http_port, server.grpc_port)
         os.kill(crashed, signal.SIGSEGV)
-        _wait_until(lambda: bool(server.restarts) and server.is_ready(), 180)
+        wait_until(lambda: bool(server.restarts) and server.is_ready(), 180)
         assert server.restarts[0][1:] == (crashed, -signal.SIGSEGV, server.pid)
         assert (server.http_port, server.grpc_port) == ports
         assert EnsembleClient(server.grpc_url, "ens", Protocol.grpc).infer(rows).shape == (3, 5)
@@ -211,23 +237,3 @@ def test_a_server_that_keeps_dying_is_given_up_with_the_reason(repository: Path)
     assert server.failure is not None
     assert "was killed by signal 9 (SIGKILL)" in server.failure
     assert "not restarting it" in server.failure
-
-
-def _wait_until(condition: Callable[[], bool], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "gave up waiting"
-        time.sleep(0.2)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    status = (
-        Path(f"/proc/{pid}/stat").read_text().split()[2]
-        if Path(f"/proc/{pid}/stat").exists()
-        else "X"
-    )
-    return status != "Z"

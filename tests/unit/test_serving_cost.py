@@ -4,6 +4,7 @@ integration/test_serving_cost_served.py)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -46,3 +47,20 @@ def test_profile_round_trips_the_measured_cost() -> None:
     measured = ServingCost(0.0004, 0.00001, 0.0003, "measured")
     profile = Profile.from_json({"version": 1, "members": {}, "serving_cost": measured.to_json()})
     assert profile.serving_cost == measured
+
+
+def test_the_waiting_charged_under_load_is_the_one_measured_beside_the_members() -> None:
+    idle = ServingCost(
+        0.0004, 1e-5, 3e-4, "measured", request_s=1e-4, contention=1.2,
+        wait_call_s=0.0012, client_wait_call_s=0.0004, wait_after_s=0.008,
+    )  # fmt: skip
+    # a profile written before the busy waiting was measured: its waiting scaled as the path
+    assert idle.under_load().wait_call_s == pytest.approx(0.0012 * 1.2)
+    busy = replace(idle, busy_wait_call_s=0.0006, busy_client_wait_call_s=0.0001)
+    loaded = busy.under_load()
+    assert (loaded.wait_call_s, loaded.client_wait_call_s) == (0.0006, 0.0001)
+    assert loaded.request_s == pytest.approx(1e-4 * 1.2)
+    # and the busy figures travel with the profile
+    profile = Profile.from_json({"version": 1, "members": {}, "serving_cost": busy.to_json()})
+    assert profile.serving_cost == busy
+    assert "0.600 ms (+0.100 ms) with the members busy" in busy.describe()

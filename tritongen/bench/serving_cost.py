@@ -13,6 +13,8 @@ once per ensemble request rather than per member call, are left out. Two batch s
 fixed cost per call and a cost per sample (the copies). Results are cached per input signature.
 The same load served again while the ensemble's own members compute on every core gives how
 much more the path costs when it shares the cores with them (`contention`, cached per ensemble).
+Beside the stand-in, a copy of it that sleeps before each call gives what a call that lasts
+costs the threads waiting on it, on idle cores and beside the busy members.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import hashlib
 import json
 import math
 import os
+import shutil
+import statistics
 import tempfile
 import time
 from collections.abc import Sequence
@@ -51,18 +55,20 @@ from tritongen.spec.ensemble import load_spec
 from tritongen.spec.members import Ensemble, TensorSignature, load_ensemble
 
 STAND_IN = "stand_in"
+WAITS = "stand_in_waits"  # the stand-in, sleeping WAIT_AFTER_S before each call
 ENSEMBLE = "serving_cost"  # the stand-in as a one-member ensemble
 MEASURE_INTERVAL_MS = 1500
-CONTENTION_ROUNDS = 2  # idle and busy in turn: a drift of the machine hits both alike
+# Idle and busy in turn, so that a drift of the machine hits both alike; three rounds, so
+# that the waiting measured beside the members has a median that leaves out one disturbed round
+CONTENTION_ROUNDS = 3
 MEMBERS_ALONE_S = 3 * MEASURE_INTERVAL_MS / 1000  # perf_analyzer's three windows
-# The slow stand-in's calls last about this long (products of a 128 x 128 matrix, whatever
-# the batch): past the time the threads that wait on a call spin before they sleep (a model
-# sleeping 0, 2, 8 and 32 ms per call cost tritonserver, its process and the client more CPU
-# per call up to 8 ms, and no more at 32)
+# The waiting stand-in sleeps this long per call: past the time the threads that wait on a
+# call spin before they sleep (a model sleeping 0, 2, 8 and 32 ms per call cost tritonserver,
+# its process and the client more CPU per call up to 8 ms, and no more at 32)
 WAIT_AFTER_S = 0.008
-BURN_WIDTH = 128
-BURN_PROBE = 8  # products timed first, to size the call
-BURN_CALLS = 20  # timed in this process for the call's own CPU and wall
+# The waiting is a difference of two loads' CPU per request times the requests per call
+# (about 16), so one disturbed window moves it by a millisecond: the median of rounds is kept
+WAITING_ROUNDS = 3
 
 
 def serving_cost(
@@ -86,7 +92,22 @@ def serving_cost(
         found = members_contention(ensemble, inventory, use_cache)
     except TritongenError:  # the path is then charged as measured on idle cores
         return cost
-    return replace(cost, contention=found.path, refill=found.refill)
+    return replace(
+        cost,
+        contention=found.path,
+        refill=found.refill,
+        busy_wait_call_s=found.waiting.call_s,
+        busy_client_wait_call_s=found.waiting.client_call_s,
+    )
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """What a call of `WAIT_AFTER_S` costs the processes that wait on it, beyond an instant
+    one's, CPU seconds per call."""
+
+    call_s: float  # tritonserver and the Python-backend process
+    client_call_s: float  # the client
 
 
 @dataclass(frozen=True)
@@ -95,6 +116,7 @@ class Contention:
 
     path: float  # the path's CPU per request beside the members over on idle cores
     refill: float  # the members' extra CPU beside the path, per CPU second the path took
+    waiting: Waiting  # a long call's waiting beside the members
 
 
 def members_contention(
@@ -106,26 +128,37 @@ def members_contention(
     if use_cache:
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
             cached = json.loads(path.read_text())
-            return Contention(float(cached["contention"]), float(cached["refill"]))
+            waiting = Waiting(float(cached["wait_call_s"]), float(cached["client_wait_call_s"]))
+            return Contention(float(cached["contention"]), float(cached["refill"]), waiting)
     found = measure_contention(ensemble, inventory)
-    _write_json(path, {"contention": found.path, "refill": found.refill})
+    _write_json(
+        path,
+        {
+            "contention": found.path,
+            "refill": found.refill,
+            "wait_call_s": found.waiting.call_s,
+            "client_wait_call_s": found.waiting.client_call_s,
+        },
+    )
     return found
 
 
 def measure_contention(ensemble: Ensemble, inventory: Inventory) -> Contention:
     """CPU per request of the stand-in's path (tritonserver, its process, the client over
     gRPC) at the serving cost's load, with the members computing on every core (`profile.busy`)
-    over the same with the cores idle; and the members' CPU per run beside that load over the
-    same alone, the extra per CPU second of the path. Idle and busy are taken in turn
+    over the same with the cores idle; the members' CPU per run beside that load over the
+    same alone, the extra per CPU second of the path; and, beside the members, what a long
+    call's waiting costs (the waiting stand-in's rounds). Idle and busy are taken in turn
     `CONTENTION_ROUNDS` times."""
     largest = ensemble.spec.max_batch_size
     loaded = math.ceil(IN_FLIGHT * largest)
     jobs = busy_jobs(ensemble, largest)
     cores = inventory.cpu.cores if inventory.cpu and inventory.cpu.cores else 1
     idle = busy = extra = path_cpu = 0.0
+    rounds: list[Waiting] = []
     with tempfile.TemporaryDirectory(prefix="tritongen-contention-") as tmp:
         repository = _stand_in_repository(
-            Path(tmp), ensemble.inputs, ensemble.num_classes, largest, inventory
+            Path(tmp), ensemble.inputs, ensemble.num_classes, largest, inventory, waits=True
         )
         with EmbeddedServer(repository) as server:
             for _ in range(CONTENTION_ROUNDS):
@@ -135,10 +168,13 @@ def measure_contention(ensemble: Ensemble, inventory: Inventory) -> Contention:
                     before = members.work()
                     beside = _cpu_per_request(server, STAND_IN, 1, None, concurrency=loaded)
                     extra += members.work().minus(before).extra_cpu_s(alone)
+                    rounds.append(_waiting_round(server, beside, loaded))
                 busy += beside.path
                 path_cpu += beside.path * beside.requests
     return Contention(
-        busy / idle if idle > 0 else 0.0, max(0.0, extra) / path_cpu if path_cpu > 0 else 0.0
+        busy / idle if idle > 0 else 0.0,
+        max(0.0, extra) / path_cpu if path_cpu > 0 else 0.0,
+        _median(rounds),
     )
 
 
@@ -179,7 +215,9 @@ def measure_serving_cost(
     Python-backend process's apart: the server's is paid per request (a batch of requests does
     not share it), the process's per call (a batch shares it) — see docs/SERVING.md."""
     with tempfile.TemporaryDirectory(prefix="tritongen-serving-cost-") as tmp:
-        repository = _stand_in_repository(Path(tmp), inputs, num_classes, largest, inventory)
+        repository = _stand_in_repository(
+            Path(tmp), inputs, num_classes, largest, inventory, waits=True
+        )
         with EmbeddedServer(repository) as server:
             small = _cpu_per_request(server, STAND_IN, 1, shared_memory="system")
             large = _cpu_per_request(server, STAND_IN, largest, shared_memory="system")
@@ -192,7 +230,7 @@ def measure_serving_cost(
                 wired = _cpu_per_request(server, STAND_IN, 1, None, concurrency=loaded)
             whole = _cpu_per_request(server, ENSEMBLE, 1, None, concurrency=loaded)
             lone = _cpu_per_request(server, ENSEMBLE, 1, None)
-        slow = _slow_calls(Path(tmp) / "slow", inputs, num_classes, largest, inventory, wired)
+            waiting = _waiting(server, wired, loaded)
         # The same load without dynamic batching: every request is a call of its own, so what
         # tritonserver spends per call (its side of the IPC) is no longer shared by a batch.
         repository = _stand_in_repository(
@@ -221,68 +259,38 @@ def measure_serving_cost(
         runnable_per_core=_runnable_per_core(wired, run_queue.mean),
         tail=_tail(wired, loaded),
         path_s=lone.p50_s,
-        wait_call_s=slow.call_s,
-        client_wait_call_s=slow.client_call_s,
-        wait_after_s=slow.after_s,
+        wait_call_s=waiting.call_s,
+        client_wait_call_s=waiting.client_call_s,
+        wait_after_s=WAIT_AFTER_S,
     )
 
 
-@dataclass(frozen=True)
-class _Waiting:
-    """What a long call costs the processes that wait on it, beyond an instant one's."""
+def _waiting(server: EmbeddedServer, instant: _PerRequest, loaded: int) -> Waiting:
+    """The median over `WAITING_ROUNDS` rounds of the waiting stand-in against the instant one
+    at the same load, taken in turn (`instant`: the first round's, already measured)."""
+    rounds = [_waiting_round(server, instant, loaded)]
+    for _ in range(WAITING_ROUNDS - 1):
+        instant = _cpu_per_request(server, STAND_IN, 1, None, concurrency=loaded)
+        rounds.append(_waiting_round(server, instant, loaded))
+    return _median(rounds)
 
-    call_s: float  # tritonserver and the Python-backend process, CPU seconds per call
-    client_call_s: float  # the client, per call
-    after_s: float  # the calls' wall seconds
 
-
-def _slow_calls(
-    root: Path,
-    inputs: Sequence[TensorSignature],
-    num_classes: int,
-    largest: int,
-    inventory: Inventory,
-    instant: _PerRequest,
-) -> _Waiting:
-    """The stand-in made slow (its calls compute for milliseconds), at the load `instant` was
-    measured at: its CPU per request over the instant stand-in's, less the slow calls' own
-    compute (timed in this process), times the requests per call."""
-    root.mkdir(parents=True, exist_ok=True)
-    _stand_in_onnx(root / "probe.onnx", inputs, num_classes, BURN_PROBE)
-    _, probe_s = _burn_seconds(root / "probe.onnx", inputs, largest)
-    steps = max(BURN_PROBE, math.ceil(BURN_PROBE * WAIT_AFTER_S / max(probe_s, 1e-6)))
-    repository = _stand_in_repository(root, inputs, num_classes, largest, inventory, burn=steps)
-    with EmbeddedServer(repository) as server:
-        slow = _cpu_per_request(
-            server, STAND_IN, 1, None, concurrency=math.ceil(IN_FLIGHT * largest)
-        )
-    compute_s, wall_s = _burn_seconds(root / "stand_in.onnx", inputs, round(slow.batch))
-    waiting = slow.server - instant.server + slow.stub - instant.stub - compute_s / slow.batch
-    return _Waiting(
-        max(0.0, waiting) * slow.batch,
+def _waiting_round(server: EmbeddedServer, instant: _PerRequest, loaded: int) -> Waiting:
+    """The waiting stand-in over gRPC at `loaded` in flight: its CPU per request over the
+    instant stand-in's (`instant`, measured just before at that load) times the requests per
+    call. Its calls sleep, so nothing of their own is in the difference: only what the
+    threads waiting on them spent."""
+    slow = _cpu_per_request(server, WAITS, 1, None, concurrency=loaded)
+    return Waiting(
+        max(0.0, slow.total - instant.total) * slow.batch,
         max(0.0, slow.client - instant.client) * slow.batch,
-        wall_s,
     )
 
 
-def _burn_seconds(path: Path, inputs: Sequence[TensorSignature], batch: int) -> tuple[float, float]:
-    """CPU and wall seconds of one call of the slow stand-in at `batch`, one thread, here."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    feed = {
-        f"input_{i}": np.zeros([max(1, batch), *(d if d > 0 else 1 for d in s.dims)], s.dtype)
-        for i, s in enumerate(inputs)
-    }
-    session.run(None, feed)
-    cpu, wall = time.process_time(), time.perf_counter()
-    for _ in range(BURN_CALLS):
-        session.run(None, feed)
-    return (
-        (time.process_time() - cpu) / BURN_CALLS,
-        (time.perf_counter() - wall) / BURN_CALLS,
+def _median(rounds: Sequence[Waiting]) -> Waiting:
+    return Waiting(
+        statistics.median(r.call_s for r in rounds),
+        statistics.median(r.client_call_s for r in rounds),
     )
 
 
@@ -410,13 +418,13 @@ def _stand_in_repository(
     inventory: Inventory,
     *,
     batching: bool = True,
-    burn: int = 0,
+    waits: bool = False,
 ) -> Path:
     """A repository serving the stand-in the way tritongen serves members (Python backend,
     one single-threaded instance, no queue delay; without dynamic batching when not
-    `batching`; computing `burn` matrix products per call when given)."""
+    `batching`), and the waiting stand-in beside it when `waits`."""
     root.mkdir(parents=True, exist_ok=True)
-    _stand_in_onnx(root / "stand_in.onnx", inputs, num_classes, burn)
+    _stand_in_onnx(root / "stand_in.onnx", inputs, num_classes)
     spec_path = root / "stand_in.yaml"
     spec = {
         "name": ENSEMBLE,
@@ -435,15 +443,46 @@ def _stand_in_repository(
         queue_delay_us={STAND_IN: 0},
         dynamic_batching=batching,
     )
-    return render_repository(ensemble, plan, inventory, root / "repository", force=True)
+    repository = render_repository(ensemble, plan, inventory, root / "repository", force=True)
+    if waits:
+        _add_waiting_stand_in(repository)
+    return repository
 
 
-def _stand_in_onnx(
-    path: Path, inputs: Sequence[TensorSignature], num_classes: int, burn: int = 0
-) -> None:
+# The waiting stand-in's model.py: the rendered member's own code, run after a sleep
+WAITING_MODEL = """\
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from member import TritonPythonModel as Member
+
+
+class TritonPythonModel(Member):
+    def execute(self, requests):
+        time.sleep({wait_s})
+        return super().execute(requests)
+"""
+
+
+def _add_waiting_stand_in(repository: Path) -> None:
+    """A copy of the rendered stand-in, named `WAITS`, whose calls sleep `WAIT_AFTER_S` before
+    they run the member's code: the same path, the same tensors, calls that last, and no CPU
+    of their own to subtract."""
+    folder = repository / WAITS
+    shutil.copytree(repository / STAND_IN, folder)
+    config = folder / "config.pbtxt"
+    config.write_text(config.read_text().replace(f'name: "{STAND_IN}"', f'name: "{WAITS}"', 1))
+    code = folder / "1"
+    (code / "model.py").rename(code / "member.py")
+    (code / "model.py").write_text(WAITING_MODEL.format(wait_s=WAIT_AFTER_S))
+
+
+def _stand_in_onnx(path: Path, inputs: Sequence[TensorSignature], num_classes: int) -> None:
     """Inputs `input_0`, `input_1`... of the given dtypes and dims [N, *dims] → the sum of
     their per-sample means, tiled to [N, num_classes] (float32): it reads every value of every
-    input and computes nothing else, but `burn` products of a matrix per call when given."""
+    input and computes nothing else."""
     nodes, means = [], []
     for index in range(len(inputs)):
         name = f"input_{index}"
@@ -454,9 +493,7 @@ def _stand_in_onnx(
         ]
         means.append(f"mean_{index}")
     nodes.append(helper.make_node("Sum", means, ["total"]))
-    burned, weights = _burn_nodes(burn)
-    nodes += burned
-    nodes.append(helper.make_node("Tile", ["burned" if burn else "total", "repeats"], ["y"]))
+    nodes.append(helper.make_node("Tile", ["total", "repeats"], ["y"]))
     graph = helper.make_graph(
         nodes,
         "stand_in",
@@ -472,41 +509,11 @@ def _stand_in_onnx(
         initializer=[
             helper.make_tensor("flat", TensorProto.INT64, [2], [0, -1]),
             helper.make_tensor("repeats", TensorProto.INT64, [2], [1, num_classes]),
-            *weights,
         ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     onnx.save(model, path)
-
-
-def _burn_nodes(steps: int) -> tuple[list[Any], list[Any]]:
-    """Nodes that turn `total` into `burned` (the same values) after `steps` products of a
-    matrix that depends on the input, so that no optimizer computes them ahead; and their
-    initializers."""
-    if steps <= 0:
-        return [], []
-    rng = np.random.default_rng(0)
-    matrix = rng.standard_normal((BURN_WIDTH, BURN_WIDTH)).astype(np.float32) / BURN_WIDTH**0.5
-    nodes = [
-        helper.make_node("ReduceMean", ["total"], ["level"], keepdims=0),
-        helper.make_node("Add", ["matrix", "level"], ["x_0"]),
-    ]
-    for step in range(steps):
-        nodes += [
-            helper.make_node("MatMul", [f"x_{step}", "matrix"], [f"p_{step}"]),
-            helper.make_node("Tanh", [f"p_{step}"], [f"x_{step + 1}"]),
-        ]
-    nodes += [
-        helper.make_node("ReduceMean", [f"x_{steps}"], ["spent"], keepdims=0),
-        helper.make_node("Mul", ["spent", "zero"], ["nothing"]),
-        helper.make_node("Add", ["total", "nothing"], ["burned"]),
-    ]
-    weights = [
-        helper.make_tensor("matrix", TensorProto.FLOAT, matrix.shape, matrix.flatten()),
-        helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0]),
-    ]
-    return nodes, weights
 
 
 def _contention_path(ensemble: Ensemble) -> Path:
@@ -524,6 +531,7 @@ def _cache_path(inputs: Sequence[TensorSignature], largest: int) -> Path:
         "largest": largest,
         "cpu": detect_cpu().device_class,  # the CPU's model and usable cores
         "tritonserver": str(find_tritonserver().binary.stat().st_mtime),
+        "waiting": "sleeping stand-in",  # how the waiting is measured: no other way's entry
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
     return cache_dir() / "serving_cost" / f"{digest}.json"

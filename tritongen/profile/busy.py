@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tritongen.errors import TritongenError
+from tritongen.lifetime import end_with_spawning_parent
 from tritongen.profile.profiler import input_feeds, member_batches, member_settings
 from tritongen.profile.runtime import build_session
 from tritongen.profile.tasks import Target
@@ -116,6 +117,7 @@ def busy_main(jobs: dict[str, Job], stop: Any, ready: Any, tally: tuple[Any, Any
     does not is reported by the profile, not here), say so, then run each member once at its
     job's batch, in turn, until `stop` is set, adding each run and its CPU seconds to `tally`
     (one intra-op thread: onnxruntime runs it on this thread)."""
+    end_with_spawning_parent()
     import numpy as np
 
     rng, sessions, failures = np.random.default_rng(0), [], []

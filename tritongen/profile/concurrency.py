@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tritongen.lifetime import end_with_spawning_parent
 from tritongen.profile.runtime import build_session
 from tritongen.profile.worker import (
     CONTENTION_LIMIT,
@@ -130,6 +131,7 @@ def together_main(job: Job, batches: tuple[int, ...], go: Any, barrier: Any, con
     """Entry point of one of k processes started together: load the session, warm up at every
     batch, say so, wait for the others, then run each batch for `job.point_s` seconds (all k
     starting it at once) and report each."""
+    end_with_spawning_parent()
     try:
         import numpy as np
 

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
+from tritongen.lifetime import end_with_spawning_parent
 from tritongen.profile.cache import PointCache, PointKey
 from tritongen.profile.runtime import build_session
 from tritongen.profile.worker import (
@@ -100,6 +101,7 @@ def rotation_main(jobs: dict[str, Job], gap_s: float, go: Any, conn: Any) -> Non
     """Entry point of a rotation's process: load every session, warm each up, say so, and
     once `go` is set time rounds of (sleep `gap_s`, every member once at its job's first
     batch) for about one point's time."""
+    end_with_spawning_parent()
     try:
         import numpy as np
 

@@ -56,13 +56,24 @@ class ServingCost:
     wait_call_s: float = 0.0
     client_wait_call_s: float = 0.0
     wait_after_s: float = 0.0
+    # The same waiting measured with the members busy on every core (None: not measured):
+    # waiting threads that spin yield to the members' compute, so they spend less than on
+    # idle cores, and `contention` (measured on instant calls) does not say how much
+    busy_wait_call_s: float | None = None
+    busy_client_wait_call_s: float | None = None
 
     def under_load(self) -> ServingCost:
         """The CPU seconds charged while the members compute on the same cores: every per-call,
-        per-sample and per-request figure times the measured `contention`."""
+        per-sample and per-request figure times the measured `contention`, and the waiting as
+        measured beside the busy members where it was."""
         if self.contention <= 0:
             return self
         scaled = {name: getattr(self, name) * self.contention for name in _PATH_CPU}
+        if self.busy_wait_call_s is not None and self.busy_client_wait_call_s is not None:
+            scaled |= {
+                "wait_call_s": self.busy_wait_call_s,
+                "client_wait_call_s": self.busy_client_wait_call_s,
+            }
         return replace(self, **scaled)
 
     def call_s(self, batch: float) -> float:
@@ -83,7 +94,11 @@ class ServingCost:
         )
 
     def describe(self) -> str:
-        ms = {k: f"{1000 * v:.3f} ms" for k, v in asdict(self).items() if k != "source"}
+        ms = {
+            k: f"{1000 * v:.3f} ms"
+            for k, v in asdict(self).items()
+            if k != "source" and v is not None
+        }
         return (
             f"serving cost ({self.source}): per request {ms['request_s']} in tritonserver "
             f"(+{ms['wire_s']} over gRPC), per call {ms['per_call_s']} in the Python backend "
@@ -95,7 +110,15 @@ class ServingCost:
             f"alone through the ensemble; the path's CPU {self.contention:.2f}x with the members "
             f"busy on every core, and {self.refill:.2f} s more of the members' per second of it; "
             f"{ms['wait_call_s']} more per call (+{ms['client_wait_call_s']} the client's) for "
-            f"calls of {ms['wait_after_s']}"
+            f"calls of {ms['wait_after_s']}{self._busy_waiting()}"
+        )
+
+    def _busy_waiting(self) -> str:
+        if self.busy_wait_call_s is None or self.busy_client_wait_call_s is None:
+            return ""
+        return (
+            f", {1000 * self.busy_wait_call_s:.3f} ms (+{1000 * self.busy_client_wait_call_s:.3f}"
+            " ms) with the members busy"
         )
 
 
@@ -255,6 +278,8 @@ class _ServingCostFile(BaseModel):
     wait_call_s: Finite = 0.0
     client_wait_call_s: Finite = 0.0
     wait_after_s: Finite = 0.0
+    busy_wait_call_s: Finite | None = None
+    busy_client_wait_call_s: Finite | None = None
 
 
 class _SkippedFile(_Open):

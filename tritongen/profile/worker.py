@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
+from tritongen.lifetime import end_with_spawning_parent
 from tritongen.profile.runtime import SessionSettings, build_session, import_runtime
 from tritongen.spec.values import Fill
 
@@ -438,6 +439,7 @@ def stop_process(process: Any) -> None:
 def child_main(job: Job, conn: Any) -> None:
     """Entry point of the spawned process: stream messages, then close the pipe. Anything
     unexpected goes back as a JobFailure rather than a traceback over the progress bar."""
+    end_with_spawning_parent()
     try:
         run_job(job, conn.send)
     except Exception as exc:

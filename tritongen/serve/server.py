@@ -24,6 +24,7 @@ from types import TracebackType
 from prometheus_client.parser import text_string_to_metric_families
 
 from tritongen.errors import ServerError
+from tritongen.lifetime import ends_with_this_process
 from tritongen.render.group import busy_files
 from tritongen.render.nodes import NODES_DIR, served_nodes
 from tritongen.serve.arguments import (
@@ -91,7 +92,10 @@ class EmbeddedServer:
 
     Ports left None are chosen free. With `api_key`, the model-repository, shared-memory,
     trace and logging APIs answer only requests that carry it: in the `API_KEY_HEADER` header
-    over HTTP, in the `GRPC_API_KEY_HEADER` metadata over gRPC (Triton prefixes the key)."""
+    over HTTP, in the `GRPC_API_KEY_HEADER` metadata over gRPC (Triton prefixes the key).
+
+    tritonserver ends (SIGTERM) with the thread that started it, so a process killed outright
+    leaves no server behind (`tritongen/lifetime.py`): start it from a thread that outlives it."""
 
     def __init__(
         self,
@@ -214,6 +218,7 @@ class EmbeddedServer:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env=self._environment,
+                preexec_fn=ends_with_this_process(signal.SIGTERM),
             )
         try:
             self._wait_ready()
