@@ -25,19 +25,13 @@ from typing import Any
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
-def end_with_parent(parent_pid: int, sig: int = signal.SIGKILL) -> None:
-    """In a child: have the kernel send `sig` when the parent that started it ends, and end
-    now if that parent (`parent_pid`) has already gone (the child was adopted before the call)."""
-    prctl = _prctl()
-    if prctl is not None:
-        _ask_for_signal(prctl, parent_pid, sig)
-
-
 def end_with_spawning_parent() -> None:
-    """`end_with_parent` for a `multiprocessing` child, called first in its entry point."""
-    parent = multiprocessing.parent_process()
-    if parent is not None and parent.pid is not None:
-        end_with_parent(parent.pid)
+    """Called first in a `multiprocessing` child's entry point: have the kernel kill it
+    (SIGKILL) when the parent that spawned it ends, and end now if that parent has already
+    gone (the child was adopted before the call)."""
+    parent, prctl = multiprocessing.parent_process(), _prctl()
+    if prctl is not None and parent is not None and parent.pid is not None:
+        _ask_for_signal(prctl, parent.pid, signal.SIGKILL)
 
 
 def ends_with_this_process(sig: int) -> Callable[[], None] | None:

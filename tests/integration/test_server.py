@@ -119,15 +119,7 @@ def test_model_control_with_the_key_unloads_and_loads(restricted: EmbeddedServer
 
 @pytest.mark.server
 def test_serve_background_prints_json_binds_loopback_and_stops_on_sigterm(repository: Path) -> None:
-    free = ["--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"]
-    result = subprocess.run(
-        [*CLI, "serve", str(repository), "--background", *free, "--api-key", KEY],
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert result.returncode == 0, result.stderr
-    info = json.loads(result.stdout.strip().splitlines()[-1])
+    info = _serve_in_background(repository, "--api-key", KEY)
     assert set(info) >= {"pid", "server_pid", "http_port", "grpc_port", "metrics_port", "log"}
     assert all(info[f"{p}_port"] > 0 for p in ("http", "grpc", "metrics"))
     try:
@@ -147,15 +139,7 @@ def test_serve_background_prints_json_binds_loopback_and_stops_on_sigterm(reposi
 
 @pytest.mark.server
 def test_serve_killed_outright_takes_its_tritonserver_with_it(repository: Path) -> None:
-    free = ["--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"]
-    result = subprocess.run(
-        [*CLI, "serve", str(repository), "--background", *free],
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert result.returncode == 0, result.stderr
-    info = json.loads(result.stdout.strip().splitlines()[-1])
+    info = _serve_in_background(repository)
     assert process_alive(info["server_pid"])
     os.kill(info["pid"], signal.SIGKILL)  # no handler runs: only the kernel can stop the server
     try:
@@ -237,3 +221,16 @@ def test_a_server_that_keeps_dying_is_given_up_with_the_reason(repository: Path)
     assert server.failure is not None
     assert "was killed by signal 9 (SIGKILL)" in server.failure
     assert "not restarting it" in server.failure
+
+
+def _serve_in_background(repository: Path, *options: str) -> dict:
+    """`tritongen serve --background` on free ports: the JSON line it prints."""
+    free = ["--http-port", "0", "--grpc-port", "0", "--metrics-port", "0"]
+    result = subprocess.run(
+        [*CLI, "serve", str(repository), "--background", *free, *options],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
